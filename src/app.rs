@@ -1,0 +1,269 @@
+//! Wiring: opens the store, binds the listener, builds the gateways and the router, and runs
+//! them under one `CancellationToken` until shutdown.
+//!
+//! Invariant: kassa is a function of its config, its environment (clock, randomness) and a
+//! listener; tests build it on port 0 exactly as `serve` does.
+
+use crate::clock::Env;
+use crate::config::{Config, GatewayMode};
+use crate::flows::Kassa;
+use crate::gateway::portone::PortOneGateway;
+use crate::gateway::{Gateways, client};
+use crate::http::state::AppState;
+use crate::sandbox::{self, Sandbox};
+use crate::secret::Secret;
+use crate::store::{Store, StoreError};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How long in-flight requests get to finish after shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Name of the file in `data_dir` that keeps a generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source} (is another program using the port?)")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("cannot keep the admin token in {path}: {source}")]
+    AdminToken { path: PathBuf, source: std::io::Error },
+    #[error("cannot build the PG client: {0}")]
+    Client(String),
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built, not yet running kassa.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+    sandbox: Option<Arc<Sandbox>>,
+    shutdown: CancellationToken,
+    generated_token: Option<PathBuf>,
+}
+
+/// The admin token: the configured one, else the one kept in `data_dir`, else a new one written
+/// there with mode 0600. Returns the path when a new one was made, so it can be printed once.
+fn admin_token(config: &Config, env: &Env) -> Result<(Secret, Option<PathBuf>), AppError> {
+    if let Some(token) = &config.admin_token {
+        return Ok((token.clone(), None));
+    }
+    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+    let error = |source| AppError::AdminToken { path: path.clone(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok((Secret::new(text.trim()), None)),
+        Ok(_) => {}
+        Err(source) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(error(source)),
+    }
+    let token = env.random_hex(24);
+    write_private(&path, &token).map_err(error)?;
+    Ok((Secret::new(token), Some(path)))
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// The address a local client uses to reach a listener bound to `addr`.
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    }
+}
+
+impl App {
+    pub async fn build(config: Config, env: Env) -> Result<App, AppError> {
+        let store = {
+            let env = env.clone();
+            Store::open(&config.data_dir, move || {
+                let mut key = [0u8; 32];
+                env.entropy.fill(&mut key);
+                key
+            })?
+        };
+        let (admin_token, generated_token) = admin_token(&config, &env)?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| AppError::Bind { addr: config.listen.clone(), source })?;
+        let local_addr = listener.local_addr().map_err(|source| AppError::Bind { addr: config.listen.clone(), source })?;
+        let reachable = loopback(local_addr);
+        let public_base_url = config.public_base_url.clone().unwrap_or_else(|| format!("http://{reachable}"));
+        let http = client::build(config.retry.pg_timeout).map_err(AppError::Client)?;
+        let shutdown = CancellationToken::new();
+        let (gateways, sandbox) = match config.gateway.mode {
+            GatewayMode::Sandbox => {
+                let portone = PortOneGateway::new(
+                    http,
+                    &format!("http://{reachable}/sandbox-pg/portone"),
+                    Secret::new(sandbox::SANDBOX_IMP_KEY),
+                    Secret::new(sandbox::SANDBOX_IMP_SECRET),
+                    env.clock.clone(),
+                );
+                let sandbox = Sandbox::new(env.clock.clone(), env.entropy.clone(), shutdown.clone());
+                (Gateways::default().with(Arc::new(portone)), Some(sandbox))
+            }
+            GatewayMode::Real(_) => {
+                let mut gateways = Gateways::default();
+                let portone = &config.gateway.portone;
+                if !portone.imp_key.is_empty() && !portone.imp_secret.is_empty() {
+                    gateways = gateways.with(Arc::new(PortOneGateway::new(
+                        http,
+                        &portone.base_url,
+                        portone.imp_key.clone(),
+                        portone.imp_secret.clone(),
+                        env.clock.clone(),
+                    )));
+                }
+                (gateways, None)
+            }
+        };
+        let kassa = Kassa { config: Arc::new(config), store, gateways, env };
+        let state = AppState {
+            sandbox: sandbox.is_some(),
+            kassa,
+            admin_token,
+            public_base_url: public_base_url.trim_end_matches('/').to_owned(),
+            shutdown: shutdown.clone(),
+        };
+        Ok(App { listener, local_addr, state, sandbox, shutdown, generated_token })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn kassa(&self) -> &Kassa {
+        &self.state.kassa
+    }
+
+    pub fn admin_token(&self) -> &Secret {
+        &self.state.admin_token
+    }
+
+    pub fn public_base_url(&self) -> &str {
+        &self.state.public_base_url
+    }
+
+    /// Cancelling this token shuts kassa down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The path of an admin token made by this start, if one was.
+    pub fn generated_token(&self) -> Option<&Path> {
+        self.generated_token.as_deref()
+    }
+
+    /// Serves until the shutdown token is cancelled, then gives in-flight requests
+    /// `SHUTDOWN_GRACE` to finish.
+    pub async fn run(self) -> Result<(), AppError> {
+        let router = crate::http::router(self.state.clone(), self.sandbox.map(sandbox::router));
+        let shutdown = self.shutdown.clone();
+        let server = tokio::spawn(
+            axum::serve(self.listener, router.into_make_service()).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future(),
+        );
+        shutdown.cancelled().await;
+        match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+            Ok(Ok(result)) => result.map_err(AppError::Serve),
+            Ok(Err(join)) => Err(AppError::Serve(std::io::Error::other(join.to_string()))),
+            Err(_) => {
+                tracing::warn!("in-flight requests did not finish within the shutdown grace; stopping anyway");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+}
+
+/// `kassa serve`: build, say where it runs, and serve until a signal.
+pub async fn serve(config: Config, env: Env) -> Result<(), AppError> {
+    let data_file = config.data_file();
+    let app = App::build(config, env).await?;
+    let mode = match app.kassa().config.gateway.mode {
+        GatewayMode::Sandbox => "sandbox".to_owned(),
+        GatewayMode::Real(provider) => provider.as_str().to_owned(),
+    };
+    if let Some(path) = app.generated_token() {
+        // Printed once, to the terminal, never to the log: it is the key to the admin API.
+        eprintln!("kassa: a new admin token was made and kept in {}:\n  {}", path.display(), app.admin_token().expose());
+    }
+    tracing::info!(
+        listen = %app.local_addr(),
+        url = %app.public_base_url(),
+        data_file = %data_file.display(),
+        gateway = %mode,
+        "kassa is running; open {}/payment",
+        app.public_base_url()
+    );
+    cancel_on_signals(app.shutdown_token());
+    app.run().await?;
+    tracing::info!("kassa stopped");
+    Ok(())
+}
+
+/// `kassa sandbox-pg`: the sandbox PG alone, at the root of `listen`.
+pub async fn serve_sandbox(listen: &str, env: Env) -> Result<(), AppError> {
+    let listener = TcpListener::bind(listen).await.map_err(|source| AppError::Bind { addr: listen.to_owned(), source })?;
+    let local = listener.local_addr().map_err(|source| AppError::Bind { addr: listen.to_owned(), source })?;
+    let shutdown = CancellationToken::new();
+    let sandbox = Sandbox::new(env.clock.clone(), env.entropy.clone(), shutdown.clone());
+    tracing::info!(listen = %local, "sandbox PG is running; PortOne V1 base URL: http://{}/portone", loopback(local));
+    cancel_on_signals(shutdown.clone());
+    axum::serve(listener, sandbox::router(sandbox).into_make_service())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(AppError::Serve)
+}
+
+/// `kassa backup` without a server: a consistent copy of the data file, taken while holding it.
+pub fn backup_file(data_dir: &Path, out: &Path) -> Result<u64, AppError> {
+    let store = Store::open(data_dir, || [0u8; 32])?;
+    let copied = std::fs::copy(store.path(), out).map_err(|source| AppError::AdminToken { path: out.to_path_buf(), source })?;
+    drop(store);
+    Ok(copied)
+}

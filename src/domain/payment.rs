@@ -1,0 +1,425 @@
+//! Payments and their status machine.
+//!
+//! Invariant: a payment's status only changes through `PaymentStatus::can_move_to`, and a
+//! payment's `cancelled_amount` never exceeds its `amount`.
+
+use super::{Amount, BuyerId, CancelId, DomainError, OrderId, PartnerId, PaymentId, PgTid};
+use chrono::{DateTime, Utc};
+
+/// The PGs kassa speaks to. The sandbox PG imitates each of them, so it is not a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    PortOne,
+    Toss,
+    Payple,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 3] = [Provider::PortOne, Provider::Toss, Provider::Payple];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::PortOne => "portone",
+            Provider::Toss => "toss",
+            Provider::Payple => "payple",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Provider, DomainError> {
+        Provider::ALL
+            .into_iter()
+            .find(|provider| provider.as_str() == raw)
+            .ok_or_else(|| DomainError::UnknownProvider(raw.chars().take(32).collect()))
+    }
+}
+
+/// Where a payment stands. The names are CONTRACT.md's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentStatus {
+    Paid,
+    CancelRequested,
+    PartiallyCancelled,
+    Cancelled,
+    CancelFailed,
+    RollbackPending,
+    RollbackRefunded,
+    RollbackFailed,
+}
+
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 8] = [
+        PaymentStatus::Paid,
+        PaymentStatus::CancelRequested,
+        PaymentStatus::PartiallyCancelled,
+        PaymentStatus::Cancelled,
+        PaymentStatus::CancelFailed,
+        PaymentStatus::RollbackPending,
+        PaymentStatus::RollbackRefunded,
+        PaymentStatus::RollbackFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Paid => "PAID",
+            PaymentStatus::CancelRequested => "CANCEL_REQUESTED",
+            PaymentStatus::PartiallyCancelled => "PARTIALLY_CANCELLED",
+            PaymentStatus::Cancelled => "CANCELLED",
+            PaymentStatus::CancelFailed => "CANCEL_FAILED",
+            PaymentStatus::RollbackPending => "ROLLBACK_PENDING",
+            PaymentStatus::RollbackRefunded => "ROLLBACK_REFUNDED",
+            PaymentStatus::RollbackFailed => "ROLLBACK_FAILED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<PaymentStatus> {
+        PaymentStatus::ALL.into_iter().find(|status| status.as_str() == raw)
+    }
+
+    /// The statuses a payment can be created in: accepted, or taken by the PG but refused here.
+    pub fn is_initial(self) -> bool {
+        matches!(self, PaymentStatus::Paid | PaymentStatus::RollbackPending)
+    }
+
+    /// The legal moves. A cancel is requested from a paid or partly cancelled payment, ends in
+    /// one of three outcomes, and a failed one can be requested again by a human (re-drive).
+    /// A rollback only ever ends refunded or failed, and a failed one can be re-driven.
+    pub fn can_move_to(self, next: PaymentStatus) -> bool {
+        use PaymentStatus as S;
+        matches!(
+            (self, next),
+            (S::Paid | S::PartiallyCancelled | S::CancelFailed, S::CancelRequested)
+                | (S::CancelRequested, S::CancelRequested | S::PartiallyCancelled | S::Cancelled | S::CancelFailed)
+                | (S::RollbackPending | S::RollbackFailed, S::RollbackPending)
+                | (S::RollbackPending, S::RollbackRefunded | S::RollbackFailed)
+        )
+    }
+
+    /// True when no further change is possible without a human.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            PaymentStatus::Cancelled | PaymentStatus::RollbackRefunded
+        )
+    }
+}
+
+impl std::fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened to a payment, in the order it happened; shown to the merchant as its history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Paid,
+    RollbackRequested,
+    CancelAttempted,
+    CancelFailed,
+    Refunded,
+    WebhookReceived,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Paid,
+        EventKind::RollbackRequested,
+        EventKind::CancelAttempted,
+        EventKind::CancelFailed,
+        EventKind::Refunded,
+        EventKind::WebhookReceived,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Paid => "PAID",
+            EventKind::RollbackRequested => "ROLLBACK_REQUESTED",
+            EventKind::CancelAttempted => "CANCEL_ATTEMPTED",
+            EventKind::CancelFailed => "CANCEL_ATTEMPT_FAILED",
+            EventKind::Refunded => "REFUNDED",
+            EventKind::WebhookReceived => "WEBHOOK_RECEIVED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|kind| kind.as_str() == raw)
+    }
+}
+
+/// One line of a payment's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    pub kind: EventKind,
+    pub detail: String,
+}
+
+/// A payment the PG has taken for an order. Fields with invariants are private.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub id: PaymentId,
+    pub order_id: OrderId,
+    pub provider: Provider,
+    pub pg_tid: PgTid,
+    pub amount: Amount,
+    pub partner_id: Option<PartnerId>,
+    pub buyer_id: Option<BuyerId>,
+    pub paid_at: DateTime<Utc>,
+    cancelled_amount: Amount,
+    status: PaymentStatus,
+}
+
+impl Payment {
+    /// A payment as the PG reported it, in an initial status.
+    pub fn new(
+        id: PaymentId,
+        order_id: OrderId,
+        provider: Provider,
+        pg_tid: PgTid,
+        amount: Amount,
+        paid_at: DateTime<Utc>,
+        status: PaymentStatus,
+    ) -> Result<Payment, DomainError> {
+        if !status.is_initial() {
+            return Err(DomainError::IllegalTransition { from: "(new)", to: status.as_str() });
+        }
+        Ok(Payment {
+            id,
+            order_id,
+            provider,
+            pg_tid,
+            amount,
+            partner_id: None,
+            buyer_id: None,
+            paid_at,
+            cancelled_amount: Amount::ZERO,
+            status,
+        })
+    }
+
+    /// Rebuilds a stored payment, re-checking what `Payment` promises.
+    #[expect(clippy::too_many_arguments, reason = "one argument per stored field")]
+    pub fn restore(
+        id: PaymentId,
+        order_id: OrderId,
+        provider: Provider,
+        pg_tid: PgTid,
+        amount: Amount,
+        paid_at: DateTime<Utc>,
+        cancelled_amount: Amount,
+        status: PaymentStatus,
+    ) -> Result<Payment, DomainError> {
+        if cancelled_amount > amount {
+            return Err(DomainError::AmountOutOfRange {
+                min: 0,
+                max: amount.won(),
+                got: cancelled_amount.won(),
+            });
+        }
+        Ok(Payment {
+            id,
+            order_id,
+            provider,
+            pg_tid,
+            amount,
+            partner_id: None,
+            buyer_id: None,
+            paid_at,
+            cancelled_amount,
+            status,
+        })
+    }
+
+    pub fn status(&self) -> PaymentStatus {
+        self.status
+    }
+
+    pub fn cancelled_amount(&self) -> Amount {
+        self.cancelled_amount
+    }
+
+    /// What can still be refunded.
+    pub fn balance(&self) -> Amount {
+        self.amount.checked_sub(self.cancelled_amount).unwrap_or(Amount::ZERO)
+    }
+
+    pub fn move_to(&mut self, next: PaymentStatus) -> Result<(), DomainError> {
+        if !self.status.can_move_to(next) {
+            return Err(DomainError::IllegalTransition {
+                from: self.status.as_str(),
+                to: next.as_str(),
+            });
+        }
+        self.status = next;
+        Ok(())
+    }
+
+    /// Records a refund the PG confirmed, refusing one that would exceed the amount paid.
+    pub fn record_refund(&mut self, refunded: Amount) -> Result<(), DomainError> {
+        let total = self
+            .cancelled_amount
+            .checked_add(refunded)
+            .filter(|total| *total <= self.amount)
+            .ok_or(DomainError::AmountOutOfRange {
+                min: 0,
+                max: self.balance().won(),
+                got: refunded.won(),
+            })?;
+        self.cancelled_amount = total;
+        Ok(())
+    }
+}
+
+/// Why money goes back: a merchant's cancel, or a rollback of a payment kassa cannot accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelKind {
+    Cancel,
+    RollbackAmountMismatch,
+    RollbackAlreadyPaid,
+}
+
+impl CancelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelKind::Cancel => "CANCEL",
+            CancelKind::RollbackAmountMismatch => "ROLLBACK_AMOUNT_MISMATCH",
+            CancelKind::RollbackAlreadyPaid => "ROLLBACK_ALREADY_PAID",
+        }
+    }
+
+    pub fn is_rollback(self) -> bool {
+        !matches!(self, CancelKind::Cancel)
+    }
+}
+
+/// The decision to give money back, stored before the PG is called. Its `pg_key` is the PG
+/// idempotency key of this intent and every retry of it reuses the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelIntent {
+    pub id: CancelId,
+    pub payment_id: PaymentId,
+    pub kind: CancelKind,
+    pub amount: Amount,
+    /// The refundable balance at the PG before this cancel (PortOne's `checksum`): a stale
+    /// retry whose balance no longer matches is refused by the PG instead of applied twice.
+    pub balance_before: Amount,
+    pub reason: String,
+    pub pg_key: String,
+    pub created_at: DateTime<Utc>,
+    pub done_at: Option<DateTime<Utc>>,
+    pub attempts: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn payment(status: PaymentStatus) -> Payment {
+        Payment::restore(
+            PaymentId::from_u128(1),
+            OrderId::parse("order-1").unwrap(),
+            Provider::PortOne,
+            PgTid::parse("imp_1").unwrap(),
+            Amount::positive(10_000).unwrap(),
+            DateTime::UNIX_EPOCH,
+            Amount::ZERO,
+            status,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_legal_transitions_are_exactly_these() {
+        use PaymentStatus as S;
+        let legal = [
+            (S::Paid, S::CancelRequested),
+            (S::PartiallyCancelled, S::CancelRequested),
+            (S::CancelFailed, S::CancelRequested),
+            (S::CancelRequested, S::CancelRequested),
+            (S::CancelRequested, S::PartiallyCancelled),
+            (S::CancelRequested, S::Cancelled),
+            (S::CancelRequested, S::CancelFailed),
+            (S::RollbackPending, S::RollbackPending),
+            (S::RollbackFailed, S::RollbackPending),
+            (S::RollbackPending, S::RollbackRefunded),
+            (S::RollbackPending, S::RollbackFailed),
+        ];
+        for from in S::ALL {
+            for to in S::ALL {
+                assert_eq!(from.can_move_to(to), legal.contains(&(from, to)), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_paid_and_rollback_pending_are_initial() {
+        let now = DateTime::UNIX_EPOCH;
+        for status in PaymentStatus::ALL {
+            let created = Payment::new(
+                PaymentId::from_u128(1),
+                OrderId::parse("order-1").unwrap(),
+                Provider::PortOne,
+                PgTid::parse("imp_1").unwrap(),
+                Amount::positive(1).unwrap(),
+                now,
+                status,
+            );
+            assert_eq!(created.is_ok(), status.is_initial(), "{status}");
+        }
+    }
+
+    #[test]
+    fn a_refunded_or_cancelled_payment_never_comes_back() {
+        for status in [PaymentStatus::Cancelled, PaymentStatus::RollbackRefunded] {
+            let mut done = payment(status);
+            for next in PaymentStatus::ALL {
+                assert!(done.move_to(next).is_err());
+            }
+            assert_eq!(done.status(), status);
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for status in PaymentStatus::ALL {
+            assert_eq!(PaymentStatus::parse(status.as_str()), Some(status));
+        }
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+        }
+        for provider in Provider::ALL {
+            assert_eq!(Provider::parse(provider.as_str()), Ok(provider));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn refunds_never_exceed_the_amount_paid(refunds in proptest::collection::vec(1i64..6_000, 0..10)) {
+            let mut paid = payment(PaymentStatus::Paid);
+            let mut accepted = 0;
+            for won in refunds {
+                let before = paid.cancelled_amount();
+                match paid.record_refund(Amount::positive(won).unwrap()) {
+                    Ok(()) => accepted += won,
+                    Err(_) => prop_assert_eq!(paid.cancelled_amount(), before),
+                }
+                prop_assert!(paid.cancelled_amount() <= paid.amount);
+                prop_assert_eq!(paid.cancelled_amount().won() + paid.balance().won(), paid.amount.won());
+            }
+            prop_assert_eq!(paid.cancelled_amount().won(), accepted);
+        }
+
+        #[test]
+        fn any_walk_through_the_machine_only_takes_legal_steps(steps in proptest::collection::vec(0usize..8, 0..40)) {
+            let mut current = payment(PaymentStatus::Paid);
+            for step in steps {
+                let next = PaymentStatus::ALL[step];
+                let before = current.status();
+                let moved = current.move_to(next);
+                prop_assert_eq!(moved.is_ok(), before.can_move_to(next));
+                prop_assert_eq!(current.status(), if moved.is_ok() { next } else { before });
+            }
+        }
+    }
+}

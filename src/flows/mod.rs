@@ -1,0 +1,43 @@
+//! Use cases: the only code that combines the domain, the store and the gateways. HTTP handlers,
+//! the worker and tests call these functions; none of them knows HTTP.
+//!
+//! Invariant: a PG payment is stored only after kassa fetched it from the PG itself; what a
+//! browser, a redirect or a webhook says is a hint that names which payment to fetch.
+
+pub mod cancel;
+pub mod orders;
+pub mod payments;
+pub mod result;
+
+use crate::clock::Env;
+use crate::config::Config;
+use crate::domain::DomainError;
+use crate::gateway::{GatewayError, Gateways};
+use crate::store::{Store, StoreError};
+use std::sync::Arc;
+
+/// Everything a flow needs: the config, the store, the PGs, and the clock and randomness.
+#[derive(Debug, Clone)]
+pub struct Kassa {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub gateways: Gateways,
+    pub env: Env,
+}
+
+/// Why a flow did not do what was asked. Each variant says what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error("{0}")]
+    Invalid(#[from] DomainError),
+    #[error("{what} was not found")]
+    NotFound { what: &'static str },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    #[error("the PG is not available: {0}")]
+    Gateway(GatewayError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,97 @@
+//! Creating orders, from the admin API or from a product on the payment page.
+
+use super::{FlowError, Kassa};
+use crate::domain::{Amount, BuyerId, OrderDraft, OrderId, PartnerId, Provider, parse_text};
+use crate::domain::order::{BUYER_EMAIL_CHARS_MAX, ORDER_NAME_CHARS_MAX};
+use crate::store::CreateOrderOutcome;
+
+/// An order as asked for, not yet checked.
+#[derive(Debug, Clone, Default)]
+pub struct OrderRequest {
+    pub order_id: Option<String>,
+    pub amount: i64,
+    pub name: String,
+    pub partner_id: Option<String>,
+    pub buyer_email: Option<String>,
+    pub provider: Option<String>,
+}
+
+/// Checks a request against the domain rules and the config (known partner, usable PG).
+pub fn draft(kassa: &Kassa, request: &OrderRequest) -> Result<OrderDraft, FlowError> {
+    let order_id = match &request.order_id {
+        Some(raw) => OrderId::parse(raw)?,
+        None => OrderId::generate(kassa.env.new_uuid()),
+    };
+    let amount = Amount::positive(request.amount)?;
+    let name = parse_text("name", &request.name, ORDER_NAME_CHARS_MAX)?;
+    let partner_id = match &request.partner_id {
+        None => None,
+        Some(raw) => {
+            let partner = PartnerId::parse(raw)?;
+            if kassa.config.partner(&partner).is_none() {
+                return Err(FlowError::Unprocessable {
+                    code: "UNKNOWN_PARTNER",
+                    message: format!("partner {partner} is not in the config"),
+                });
+            }
+            Some(partner)
+        }
+    };
+    let buyer_email = match &request.buyer_email {
+        None => None,
+        Some(raw) => {
+            let email = parse_text("buyer_email", raw, BUYER_EMAIL_CHARS_MAX)?;
+            if !email.contains('@') || email.contains(char::is_whitespace) {
+                return Err(FlowError::Unprocessable { code: "INVALID_FIELD", message: "buyer_email is not an e-mail address".into() });
+            }
+            Some(email)
+        }
+    };
+    let provider = match &request.provider {
+        None => kassa.config.default_provider(),
+        Some(raw) => Provider::parse(raw)?,
+    };
+    if kassa.gateways.get(provider).is_none() {
+        return Err(FlowError::Unprocessable {
+            code: "PROVIDER_NOT_AVAILABLE",
+            message: format!("{} is not configured in this kassa", provider.as_str()),
+        });
+    }
+    Ok(OrderDraft { order_id, amount, name, partner_id, buyer_email, provider })
+}
+
+/// Creates an order. The same request twice answers the same order; a different request under
+/// an id that exists is a conflict.
+pub async fn create_order(
+    kassa: &Kassa,
+    request: &OrderRequest,
+    buyer: Option<BuyerId>,
+) -> Result<CreateOrderOutcome, FlowError> {
+    let draft = draft(kassa, request)?;
+    let outcome = kassa.store.create_order(draft, buyer, kassa.env.now()).await?;
+    if let CreateOrderOutcome::Conflict(existing) = &outcome {
+        return Err(FlowError::Conflict {
+            code: "ORDER_CONFLICT",
+            message: format!("order {} exists with different details", existing.id()),
+        });
+    }
+    Ok(outcome)
+}
+
+/// Creates an order for one product of the catalogue, for a buyer of the payment page.
+pub async fn order_product(kassa: &Kassa, product_id: &str, buyer: BuyerId) -> Result<OrderId, FlowError> {
+    let product = kassa.config.product(product_id).ok_or(FlowError::NotFound { what: "product" })?;
+    let request = OrderRequest {
+        order_id: None,
+        amount: product.price.won(),
+        name: product.name.clone(),
+        partner_id: product.partner_id.as_ref().map(|id| id.as_str().to_owned()),
+        buyer_email: None,
+        provider: None,
+    };
+    match create_order(kassa, &request, Some(buyer)).await? {
+        CreateOrderOutcome::Created(order) | CreateOrderOutcome::Existing(order) | CreateOrderOutcome::Conflict(order) => {
+            Ok(order.id().clone())
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Completing a payment: from the browser's completion call, the PG's redirect or its webhook.
+//! All of them converge here, fetch the payment from the PG and store it once.
+
+use super::{FlowError, Kassa, cancel};
+use crate::domain::{Admission, CancelId, OrderId, PaymentId, PaymentStatus, PgTid, Provider};
+use crate::gateway::{GatewayError, PgStatus};
+use crate::store::{NewPgPayment, PaymentView, RecordOutcome};
+
+/// Where a completion left the payment.
+#[derive(Debug, Clone)]
+pub enum Completion {
+    /// The payment is stored (now or before); its status says where it stands.
+    Stored(PaymentView),
+    /// The PG took money kassa refused, and the rollback was started.
+    RolledBack { view: PaymentView, admission: Admission },
+}
+
+impl Completion {
+    pub fn view(&self) -> &PaymentView {
+        match self {
+            Completion::Stored(view) | Completion::RolledBack { view, .. } => view,
+        }
+    }
+}
+
+/// Where the hint came from, for the payment's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Browser,
+    Redirect,
+    Webhook,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Browser => "browser completion",
+            Source::Redirect => "checkout redirect",
+            Source::Webhook => "webhook",
+        }
+    }
+}
+
+/// Verifies PG payment `pg_tid` with the PG and stores it against its order, once.
+///
+/// `claimed_order` is what the caller says the payment is for; the PG's own order id decides,
+/// and a different claim is refused. A payment already stored answers as stored without asking
+/// the PG again, so duplicate and late hints change nothing.
+pub async fn complete(
+    kassa: &Kassa,
+    provider: Provider,
+    pg_tid: &PgTid,
+    claimed_order: Option<&OrderId>,
+    source: Source,
+) -> Result<Completion, FlowError> {
+    if let Some(view) = kassa.store.payment_by_pg(provider, pg_tid).await? {
+        check_claim(&view.payment.order_id, claimed_order)?;
+        return known(kassa, view).await;
+    }
+    let gateway = kassa.gateways.get(provider).ok_or(FlowError::Unprocessable {
+        code: "PROVIDER_NOT_AVAILABLE",
+        message: format!("{} is not configured in this kassa", provider.as_str()),
+    })?;
+    let pg = gateway.fetch_payment(pg_tid).await.map_err(|error| match error {
+        GatewayError::NotFound => FlowError::NotFound { what: "PG payment" },
+        other => FlowError::Gateway(other),
+    })?;
+    if pg.pg_tid != *pg_tid {
+        return Err(FlowError::Gateway(GatewayError::BadResponse("the PG answered for another payment".into())));
+    }
+    let order_id = OrderId::parse(&pg.order_id).map_err(|_| FlowError::NotFound { what: "order" })?;
+    check_claim(&order_id, claimed_order)?;
+    match pg.status {
+        PgStatus::Paid => {}
+        PgStatus::Ready | PgStatus::Other => {
+            return Err(FlowError::Conflict { code: "PAYMENT_NOT_PAID", message: "the PG has not completed this payment".into() });
+        }
+        PgStatus::Failed => {
+            return Err(FlowError::Unprocessable { code: "PAYMENT_FAILED", message: "the PG reports this payment failed".into() });
+        }
+        PgStatus::Cancelled => {
+            return Err(FlowError::Conflict { code: "PAYMENT_CANCELLED", message: "the PG reports this payment cancelled".into() });
+        }
+    }
+    let pg_key = kassa.env.new_uuid();
+    let new = NewPgPayment {
+        payment_id: PaymentId::from_uuid(kassa.env.new_uuid()),
+        cancel_id: CancelId::from_uuid(pg_key),
+        pg_key: pg_key.simple().to_string(),
+        provider,
+        pg_tid: pg_tid.clone(),
+        order_id: order_id.clone(),
+        amount: pg.amount,
+        // A payment in another currency is never the order's amount: it is rolled back too.
+        currency_ok: pg.currency.eq_ignore_ascii_case("KRW"),
+        pg_balance: pg.balance(),
+        paid_at: pg.paid_at.unwrap_or_else(|| kassa.env.now()),
+        now: kassa.env.now(),
+        source: source.as_str(),
+    };
+    if new.amount.is_zero() {
+        return Err(FlowError::Gateway(GatewayError::BadResponse("the PG reports a paid payment of 0 won".into())));
+    }
+    match kassa.store.record_pg_payment(new).await? {
+        RecordOutcome::OrderNotFound => {
+            tracing::warn!(provider = provider.as_str(), pg_tid = %pg_tid, order_id = %order_id, "the PG has a paid payment for an order kassa does not know; nothing stored");
+            Err(FlowError::NotFound { what: "order" })
+        }
+        RecordOutcome::Known(view) => known(kassa, view).await,
+        RecordOutcome::Paid(view) => {
+            tracing::info!(payment_id = %view.payment.id, order_id = %order_id, amount = view.payment.amount.won(), "payment stored as PAID");
+            Ok(Completion::Stored(view))
+        }
+        RecordOutcome::Rollback { view, intent, admission } => {
+            tracing::warn!(payment_id = %view.payment.id, order_id = %order_id, reason = %intent.reason, "payment refused; rolling it back at the PG");
+            let view = cancel::attempt(kassa, &intent).await?.unwrap_or(view);
+            Ok(Completion::RolledBack { view, admission })
+        }
+    }
+}
+
+fn check_claim(actual: &OrderId, claimed: Option<&OrderId>) -> Result<(), FlowError> {
+    match claimed {
+        Some(claimed) if claimed != actual => Err(FlowError::Unprocessable {
+            code: "MERCHANT_UID_MISMATCH",
+            message: "the PG's payment belongs to another order".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A payment stored before: answer as stored, telling a rollback apart again.
+async fn known(kassa: &Kassa, view: PaymentView) -> Result<Completion, FlowError> {
+    if !matches!(
+        view.payment.status(),
+        PaymentStatus::RollbackPending | PaymentStatus::RollbackRefunded | PaymentStatus::RollbackFailed
+    ) {
+        return Ok(Completion::Stored(view));
+    }
+    let order = kassa.store.order(&view.payment.order_id).await?.ok_or(FlowError::NotFound { what: "order" })?;
+    let admission = match order.paid_payment_id() {
+        Some(paid_by) if paid_by != view.payment.id && view.payment.amount == order.draft.amount => {
+            Admission::RollbackAlreadyPaid { paid_by }
+        }
+        _ => Admission::RollbackAmountMismatch { expected: order.draft.amount, actual: view.payment.amount },
+    };
+    Ok(Completion::RolledBack { view, admission })
+}

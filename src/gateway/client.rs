@@ -1,0 +1,79 @@
+//! The shared HTTP client for PGs: rustls on ring with the Mozilla roots built in (no OpenSSL, no
+//! system CA store needed), a timeout on every call, and a cap on what a response may weigh.
+
+use super::GatewayError;
+use std::time::Duration;
+
+/// Most bytes kassa reads of one PG response; a larger one is refused as unreadable.
+pub const RESPONSE_BYTES_MAX: usize = 256 * 1024;
+/// Longest wait for a TCP and TLS connection to a PG.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Builds the client every gateway shares. `timeout` bounds a whole call.
+pub fn build(timeout: Duration) -> Result<reqwest::Client, String> {
+    // Installing the provider twice (tests build many clients) is harmless: the first one stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der.as_ref()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| error.to_string())?;
+    reqwest::Client::builder()
+        .tls_certs_only(roots)
+        .timeout(timeout)
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .user_agent(concat!("kassa/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|error| error.to_string())
+}
+
+/// Whether the call may have changed something at the PG. For a query, a lost answer is
+/// harmless; for a cancel, it means the outcome is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Query,
+    Mutation,
+}
+
+/// Classifies a failed send. A connect error means the request never left; anything after that
+/// leaves a mutation's outcome unknown.
+pub fn classify_send_error(error: &reqwest::Error, kind: CallKind) -> GatewayError {
+    let text = if error.is_timeout() { "timed out".to_owned() } else { without_url(error) };
+    if error.is_connect() || kind == CallKind::Query {
+        GatewayError::Transient(text)
+    } else {
+        GatewayError::UnknownOutcome(text)
+    }
+}
+
+/// reqwest's message without the URL, which may carry ids the log does not need.
+fn without_url(error: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    let mut parts = Vec::new();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    if parts.is_empty() { "request failed".to_owned() } else { parts.join(": ") }
+}
+
+/// Reads a response body, refusing one larger than `RESPONSE_BYTES_MAX`.
+pub async fn read_capped(mut response: reqwest::Response, kind: CallKind) -> Result<Vec<u8>, GatewayError> {
+    if response.content_length().is_some_and(|length| length > RESPONSE_BYTES_MAX as u64) {
+        return Err(GatewayError::BadResponse(format!("response larger than {RESPONSE_BYTES_MAX} bytes")));
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > RESPONSE_BYTES_MAX {
+                    return Err(GatewayError::BadResponse(format!("response larger than {RESPONSE_BYTES_MAX} bytes")));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(error) => return Err(classify_send_error(&error, kind)),
+        }
+    }
+}

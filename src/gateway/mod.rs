@@ -1,0 +1,154 @@
+//! Outbound adapters to the PGs: the only code that knows their wire formats.
+//!
+//! Each PG is a `PaymentGateway`: domain types in, domain types out, and every failure
+//! classified so callers can decide without knowing the PG. A test double or the simulation
+//! implements the same trait.
+//!
+//! Invariant: a failure whose outcome is unknown (a timeout or 5xx after the request was sent)
+//! is reported as `UnknownOutcome`, never as a success or a refusal.
+
+pub mod client;
+pub mod portone;
+
+use crate::domain::{Amount, PgTid, Provider};
+use chrono::{DateTime, Utc};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub type GatewayFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, GatewayError>> + Send + 'a>>;
+
+/// How a PG call failed, in the terms that decide what to do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// The PG does not know this payment.
+    #[error("the PG does not know this payment")]
+    NotFound,
+    /// Nothing happened at the PG (not connected, or a read failed): safe to try again.
+    #[error("the PG could not be reached: {0}")]
+    Transient(String),
+    /// The PG may or may not have acted: ask it before trying again.
+    #[error("the PG's answer was lost, its outcome is unknown: {0}")]
+    UnknownOutcome(String),
+    /// The PG refused; trying again will not help.
+    #[error("the PG refused ({code}): {message}")]
+    Refused { code: String, message: String },
+    /// The PG says the payment is already cancelled: converge on its state.
+    #[error("the PG says the payment is already cancelled")]
+    AlreadyCancelled,
+    /// kassa's keys for this PG were refused.
+    #[error("the PG refused kassa's credentials: {0}")]
+    Credentials(String),
+    /// The PG answered something kassa cannot read.
+    #[error("the PG's answer could not be read: {0}")]
+    BadResponse(String),
+}
+
+impl GatewayError {
+    /// True when the same call may simply be made again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, GatewayError::Transient(_))
+    }
+}
+
+/// A payment's state at the PG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgStatus {
+    /// Not paid yet (or a virtual account waiting for the deposit).
+    Ready,
+    Paid,
+    Cancelled,
+    Failed,
+    /// A status this kassa does not know; treated as "not paid".
+    Other,
+}
+
+/// One refund the PG has carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgCancellation {
+    pub pg_cancel_id: String,
+    pub amount: Amount,
+    pub at: DateTime<Utc>,
+}
+
+/// A payment as the PG reports it. `order_id` is the PG's text: it is checked against kassa's
+/// orders, not trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgPayment {
+    pub pg_tid: PgTid,
+    pub order_id: String,
+    pub status: PgStatus,
+    pub amount: Amount,
+    pub cancelled_amount: Amount,
+    pub currency: String,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub cancellations: Vec<PgCancellation>,
+}
+
+impl PgPayment {
+    /// What the PG still holds that can be refunded.
+    pub fn balance(&self) -> Amount {
+        self.amount.checked_sub(self.cancelled_amount).unwrap_or(Amount::ZERO)
+    }
+}
+
+/// A refund to ask of the PG.
+#[derive(Debug, Clone)]
+pub struct CancelRequest {
+    pub pg_tid: PgTid,
+    pub order_id: String,
+    pub amount: Amount,
+    /// The refundable balance before this cancel, as kassa knows it; PGs that support it
+    /// refuse the cancel when theirs differs, so a stale retry cannot refund twice.
+    pub balance_before: Amount,
+    pub reason: String,
+    /// The cancel intent's own key; every retry of the intent sends the same one.
+    pub idempotency_key: String,
+}
+
+/// What the PG says it refunded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelReceipt {
+    pub pg_cancel_id: String,
+    pub amount: Amount,
+    pub at: DateTime<Utc>,
+    pub payment: PgPayment,
+}
+
+/// One PG.
+pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
+    fn provider(&self) -> Provider;
+
+    /// The payment as the PG has it now.
+    fn fetch_payment<'a>(&'a self, pg_tid: &'a PgTid) -> GatewayFuture<'a, PgPayment>;
+
+    /// Asks the PG to refund `request.amount`.
+    fn cancel<'a>(&'a self, request: &'a CancelRequest) -> GatewayFuture<'a, CancelReceipt>;
+}
+
+/// The PGs kassa is configured for.
+#[derive(Debug, Clone, Default)]
+pub struct Gateways {
+    portone: Option<Arc<dyn PaymentGateway>>,
+    toss: Option<Arc<dyn PaymentGateway>>,
+    payple: Option<Arc<dyn PaymentGateway>>,
+}
+
+impl Gateways {
+    pub fn with(mut self, gateway: Arc<dyn PaymentGateway>) -> Gateways {
+        match gateway.provider() {
+            Provider::PortOne => self.portone = Some(gateway),
+            Provider::Toss => self.toss = Some(gateway),
+            Provider::Payple => self.payple = Some(gateway),
+        }
+        self
+    }
+
+    pub fn get(&self, provider: Provider) -> Option<&Arc<dyn PaymentGateway>> {
+        match provider {
+            Provider::PortOne => self.portone.as_ref(),
+            Provider::Toss => self.toss.as_ref(),
+            Provider::Payple => self.payple.as_ref(),
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The JSON API of CONTRACT.md. Handlers are thin: extract, call one flow, render.
+
+use super::error::ApiError;
+use super::extract::{Admin, ApiJson, ApiPath, ApiQuery, Caller};
+use super::state::AppState;
+use crate::domain::{Order, OrderId, PaymentId, PaymentStatus, PgTid, Provider};
+use crate::flows::payments::{Completion, Source};
+use crate::flows::{orders, payments, result};
+use crate::store::{CreateOrderOutcome, PaymentFilter, PaymentPage, PaymentView};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Asia::Seoul;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Page sizes of list endpoints.
+pub const LIST_LIMIT_DEFAULT: usize = 50;
+pub const LIST_LIMIT_MAX: usize = 500;
+
+fn time(at: DateTime<Utc>) -> String {
+    at.with_timezone(&Seoul).to_rfc3339()
+}
+
+pub fn payment_json(view: &PaymentView, with_events: bool) -> Value {
+    let payment = &view.payment;
+    let mut body = json!({
+        "payment_id": payment.id.to_string(),
+        "order_id": payment.order_id.as_str(),
+        "provider": payment.provider.as_str(),
+        "pg_tid": payment.pg_tid.as_str(),
+        "amount": payment.amount.won(),
+        "cancelled_amount": payment.cancelled_amount().won(),
+        "status": payment.status().as_str(),
+        "partner_id": payment.partner_id.as_ref().map(|id| id.as_str()),
+        "paid_at": time(payment.paid_at),
+        "settlement_status": view.settlement_status.map(|status| status.as_str()),
+    });
+    if with_events {
+        body["events"] = view
+            .events
+            .iter()
+            .map(|event| json!({ "at": time(event.at), "kind": event.kind.as_str(), "detail": event.detail }))
+            .collect();
+    }
+    body
+}
+
+fn order_json(state: &AppState, order: &Order) -> Value {
+    let draft = &order.draft;
+    json!({
+        "order_id": draft.order_id.as_str(),
+        "amount": draft.amount.won(),
+        "name": draft.name,
+        "status": order.status().as_str(),
+        "provider": draft.provider.as_str(),
+        "partner_id": draft.partner_id.as_ref().map(|id| id.as_str()),
+        "buyer_email": draft.buyer_email,
+        "payment_id": order.paid_payment_id().map(|id| id.to_string()),
+        "created_at": time(order.created_at),
+        "pay_url": format!("{}/payment/{}", state.public_base_url, draft.order_id),
+    })
+}
+
+fn page_json(page: &PaymentPage) -> Value {
+    json!({
+        "items": page.items.iter().map(|view| payment_json(view, false)).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor.map(|id| id.to_string()),
+    })
+}
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrderBody {
+    #[serde(default)]
+    order_id: Option<String>,
+    amount: i64,
+    name: String,
+    #[serde(default)]
+    partner_id: Option<String>,
+    #[serde(default)]
+    buyer_email: Option<String>,
+    #[serde(default)]
+    provider: Option<String>,
+}
+
+pub async fn create_order(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiJson(body): ApiJson<CreateOrderBody>,
+) -> Result<Response, ApiError> {
+    let request = orders::OrderRequest {
+        order_id: body.order_id,
+        amount: body.amount,
+        name: body.name,
+        partner_id: body.partner_id,
+        buyer_email: body.buyer_email,
+        provider: body.provider,
+    };
+    let order = match orders::create_order(&state.kassa, &request, None).await? {
+        CreateOrderOutcome::Created(order) | CreateOrderOutcome::Existing(order) | CreateOrderOutcome::Conflict(order) => order,
+    };
+    Ok((StatusCode::CREATED, Json(order_json(&state, &order))).into_response())
+}
+
+pub async fn get_order(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(order_id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let order_id = OrderId::parse(&order_id).map_err(|_| ApiError::not_found("order"))?;
+    let order = state.kassa.store.order(&order_id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    Ok(Json(order_json(&state, &order)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PortOneCompletion {
+    imp_uid: String,
+    merchant_uid: String,
+}
+
+/// Turns a completion into the answer the browser gets: the payment, or 422/409 for a refusal.
+pub fn completion_response(completion: &Completion) -> Response {
+    match completion {
+        Completion::Stored(view) => Json(payment_json(view, true)).into_response(),
+        Completion::RolledBack { view, admission } => {
+            let (status, code, message) = match admission {
+                crate::domain::Admission::RollbackAlreadyPaid { .. } => (
+                    StatusCode::CONFLICT,
+                    "ORDER_ALREADY_PAID",
+                    "this order was already paid; the second payment is being refunded".to_owned(),
+                ),
+                crate::domain::Admission::RollbackAmountMismatch { expected, actual } => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "AMOUNT_MISMATCH",
+                    format!("the PG charged {actual} but the order asks {expected}; the payment is being refunded"),
+                ),
+                crate::domain::Admission::Accept => return Json(payment_json(view, true)).into_response(),
+            };
+            let mut error = ApiError::new(status, code, format!("{message} (status {})", view.payment.status()));
+            error.payment_id = Some(view.payment.id.to_string());
+            error.into_response()
+        }
+    }
+}
+
+pub async fn complete_portone(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<PortOneCompletion>,
+) -> Result<Response, ApiError> {
+    let pg_tid = PgTid::parse(&body.imp_uid)?;
+    let order_id = OrderId::parse(&body.merchant_uid).map_err(|_| ApiError::not_found("order"))?;
+    let completion = payments::complete(&state.kassa, Provider::PortOne, &pg_tid, Some(&order_id), Source::Browser).await?;
+    Ok(completion_response(&completion))
+}
+
+#[derive(Debug, Deserialize)]
+struct PortOneWebhook {
+    imp_uid: String,
+    #[serde(default)]
+    merchant_uid: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// PortOne V1 webhooks carry no signature: the body only names the payment to fetch. Answered
+/// 200 whatever kassa then learns from the PG, so PortOne does not retry what kassa has handled;
+/// only a body that names no payment is refused.
+pub async fn webhook_portone(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.contains("json"));
+    let hint: PortOneWebhook = if is_json {
+        serde_json::from_slice(&body).map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string()))?
+    } else {
+        serde_urlencoded::from_bytes(&body)
+            .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string()))?
+    };
+    let pg_tid = PgTid::parse(&hint.imp_uid)?;
+    let claimed = hint.merchant_uid.as_deref().and_then(|raw| OrderId::parse(raw).ok());
+    match payments::complete(&state.kassa, Provider::PortOne, &pg_tid, claimed.as_ref(), Source::Webhook).await {
+        Ok(completion) => {
+            let view = completion.view();
+            tracing::info!(pg_tid = %pg_tid, payment_id = %view.payment.id, status = %view.payment.status(), hint = hint.status.as_deref().unwrap_or(""), "PortOne webhook handled");
+        }
+        Err(error) => {
+            tracing::warn!(pg_tid = %pg_tid, error = %error, "PortOne webhook not applied; a later hint or the buyer's return will retry");
+        }
+    }
+    Ok(Json(json!({ "received": true })).into_response())
+}
+
+pub async fn get_payment(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(payment_id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    if caller == Caller::Anonymous {
+        return Err(ApiError::unauthorized());
+    }
+    let id = PaymentId::parse(&payment_id).map_err(|_| ApiError::not_found("payment"))?;
+    let view = state.kassa.store.payment(id).await?.ok_or_else(|| ApiError::not_found("payment"))?;
+    let visible = match caller {
+        Caller::Admin => true,
+        Caller::Buyer(buyer) => view.payment.buyer_id == Some(buyer),
+        Caller::Anonymous => false,
+    };
+    // Another buyer's payment is answered as unknown, so ids cannot be probed.
+    if !visible {
+        return Err(ApiError::not_found("payment"));
+    }
+    Ok(Json(payment_json(&view, true)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    order_id: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+fn parse_limit(raw: Option<&str>) -> Result<usize, ApiError> {
+    match raw {
+        None | Some("") => Ok(LIST_LIMIT_DEFAULT),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
+            .ok_or_else(|| ApiError::invalid_query(format!("limit must be a number from 1 to {LIST_LIMIT_MAX}"))),
+    }
+}
+
+fn parse_cursor(raw: Option<&str>) -> Result<Option<PaymentId>, ApiError> {
+    raw.filter(|raw| !raw.is_empty())
+        .map(|raw| PaymentId::parse(raw).map_err(|_| ApiError::invalid_query("cursor is not one kassa gave out")))
+        .transpose()
+}
+
+fn parse_date(name: &str, raw: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
+    raw.filter(|raw| !raw.is_empty())
+        .map(|raw| {
+            NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| ApiError::invalid_query(format!("{name} must be a date YYYY-MM-DD")))
+        })
+        .transpose()
+}
+
+pub async fn list_payments(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = parse_limit(query.limit.as_deref())?;
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    let filter = PaymentFilter {
+        order_id: match query.order_id.as_deref().filter(|raw| !raw.is_empty()) {
+            None => None,
+            Some(raw) => Some(OrderId::parse(raw).map_err(|error| ApiError::invalid_query(error.to_string()))?),
+        },
+        status: match query.status.as_deref().filter(|raw| !raw.is_empty()) {
+            None => None,
+            Some(raw) => Some(PaymentStatus::parse(raw).ok_or_else(|| ApiError::invalid_query("status is not a payment status"))?),
+        },
+        from: parse_date("from", query.from.as_deref())?,
+        to: parse_date("to", query.to.as_deref())?,
+    };
+    let page = state.kassa.store.list_payments(filter, limit, cursor).await?;
+    Ok(Json(page_json(&page)))
+}
+
+pub async fn list_own_payments(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = parse_limit(query.limit.as_deref())?;
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    let Caller::Buyer(buyer) = caller else {
+        return Ok(Json(json!({ "items": [], "next_cursor": null })));
+    };
+    let page = state.kassa.store.list_buyer_payments(buyer, limit, cursor).await?;
+    Ok(Json(page_json(&page)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    #[serde(default)]
+    wait_s: Option<String>,
+}
+
+pub async fn order_result(
+    State(state): State<AppState>,
+    ApiPath(order_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<WaitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let wait_s = match query.wait_s.as_deref().filter(|raw| !raw.is_empty()) {
+        None => 0,
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|wait| *wait <= result::WAIT_S_MAX)
+            .ok_or_else(|| ApiError::invalid_query(format!("wait_s must be a number from 0 to {}", result::WAIT_S_MAX)))?,
+    };
+    let order_id = OrderId::parse(&order_id).map_err(|_| ApiError::not_found("order"))?;
+    let outcome = result::wait_for_outcome(&state.kassa, &order_id, Duration::from_secs(wait_s), &state.shutdown).await?;
+    let mut body = json!({ "order_id": outcome.order_id.as_str(), "result": outcome.result.as_str() });
+    if let Some(payment_id) = outcome.payment_id {
+        body["payment_id"] = json!(payment_id.to_string());
+    }
+    Ok(Json(body))
+}

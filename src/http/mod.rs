@@ -1,0 +1,106 @@
+//! The inbound HTTP adapter (axum): the only module that knows HTTP, JSON and HTML.
+//!
+//! Invariants: every route is in `router`; bad input gets a 4xx (JSON under `/api`, a page
+//! elsewhere) and never reaches a flow unparsed; every request has a body limit and a deadline.
+
+pub mod api;
+pub mod cookie;
+pub mod error;
+pub mod extract;
+pub mod i18n;
+pub mod pages;
+pub mod state;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Request};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use error::ApiError;
+use rust_embed::RustEmbed;
+use state::AppState;
+use std::time::Duration;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// Largest request body kassa reads.
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// Longest any request other than the long-poll may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The long-poll's own deadline, a little past its longest wait.
+pub const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(crate::flows::result::WAIT_S_MAX + 10);
+
+#[derive(RustEmbed)]
+#[folder = "static/"]
+struct Assets;
+
+/// All of kassa's routes. `extra` (the sandbox PG, when enabled) is mounted at `/sandbox-pg`.
+pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
+    let api = Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/api/orders", post(api::create_order))
+        .route("/api/orders/{order_id}", get(api::get_order))
+        .route("/api/payment/portone", post(api::complete_portone))
+        .route("/api/webhooks/portone", post(api::webhook_portone))
+        .route("/api/payments", get(api::list_payments))
+        .route("/api/payments/{payment_id}", get(api::get_payment))
+        .route("/api/payment/list", get(api::list_own_payments))
+        .route("/", get(|| async { Redirect::to("/payment") }))
+        .route("/payment", get(pages::products))
+        .route("/payment/checkout", post(pages::checkout))
+        .route("/payment/mypage", get(pages::mypage))
+        .route("/payment/portone/return", get(pages::portone_return))
+        .route("/payment/result/{order_id}", get(pages::result_page))
+        .route("/payment/{order_id}", get(pages::order))
+        .route("/static/{*path}", get(static_file))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT));
+    let long_poll = Router::new()
+        .route("/api/payments/result/{order_id}", get(api::order_result))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, LONG_POLL_TIMEOUT));
+    let mut router = api.merge(long_poll);
+    if let Some(sandbox) = sandbox {
+        let deadline = Duration::from_millis(crate::sandbox::HOLD_MS_MAX) + Duration::from_secs(5);
+        router = router.nest_service("/sandbox-pg", sandbox.layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, deadline)));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "an internal error happened; it has been logged").into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn static_file(Path(path): Path<String>) -> Response {
+    match Assets::get(&path) {
+        Some(file) => (
+            [
+                (header::CONTENT_TYPE, file.metadata.mimetype().to_owned()),
+                (header::CACHE_CONTROL, "public, max-age=3600".to_owned()),
+            ],
+            file.data,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn wants_json(request: &Request) -> bool {
+    request.uri().path().starts_with("/api/") || request.uri().path() == "/healthz"
+}
+
+async fn not_found(request: Request) -> Response {
+    if wants_json(&request) {
+        ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint").into_response()
+    } else {
+        pages::PageError::not_found(i18n::Lang::from_headers(request.headers())).into_response()
+    }
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    let _ = request;
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "this endpoint does not take that method").into_response()
+}

@@ -1,0 +1,318 @@
+//! Server-rendered pages for buyers. Each handler reads, calls a flow, and renders a template.
+//! A problem is shown as a friendly page with the right status, never a bare error.
+
+use super::cookie;
+use super::i18n::{Lang, Texts, format_won};
+use super::state::AppState;
+use crate::config::GatewayMode;
+use crate::domain::{BuyerId, OrderId, OrderStatus, PgTid, Provider};
+use crate::flows::payments::{self, Source};
+use crate::flows::{FlowError, orders, result};
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono_tz::Asia::Seoul;
+use serde::Deserialize;
+
+/// Most payments the "my payments" page shows.
+pub const MYPAGE_ROWS_MAX: usize = 100;
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/error.html")]
+struct ErrorPage {
+    t: &'static Texts,
+    message: String,
+}
+
+/// A page that explains what went wrong, with a status that says it too.
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    lang: Lang,
+    message: String,
+}
+
+impl PageError {
+    fn new(status: StatusCode, lang: Lang, message: impl Into<String>) -> PageError {
+        PageError { status, lang, message: message.into() }
+    }
+
+    pub fn not_found(lang: Lang) -> PageError {
+        PageError::new(StatusCode::NOT_FOUND, lang, lang.texts().not_found)
+    }
+
+    fn from_flow(lang: Lang, error: &FlowError) -> PageError {
+        match error {
+            FlowError::NotFound { .. } => PageError::not_found(lang),
+            FlowError::Invalid(_) | FlowError::Unprocessable { .. } | FlowError::Conflict { .. } => {
+                PageError::new(StatusCode::UNPROCESSABLE_ENTITY, lang, lang.texts().bad_request)
+            }
+            FlowError::Gateway(_) | FlowError::Store(_) => {
+                tracing::warn!(error = %error, "page could not be served");
+                PageError::new(StatusCode::SERVICE_UNAVAILABLE, lang, lang.texts().try_later)
+            }
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        (self.status, ErrorPage { t: self.lang.texts(), message: self.message }).into_response()
+    }
+}
+
+/// The buyer of the request, or a new one whose cookie goes out with the response.
+fn buyer(state: &AppState, headers: &HeaderMap) -> (BuyerId, Option<axum::http::HeaderValue>) {
+    match cookie::buyer_of(state.cookie_key(), headers) {
+        Some(buyer) => (buyer, None),
+        None => {
+            let buyer = BuyerId::from_uuid(state.kassa.env.new_uuid());
+            (buyer, Some(cookie::set_cookie(state.cookie_key(), buyer, state.secure_cookies())))
+        }
+    }
+}
+
+struct ProductRow {
+    id: String,
+    name: String,
+    price: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/products.html")]
+struct ProductsPage {
+    t: &'static Texts,
+    products: Vec<ProductRow>,
+    sandbox: bool,
+}
+
+pub async fn products(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let lang = Lang::from_headers(&headers);
+    let products = state
+        .kassa
+        .config
+        .products
+        .iter()
+        .map(|product| ProductRow { id: product.id.clone(), name: product.name.clone(), price: format_won(lang, product.price.won()) })
+        .collect();
+    ProductsPage { t: lang.texts(), products, sandbox: state.sandbox }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CheckoutForm {
+    #[serde(default)]
+    product_id: String,
+}
+
+pub async fn checkout(State(state): State<AppState>, headers: HeaderMap, form: Result<Form<CheckoutForm>, FormRejection>) -> Response {
+    let lang = Lang::from_headers(&headers);
+    let Ok(Form(form)) = form else {
+        return PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request).into_response();
+    };
+    let (buyer, set_cookie) = buyer(&state, &headers);
+    match orders::order_product(&state.kassa, &form.product_id, buyer).await {
+        Ok(order_id) => {
+            let mut response = Redirect::to(&format!("/payment/{order_id}")).into_response();
+            if let Some(value) = set_cookie {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        Err(error) => PageError::from_flow(lang, &error).into_response(),
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/order.html")]
+struct OrderPage {
+    t: &'static Texts,
+    order_id: String,
+    name: String,
+    amount: i64,
+    amount_text: String,
+    buyer_email: String,
+    paid: bool,
+    failed: bool,
+    sandbox: bool,
+    return_url: String,
+    sdk_url: String,
+    imp_code: String,
+    pg: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OrderQuery {
+    #[serde(default)]
+    failed: Option<String>,
+}
+
+pub async fn order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(order_id): Path<String>,
+    query: Result<Query<OrderQuery>, QueryRejection>,
+) -> Result<Response, PageError> {
+    let lang = Lang::from_headers(&headers);
+    let order_id = OrderId::parse(&order_id).map_err(|_| PageError::not_found(lang))?;
+    let order = state
+        .kassa
+        .store
+        .order(&order_id)
+        .await
+        .map_err(|error| PageError::from_flow(lang, &error.into()))?
+        .ok_or_else(|| PageError::not_found(lang))?;
+    if order.draft.provider != Provider::PortOne {
+        return Err(PageError::new(StatusCode::UNPROCESSABLE_ENTITY, lang, lang.texts().bad_request));
+    }
+    let portone = &state.kassa.config.gateway.portone;
+    let page = OrderPage {
+        t: lang.texts(),
+        order_id: order_id.as_str().to_owned(),
+        name: order.draft.name.clone(),
+        amount: order.draft.amount.won(),
+        amount_text: format_won(lang, order.draft.amount.won()),
+        buyer_email: order.draft.buyer_email.clone().unwrap_or_default(),
+        paid: order.status() == OrderStatus::Paid,
+        failed: query.is_ok_and(|Query(query)| query.failed.is_some()),
+        sandbox: state.kassa.config.gateway.mode == GatewayMode::Sandbox,
+        return_url: format!("{}/payment/portone/return", state.public_base_url),
+        sdk_url: portone.sdk_url.clone(),
+        imp_code: portone.imp_code.clone(),
+        pg: portone.pg.clone(),
+    };
+    Ok(page.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PortOneReturn {
+    #[serde(default)]
+    imp_uid: Option<String>,
+    #[serde(default)]
+    merchant_uid: Option<String>,
+    #[serde(default)]
+    imp_success: Option<String>,
+}
+
+/// Where the PG's window sends the buyer back. The query only names the payment: it is fetched
+/// from the PG before anything is stored, then the buyer sees the result page.
+pub async fn portone_return(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<PortOneReturn>, QueryRejection>,
+) -> Result<Response, PageError> {
+    let lang = Lang::from_headers(&headers);
+    let Ok(Query(query)) = query else {
+        return Err(PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request));
+    };
+    let order_id = query
+        .merchant_uid
+        .as_deref()
+        .and_then(|raw| OrderId::parse(raw).ok())
+        .ok_or_else(|| PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request))?;
+    let pg_tid = query.imp_uid.as_deref().and_then(|raw| PgTid::parse(raw).ok());
+    let Some(pg_tid) = pg_tid.filter(|_| query.imp_success.as_deref() != Some("false")) else {
+        return Ok(Redirect::to(&format!("/payment/{order_id}?failed=1")).into_response());
+    };
+    match payments::complete(&state.kassa, Provider::PortOne, &pg_tid, Some(&order_id), Source::Redirect).await {
+        Ok(_) => {}
+        // The result page asks again while the outcome is pending, so a PG that is down now
+        // does not lose the payment.
+        Err(FlowError::Gateway(error)) => tracing::warn!(error = %error, "completion on return failed; the result page will retry"),
+        Err(FlowError::Unprocessable { code: "PAYMENT_FAILED", .. }) => {
+            return Ok(Redirect::to(&format!("/payment/{order_id}?failed=1")).into_response());
+        }
+        Err(error) => return Err(PageError::from_flow(lang, &error)),
+    }
+    Ok(Redirect::to(&format!("/payment/result/{order_id}?imp_uid={pg_tid}")).into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/result.html")]
+struct ResultPage {
+    t: &'static Texts,
+    order_id: String,
+    result: &'static str,
+    result_text: &'static str,
+    is_final: bool,
+    imp_uid: String,
+    texts_json: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResultQuery {
+    #[serde(default)]
+    imp_uid: Option<String>,
+}
+
+pub async fn result_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(order_id): Path<String>,
+    query: Result<Query<ResultQuery>, QueryRejection>,
+) -> Result<Response, PageError> {
+    let lang = Lang::from_headers(&headers);
+    let texts = lang.texts();
+    let order_id = OrderId::parse(&order_id).map_err(|_| PageError::not_found(lang))?;
+    let outcome = result::outcome(&state.kassa, &order_id).await.map_err(|error| PageError::from_flow(lang, &error))?;
+    let imp_uid = query
+        .ok()
+        .and_then(|Query(query)| query.imp_uid)
+        .filter(|raw| PgTid::parse(raw).is_ok())
+        .unwrap_or_default();
+    let texts_json = serde_json::to_string(&texts.results.iter().copied().collect::<std::collections::BTreeMap<_, _>>())
+        .unwrap_or_else(|_| "{}".into());
+    let page = ResultPage {
+        t: texts,
+        order_id: order_id.as_str().to_owned(),
+        result: outcome.result.as_str(),
+        result_text: texts.result(outcome.result.as_str()),
+        is_final: outcome.result.is_final(),
+        imp_uid,
+        texts_json,
+    };
+    Ok(page.into_response())
+}
+
+struct PaymentRow {
+    order_id: String,
+    amount: String,
+    status: &'static str,
+    status_text: &'static str,
+    paid_at: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/mypage.html")]
+struct MyPage {
+    t: &'static Texts,
+    rows: Vec<PaymentRow>,
+}
+
+/// The buyer's own payments: found through the signed cookie only, so nobody sees another's.
+pub async fn mypage(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
+    let lang = Lang::from_headers(&headers);
+    let texts = lang.texts();
+    let rows = match cookie::buyer_of(state.cookie_key(), &headers) {
+        None => Vec::new(),
+        Some(buyer) => state
+            .kassa
+            .store
+            .list_buyer_payments(buyer, MYPAGE_ROWS_MAX, None)
+            .await
+            .map_err(|error| PageError::from_flow(lang, &error.into()))?
+            .items
+            .iter()
+            .map(|view| PaymentRow {
+                order_id: view.payment.order_id.as_str().to_owned(),
+                amount: format_won(lang, view.payment.amount.won()),
+                status: view.payment.status().as_str(),
+                status_text: texts.status(view.payment.status().as_str()),
+                paid_at: view.payment.paid_at.with_timezone(&Seoul).format("%Y-%m-%d %H:%M").to_string(),
+            })
+            .collect(),
+    };
+    Ok(MyPage { t: texts, rows }.into_response())
+}

@@ -1,0 +1,26 @@
+//! What every handler can reach.
+
+use crate::flows::Kassa;
+use crate::secret::Secret;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub kassa: Kassa,
+    pub admin_token: Secret,
+    /// Where buyers reach kassa, without a trailing slash.
+    pub public_base_url: String,
+    /// True when the checkout opens the built-in sandbox PG's window.
+    pub sandbox: bool,
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn cookie_key(&self) -> &[u8; 32] {
+        self.kassa.store.cookie_key()
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.public_base_url.starts_with("https://")
+    }
+}

@@ -1,0 +1,16 @@
+//! kassa: one binary that takes card payments through Korean PGs, keeps them in one redb file,
+//! and refunds and settles them. Modules in reading order: the pure `domain`, the `store` that
+//! alone touches redb, the `gateway`s that alone speak PG wire formats, the `flows` that combine
+//! them, the `http` adapter, the `sandbox` PG, and `app`, which wires it all.
+
+pub mod domain;
+pub mod clock;
+pub mod secret;
+pub mod config;
+pub mod store;
+pub mod gateway;
+pub mod flows;
+pub mod http;
+pub mod sandbox;
+pub mod telemetry;
+pub mod app;

@@ -1,0 +1,105 @@
+//! The `kassa` command: parse the command line, load the config, and hand over to `app`.
+
+use clap::{Parser, Subcommand};
+use kassa::app;
+use kassa::clock::Env;
+use kassa::config::{Config, Overrides};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "kassa", version, about = "Card payments through Korean PGs, refunded exactly once, settled daily.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything: the web server, the pages, the API and the sandbox PG (the default).
+    Serve(ServeArgs),
+    /// Run the sandbox PG alone.
+    SandboxPg {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: String,
+    },
+    /// Copy the database consistently while no server holds it.
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, env = "KASSA_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Validate the config and print it with secrets redacted.
+    CheckConfig {
+        #[arg(long, env = "KASSA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// The TOML config file (also KASSA_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The address to listen on, such as 127.0.0.1:8080.
+    #[arg(long)]
+    listen: Option<String>,
+    /// The folder that holds kassa.redb.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn load(overrides: &Overrides) -> Result<Config, ExitCode> {
+    Config::load(overrides).map_err(|error| {
+        eprintln!("kassa: {error}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    kassa::telemetry::init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kassa: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => {
+            let overrides = Overrides { config_file: args.config, listen: args.listen, data_dir: args.data_dir };
+            let config = match load(&overrides) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            runtime.block_on(app::serve(config, Env::system()))
+        }
+        Command::SandboxPg { listen } => runtime.block_on(app::serve_sandbox(&listen, Env::system())),
+        Command::Backup { out, config, data_dir } => {
+            let config = match load(&Overrides { config_file: config, listen: None, data_dir }) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            app::backup_file(&config.data_dir, &out).map(|bytes| println!("kassa: copied {bytes} bytes to {}", out.display()))
+        }
+        Command::CheckConfig { config } => {
+            let config = match load(&Overrides { config_file: config, ..Overrides::default() }) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kassa: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The sandbox PG: a fake PG on loopback that speaks the PGs' real wire formats, so kassa can be
+//! tried and tested with no PG account. `serve` mounts it at `/sandbox-pg` in sandbox mode and
+//! `kassa sandbox-pg` runs it alone.
+//!
+//! Invariant: kassa's core never calls into this module; it reaches the sandbox only over HTTP,
+//! exactly as it reaches a real PG. The sandbox keeps its state in memory, bounded by
+//! `PAYMENTS_MAX`, and its clock is the injected one, so tests can move its token expiry.
+
+mod portone;
+
+use crate::clock::{Clock, Entropy};
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub use portone::{SANDBOX_IMP_KEY, SANDBOX_IMP_SECRET};
+
+/// Most payments the sandbox keeps; past it, new ones are refused.
+pub const PAYMENTS_MAX: usize = 100_000;
+/// Most faults queued per endpoint.
+pub const FAULTS_PER_ENDPOINT_MAX: usize = 1_000;
+/// Longest a `timeout` or `lost_response` fault holds a request.
+pub const HOLD_MS_MAX: u64 = 120_000;
+/// How long a fault holds a request when the test does not say.
+pub const HOLD_MS_DEFAULT: u64 = 30_000;
+
+/// A failure to inject into the next calls of one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultMode {
+    /// Answer 500 without doing anything.
+    Status500,
+    /// Answer 401 without doing anything.
+    Status401,
+    /// Hold the request without doing anything until the client gives up.
+    Timeout,
+    /// Do the work, then hold the answer until the client gives up.
+    LostResponse,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    mode: FaultMode,
+    hold: Duration,
+}
+
+/// The sandbox's shared state.
+#[derive(Debug)]
+pub struct Sandbox {
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    shutdown: CancellationToken,
+    state: Mutex<SandboxState>,
+}
+
+#[derive(Debug, Default)]
+struct SandboxState {
+    portone: portone::PortOneState,
+    faults: HashMap<String, VecDeque<Fault>>,
+}
+
+impl Sandbox {
+    pub fn new(clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>, shutdown: CancellationToken) -> Arc<Sandbox> {
+        Arc::new(Sandbox { clock, entropy, shutdown, state: Mutex::new(SandboxState::default()) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SandboxState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take_fault(&self, endpoint: &str) -> Option<Fault> {
+        self.lock().faults.get_mut(endpoint).and_then(VecDeque::pop_front)
+    }
+
+    /// Holds a request as a PG that stopped answering would, until the hold ends or the server
+    /// shuts down.
+    async fn hold(&self, hold: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(hold) => {}
+            () = self.shutdown.cancelled() => {}
+        }
+    }
+
+    fn random_digits(&self, count: usize) -> String {
+        let mut bytes = vec![0u8; count];
+        self.entropy.fill(&mut bytes);
+        bytes.iter().map(|byte| char::from(b'0' + byte % 10)).collect()
+    }
+}
+
+/// The sandbox's routes, relative to where it is mounted.
+pub fn router(sandbox: Arc<Sandbox>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/portone/users/getToken", post(portone::get_token))
+        .route("/portone/payments/cancel", post(portone::cancel))
+        .route("/portone/payments/{imp_uid}", get(portone::get_payment))
+        .route("/portone/checkout", get(portone::checkout_page).post(portone::checkout_decide))
+        .route("/_control/portone/payments", post(portone::control_create))
+        .route("/_control/portone/payments/{imp_uid}", get(portone::control_get))
+        .route("/_control/faults", post(control_fault).delete(control_clear_faults))
+        .with_state(sandbox)
+}
+
+async fn index() -> impl IntoResponse {
+    axum::response::Html(
+        "<!doctype html><meta charset=utf-8><title>kassa sandbox PG</title>\
+         <h1>kassa sandbox PG</h1><p>A fake PG for trying kassa: it speaks PortOne V1 under \
+         <code>/portone</code> and has a control API under <code>/_control</code>. No real money moves.</p>",
+    )
+}
+
+#[derive(Deserialize)]
+struct FaultRequest {
+    endpoint: String,
+    mode: FaultMode,
+    #[serde(default = "one")]
+    count: usize,
+    #[serde(default)]
+    hold_ms: Option<u64>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The endpoints faults can be put on.
+const FAULT_ENDPOINTS: [&str; 3] = ["portone.token", "portone.payment", "portone.cancel"];
+
+async fn control_fault(State(sandbox): State<Arc<Sandbox>>, Json(request): Json<FaultRequest>) -> Response {
+    if !FAULT_ENDPOINTS.contains(&request.endpoint.as_str()) {
+        return control_error(StatusCode::BAD_REQUEST, &format!("endpoint must be one of {FAULT_ENDPOINTS:?}"));
+    }
+    let hold = Duration::from_millis(request.hold_ms.unwrap_or(HOLD_MS_DEFAULT).min(HOLD_MS_MAX));
+    let mut state = sandbox.lock();
+    let queue = state.faults.entry(request.endpoint.clone()).or_default();
+    let room = FAULTS_PER_ENDPOINT_MAX.saturating_sub(queue.len());
+    queue.extend(std::iter::repeat_n(Fault { mode: request.mode, hold }, request.count.min(room)));
+    let queued = queue.len();
+    Json(serde_json::json!({ "endpoint": request.endpoint, "queued": queued })).into_response()
+}
+
+async fn control_clear_faults(State(sandbox): State<Arc<Sandbox>>) -> StatusCode {
+    sandbox.lock().faults.clear();
+    StatusCode::NO_CONTENT
+}
+
+fn control_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": { "code": "SANDBOX_CONTROL", "message": message } }))).into_response()
+}
+

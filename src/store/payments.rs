@@ -1,0 +1,612 @@
+//! Payments, their events, cancel intents and settlement rows in redb.
+//!
+//! Invariant: one PG payment (provider, PG id) is stored once; a payment and everything that
+//! must follow from it (the order becoming paid, its settlement row, its cancel intent) are
+//! written in the same transaction.
+
+use super::codec::{decode, encode};
+use super::orders::{get_order, millis_to_time, put_order};
+use super::{Store, StoreError, tables};
+use crate::domain::calendar::{date_key, kst_date, kst_day_start};
+use crate::domain::{
+    Admission, Amount, BuyerId, CancelId, CancelIntent, CancelKind, Event, EventKind, OrderId, PartnerId, Payment,
+    PaymentId, PaymentStatus, PgTid, Provider, admit,
+};
+use chrono::{DateTime, NaiveDate, Utc};
+use redb::{ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+const PAYMENT_RECORD: u8 = 1;
+const EVENT_RECORD: u8 = 1;
+const INTENT_RECORD: u8 = 1;
+const SETTLEMENT_RECORD: u8 = 1;
+
+/// Most events shown with one payment (the latest ones). Attempts are bounded by the retry
+/// policy, so a payment's history stays far below this in practice.
+pub const EVENTS_PER_VIEW_MAX: usize = 200;
+/// Most characters of detail kept with one event; a PG's answer is cut to this.
+pub const EVENT_DETAIL_CHARS_MAX: usize = 500;
+/// Most rows one list request examines; past it the page ends early with a cursor.
+pub const LIST_SCAN_ROWS_MAX: usize = 5_000;
+/// Most payments kassa keeps per order (accepted plus rolled back) when listing an order's.
+pub const PAYMENTS_PER_ORDER_MAX: usize = 100;
+
+#[derive(Serialize, Deserialize)]
+struct PaymentRecord {
+    id: u128,
+    order_id: String,
+    provider: String,
+    pg_tid: String,
+    amount: i64,
+    cancelled_amount: i64,
+    status: String,
+    partner_id: Option<String>,
+    buyer_id: Option<u128>,
+    paid_at_ms: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EventRecord {
+    at_ms: i64,
+    kind: String,
+    detail: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IntentRecord {
+    id: u128,
+    payment_id: u128,
+    kind: String,
+    amount: i64,
+    balance_before: i64,
+    reason: String,
+    pg_key: String,
+    created_at_ms: i64,
+    done_at_ms: Option<i64>,
+    attempts: u32,
+    pg_cancel_id: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SettlementRecord {
+    payment_id: u128,
+    provider: String,
+    amount: i64,
+    status: String,
+}
+
+/// Where a paid payment stands in the PG's settlement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettlementStatus {
+    Pending,
+    Succeed,
+}
+
+impl SettlementStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettlementStatus::Pending => "Pending",
+            SettlementStatus::Succeed => "Succeed",
+        }
+    }
+}
+
+/// A payment with what is shown alongside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentView {
+    pub payment: Payment,
+    pub events: Vec<Event>,
+    pub settlement_status: Option<SettlementStatus>,
+}
+
+/// A PG payment as verified with the PG, about to be stored. Ids are made by the caller so the
+/// write has no randomness of its own.
+#[derive(Debug, Clone)]
+pub struct NewPgPayment {
+    pub payment_id: PaymentId,
+    pub cancel_id: CancelId,
+    pub pg_key: String,
+    pub provider: Provider,
+    pub pg_tid: PgTid,
+    pub order_id: OrderId,
+    pub amount: Amount,
+    /// False when the PG charged another currency than KRW: such a payment is refused.
+    pub currency_ok: bool,
+    /// What the PG says is still refundable, for the rollback's balance check.
+    pub pg_balance: Amount,
+    pub paid_at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    pub source: &'static str,
+}
+
+/// What storing a verified PG payment did.
+#[derive(Debug, Clone)]
+pub enum RecordOutcome {
+    /// The PG payment names an order kassa does not have; nothing was stored.
+    OrderNotFound,
+    /// This PG payment was stored before; nothing changed.
+    Known(PaymentView),
+    /// The order is now paid by this payment.
+    Paid(PaymentView),
+    /// The payment was stored as `ROLLBACK_PENDING` with a cancel intent to give the money back.
+    Rollback { view: PaymentView, intent: CancelIntent, admission: Admission },
+}
+
+/// The result of one attempt to carry out a cancel intent at the PG.
+#[derive(Debug, Clone)]
+pub enum AttemptOutcome {
+    Refunded { pg_cancel_id: String, amount: Amount, at: DateTime<Utc> },
+    Failed { error: String },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PaymentFilter {
+    pub order_id: Option<OrderId>,
+    pub status: Option<PaymentStatus>,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentPage {
+    pub items: Vec<PaymentView>,
+    pub next_cursor: Option<PaymentId>,
+}
+
+fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {error}"))
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(EVENT_DETAIL_CHARS_MAX).collect()
+}
+
+fn encode_payment(payment: &Payment) -> Result<Vec<u8>, StoreError> {
+    encode(
+        PAYMENT_RECORD,
+        &PaymentRecord {
+            id: payment.id.as_u128(),
+            order_id: payment.order_id.as_str().to_owned(),
+            provider: payment.provider.as_str().to_owned(),
+            pg_tid: payment.pg_tid.as_str().to_owned(),
+            amount: payment.amount.won(),
+            cancelled_amount: payment.cancelled_amount().won(),
+            status: payment.status().as_str().to_owned(),
+            partner_id: payment.partner_id.as_ref().map(|id| id.as_str().to_owned()),
+            buyer_id: payment.buyer_id.map(BuyerId::as_u128),
+            paid_at_ms: payment.paid_at.timestamp_millis(),
+        },
+    )
+}
+
+fn decode_payment(bytes: &[u8]) -> Result<Payment, StoreError> {
+    let record: PaymentRecord = decode("payment", PAYMENT_RECORD, bytes)?;
+    let status = PaymentStatus::parse(&record.status).ok_or_else(|| corrupt("payment status", &record.status))?;
+    let mut payment = Payment::restore(
+        PaymentId::from_u128(record.id),
+        OrderId::parse(&record.order_id).map_err(|error| corrupt("payment order", error))?,
+        Provider::parse(&record.provider).map_err(|error| corrupt("payment provider", error))?,
+        PgTid::parse(&record.pg_tid).map_err(|error| corrupt("payment PG id", error))?,
+        Amount::positive(record.amount).map_err(|error| corrupt("payment amount", error))?,
+        millis_to_time(record.paid_at_ms)?,
+        Amount::non_negative(record.cancelled_amount).map_err(|error| corrupt("cancelled amount", error))?,
+        status,
+    )
+    .map_err(|error| corrupt("payment", error))?;
+    payment.partner_id =
+        record.partner_id.as_deref().map(PartnerId::parse).transpose().map_err(|error| corrupt("partner", error))?;
+    payment.buyer_id = record.buyer_id.map(BuyerId::from_u128);
+    Ok(payment)
+}
+
+fn encode_intent(intent: &CancelIntent, pg_cancel_id: Option<&str>) -> Result<Vec<u8>, StoreError> {
+    encode(
+        INTENT_RECORD,
+        &IntentRecord {
+            id: intent.id.as_u128(),
+            payment_id: intent.payment_id.as_u128(),
+            kind: intent.kind.as_str().to_owned(),
+            amount: intent.amount.won(),
+            balance_before: intent.balance_before.won(),
+            reason: intent.reason.clone(),
+            pg_key: intent.pg_key.clone(),
+            created_at_ms: intent.created_at.timestamp_millis(),
+            done_at_ms: intent.done_at.map(|at| at.timestamp_millis()),
+            attempts: intent.attempts,
+            pg_cancel_id: pg_cancel_id.map(str::to_owned),
+        },
+    )
+}
+
+fn decode_intent(bytes: &[u8]) -> Result<CancelIntent, StoreError> {
+    let record: IntentRecord = decode("cancel intent", INTENT_RECORD, bytes)?;
+    let kind = [CancelKind::Cancel, CancelKind::RollbackAmountMismatch, CancelKind::RollbackAlreadyPaid]
+        .into_iter()
+        .find(|kind| kind.as_str() == record.kind)
+        .ok_or_else(|| corrupt("cancel kind", &record.kind))?;
+    Ok(CancelIntent {
+        id: CancelId::from_u128(record.id),
+        payment_id: PaymentId::from_u128(record.payment_id),
+        kind,
+        amount: Amount::positive(record.amount).map_err(|error| corrupt("cancel amount", error))?,
+        balance_before: Amount::non_negative(record.balance_before).map_err(|error| corrupt("balance", error))?,
+        reason: record.reason,
+        pg_key: record.pg_key,
+        created_at: millis_to_time(record.created_at_ms)?,
+        done_at: record.done_at_ms.map(millis_to_time).transpose()?,
+        attempts: record.attempts,
+    })
+}
+
+fn pg_key(provider: Provider, pg_tid: &PgTid) -> String {
+    format!("{}:{}", provider.as_str(), pg_tid.as_str())
+}
+
+fn put_payment(txn: &WriteTransaction, payment: &Payment) -> Result<(), StoreError> {
+    let bytes = encode_payment(payment)?;
+    txn.open_table(tables::PAYMENTS)?.insert(payment.id.as_u128(), bytes.as_slice())?;
+    Ok(())
+}
+
+fn append_event(txn: &WriteTransaction, payment: PaymentId, event: &Event) -> Result<(), StoreError> {
+    let mut events = txn.open_table(tables::PAYMENT_EVENTS)?;
+    let key = payment.as_u128();
+    let next = events
+        .range((key, 0)..=(key, u32::MAX))?
+        .next_back()
+        .transpose()?
+        .map_or(0, |(last, _)| last.value().1.saturating_add(1));
+    let bytes = encode(
+        EVENT_RECORD,
+        &EventRecord { at_ms: event.at.timestamp_millis(), kind: event.kind.as_str().to_owned(), detail: clip(&event.detail) },
+    )?;
+    events.insert((key, next), bytes.as_slice())?;
+    Ok(())
+}
+
+fn load_view(
+    payments: &impl ReadableTable<u128, &'static [u8]>,
+    events: &impl ReadableTable<(u128, u32), &'static [u8]>,
+    settlements: &impl ReadableTable<(u32, u128), &'static [u8]>,
+    id: PaymentId,
+    with_events: bool,
+) -> Result<Option<PaymentView>, StoreError> {
+    let Some(bytes) = payments.get(id.as_u128())? else {
+        return Ok(None);
+    };
+    let payment = decode_payment(bytes.value())?;
+    let mut history = Vec::new();
+    if with_events {
+        let key = id.as_u128();
+        for entry in events.range((key, 0)..=(key, u32::MAX))?.rev().take(EVENTS_PER_VIEW_MAX) {
+            let (_, value) = entry?;
+            let record: EventRecord = decode("event", EVENT_RECORD, value.value())?;
+            history.push(Event {
+                at: millis_to_time(record.at_ms)?,
+                kind: EventKind::parse(&record.kind).ok_or_else(|| corrupt("event kind", &record.kind))?,
+                detail: record.detail,
+            });
+        }
+        history.reverse();
+    }
+    let settlement_status = match settlements.get((date_key(kst_date(payment.paid_at)), id.as_u128()))? {
+        None => None,
+        Some(value) => {
+            let record: SettlementRecord = decode("settlement", SETTLEMENT_RECORD, value.value())?;
+            Some(if record.status == "Succeed" { SettlementStatus::Succeed } else { SettlementStatus::Pending })
+        }
+    };
+    Ok(Some(PaymentView { payment, events: history, settlement_status }))
+}
+
+fn view_in_write(txn: &WriteTransaction, id: PaymentId) -> Result<PaymentView, StoreError> {
+    load_view(
+        &txn.open_table(tables::PAYMENTS)?,
+        &txn.open_table(tables::PAYMENT_EVENTS)?,
+        &txn.open_table(tables::SETTLEMENTS)?,
+        id,
+        true,
+    )?
+    .ok_or_else(|| StoreError::Bug(format!("payment {id} vanished inside its transaction")))
+}
+
+fn record_pg_payment(txn: &WriteTransaction, new: &NewPgPayment) -> Result<RecordOutcome, StoreError> {
+    let index_key = pg_key(new.provider, &new.pg_tid);
+    let known = txn.open_table(tables::PAYMENTS_BY_PG)?.get(index_key.as_str())?.map(|id| id.value());
+    if let Some(known) = known {
+        return Ok(RecordOutcome::Known(view_in_write(txn, PaymentId::from_u128(known))?));
+    }
+    let Some(mut order) = get_order(&txn.open_table(tables::ORDERS)?, &new.order_id)? else {
+        return Ok(RecordOutcome::OrderNotFound);
+    };
+    let admission = if new.currency_ok {
+        admit(&order, new.amount)
+    } else {
+        Admission::RollbackAmountMismatch { expected: order.draft.amount, actual: new.amount }
+    };
+    let status = if admission == Admission::Accept { PaymentStatus::Paid } else { PaymentStatus::RollbackPending };
+    let mut payment = Payment::new(
+        new.payment_id,
+        new.order_id.clone(),
+        new.provider,
+        new.pg_tid.clone(),
+        new.amount,
+        new.paid_at,
+        status,
+    )
+    .map_err(|error| StoreError::Bug(error.to_string()))?;
+    payment.partner_id.clone_from(&order.draft.partner_id);
+    payment.buyer_id = order.buyer_id;
+    put_payment(txn, &payment)?;
+    txn.open_table(tables::PAYMENTS_BY_PG)?.insert(index_key.as_str(), new.payment_id.as_u128())?;
+    txn.open_table(tables::PAYMENTS_BY_ORDER)?.insert((new.order_id.as_str(), new.payment_id.as_u128()), ())?;
+    if let Some(buyer) = order.buyer_id {
+        txn.open_table(tables::PAYMENTS_BY_BUYER)?.insert((buyer.as_u128(), new.payment_id.as_u128()), ())?;
+    }
+    let paid_detail = format!("{} confirmed by {} ({})", new.amount, new.provider.as_str(), new.source);
+    append_event(txn, new.payment_id, &Event { at: new.now, kind: EventKind::Paid, detail: paid_detail })?;
+    if admission == Admission::Accept {
+        order.mark_paid(new.payment_id);
+        put_order(txn, &order)?;
+        let row = encode(
+            SETTLEMENT_RECORD,
+            &SettlementRecord {
+                payment_id: new.payment_id.as_u128(),
+                provider: new.provider.as_str().to_owned(),
+                amount: new.amount.won(),
+                status: SettlementStatus::Pending.as_str().to_owned(),
+            },
+        )?;
+        txn.open_table(tables::SETTLEMENTS)?
+            .insert((date_key(kst_date(new.paid_at)), new.payment_id.as_u128()), row.as_slice())?;
+        return Ok(RecordOutcome::Paid(view_in_write(txn, new.payment_id)?));
+    }
+    let (kind, reason) = match admission {
+        Admission::RollbackAmountMismatch { expected, actual } => {
+            (CancelKind::RollbackAmountMismatch, format!("amount mismatch: the order asks {expected}, the PG took {actual}"))
+        }
+        Admission::RollbackAlreadyPaid { paid_by } => {
+            (CancelKind::RollbackAlreadyPaid, format!("the order is already paid by payment {paid_by}"))
+        }
+        Admission::Accept => unreachable!("accepted payments returned above"),
+    };
+    let intent = CancelIntent {
+        id: new.cancel_id,
+        payment_id: new.payment_id,
+        kind,
+        amount: new.pg_balance,
+        balance_before: new.pg_balance,
+        reason: reason.clone(),
+        pg_key: new.pg_key.clone(),
+        created_at: new.now,
+        done_at: None,
+        attempts: 0,
+    };
+    let bytes = encode_intent(&intent, None)?;
+    txn.open_table(tables::CANCEL_INTENTS)?.insert(intent.id.as_u128(), bytes.as_slice())?;
+    txn.open_table(tables::CANCELS_BY_PAYMENT)?.insert((new.payment_id.as_u128(), intent.id.as_u128()), ())?;
+    append_event(txn, new.payment_id, &Event { at: new.now, kind: EventKind::RollbackRequested, detail: reason })?;
+    Ok(RecordOutcome::Rollback { view: view_in_write(txn, new.payment_id)?, intent, admission })
+}
+
+fn finish_attempt(
+    txn: &WriteTransaction,
+    cancel_id: CancelId,
+    outcome: &AttemptOutcome,
+    now: DateTime<Utc>,
+) -> Result<Option<PaymentView>, StoreError> {
+    let stored = txn.open_table(tables::CANCEL_INTENTS)?.get(cancel_id.as_u128())?.map(|value| value.value().to_vec());
+    let Some(bytes) = stored else {
+        return Ok(None);
+    };
+    let mut intent = decode_intent(&bytes)?;
+    let payment_bytes =
+        txn.open_table(tables::PAYMENTS)?.get(intent.payment_id.as_u128())?.map(|value| value.value().to_vec());
+    let Some(payment_bytes) = payment_bytes else {
+        return Err(StoreError::Corrupt(format!("cancel {cancel_id} names a missing payment")));
+    };
+    if intent.done_at.is_some() {
+        // Already finished by an earlier attempt: an intent is carried out once.
+        return view_in_write(txn, intent.payment_id).map(Some);
+    }
+    let mut payment = decode_payment(&payment_bytes)?;
+    intent.attempts = intent.attempts.saturating_add(1);
+    let pg_cancel_id = match outcome {
+        AttemptOutcome::Refunded { pg_cancel_id, amount, at } => {
+            payment.record_refund(*amount).map_err(|error| StoreError::Bug(error.to_string()))?;
+            let next = if intent.kind.is_rollback() {
+                PaymentStatus::RollbackRefunded
+            } else if payment.balance().is_zero() {
+                PaymentStatus::Cancelled
+            } else {
+                PaymentStatus::PartiallyCancelled
+            };
+            payment.move_to(next).map_err(|error| StoreError::Bug(error.to_string()))?;
+            intent.done_at = Some(*at);
+            let detail = format!("{amount} refunded by the PG (cancel id {pg_cancel_id}), attempt {}", intent.attempts);
+            append_event(txn, payment.id, &Event { at: now, kind: EventKind::Refunded, detail })?;
+            Some(pg_cancel_id.as_str())
+        }
+        AttemptOutcome::Failed { error } => {
+            let detail = format!("attempt {} failed: {error}", intent.attempts);
+            append_event(txn, payment.id, &Event { at: now, kind: EventKind::CancelFailed, detail })?;
+            None
+        }
+    };
+    put_payment(txn, &payment)?;
+    let bytes = encode_intent(&intent, pg_cancel_id)?;
+    txn.open_table(tables::CANCEL_INTENTS)?.insert(intent.id.as_u128(), bytes.as_slice())?;
+    view_in_write(txn, payment.id).map(Some)
+}
+
+/// The lowest and highest payment keys created within a KST date range: UUIDv7 keys begin with
+/// their creation time in milliseconds.
+fn key_bounds(filter: &PaymentFilter) -> (u128, u128) {
+    let millis_of = |at: DateTime<Utc>| u128::try_from(at.timestamp_millis().max(0)).unwrap_or(0);
+    let low = filter.from.map_or(0, |date| millis_of(kst_day_start(date)) << 80);
+    let high = filter.to.and_then(|date| date.succ_opt()).map_or(u128::MAX, |next| (millis_of(kst_day_start(next)) << 80).saturating_sub(1));
+    (low, high)
+}
+
+impl Store {
+    pub async fn record_pg_payment(&self, new: NewPgPayment) -> Result<RecordOutcome, StoreError> {
+        self.write(move |txn| record_pg_payment(txn, &new)).await
+    }
+
+    /// Records one attempt at a cancel intent; `None` when the intent does not exist.
+    pub async fn finish_cancel_attempt(
+        &self,
+        cancel_id: CancelId,
+        outcome: AttemptOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PaymentView>, StoreError> {
+        self.write(move |txn| finish_attempt(txn, cancel_id, &outcome, now)).await
+    }
+
+    pub async fn payment(&self, id: PaymentId) -> Result<Option<PaymentView>, StoreError> {
+        self.read(move |txn| {
+            load_view(
+                &txn.open_table(tables::PAYMENTS)?,
+                &txn.open_table(tables::PAYMENT_EVENTS)?,
+                &txn.open_table(tables::SETTLEMENTS)?,
+                id,
+                true,
+            )
+        })
+        .await
+    }
+
+    pub async fn payment_by_pg(&self, provider: Provider, pg_tid: &PgTid) -> Result<Option<PaymentView>, StoreError> {
+        let key = pg_key(provider, pg_tid);
+        self.read(move |txn| {
+            let Some(id) = txn.open_table(tables::PAYMENTS_BY_PG)?.get(key.as_str())?.map(|id| id.value()) else {
+                return Ok(None);
+            };
+            load_view(
+                &txn.open_table(tables::PAYMENTS)?,
+                &txn.open_table(tables::PAYMENT_EVENTS)?,
+                &txn.open_table(tables::SETTLEMENTS)?,
+                PaymentId::from_u128(id),
+                true,
+            )
+        })
+        .await
+    }
+
+    /// Every payment taken for an order, oldest first, without events.
+    pub async fn payments_of_order(&self, order_id: &OrderId) -> Result<Vec<PaymentView>, StoreError> {
+        let order_id = order_id.clone();
+        self.read(move |txn| {
+            let index = txn.open_table(tables::PAYMENTS_BY_ORDER)?;
+            let payments = txn.open_table(tables::PAYMENTS)?;
+            let events = txn.open_table(tables::PAYMENT_EVENTS)?;
+            let settlements = txn.open_table(tables::SETTLEMENTS)?;
+            let mut views = Vec::new();
+            for entry in index.range((order_id.as_str(), 0)..=(order_id.as_str(), u128::MAX))?.take(PAYMENTS_PER_ORDER_MAX) {
+                let (key, ()) = entry.map(|(key, value)| (key, value.value()))?;
+                let id = PaymentId::from_u128(key.value().1);
+                if let Some(view) = load_view(&payments, &events, &settlements, id, false)? {
+                    views.push(view);
+                }
+            }
+            Ok(views)
+        })
+        .await
+    }
+
+    /// Payments newest first, filtered; at most `limit`, continuing below `cursor`.
+    pub async fn list_payments(
+        &self,
+        filter: PaymentFilter,
+        limit: usize,
+        cursor: Option<PaymentId>,
+    ) -> Result<PaymentPage, StoreError> {
+        self.read(move |txn| {
+            let payments = txn.open_table(tables::PAYMENTS)?;
+            let events = txn.open_table(tables::PAYMENT_EVENTS)?;
+            let settlements = txn.open_table(tables::SETTLEMENTS)?;
+            let (low, mut high) = key_bounds(&filter);
+            if let Some(cursor) = cursor {
+                high = high.min(cursor.as_u128().saturating_sub(1));
+            }
+            let keep = |payment: &Payment| {
+                filter.status.is_none_or(|status| payment.status() == status)
+                    && filter.order_id.as_ref().is_none_or(|order| &payment.order_id == order)
+            };
+            let mut items = Vec::new();
+            let mut last_seen = None;
+            if low <= high {
+                for entry in payments.range(low..=high)?.rev().take(LIST_SCAN_ROWS_MAX) {
+                    let (key, value) = entry?;
+                    last_seen = Some(PaymentId::from_u128(key.value()));
+                    let payment = decode_payment(value.value())?;
+                    if keep(&payment) {
+                        if let Some(view) = load_view(&payments, &events, &settlements, payment.id, false)? {
+                            items.push(view);
+                        }
+                        if items.len() == limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            let exhausted = items.len() < limit && last_seen.is_none_or(|seen| seen.as_u128() <= low);
+            let next_cursor = if items.len() == limit || !exhausted { last_seen } else { None };
+            Ok(PaymentPage { items, next_cursor })
+        })
+        .await
+    }
+
+    /// One buyer's payments, newest first.
+    pub async fn list_buyer_payments(
+        &self,
+        buyer: BuyerId,
+        limit: usize,
+        cursor: Option<PaymentId>,
+    ) -> Result<PaymentPage, StoreError> {
+        self.read(move |txn| {
+            let index = txn.open_table(tables::PAYMENTS_BY_BUYER)?;
+            let payments = txn.open_table(tables::PAYMENTS)?;
+            let events = txn.open_table(tables::PAYMENT_EVENTS)?;
+            let settlements = txn.open_table(tables::SETTLEMENTS)?;
+            let buyer_key = buyer.as_u128();
+            let high = cursor.map_or(u128::MAX, |cursor| cursor.as_u128().saturating_sub(1));
+            let mut items = Vec::new();
+            let mut more = false;
+            for entry in index.range((buyer_key, 0)..=(buyer_key, high))?.rev() {
+                let (key, ()) = entry.map(|(key, value)| (key, value.value()))?;
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                if let Some(view) = load_view(&payments, &events, &settlements, PaymentId::from_u128(key.value().1), false)? {
+                    items.push(view);
+                }
+            }
+            let next_cursor = if more { items.last().map(|view| view.payment.id) } else { None };
+            Ok(PaymentPage { items, next_cursor })
+        })
+        .await
+    }
+
+    /// Cancel intents not yet carried out, oldest first: the work a crash or a failed attempt
+    /// left behind. Bounded by `limit`.
+    pub async fn open_cancel_intents(&self, limit: usize) -> Result<Vec<CancelIntent>, StoreError> {
+        self.read(move |txn| {
+            let intents = txn.open_table(tables::CANCEL_INTENTS)?;
+            let mut open = Vec::new();
+            for entry in intents.iter()? {
+                let (_, value) = entry?;
+                let intent = decode_intent(value.value())?;
+                if intent.done_at.is_none() {
+                    open.push(intent);
+                    if open.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok(open)
+        })
+        .await
+    }
+}
