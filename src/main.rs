@@ -8,10 +8,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "kassa", version, about = "Card payments through Korean PGs, refunded exactly once, settled daily.")]
+#[command(
+    name = "kassa",
+    version,
+    about = "Card payments through Korean PGs, refunded exactly once, settled daily.",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Plain `kassa` takes the flags of `kassa serve`.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Subcommand)]
@@ -69,7 +77,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+    let outcome = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => {
             let overrides = Overrides { config_file: args.config, listen: args.listen, data_dir: args.data_dir };
             let config = match load(&overrides) {

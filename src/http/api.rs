@@ -24,7 +24,7 @@ pub const LIST_LIMIT_DEFAULT: usize = 50;
 pub const LIST_LIMIT_MAX: usize = 500;
 
 fn time(at: DateTime<Utc>) -> String {
-    at.with_timezone(&Seoul).to_rfc3339()
+    at.with_timezone(&Seoul).to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
 pub fn payment_json(view: &PaymentView, with_events: bool) -> Value {

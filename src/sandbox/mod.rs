@@ -65,6 +65,7 @@ pub struct Sandbox {
 struct SandboxState {
     portone: portone::PortOneState,
     faults: HashMap<String, VecDeque<Fault>>,
+    calls: std::collections::BTreeMap<String, u64>,
 }
 
 impl Sandbox {
@@ -76,8 +77,11 @@ impl Sandbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Counts a call of `endpoint` and takes the next fault queued for it.
     fn take_fault(&self, endpoint: &str) -> Option<Fault> {
-        self.lock().faults.get_mut(endpoint).and_then(VecDeque::pop_front)
+        let mut state = self.lock();
+        *state.calls.entry(endpoint.to_owned()).or_default() += 1;
+        state.faults.get_mut(endpoint).and_then(VecDeque::pop_front)
     }
 
     /// Holds a request as a PG that stopped answering would, until the hold ends or the server
@@ -107,6 +111,7 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/_control/portone/payments", post(portone::control_create))
         .route("/_control/portone/payments/{imp_uid}", get(portone::control_get))
         .route("/_control/faults", post(control_fault).delete(control_clear_faults))
+        .route("/_control/stats", get(control_stats))
         .with_state(sandbox)
 }
 
@@ -146,6 +151,11 @@ async fn control_fault(State(sandbox): State<Arc<Sandbox>>, Json(request): Json<
     queue.extend(std::iter::repeat_n(Fault { mode: request.mode, hold }, request.count.min(room)));
     let queued = queue.len();
     Json(serde_json::json!({ "endpoint": request.endpoint, "queued": queued })).into_response()
+}
+
+/// How many calls each endpoint has had, faults included.
+async fn control_stats(State(sandbox): State<Arc<Sandbox>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "calls": sandbox.lock().calls }))
 }
 
 async fn control_clear_faults(State(sandbox): State<Arc<Sandbox>>) -> StatusCode {

@@ -1,0 +1,223 @@
+//! `TestApp`: a real kassa on port 0 with a temporary data directory, the built-in sandbox PG,
+//! a manual clock, and helpers that speak its API and the sandbox's control API.
+
+use chrono::{DateTime, Utc};
+use kassa::app::App;
+use kassa::clock::{Env, ManualClock, SeededEntropy};
+use kassa::config::{Config, Overrides};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+static SEED: AtomicU64 = AtomicU64::new(1);
+
+pub fn start_time() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T12:00:00+09:00").unwrap().with_timezone(&Utc)
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub kassa: kassa::flows::Kassa,
+    shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<()>>,
+    dir: Option<tempfile::TempDir>,
+    data_dir: PathBuf,
+}
+
+/// Settings a test may change before the app starts, as `KASSA_*` environment pairs.
+pub type Settings = Vec<(&'static str, String)>;
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(Vec::new()).await
+    }
+
+    pub async fn spawn_with(settings: Settings) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let mut app = TestApp::start(&data_dir, &settings).await;
+        app.dir = Some(dir);
+        app
+    }
+
+    async fn start(data_dir: &Path, settings: &Settings) -> TestApp {
+        TestApp::boot(data_dir, settings).await.expect("kassa starts")
+    }
+
+    async fn boot(data_dir: &Path, settings: &Settings) -> Result<TestApp, kassa::app::AppError> {
+        let mut env: Vec<(String, String)> = vec![
+            ("KASSA_ADMIN__TOKEN".into(), ADMIN_TOKEN.into()),
+            ("KASSA_RETRY__PG_TIMEOUT_MS".into(), "400".into()),
+        ];
+        env.extend(settings.iter().map(|(name, value)| ((*name).to_owned(), value.clone())));
+        let overrides = Overrides {
+            config_file: None,
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(data_dir.to_path_buf()),
+        };
+        let config = Config::load_from(&overrides, &env).unwrap();
+        let clock = Arc::new(ManualClock::new(start_time()));
+        let seed = SEED.fetch_add(1, Ordering::Relaxed) * 7919 + u64::from(std::process::id());
+        let runtime_env = Env { clock: clock.clone(), entropy: Arc::new(SeededEntropy::new(seed)) };
+        let app = App::build(config, runtime_env).await?;
+        let base = format!("http://{}", app.local_addr());
+        let kassa = app.kassa().clone();
+        let shutdown = app.shutdown_token();
+        let server = tokio::spawn(async move {
+            app.run().await.unwrap();
+        });
+        Ok(TestApp {
+            base,
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            clock,
+            kassa,
+            shutdown,
+            server: Some(server),
+            dir: None,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// Stops the server and starts a new one on the same data directory.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let dir = self.dir.take();
+        let data_dir = self.data_dir.clone();
+        drop(self);
+        // The writer thread lets go of the file once the last handle to the store is dropped.
+        for _ in 0..100 {
+            match TestApp::boot(&data_dir, &Vec::new()).await {
+                Ok(mut app) => {
+                    app.dir = dir;
+                    return app;
+                }
+                Err(kassa::app::AppError::Store(kassa::store::StoreError::Locked(_))) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!("kassa does not restart: {error}"),
+            }
+        }
+        panic!("the data file stayed locked after the server stopped");
+    }
+
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self.http.post(self.url(path)).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self.http.post(self.url(path)).json(body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn create_order(&self, order_id: &str, amount: i64) -> Value {
+        let (status, body) =
+            self.admin_post("/api/orders", &json!({ "order_id": order_id, "amount": amount, "name": "원두 1kg" })).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Makes the sandbox PG hold a payment for `merchant_uid`, as if a buyer had paid there.
+    pub async fn pg_payment(&self, merchant_uid: &str, amount: i64) -> String {
+        self.pg_payment_with(json!({ "merchant_uid": merchant_uid, "amount": amount })).await
+    }
+
+    pub async fn pg_payment_with(&self, body: Value) -> String {
+        let response = self.http.post(self.url("/sandbox-pg/_control/portone/payments")).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        body["imp_uid"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn pg_state(&self, imp_uid: &str) -> Value {
+        let response = self.http.get(self.url(&format!("/sandbox-pg/_control/portone/payments/{imp_uid}"))).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
+    pub async fn pg_calls(&self, endpoint: &str) -> u64 {
+        let response = self.http.get(self.url("/sandbox-pg/_control/stats")).send().await.unwrap();
+        let body: Value = response.json().await.unwrap();
+        body["calls"][endpoint].as_u64().unwrap_or(0)
+    }
+
+    /// Makes the next `count` calls of a sandbox endpoint fail with `mode`.
+    pub async fn fault(&self, endpoint: &str, mode: &str, count: usize) {
+        let body = json!({ "endpoint": endpoint, "mode": mode, "count": count, "hold_ms": 3000 });
+        let response = self.http.post(self.url("/sandbox-pg/_control/faults")).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    pub async fn complete(&self, imp_uid: &str, merchant_uid: &str) -> (StatusCode, Value) {
+        self.post_json("/api/payment/portone", &json!({ "imp_uid": imp_uid, "merchant_uid": merchant_uid })).await
+    }
+
+    pub async fn webhook(&self, imp_uid: &str, merchant_uid: &str) -> StatusCode {
+        let body = json!({ "imp_uid": imp_uid, "merchant_uid": merchant_uid, "status": "paid" });
+        self.http.post(self.url("/api/webhooks/portone")).json(&body).send().await.unwrap().status()
+    }
+
+    /// Every payment stored for an order, through the admin API.
+    pub async fn payments_of(&self, order_id: &str) -> Vec<Value> {
+        let (status, body) = self.admin_get(&format!("/api/payments?order_id={order_id}&limit=500")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["items"].as_array().unwrap().clone()
+    }
+
+    pub async fn payment(&self, payment_id: &str) -> Value {
+        let (status, body) = self.admin_get(&format!("/api/payments/{payment_id}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Everything stored that a test may compare before and after: all payments with their
+    /// events, and the given orders.
+    pub async fn snapshot(&self, orders: &[&str]) -> Value {
+        let (_, list) = self.admin_get("/api/payments?limit=500").await;
+        let mut payments = Vec::new();
+        for item in list["items"].as_array().unwrap() {
+            payments.push(self.payment(item["payment_id"].as_str().unwrap()).await);
+        }
+        let mut stored_orders = Vec::new();
+        for order in orders {
+            let mut stored = self.admin_get(&format!("/api/orders/{order}")).await.1;
+            // The pay URL names the listener's port, which is not stored data.
+            if let Some(fields) = stored.as_object_mut() {
+                fields.remove("pay_url");
+            }
+            stored_orders.push(stored);
+        }
+        json!({ "payments": payments, "orders": stored_orders })
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
