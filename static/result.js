@@ -1,12 +1,16 @@
-// Keeps the result page current: while the outcome is pending it asks kassa to verify the
-// payment with the PG (in case the first try failed) and long-polls for the outcome.
+// Keeps the result page current without reloads. While the outcome is pending it asks kassa to
+// verify the payment with the PG again (1 s, 2 s, 4 s, ... apart, at most 6 times), in case the
+// return from the PG window found the PG down, and it long-polls for the outcome, which answers
+// the moment the outcome changes.
 (function () {
   var box = document.getElementById("result");
   if (!box) return;
   var texts = JSON.parse(document.getElementById("result-texts").textContent || "{}");
   var order = box.dataset.order, impUid = box.dataset.impUid;
   var finals = ["PAID", "CANCELLED", "CANCEL_FAILED", "ROLLBACK_REFUNDED", "ROLLBACK_FAILED", "SYSTEM_ERROR"];
-  var delay = 1000, verifyTries = 0;
+  var pollDelay = 1000, verifyDelay = 1000, verifyTries = 0;
+
+  function isFinal() { return finals.indexOf(box.dataset.result) >= 0; }
 
   function show(result) {
     box.dataset.result = result;
@@ -17,13 +21,16 @@
   }
 
   function verify() {
-    if (!impUid || verifyTries >= 5) return Promise.resolve();
+    if (!impUid || isFinal() || box.dataset.result !== "PENDING" || verifyTries >= 6) return;
     verifyTries += 1;
-    return fetch("/api/payment/portone", {
+    fetch("/api/payment/portone", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ imp_uid: impUid, merchant_uid: order })
-    }).catch(function () {});
+    }).catch(function () {}).then(function () {
+      verifyDelay *= 2;
+      setTimeout(verify, verifyDelay);
+    });
   }
 
   function poll() {
@@ -31,15 +38,14 @@
       .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
       .then(function (body) {
         show(body.result);
-        delay = 1000;
-        if (finals.indexOf(body.result) < 0) {
-          (body.result === "PENDING" ? verify() : Promise.resolve()).then(poll);
-        }
+        pollDelay = 1000;
+        if (!isFinal()) poll();
       })
-      .catch(function () { delay = Math.min(delay * 2, 30000); setTimeout(poll, delay); });
+      .catch(function () { pollDelay = Math.min(pollDelay * 2, 30000); setTimeout(poll, pollDelay); });
   }
 
-  if (finals.indexOf(box.dataset.result) < 0) {
-    (box.dataset.result === "PENDING" ? verify() : Promise.resolve()).then(poll);
+  if (!isFinal()) {
+    verify();
+    poll();
   }
 })();

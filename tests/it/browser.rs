@@ -1,1 +1,244 @@
-//! Placeholder replaced below.
+//! The pages in a real headless Chromium, driven over the DevTools protocol: a buyer buys,
+//! pays in the sandbox window, watches the result page update itself, and finds the payment on
+//! "my payments".
+//!
+//! Chromium is found at `KASSA_CHROMIUM`, else `chromium` or `chromium-browser` on the PATH.
+//! Without it these tests fail and say how to install it; `KASSA_SKIP_BROWSER_TESTS=1` skips
+//! them on purpose.
+
+use crate::support::TestApp;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Longest wait for the page to reach an expected state.
+const WAIT: Duration = Duration::from_secs(15);
+
+fn chromium_path() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("KASSA_CHROMIUM") {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["chromium", "chromium-browser", "google-chrome"].map(|name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+struct Browser {
+    process: tokio::process::Child,
+    _profile: tempfile::TempDir,
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    next_id: u64,
+}
+
+impl Browser {
+    /// Starts Chromium, or answers `None` when the tests are skipped on purpose.
+    async fn launch() -> Option<Browser> {
+        if std::env::var("KASSA_SKIP_BROWSER_TESTS").is_ok_and(|value| value == "1") {
+            eprintln!("browser tests skipped: KASSA_SKIP_BROWSER_TESTS=1");
+            return None;
+        }
+        let binary = chromium_path()
+            .expect("Chromium is needed for the page tests: `apt-get install chromium`, or set KASSA_CHROMIUM");
+        let profile = tempfile::tempdir().unwrap();
+        let process = tokio::process::Command::new(binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-port=0",
+                "--window-size=412,915",
+                "--lang=ko-KR",
+                "--accept-lang=ko-KR,ko",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("Chromium starts");
+        let port_file = profile.path().join("DevToolsActivePort");
+        let started = Instant::now();
+        let port = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file)
+                && let Some(port) = text.lines().next().filter(|line| !line.is_empty())
+            {
+                break port.to_owned();
+            }
+            assert!(started.elapsed() < WAIT, "Chromium did not open its debugging port");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let targets: Value = reqwest::get(format!("http://127.0.0.1:{port}/json/list")).await.unwrap().json().await.unwrap();
+        let page = targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|target| target["type"] == "page")
+            .expect("Chromium has a page");
+        let url = page["webSocketDebuggerUrl"].as_str().unwrap();
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let mut browser = Browser { process, _profile: profile, socket, next_id: 0 };
+        browser.call("Page.enable", json!({})).await;
+        browser.call("Runtime.enable", json!({})).await;
+        Some(browser)
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let message = json!({ "id": id, "method": method, "params": params }).to_string();
+        self.socket.send(Message::text(message)).await.unwrap();
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next()).await.expect("Chromium answers").unwrap().unwrap();
+            let Message::Text(text) = frame else { continue };
+            let reply: Value = serde_json::from_str(text.as_str()).unwrap();
+            if reply["id"] == id {
+                assert!(reply.get("error").is_none(), "{method}: {reply}");
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self.call("Runtime.evaluate", json!({ "expression": expression, "returnByValue": true })).await;
+        result["result"]["value"].clone()
+    }
+
+    async fn goto(&mut self, url: &str) {
+        self.call("Page.navigate", json!({ "url": url })).await;
+    }
+
+    /// Waits until `expression` is true in the page, re-evaluating it as pages load.
+    async fn wait_for(&mut self, expression: &str) {
+        let started = Instant::now();
+        loop {
+            let value = self.eval(&format!("(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()")).await;
+            if value == json!(true) {
+                return;
+            }
+            if started.elapsed() > WAIT {
+                let html = self.eval("document.documentElement.outerHTML").await;
+                panic!("timed out waiting for {expression}; page is {}", html.as_str().unwrap_or(""));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn click(&mut self, selector: &str) {
+        self.wait_for(&format!("document.querySelector('{selector}')")).await;
+        self.eval(&format!("document.querySelector('{selector}').click()")).await;
+    }
+
+    /// Saves a screenshot when `KASSA_SCREENSHOT_DIR` is set, for a person to look at.
+    async fn screenshot(&mut self, name: &str) {
+        let Ok(dir) = std::env::var("KASSA_SCREENSHOT_DIR") else { return };
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" })).await;
+        let data = shot["data"].as_str().unwrap();
+        let bytes = decode_base64(data);
+        std::fs::write(PathBuf::from(dir).join(format!("{name}.png")), bytes).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.process.start_kill();
+    }
+}
+
+fn decode_base64(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for byte in text.bytes().filter(|byte| *byte != b'=') {
+        let value = ALPHABET.iter().position(|candidate| *candidate == byte).unwrap() as u32;
+        bits = (bits << 6) | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_buyer_pays_in_the_browser_and_sees_the_result_and_their_payment() {
+    let Some(mut browser) = Browser::launch().await else { return };
+    let app = TestApp::spawn().await;
+
+    browser.goto(&app.url("/payment")).await;
+    browser.wait_for("document.querySelector('#buy-beans-1kg')").await;
+    browser.screenshot("1-products").await;
+    browser.click("#buy-beans-1kg").await;
+    browser.wait_for("location.pathname.startsWith('/payment/ord_') && document.querySelector('#pay')").await;
+    let amount = browser.eval("document.querySelector('#order-amount').textContent").await;
+    assert_eq!(amount, "15,000원");
+    browser.screenshot("2-order").await;
+    browser.click("#pay").await;
+    browser.wait_for("location.pathname === '/sandbox-pg/portone/checkout' && document.querySelector('#approve')").await;
+    browser.screenshot("3-sandbox-window").await;
+    browser.click("#approve").await;
+    browser.wait_for("location.pathname.startsWith('/payment/result/')").await;
+    browser.wait_for("document.querySelector('#result-code').textContent === 'PAID'").await;
+    browser.screenshot("4-result").await;
+    let text = browser.eval("document.querySelector('#result-text').textContent").await;
+    assert_eq!(text, "결제가 완료되었습니다.");
+    let order_id = browser.eval("document.querySelector('#result').dataset.order").await;
+    let order_id = order_id.as_str().unwrap().to_owned();
+
+    let payments = app.payments_of(&order_id).await;
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0]["status"], "PAID");
+
+    browser.goto(&app.url("/payment/mypage")).await;
+    browser.wait_for(&format!("document.querySelector('tr.payment[data-order=\"{order_id}\"][data-status=\"PAID\"]')")).await;
+    browser.screenshot("5-mypage").await;
+}
+
+#[tokio::test]
+async fn the_result_page_updates_itself_when_the_payment_lands() {
+    let Some(mut browser) = Browser::launch().await else { return };
+    let app = TestApp::spawn().await;
+    app.create_order("order-live-1", 15_000).await;
+    let imp_uid = app.pg_payment("order-live-1", 15_000).await;
+    // The first verification the page asks for finds the PG down, as if the return had failed.
+    app.fault("portone.payment", "status500", 1).await;
+
+    browser.goto(&app.url(&format!("/payment/result/order-live-1?imp_uid={imp_uid}"))).await;
+
+    // The page asks kassa to verify again while the outcome is pending, and the long-poll
+    // delivers PAID without a reload.
+    browser.wait_for("document.querySelector('#result-code').textContent === 'PAID'").await;
+    assert_eq!(app.payments_of("order-live-1").await.len(), 1);
+    let navigations = browser.eval("performance.getEntriesByType('navigation').length").await;
+    assert_eq!(navigations, 1, "the page was not reloaded");
+}
+
+#[tokio::test]
+async fn a_tampered_payment_shows_its_refund_in_the_browser() {
+    let Some(mut browser) = Browser::launch().await else { return };
+    let app = TestApp::spawn().await;
+    app.create_order("order-tamper-9", 15_000).await;
+
+    // The buyer edits the amount on its way to the PG window.
+    let checkout = format!(
+        "/sandbox-pg/portone/checkout?merchant_uid=order-tamper-9&amount=100&name=x&redirect_url=/payment/portone/return"
+    );
+    browser.goto(&app.url(&checkout)).await;
+    browser.click("#approve").await;
+
+    browser.wait_for("document.querySelector('#result-code') && document.querySelector('#result-code').textContent === 'ROLLBACK_REFUNDED'").await;
+    let (_, order) = app.admin_get("/api/orders/order-tamper-9").await;
+    assert_eq!(order["status"], "READY");
+}

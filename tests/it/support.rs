@@ -52,6 +52,7 @@ impl TestApp {
     }
 
     async fn boot(data_dir: &Path, settings: &Settings) -> Result<TestApp, kassa::app::AppError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut env: Vec<(String, String)> = vec![
             ("KASSA_ADMIN__TOKEN".into(), ADMIN_TOKEN.into()),
             ("KASSA_RETRY__PG_TIMEOUT_MS".into(), "400".into()),
