@@ -30,9 +30,15 @@ pub enum AppError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source} (is another program using the port?)")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot keep the admin token in {path}: {source}")]
-    AdminToken { path: PathBuf, source: std::io::Error },
+    AdminToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot build the PG client: {0}")]
     Client(String),
     #[error("the server failed: {0}")]
@@ -57,7 +63,10 @@ fn admin_token(config: &Config, env: &Env) -> Result<(Secret, Option<PathBuf>), 
         return Ok((token.clone(), None));
     }
     let path = config.data_dir.join(ADMIN_TOKEN_FILE);
-    let error = |source| AppError::AdminToken { path: path.clone(), source };
+    let error = |source| AppError::AdminToken {
+        path: path.clone(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => return Ok((Secret::new(text.trim()), None)),
         Ok(_) => {}
@@ -101,12 +110,22 @@ impl App {
             })?
         };
         let (admin_token, generated_token) = admin_token(&config, &env)?;
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| AppError::Bind { addr: config.listen.clone(), source })?;
-        let local_addr = listener.local_addr().map_err(|source| AppError::Bind { addr: config.listen.clone(), source })?;
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| AppError::Bind {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| AppError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
         let reachable = loopback(local_addr);
-        let public_base_url = config.public_base_url.clone().unwrap_or_else(|| format!("http://{reachable}"));
+        let public_base_url = config
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{reachable}"));
         let http = client::build(config.retry.pg_timeout).map_err(AppError::Client)?;
         let shutdown = CancellationToken::new();
         let (gateways, sandbox) = match config.gateway.mode {
@@ -118,7 +137,8 @@ impl App {
                     Secret::new(sandbox::SANDBOX_IMP_SECRET),
                     env.clock.clone(),
                 );
-                let sandbox = Sandbox::new(env.clock.clone(), env.entropy.clone(), shutdown.clone());
+                let sandbox =
+                    Sandbox::new(env.clock.clone(), env.entropy.clone(), shutdown.clone());
                 (Gateways::default().with(Arc::new(portone)), Some(sandbox))
             }
             GatewayMode::Real(_) => {
@@ -136,7 +156,12 @@ impl App {
                 (gateways, None)
             }
         };
-        let kassa = Kassa { config: Arc::new(config), store, gateways, env };
+        let kassa = Kassa {
+            config: Arc::new(config),
+            store,
+            gateways,
+            env,
+        };
         let state = AppState {
             sandbox: sandbox.is_some(),
             kassa,
@@ -144,7 +169,14 @@ impl App {
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
             shutdown: shutdown.clone(),
         };
-        Ok(App { listener, local_addr, state, sandbox, shutdown, generated_token })
+        Ok(App {
+            listener,
+            local_addr,
+            state,
+            sandbox,
+            shutdown,
+            generated_token,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -179,14 +211,18 @@ impl App {
         let router = crate::http::router(self.state.clone(), self.sandbox.map(sandbox::router));
         let shutdown = self.shutdown.clone();
         let server = tokio::spawn(
-            axum::serve(self.listener, router.into_make_service()).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future(),
+            axum::serve(self.listener, router.into_make_service())
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future(),
         );
         shutdown.cancelled().await;
         match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
             Ok(Ok(result)) => result.map_err(AppError::Serve),
             Ok(Err(join)) => Err(AppError::Serve(std::io::Error::other(join.to_string()))),
             Err(_) => {
-                tracing::warn!("in-flight requests did not finish within the shutdown grace; stopping anyway");
+                tracing::warn!(
+                    "in-flight requests did not finish within the shutdown grace; stopping anyway"
+                );
                 Ok(())
             }
         }
@@ -199,15 +235,16 @@ pub fn cancel_on_signals(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::error!(error = %error, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    token.cancel();
-                    return;
-                }
-            };
+            let mut terminate =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(signal) => signal,
+                    Err(error) => {
+                        tracing::error!(error = %error, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = terminate.recv() => {}
@@ -230,7 +267,11 @@ pub async fn serve(config: Config, env: Env) -> Result<(), AppError> {
     };
     if let Some(path) = app.generated_token() {
         // Printed once, to the terminal, never to the log: it is the key to the admin API.
-        eprintln!("kassa: a new admin token was made and kept in {}:\n  {}", path.display(), app.admin_token().expose());
+        eprintln!(
+            "kassa: a new admin token was made and kept in {}:\n  {}",
+            path.display(),
+            app.admin_token().expose()
+        );
     }
     tracing::info!(
         listen = %app.local_addr(),
@@ -248,8 +289,16 @@ pub async fn serve(config: Config, env: Env) -> Result<(), AppError> {
 
 /// `kassa sandbox-pg`: the sandbox PG alone, at the root of `listen`.
 pub async fn serve_sandbox(listen: &str, env: Env) -> Result<(), AppError> {
-    let listener = TcpListener::bind(listen).await.map_err(|source| AppError::Bind { addr: listen.to_owned(), source })?;
-    let local = listener.local_addr().map_err(|source| AppError::Bind { addr: listen.to_owned(), source })?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: listen.to_owned(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| AppError::Bind {
+        addr: listen.to_owned(),
+        source,
+    })?;
     let shutdown = CancellationToken::new();
     let sandbox = Sandbox::new(env.clock.clone(), env.entropy.clone(), shutdown.clone());
     tracing::info!(listen = %local, "sandbox PG is running; PortOne V1 base URL: http://{}/portone", loopback(local));
@@ -263,7 +312,10 @@ pub async fn serve_sandbox(listen: &str, env: Env) -> Result<(), AppError> {
 /// `kassa backup` without a server: a consistent copy of the data file, taken while holding it.
 pub fn backup_file(data_dir: &Path, out: &Path) -> Result<u64, AppError> {
     let store = Store::open(data_dir, || [0u8; 32])?;
-    let copied = std::fs::copy(store.path(), out).map_err(|source| AppError::AdminToken { path: out.to_path_buf(), source })?;
+    let copied = std::fs::copy(store.path(), out).map_err(|source| AppError::AdminToken {
+        path: out.to_path_buf(),
+        source,
+    })?;
     drop(store);
     Ok(copied)
 }

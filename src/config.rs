@@ -23,7 +23,10 @@ pub const BACKOFF_STEPS_MAX: usize = 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("environment variable {name} is not valid: {message}")]
@@ -173,8 +176,16 @@ impl Default for RawConfig {
             partner_settlement: RawPartnerSettlement::default(),
             alerts: RawAlerts::default(),
             partners: vec![
-                RawPartner { id: "p-coffee".into(), name: "Coffee Roasters".into(), fee_rate_bps: 330 },
-                RawPartner { id: "p-tea".into(), name: "Tea House".into(), fee_rate_bps: 250 },
+                RawPartner {
+                    id: "p-coffee".into(),
+                    name: "Coffee Roasters".into(),
+                    fee_rate_bps: 330,
+                },
+                RawPartner {
+                    id: "p-tea".into(),
+                    name: "Tea House".into(),
+                    fee_rate_bps: 250,
+                },
             ],
             products: vec![
                 RawProduct {
@@ -274,7 +285,10 @@ impl Default for RawSettlementSync {
 
 impl Default for RawPartnerSettlement {
     fn default() -> RawPartnerSettlement {
-        RawPartnerSettlement { enabled: true, schedule: "0 30 0 * * *".into() }
+        RawPartnerSettlement {
+            enabled: true,
+            schedule: "0 30 0 * * *".into(),
+        }
     }
 }
 
@@ -396,18 +410,30 @@ impl Config {
     }
 
     /// `load` with the environment given, for tests.
-    pub fn load_from(overrides: &Overrides, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    pub fn load_from(
+        overrides: &Overrides,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
         let file = overrides.config_file.clone().or_else(|| {
-            env.iter().find(|(name, _)| name == "KASSA_CONFIG").map(|(_, value)| PathBuf::from(value))
+            env.iter()
+                .find(|(name, _)| name == "KASSA_CONFIG")
+                .map(|(_, value)| PathBuf::from(value))
         });
         let mut table = toml::Table::new();
         if let Some(path) = &file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
             // Only the message and line: toml's own display quotes the line, which may hold a secret.
             table = toml::from_str(&text).map_err(|error: toml::de::Error| {
-                let line = error.span().map_or(0, |span| text[..span.start].matches('\n').count() + 1);
-                ConfigError::Parse { path: path.clone(), message: format!("line {line}: {}", error.message()) }
+                let line = error
+                    .span()
+                    .map_or(0, |span| text[..span.start].matches('\n').count() + 1);
+                ConfigError::Parse {
+                    path: path.clone(),
+                    message: format!("line {line}: {}", error.message()),
+                }
             })?;
         }
         apply_env(&mut table, env)?;
@@ -415,20 +441,24 @@ impl Config {
             table.insert("listen".into(), toml::Value::String(listen.clone()));
         }
         if let Some(dir) = &overrides.data_dir {
-            table.insert("data_dir".into(), toml::Value::String(dir.display().to_string()));
+            table.insert(
+                "data_dir".into(),
+                toml::Value::String(dir.display().to_string()),
+            );
         }
-        let raw: RawConfig = toml::Value::Table(table).try_into().map_err(|error: toml::de::Error| {
-            ConfigError::Parse {
-                path: file.unwrap_or_else(|| PathBuf::from("(environment and flags)")),
-                message: error.message().to_owned(),
-            }
-        })?;
-        validate(raw)
+        let raw: RawConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|error: toml::de::Error| ConfigError::Parse {
+                    path: file.unwrap_or_else(|| PathBuf::from("(environment and flags)")),
+                    message: error.message().to_owned(),
+                })?;
+        validate(&raw)
     }
 
     /// The defaults alone, as a newcomer gets them.
     pub fn defaults() -> Config {
-        validate(RawConfig::default()).expect("the built-in defaults are valid")
+        validate(&RawConfig::default()).expect("the built-in defaults are valid")
     }
 
     pub fn data_file(&self) -> PathBuf {
@@ -475,7 +505,8 @@ fn redacted_toml(raw: &RawConfig) -> String {
         redact(&mut raw.gateway.payple.cust_key);
         redact(&mut raw.gateway.payple.refund_key);
         redact(&mut raw.alerts.slack_webhook_url);
-        let mut text = toml::to_string(&raw).unwrap_or_else(|error| format!("# cannot print: {error}\n"));
+        let mut text =
+            toml::to_string(&raw).unwrap_or_else(|error| format!("# cannot print: {error}\n"));
         if raw.admin.token.is_none() {
             text.push_str("\n# admin.token is not set: kassa uses the one kept in data_dir (made on first start)\n");
         }
@@ -502,16 +533,25 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
             },
         };
         // KASSA_ names come after the Payple ones so that they win.
-        let rank = if name.starts_with(ENV_PREFIX) { 1 } else { 0 };
-        let keep = settings.get(&path).is_none_or(|(existing, _)| rank >= usize::from(existing.starts_with(ENV_PREFIX)));
+        let rank = usize::from(name.starts_with(ENV_PREFIX));
+        let keep = settings
+            .get(&path)
+            .is_none_or(|(existing, _)| rank >= usize::from(existing.starts_with(ENV_PREFIX)));
         if keep {
             settings.insert(path, (name.as_str(), value.as_str()));
         }
     }
     for (path, (name, value)) in settings {
-        let parsed = typed_env_value(lookup(&defaults, &path), value)
-            .map_err(|message| ConfigError::Env { name: name.to_owned(), message })?;
-        insert(table, &path, parsed).map_err(|message| ConfigError::Env { name: name.to_owned(), message })?;
+        let parsed = typed_env_value(lookup(&defaults, &path), value).map_err(|message| {
+            ConfigError::Env {
+                name: name.to_owned(),
+                message,
+            }
+        })?;
+        insert(table, &path, parsed).map_err(|message| ConfigError::Env {
+            name: name.to_owned(),
+            message,
+        })?;
     }
     Ok(())
 }
@@ -528,9 +568,16 @@ fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value
 fn typed_env_value(default: Option<&toml::Value>, raw: &str) -> Result<toml::Value, String> {
     match default {
         Some(toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Array(_)) => {
-            let wrapped: toml::Table = toml::from_str(&format!("value = {raw}"))
-                .map_err(|_| format!("{raw:?} is not a {}", default.map_or("value", toml::Value::type_str)))?;
-            wrapped.get("value").cloned().ok_or_else(|| "no value".to_owned())
+            let wrapped: toml::Table = toml::from_str(&format!("value = {raw}")).map_err(|_| {
+                format!(
+                    "{raw:?} is not a {}",
+                    default.map_or("value", toml::Value::type_str)
+                )
+            })?;
+            wrapped
+                .get("value")
+                .cloned()
+                .ok_or_else(|| "no value".to_owned())
         }
         _ => Ok(toml::Value::String(raw.to_owned())),
     }
@@ -542,8 +589,12 @@ fn insert(table: &mut toml::Table, path: &[String], value: toml::Value) -> Resul
     };
     let mut current = table;
     for key in parents {
-        let entry = current.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = entry.as_table_mut().ok_or_else(|| format!("{key} is not a section"))?;
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{key} is not a section"))?;
     }
     current.insert(last.clone(), value);
     Ok(())
@@ -555,18 +606,29 @@ fn invalid(message: impl Into<String>) -> ConfigError {
 
 fn check_base_url(key: &str, value: &str) -> Result<String, ConfigError> {
     let trimmed = value.trim().trim_end_matches('/');
-    let parsed = reqwest::Url::parse(trimmed).map_err(|error| invalid(format!("{key} {value:?}: {error}")))?;
+    let parsed = reqwest::Url::parse(trimmed)
+        .map_err(|error| invalid(format!("{key} {value:?}: {error}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(invalid(format!("{key} {value:?} must be an http or https URL")));
+        return Err(invalid(format!(
+            "{key} {value:?} must be an http or https URL"
+        )));
     }
     Ok(trimmed.to_owned())
 }
 
-fn millis(key: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> Result<Duration, ConfigError> {
+fn millis(
+    key: &str,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
     if range.contains(&value) {
         Ok(Duration::from_millis(value))
     } else {
-        Err(invalid(format!("{key} = {value} must be between {} and {}", range.start(), range.end())))
+        Err(invalid(format!(
+            "{key} = {value} must be between {} and {}",
+            range.start(),
+            range.end()
+        )))
     }
 }
 
@@ -576,11 +638,13 @@ fn check_cron(key: &str, value: &str) -> Result<String, ConfigError> {
     if fields == 6 {
         Ok(value.trim().to_owned())
     } else {
-        Err(invalid(format!("{key} {value:?} must have six fields (sec min hour day month weekday)")))
+        Err(invalid(format!(
+            "{key} {value:?} must have six fields (sec min hour day month weekday)"
+        )))
     }
 }
 
-fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     if raw.listen.trim().is_empty() {
         return Err(invalid("listen is empty"));
     }
@@ -593,7 +657,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     };
     let admin_token = match raw.admin.token.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(token) if token.len() < 16 => return Err(invalid("admin.token must be at least 16 characters")),
+        Some(token) if token.len() < 16 => {
+            return Err(invalid("admin.token must be at least 16 characters"));
+        }
         Some(token) => Some(Secret::new(token)),
     };
     let gateway = validate_gateway(&raw.gateway)?;
@@ -602,10 +668,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(invalid("retry.inline_attempts must be at most 10"));
     }
     if !(1..=100).contains(&retry.queue_attempts_max) {
-        return Err(invalid("retry.queue_attempts_max must be between 1 and 100"));
+        return Err(invalid(
+            "retry.queue_attempts_max must be between 1 and 100",
+        ));
     }
     if retry.backoff_ms.is_empty() || retry.backoff_ms.len() > BACKOFF_STEPS_MAX {
-        return Err(invalid(format!("retry.backoff_ms must list 1 to {BACKOFF_STEPS_MAX} delays")));
+        return Err(invalid(format!(
+            "retry.backoff_ms must list 1 to {BACKOFF_STEPS_MAX} delays"
+        )));
     }
     let backoff = retry
         .backoff_ms
@@ -615,32 +685,53 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let retry = RetryConfig {
         inline_attempts: retry.inline_attempts,
         queue_attempts_max: retry.queue_attempts_max,
-        tick_interval: millis("retry.tick_interval_ms", retry.tick_interval_ms, 10..=3_600_000)?,
+        tick_interval: millis(
+            "retry.tick_interval_ms",
+            retry.tick_interval_ms,
+            10..=3_600_000,
+        )?,
         backoff,
         pg_timeout: millis("retry.pg_timeout_ms", retry.pg_timeout_ms, 50..=120_000)?,
     };
     let sync = &raw.settlement_sync;
     if !(1..=10_000).contains(&sync.max_pages_per_run) {
-        return Err(invalid("settlement_sync.max_pages_per_run must be between 1 and 10000"));
+        return Err(invalid(
+            "settlement_sync.max_pages_per_run must be between 1 and 10000",
+        ));
     }
     if !(1..=3_000).contains(&sync.page_size) {
-        return Err(invalid("settlement_sync.page_size must be between 1 and 3000"));
+        return Err(invalid(
+            "settlement_sync.page_size must be between 1 and 3000",
+        ));
     }
     if !(1..=24 * 31).contains(&sync.cursor_ttl_hours) {
-        return Err(invalid("settlement_sync.cursor_ttl_hours must be between 1 and 744"));
+        return Err(invalid(
+            "settlement_sync.cursor_ttl_hours must be between 1 and 744",
+        ));
     }
     let settlement_sync = SettlementSyncConfig {
         enabled: sync.enabled,
         schedule: check_cron("settlement_sync.schedule", &sync.schedule)?,
         max_pages_per_run: sync.max_pages_per_run,
-        page_interval: millis("settlement_sync.page_interval_ms", sync.page_interval_ms, 0..=60_000)?,
+        page_interval: millis(
+            "settlement_sync.page_interval_ms",
+            sync.page_interval_ms,
+            0..=60_000,
+        )?,
         page_size: sync.page_size,
         cursor_ttl: Duration::from_secs(sync.cursor_ttl_hours * 3_600),
-        lock_ttl: millis("settlement_sync.lock_ttl_s", sync.lock_ttl_s.saturating_mul(1_000), 1_000..=86_400_000)?,
+        lock_ttl: millis(
+            "settlement_sync.lock_ttl_s",
+            sync.lock_ttl_s.saturating_mul(1_000),
+            1_000..=86_400_000,
+        )?,
     };
     let partner_settlement = PartnerSettlementConfig {
         enabled: raw.partner_settlement.enabled,
-        schedule: check_cron("partner_settlement.schedule", &raw.partner_settlement.schedule)?,
+        schedule: check_cron(
+            "partner_settlement.schedule",
+            &raw.partner_settlement.schedule,
+        )?,
     };
     let slack = raw.alerts.slack_webhook_url.trim();
     let alerts = AlertsConfig {
@@ -654,7 +745,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let partners = validate_partners(&raw.partners)?;
     let products = validate_products(&raw.products, &partners)?;
     Ok(Config {
-        redacted_toml: redacted_toml(&raw),
+        redacted_toml: redacted_toml(raw),
         listen: raw.listen.trim().to_owned(),
         data_dir: PathBuf::from(raw.data_dir.trim()),
         public_base_url,
@@ -673,7 +764,9 @@ fn validate_gateway(raw: &RawGateway) -> Result<GatewayConfig, ConfigError> {
     let mode = match raw.default.as_str() {
         "sandbox" => GatewayMode::Sandbox,
         other => GatewayMode::Real(Provider::parse(other).map_err(|_| {
-            invalid(format!("gateway.default {other:?} must be sandbox, portone, toss or payple"))
+            invalid(format!(
+                "gateway.default {other:?} must be sandbox, portone, toss or payple"
+            ))
         })?),
     };
     let portone = PortOneConfig {
@@ -697,7 +790,11 @@ fn validate_gateway(raw: &RawGateway) -> Result<GatewayConfig, ConfigError> {
         referer: raw.payple.referer.trim().to_owned(),
     };
     let missing = |section: &str, keys: &[(&str, bool)]| -> Result<(), ConfigError> {
-        let absent: Vec<&str> = keys.iter().filter(|(_, present)| !present).map(|(key, _)| *key).collect();
+        let absent: Vec<&str> = keys
+            .iter()
+            .filter(|(_, present)| !present)
+            .map(|(key, _)| *key)
+            .collect();
         if absent.is_empty() {
             Ok(())
         } else {
@@ -719,7 +816,10 @@ fn validate_gateway(raw: &RawGateway) -> Result<GatewayConfig, ConfigError> {
         )?,
         GatewayMode::Real(Provider::Toss) => missing(
             "toss",
-            &[("client_key", !toss.client_key.is_empty()), ("secret_key", !toss.secret_key.is_empty())],
+            &[
+                ("client_key", !toss.client_key.is_empty()),
+                ("secret_key", !toss.secret_key.is_empty()),
+            ],
         )?,
         GatewayMode::Real(Provider::Payple) => missing(
             "payple",
@@ -731,7 +831,12 @@ fn validate_gateway(raw: &RawGateway) -> Result<GatewayConfig, ConfigError> {
             ],
         )?,
     }
-    Ok(GatewayConfig { mode, portone, toss, payple })
+    Ok(GatewayConfig {
+        mode,
+        portone,
+        toss,
+        payple,
+    })
 }
 
 fn validate_partners(raw: &[RawPartner]) -> Result<Vec<Partner>, ConfigError> {
@@ -740,45 +845,73 @@ fn validate_partners(raw: &[RawPartner]) -> Result<Vec<Partner>, ConfigError> {
     }
     let mut partners: Vec<Partner> = Vec::with_capacity(raw.len());
     for partner in raw {
-        let id = PartnerId::parse(&partner.id).map_err(|error| invalid(format!("partner {:?}: {error}", partner.id)))?;
+        let id = PartnerId::parse(&partner.id)
+            .map_err(|error| invalid(format!("partner {:?}: {error}", partner.id)))?;
         if partners.iter().any(|known| known.id == id) {
             return Err(invalid(format!("partner {id} is listed twice")));
         }
         if partner.fee_rate_bps > 10_000 {
-            return Err(invalid(format!("partner {id}: fee_rate_bps must be at most 10000 (100 %)")));
+            return Err(invalid(format!(
+                "partner {id}: fee_rate_bps must be at most 10000 (100 %)"
+            )));
         }
-        let name = parse_text("partner name", &partner.name, 100).map_err(|error| invalid(format!("partner {id}: {error}")))?;
-        partners.push(Partner { id, name, fee_rate_bps: partner.fee_rate_bps });
+        let name = parse_text("partner name", &partner.name, 100)
+            .map_err(|error| invalid(format!("partner {id}: {error}")))?;
+        partners.push(Partner {
+            id,
+            name,
+            fee_rate_bps: partner.fee_rate_bps,
+        });
     }
     Ok(partners)
 }
 
-fn validate_products(raw: &[RawProduct], partners: &[Partner]) -> Result<Vec<Product>, ConfigError> {
+fn validate_products(
+    raw: &[RawProduct],
+    partners: &[Partner],
+) -> Result<Vec<Product>, ConfigError> {
     if raw.len() > PRODUCTS_MAX {
         return Err(invalid(format!("at most {PRODUCTS_MAX} products")));
     }
     let mut products: Vec<Product> = Vec::with_capacity(raw.len());
     for product in raw {
         let id = &product.id;
-        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(invalid(format!("product id {id:?} must be 1 to 64 of A-Z a-z 0-9 - _")));
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(format!(
+                "product id {id:?} must be 1 to 64 of A-Z a-z 0-9 - _"
+            )));
         }
         if products.iter().any(|known| &known.id == id) {
             return Err(invalid(format!("product {id} is listed twice")));
         }
-        let price = Amount::positive(product.price).map_err(|error| invalid(format!("product {id}: price: {error}")))?;
-        let name = parse_text("product name", &product.name, 100).map_err(|error| invalid(format!("product {id}: {error}")))?;
+        let price = Amount::positive(product.price)
+            .map_err(|error| invalid(format!("product {id}: price: {error}")))?;
+        let name = parse_text("product name", &product.name, 100)
+            .map_err(|error| invalid(format!("product {id}: {error}")))?;
         let partner_id = match &product.partner_id {
             None => None,
             Some(raw_partner) => {
-                let partner = PartnerId::parse(raw_partner).map_err(|error| invalid(format!("product {id}: {error}")))?;
+                let partner = PartnerId::parse(raw_partner)
+                    .map_err(|error| invalid(format!("product {id}: {error}")))?;
                 if !partners.iter().any(|known| known.id == partner) {
-                    return Err(invalid(format!("product {id} names partner {partner}, which is not in [[partners]]")));
+                    return Err(invalid(format!(
+                        "product {id} names partner {partner}, which is not in [[partners]]"
+                    )));
                 }
                 Some(partner)
             }
         };
-        products.push(Product { id: id.clone(), name, price, partner_id });
+        products.push(Product {
+            id: id.clone(),
+            name,
+            price,
+            partner_id,
+        });
     }
     Ok(products)
 }
@@ -793,7 +926,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
     }
 
     fn write_file(text: &str) -> (tempfile::TempDir, PathBuf) {
@@ -808,18 +944,35 @@ mod tests {
         let config = Config::defaults();
         assert_eq!(config.listen, "127.0.0.1:8080");
         assert_eq!(config.gateway.mode, GatewayMode::Sandbox);
-        assert_eq!(config.retry.backoff, vec![Duration::from_secs(5), Duration::from_secs(30), Duration::from_secs(120)]);
+        assert_eq!(
+            config.retry.backoff,
+            vec![
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                Duration::from_secs(120)
+            ]
+        );
         assert_eq!(config.settlement_sync.lock_ttl, Duration::from_secs(600));
         assert!(!config.products.is_empty());
     }
 
     #[test]
     fn flags_beat_env_which_beats_the_file() {
-        let (_dir, path) = write_file("listen = \"127.0.0.1:1000\"\ndata_dir = \"from-file\"\n[retry]\ninline_attempts = 1\n");
-        let overrides = Overrides { config_file: Some(path), listen: Some("127.0.0.1:3000".into()), data_dir: None };
+        let (_dir, path) = write_file(
+            "listen = \"127.0.0.1:1000\"\ndata_dir = \"from-file\"\n[retry]\ninline_attempts = 1\n",
+        );
+        let overrides = Overrides {
+            config_file: Some(path),
+            listen: Some("127.0.0.1:3000".into()),
+            data_dir: None,
+        };
         let config = Config::load_from(
             &overrides,
-            &env(&[("KASSA_LISTEN", "127.0.0.1:2000"), ("KASSA_DATA_DIR", "from-env"), ("KASSA_RETRY__INLINE_ATTEMPTS", "4")]),
+            &env(&[
+                ("KASSA_LISTEN", "127.0.0.1:2000"),
+                ("KASSA_DATA_DIR", "from-env"),
+                ("KASSA_RETRY__INLINE_ATTEMPTS", "4"),
+            ]),
         )
         .unwrap();
         assert_eq!(config.listen, "127.0.0.1:3000");
@@ -840,10 +993,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.gateway.portone.imp_secret.expose(), "0012345");
-        assert_eq!(config.retry.backoff, vec![Duration::from_millis(10), Duration::from_millis(20)]);
+        assert_eq!(
+            config.retry.backoff,
+            vec![Duration::from_millis(10), Duration::from_millis(20)]
+        );
         assert!(!config.settlement_sync.enabled);
         assert_eq!(config.settlement_sync.max_pages_per_run, 7);
-        let error = Config::load_from(&Overrides::default(), &env(&[("KASSA_RETRY__INLINE_ATTEMPTS", "many")]));
+        let error = Config::load_from(
+            &Overrides::default(),
+            &env(&[("KASSA_RETRY__INLINE_ATTEMPTS", "many")]),
+        );
         assert!(matches!(error, Err(ConfigError::Env { .. })), "{error:?}");
     }
 
@@ -854,14 +1013,22 @@ mod tests {
             ("[gateway]\ndefault = \"paypal\"", "gateway.default"),
             ("[gateway]\ndefault = \"portone\"", "imp_key"),
             ("[[products]]\nid = \"x\"\nname = \"X\"\nprice = 0", "price"),
-            ("[[products]]\nid = \"x\"\nname = \"X\"\nprice = 10\npartner_id = \"nobody\"", "nobody"),
+            (
+                "[[products]]\nid = \"x\"\nname = \"X\"\nprice = 10\npartner_id = \"nobody\"",
+                "nobody",
+            ),
             ("[retry]\nbackoff_ms = []", "backoff_ms"),
             ("[admin]\ntoken = \"short\"", "admin.token"),
         ];
         for (text, expected) in cases {
             let (_dir, path) = write_file(text);
-            let overrides = Overrides { config_file: Some(path), ..Overrides::default() };
-            let error = Config::load_from(&overrides, &[]).expect_err(text).to_string();
+            let overrides = Overrides {
+                config_file: Some(path),
+                ..Overrides::default()
+            };
+            let error = Config::load_from(&overrides, &[])
+                .expect_err(text)
+                .to_string();
             assert!(error.contains(expected), "{text:?} gave {error}");
         }
     }
@@ -871,9 +1038,23 @@ mod tests {
         let (_dir, path) = write_file(
             "[admin]\ntoken = \"admin-token-abcdefgh\"\n[gateway]\ndefault = \"portone\"\n[gateway.portone]\nimp_key = \"key-1234\"\nimp_secret = \"secret-5678\"\nimp_code = \"imp00000000\"\n[gateway.payple]\ncust_key = \"cust-9999\"\nrefund_key = \"refund-7777\"\n[alerts]\nslack_webhook_url = \"https://hooks.slack.com/services/T/B/xyz\"\n",
         );
-        let config = Config::load_from(&Overrides { config_file: Some(path), ..Overrides::default() }, &[]).unwrap();
+        let config = Config::load_from(
+            &Overrides {
+                config_file: Some(path),
+                ..Overrides::default()
+            },
+            &[],
+        )
+        .unwrap();
         let printed = config.to_redacted_toml();
-        for secret in ["admin-token-abcdefgh", "key-1234", "secret-5678", "cust-9999", "refund-7777", "xyz"] {
+        for secret in [
+            "admin-token-abcdefgh",
+            "key-1234",
+            "secret-5678",
+            "cust-9999",
+            "refund-7777",
+            "xyz",
+        ] {
             assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
         }
         assert!(printed.contains("imp00000000"));

@@ -3,14 +3,14 @@
 //! alone touches redb, the `gateway`s that alone speak PG wire formats, the `flows` that combine
 //! them, the `http` adapter, the `sandbox` PG, and `app`, which wires it all.
 
-pub mod domain;
+pub mod app;
 pub mod clock;
-pub mod secret;
 pub mod config;
-pub mod store;
-pub mod gateway;
+pub mod domain;
 pub mod flows;
+pub mod gateway;
 pub mod http;
 pub mod sandbox;
+pub mod secret;
+pub mod store;
 pub mod telemetry;
-pub mod app;

@@ -49,7 +49,7 @@ enum Command {
 
 #[derive(clap::Args, Default)]
 struct ServeArgs {
-    /// The TOML config file (also KASSA_CONFIG).
+    /// The TOML config file (also `KASSA_CONFIG`).
     #[arg(long)]
     config: Option<PathBuf>,
     /// The address to listen on, such as 127.0.0.1:8080.
@@ -79,23 +79,41 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => {
-            let overrides = Overrides { config_file: args.config, listen: args.listen, data_dir: args.data_dir };
+            let overrides = Overrides {
+                config_file: args.config,
+                listen: args.listen,
+                data_dir: args.data_dir,
+            };
             let config = match load(&overrides) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
             runtime.block_on(app::serve(config, Env::system()))
         }
-        Command::SandboxPg { listen } => runtime.block_on(app::serve_sandbox(&listen, Env::system())),
-        Command::Backup { out, config, data_dir } => {
-            let config = match load(&Overrides { config_file: config, listen: None, data_dir }) {
+        Command::SandboxPg { listen } => {
+            runtime.block_on(app::serve_sandbox(&listen, Env::system()))
+        }
+        Command::Backup {
+            out,
+            config,
+            data_dir,
+        } => {
+            let config = match load(&Overrides {
+                config_file: config,
+                listen: None,
+                data_dir,
+            }) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            app::backup_file(&config.data_dir, &out).map(|bytes| println!("kassa: copied {bytes} bytes to {}", out.display()))
+            app::backup_file(&config.data_dir, &out)
+                .map(|bytes| println!("kassa: copied {bytes} bytes to {}", out.display()))
         }
         Command::CheckConfig { config } => {
-            let config = match load(&Overrides { config_file: config, ..Overrides::default() }) {
+            let config = match load(&Overrides {
+                config_file: config,
+                ..Overrides::default()
+            }) {
                 Ok(config) => config,
                 Err(code) => return code,
             };

@@ -35,7 +35,10 @@ macro_rules! uuid_id {
             pub fn parse(raw: &str) -> Result<Self, DomainError> {
                 Uuid::try_parse(raw)
                     .map(Self)
-                    .map_err(|_| DomainError::InvalidId { what: $what, why: "it is not a UUID" })
+                    .map_err(|_| DomainError::InvalidId {
+                        what: $what,
+                        why: "it is not a UUID",
+                    })
             }
         }
 
@@ -60,13 +63,22 @@ fn check_token(
 ) -> Result<(), DomainError> {
     let length = raw.chars().count();
     if length < chars_min {
-        return Err(DomainError::InvalidId { what, why: "it is too short" });
+        return Err(DomainError::InvalidId {
+            what,
+            why: "it is too short",
+        });
     }
     if length > chars_max {
-        return Err(DomainError::InvalidId { what, why: "it is too long" });
+        return Err(DomainError::InvalidId {
+            what,
+            why: "it is too long",
+        });
     }
     if !raw.chars().all(allowed) {
-        return Err(DomainError::InvalidId { what, why: "it contains characters that are not allowed" });
+        return Err(DomainError::InvalidId {
+            what,
+            why: "it contains characters that are not allowed",
+        });
     }
     Ok(())
 }
@@ -78,9 +90,13 @@ pub struct OrderId(String);
 
 impl OrderId {
     pub fn parse(raw: &str) -> Result<OrderId, DomainError> {
-        check_token("order id", raw, ORDER_ID_CHARS_MIN, ORDER_ID_CHARS_MAX, |c| {
-            c.is_ascii_alphanumeric() || c == '-' || c == '_'
-        })?;
+        check_token(
+            "order id",
+            raw,
+            ORDER_ID_CHARS_MIN,
+            ORDER_ID_CHARS_MAX,
+            |c| c.is_ascii_alphanumeric() || c == '-' || c == '_',
+        )?;
         Ok(OrderId(raw.to_owned()))
     }
 

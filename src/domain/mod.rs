@@ -20,31 +20,45 @@ pub enum DomainError {
     #[error("amount must be between {min} and {max} won, got {got}")]
     AmountOutOfRange { min: i64, max: i64, got: i64 },
     #[error("{what} is invalid: {why}")]
-    InvalidId { what: &'static str, why: &'static str },
+    InvalidId {
+        what: &'static str,
+        why: &'static str,
+    },
     #[error("{what} is invalid: {why}")]
-    InvalidText { what: &'static str, why: &'static str },
+    InvalidText {
+        what: &'static str,
+        why: &'static str,
+    },
     #[error("a payment cannot move from {from} to {to}")]
-    IllegalTransition { from: &'static str, to: &'static str },
+    IllegalTransition {
+        from: &'static str,
+        to: &'static str,
+    },
     #[error("unknown provider {0:?}")]
     UnknownProvider(String),
 }
 
 /// Checks a free-text field: trimmed, non-empty, at most `chars_max` characters, no control
 /// characters. Returns the trimmed text.
-pub fn parse_text(
-    what: &'static str,
-    raw: &str,
-    chars_max: usize,
-) -> Result<String, DomainError> {
+pub fn parse_text(what: &'static str, raw: &str, chars_max: usize) -> Result<String, DomainError> {
     let text = raw.trim();
     if text.is_empty() {
-        return Err(DomainError::InvalidText { what, why: "it is empty" });
+        return Err(DomainError::InvalidText {
+            what,
+            why: "it is empty",
+        });
     }
     if text.chars().count() > chars_max {
-        return Err(DomainError::InvalidText { what, why: "it is too long" });
+        return Err(DomainError::InvalidText {
+            what,
+            why: "it is too long",
+        });
     }
     if text.chars().any(char::is_control) {
-        return Err(DomainError::InvalidText { what, why: "it contains control characters" });
+        return Err(DomainError::InvalidText {
+            what,
+            why: "it contains control characters",
+        });
     }
     Ok(text.to_owned())
 }

@@ -21,7 +21,11 @@ impl Amount {
         if (1..=AMOUNT_WON_MAX).contains(&won) {
             Ok(Amount(won))
         } else {
-            Err(DomainError::AmountOutOfRange { min: 1, max: AMOUNT_WON_MAX, got: won })
+            Err(DomainError::AmountOutOfRange {
+                min: 1,
+                max: AMOUNT_WON_MAX,
+                got: won,
+            })
         }
     }
 
@@ -30,7 +34,11 @@ impl Amount {
         if (0..=AMOUNT_WON_MAX).contains(&won) {
             Ok(Amount(won))
         } else {
-            Err(DomainError::AmountOutOfRange { min: 0, max: AMOUNT_WON_MAX, got: won })
+            Err(DomainError::AmountOutOfRange {
+                min: 0,
+                max: AMOUNT_WON_MAX,
+                got: won,
+            })
         }
     }
 
@@ -43,11 +51,15 @@ impl Amount {
     }
 
     pub fn checked_add(self, other: Amount) -> Option<Amount> {
-        self.0.checked_add(other.0).and_then(|won| Amount::non_negative(won).ok())
+        self.0
+            .checked_add(other.0)
+            .and_then(|won| Amount::non_negative(won).ok())
     }
 
     pub fn checked_sub(self, other: Amount) -> Option<Amount> {
-        self.0.checked_sub(other.0).and_then(|won| Amount::non_negative(won).ok())
+        self.0
+            .checked_sub(other.0)
+            .and_then(|won| Amount::non_negative(won).ok())
     }
 }
 

@@ -49,7 +49,13 @@ pub struct Order {
 
 impl Order {
     pub fn new(draft: OrderDraft, buyer_id: Option<BuyerId>, created_at: DateTime<Utc>) -> Order {
-        Order { draft, buyer_id, created_at, status: OrderStatus::Ready, paid_payment_id: None }
+        Order {
+            draft,
+            buyer_id,
+            created_at,
+            status: OrderStatus::Ready,
+            paid_payment_id: None,
+        }
     }
 
     /// Rebuilds a stored order; a paid order always names its payment.
@@ -59,8 +65,18 @@ impl Order {
         created_at: DateTime<Utc>,
         paid_payment_id: Option<PaymentId>,
     ) -> Order {
-        let status = if paid_payment_id.is_some() { OrderStatus::Paid } else { OrderStatus::Ready };
-        Order { draft, buyer_id, created_at, status, paid_payment_id }
+        let status = if paid_payment_id.is_some() {
+            OrderStatus::Paid
+        } else {
+            OrderStatus::Ready
+        };
+        Order {
+            draft,
+            buyer_id,
+            created_at,
+            status,
+            paid_payment_id,
+        }
     }
 
     pub fn id(&self) -> &OrderId {
@@ -100,7 +116,10 @@ pub fn admit(order: &Order, pg_amount: Amount) -> Admission {
         return Admission::RollbackAlreadyPaid { paid_by };
     }
     if pg_amount != order.draft.amount {
-        return Admission::RollbackAmountMismatch { expected: order.draft.amount, actual: pg_amount };
+        return Admission::RollbackAmountMismatch {
+            expected: order.draft.amount,
+            actual: pg_amount,
+        };
     }
     Admission::Accept
 }
@@ -127,7 +146,10 @@ mod tests {
     #[test]
     fn an_order_is_paid_once_with_its_own_amount() {
         let mut ready = order(15_000);
-        assert_eq!(admit(&ready, Amount::positive(15_000).unwrap()), Admission::Accept);
+        assert_eq!(
+            admit(&ready, Amount::positive(15_000).unwrap()),
+            Admission::Accept
+        );
         assert_eq!(
             admit(&ready, Amount::positive(100).unwrap()),
             Admission::RollbackAmountMismatch {
@@ -139,7 +161,9 @@ mod tests {
         assert_eq!(ready.status(), OrderStatus::Paid);
         assert_eq!(
             admit(&ready, Amount::positive(15_000).unwrap()),
-            Admission::RollbackAlreadyPaid { paid_by: PaymentId::from_u128(9) }
+            Admission::RollbackAlreadyPaid {
+                paid_by: PaymentId::from_u128(9)
+            }
         );
     }
 }

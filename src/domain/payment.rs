@@ -72,7 +72,9 @@ impl PaymentStatus {
     }
 
     pub fn parse(raw: &str) -> Option<PaymentStatus> {
-        PaymentStatus::ALL.into_iter().find(|status| status.as_str() == raw)
+        PaymentStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == raw)
     }
 
     /// The statuses a payment can be created in: accepted, or taken by the PG but refused here.
@@ -87,9 +89,13 @@ impl PaymentStatus {
         use PaymentStatus as S;
         matches!(
             (self, next),
-            (S::Paid | S::PartiallyCancelled | S::CancelFailed, S::CancelRequested)
-                | (S::CancelRequested, S::CancelRequested | S::PartiallyCancelled | S::Cancelled | S::CancelFailed)
-                | (S::RollbackPending | S::RollbackFailed, S::RollbackPending)
+            (
+                S::Paid | S::PartiallyCancelled | S::CancelFailed,
+                S::CancelRequested
+            ) | (
+                S::CancelRequested,
+                S::CancelRequested | S::PartiallyCancelled | S::Cancelled | S::CancelFailed
+            ) | (S::RollbackPending | S::RollbackFailed, S::RollbackPending)
                 | (S::RollbackPending, S::RollbackRefunded | S::RollbackFailed)
         )
     }
@@ -181,7 +187,10 @@ impl Payment {
         status: PaymentStatus,
     ) -> Result<Payment, DomainError> {
         if !status.is_initial() {
-            return Err(DomainError::IllegalTransition { from: "(new)", to: status.as_str() });
+            return Err(DomainError::IllegalTransition {
+                from: "(new)",
+                to: status.as_str(),
+            });
         }
         Ok(Payment {
             id,
@@ -240,7 +249,9 @@ impl Payment {
 
     /// What can still be refunded.
     pub fn balance(&self) -> Amount {
-        self.amount.checked_sub(self.cancelled_amount).unwrap_or(Amount::ZERO)
+        self.amount
+            .checked_sub(self.cancelled_amount)
+            .unwrap_or(Amount::ZERO)
     }
 
     pub fn move_to(&mut self, next: PaymentStatus) -> Result<(), DomainError> {
@@ -347,7 +358,11 @@ mod tests {
         ];
         for from in S::ALL {
             for to in S::ALL {
-                assert_eq!(from.can_move_to(to), legal.contains(&(from, to)), "{from} -> {to}");
+                assert_eq!(
+                    from.can_move_to(to),
+                    legal.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
             }
         }
     }

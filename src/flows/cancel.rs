@@ -11,14 +11,22 @@ use crate::store::{AttemptOutcome, PaymentView};
 
 /// Makes one attempt at `intent` and records its outcome. Answers the payment as it is after
 /// the attempt, or `None` if the intent is unknown.
-pub async fn attempt(kassa: &Kassa, intent: &CancelIntent) -> Result<Option<PaymentView>, FlowError> {
+pub async fn attempt(
+    kassa: &Kassa,
+    intent: &CancelIntent,
+) -> Result<Option<PaymentView>, FlowError> {
     let Some(view) = kassa.store.payment(intent.payment_id).await? else {
         return Ok(None);
     };
     let payment = &view.payment;
     let Some(gateway) = kassa.gateways.get(payment.provider) else {
-        let outcome = AttemptOutcome::Failed { error: format!("{} is not configured", payment.provider.as_str()) };
-        return Ok(kassa.store.finish_cancel_attempt(intent.id, outcome, kassa.env.now()).await?);
+        let outcome = AttemptOutcome::Failed {
+            error: format!("{} is not configured", payment.provider.as_str()),
+        };
+        return Ok(kassa
+            .store
+            .finish_cancel_attempt(intent.id, outcome, kassa.env.now())
+            .await?);
     };
     let request = CancelRequest {
         pg_tid: payment.pg_tid.clone(),
@@ -29,16 +37,30 @@ pub async fn attempt(kassa: &Kassa, intent: &CancelIntent) -> Result<Option<Paym
         idempotency_key: intent.pg_key.clone(),
     };
     let outcome = match gateway.cancel(&request).await {
-        Ok(receipt) => AttemptOutcome::Refunded { pg_cancel_id: receipt.pg_cancel_id, amount: intent.amount, at: receipt.at },
-        Err(error @ (GatewayError::UnknownOutcome(_) | GatewayError::AlreadyCancelled | GatewayError::Refused { .. })) => {
+        Ok(receipt) => AttemptOutcome::Refunded {
+            pg_cancel_id: receipt.pg_cancel_id,
+            amount: intent.amount,
+            at: receipt.at,
+        },
+        Err(
+            error @ (GatewayError::UnknownOutcome(_)
+            | GatewayError::AlreadyCancelled
+            | GatewayError::Refused { .. }),
+        ) => {
             // The PG may have refunded already (a lost answer, or an earlier attempt whose
             // answer was lost): its own record decides.
             match gateway.fetch_payment(&payment.pg_tid).await {
-                Ok(pg) => converge(intent, &pg).unwrap_or(AttemptOutcome::Failed { error: error.to_string() }),
-                Err(query_error) => AttemptOutcome::Failed { error: format!("{error}; and the re-query failed: {query_error}") },
+                Ok(pg) => converge(intent, &pg).unwrap_or(AttemptOutcome::Failed {
+                    error: error.to_string(),
+                }),
+                Err(query_error) => AttemptOutcome::Failed {
+                    error: format!("{error}; and the re-query failed: {query_error}"),
+                },
             }
         }
-        Err(error) => AttemptOutcome::Failed { error: error.to_string() },
+        Err(error) => AttemptOutcome::Failed {
+            error: error.to_string(),
+        },
     };
     match &outcome {
         AttemptOutcome::Refunded { amount, .. } => {
@@ -48,7 +70,10 @@ pub async fn attempt(kassa: &Kassa, intent: &CancelIntent) -> Result<Option<Paym
             tracing::warn!(payment_id = %payment.id, cancel_id = %intent.id, error = %error, "refund attempt failed; the intent stays open");
         }
     }
-    Ok(kassa.store.finish_cancel_attempt(intent.id, outcome, kassa.env.now()).await?)
+    Ok(kassa
+        .store
+        .finish_cancel_attempt(intent.id, outcome, kassa.env.now())
+        .await?)
 }
 
 /// Decides from the PG's record whether `intent` is already carried out: its balance went down by
@@ -58,9 +83,15 @@ fn converge(intent: &CancelIntent, pg: &PgPayment) -> Option<AttemptOutcome> {
     if pg.balance() != expected_after {
         return None;
     }
-    let last = pg.cancellations.iter().rev().find(|entry| entry.amount == intent.amount);
+    let last = pg
+        .cancellations
+        .iter()
+        .rev()
+        .find(|entry| entry.amount == intent.amount);
     Some(AttemptOutcome::Refunded {
-        pg_cancel_id: last.map(|entry| entry.pg_cancel_id.clone()).unwrap_or_default(),
+        pg_cancel_id: last
+            .map(|entry| entry.pg_cancel_id.clone())
+            .unwrap_or_default(),
         amount: intent.amount,
         at: last.map_or(intent.created_at, |entry| entry.at),
     })
@@ -101,15 +132,25 @@ mod tests {
             cancelled_amount: won(cancelled),
             currency: "KRW".into(),
             paid_at: None,
-            cancellations: vec![PgCancellation { pg_cancel_id: "c1".into(), amount: won(cancelled), at: DateTime::UNIX_EPOCH }],
+            cancellations: vec![PgCancellation {
+                pg_cancel_id: "c1".into(),
+                amount: won(cancelled),
+                at: DateTime::UNIX_EPOCH,
+            }],
         }
     }
 
     #[test]
     fn a_refund_counts_as_done_only_when_the_pg_balance_moved_by_exactly_its_amount() {
-        assert!(matches!(converge(&intent(100, 100), &pg(100, 100)), Some(AttemptOutcome::Refunded { .. })));
+        assert!(matches!(
+            converge(&intent(100, 100), &pg(100, 100)),
+            Some(AttemptOutcome::Refunded { .. })
+        ));
         assert!(converge(&intent(100, 100), &pg(100, 0)).is_none());
-        assert!(matches!(converge(&intent(30, 100), &pg(100, 30)), Some(AttemptOutcome::Refunded { .. })));
+        assert!(matches!(
+            converge(&intent(30, 100), &pg(100, 30)),
+            Some(AttemptOutcome::Refunded { .. })
+        ));
         assert!(converge(&intent(30, 100), &pg(100, 60)).is_none());
     }
 }

@@ -1,8 +1,8 @@
 //! Creating orders, from the admin API or from a product on the payment page.
 
 use super::{FlowError, Kassa};
-use crate::domain::{Amount, BuyerId, OrderDraft, OrderId, PartnerId, Provider, parse_text};
 use crate::domain::order::{BUYER_EMAIL_CHARS_MAX, ORDER_NAME_CHARS_MAX};
+use crate::domain::{Amount, BuyerId, OrderDraft, OrderId, PartnerId, Provider, parse_text};
 use crate::store::CreateOrderOutcome;
 
 /// An order as asked for, not yet checked.
@@ -42,7 +42,10 @@ pub fn draft(kassa: &Kassa, request: &OrderRequest) -> Result<OrderDraft, FlowEr
         Some(raw) => {
             let email = parse_text("buyer_email", raw, BUYER_EMAIL_CHARS_MAX)?;
             if !email.contains('@') || email.contains(char::is_whitespace) {
-                return Err(FlowError::Unprocessable { code: "INVALID_FIELD", message: "buyer_email is not an e-mail address".into() });
+                return Err(FlowError::Unprocessable {
+                    code: "INVALID_FIELD",
+                    message: "buyer_email is not an e-mail address".into(),
+                });
             }
             Some(email)
         }
@@ -57,7 +60,14 @@ pub fn draft(kassa: &Kassa, request: &OrderRequest) -> Result<OrderDraft, FlowEr
             message: format!("{} is not configured in this kassa", provider.as_str()),
         });
     }
-    Ok(OrderDraft { order_id, amount, name, partner_id, buyer_email, provider })
+    Ok(OrderDraft {
+        order_id,
+        amount,
+        name,
+        partner_id,
+        buyer_email,
+        provider,
+    })
 }
 
 /// Creates an order. The same request twice answers the same order; a different request under
@@ -68,7 +78,10 @@ pub async fn create_order(
     buyer: Option<BuyerId>,
 ) -> Result<CreateOrderOutcome, FlowError> {
     let draft = draft(kassa, request)?;
-    let outcome = kassa.store.create_order(draft, buyer, kassa.env.now()).await?;
+    let outcome = kassa
+        .store
+        .create_order(draft, buyer, kassa.env.now())
+        .await?;
     if let CreateOrderOutcome::Conflict(existing) = &outcome {
         return Err(FlowError::Conflict {
             code: "ORDER_CONFLICT",
@@ -79,8 +92,15 @@ pub async fn create_order(
 }
 
 /// Creates an order for one product of the catalogue, for a buyer of the payment page.
-pub async fn order_product(kassa: &Kassa, product_id: &str, buyer: BuyerId) -> Result<OrderId, FlowError> {
-    let product = kassa.config.product(product_id).ok_or(FlowError::NotFound { what: "product" })?;
+pub async fn order_product(
+    kassa: &Kassa,
+    product_id: &str,
+    buyer: BuyerId,
+) -> Result<OrderId, FlowError> {
+    let product = kassa
+        .config
+        .product(product_id)
+        .ok_or(FlowError::NotFound { what: "product" })?;
     let request = OrderRequest {
         order_id: None,
         amount: product.price.won(),
@@ -90,8 +110,8 @@ pub async fn order_product(kassa: &Kassa, product_id: &str, buyer: BuyerId) -> R
         provider: None,
     };
     match create_order(kassa, &request, Some(buyer)).await? {
-        CreateOrderOutcome::Created(order) | CreateOrderOutcome::Existing(order) | CreateOrderOutcome::Conflict(order) => {
-            Ok(order.id().clone())
-        }
+        CreateOrderOutcome::Created(order)
+        | CreateOrderOutcome::Existing(order)
+        | CreateOrderOutcome::Conflict(order) => Ok(order.id().clone()),
     }
 }

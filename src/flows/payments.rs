@@ -12,7 +12,10 @@ pub enum Completion {
     /// The payment is stored (now or before); its status says where it stands.
     Stored(PaymentView),
     /// The PG took money kassa refused, and the rollback was started.
-    RolledBack { view: PaymentView, admission: Admission },
+    RolledBack {
+        view: PaymentView,
+        admission: Admission,
+    },
 }
 
 impl Completion {
@@ -57,29 +60,47 @@ pub async fn complete(
         check_claim(&view.payment.order_id, claimed_order)?;
         return known(kassa, view).await;
     }
-    let gateway = kassa.gateways.get(provider).ok_or(FlowError::Unprocessable {
-        code: "PROVIDER_NOT_AVAILABLE",
-        message: format!("{} is not configured in this kassa", provider.as_str()),
-    })?;
-    let pg = gateway.fetch_payment(pg_tid).await.map_err(|error| match error {
-        GatewayError::NotFound => FlowError::NotFound { what: "PG payment" },
-        other => FlowError::Gateway(other),
-    })?;
+    let gateway = kassa
+        .gateways
+        .get(provider)
+        .ok_or(FlowError::Unprocessable {
+            code: "PROVIDER_NOT_AVAILABLE",
+            message: format!("{} is not configured in this kassa", provider.as_str()),
+        })?;
+    let pg = gateway
+        .fetch_payment(pg_tid)
+        .await
+        .map_err(|error| match error {
+            GatewayError::NotFound => FlowError::NotFound { what: "PG payment" },
+            other => FlowError::Gateway(other),
+        })?;
     if pg.pg_tid != *pg_tid {
-        return Err(FlowError::Gateway(GatewayError::BadResponse("the PG answered for another payment".into())));
+        return Err(FlowError::Gateway(GatewayError::BadResponse(
+            "the PG answered for another payment".into(),
+        )));
     }
-    let order_id = OrderId::parse(&pg.order_id).map_err(|_| FlowError::NotFound { what: "order" })?;
+    let order_id =
+        OrderId::parse(&pg.order_id).map_err(|_| FlowError::NotFound { what: "order" })?;
     check_claim(&order_id, claimed_order)?;
     match pg.status {
         PgStatus::Paid => {}
         PgStatus::Ready | PgStatus::Other => {
-            return Err(FlowError::Conflict { code: "PAYMENT_NOT_PAID", message: "the PG has not completed this payment".into() });
+            return Err(FlowError::Conflict {
+                code: "PAYMENT_NOT_PAID",
+                message: "the PG has not completed this payment".into(),
+            });
         }
         PgStatus::Failed => {
-            return Err(FlowError::Unprocessable { code: "PAYMENT_FAILED", message: "the PG reports this payment failed".into() });
+            return Err(FlowError::Unprocessable {
+                code: "PAYMENT_FAILED",
+                message: "the PG reports this payment failed".into(),
+            });
         }
         PgStatus::Cancelled => {
-            return Err(FlowError::Conflict { code: "PAYMENT_CANCELLED", message: "the PG reports this payment cancelled".into() });
+            return Err(FlowError::Conflict {
+                code: "PAYMENT_CANCELLED",
+                message: "the PG reports this payment cancelled".into(),
+            });
         }
     }
     let pg_key = kassa.env.new_uuid();
@@ -99,7 +120,9 @@ pub async fn complete(
         source: source.as_str(),
     };
     if new.amount.is_zero() {
-        return Err(FlowError::Gateway(GatewayError::BadResponse("the PG reports a paid payment of 0 won".into())));
+        return Err(FlowError::Gateway(GatewayError::BadResponse(
+            "the PG reports a paid payment of 0 won".into(),
+        )));
     }
     match kassa.store.record_pg_payment(new).await? {
         RecordOutcome::OrderNotFound => {
@@ -111,7 +134,11 @@ pub async fn complete(
             tracing::info!(payment_id = %view.payment.id, order_id = %order_id, amount = view.payment.amount.won(), "payment stored as PAID");
             Ok(Completion::Stored(view))
         }
-        RecordOutcome::Rollback { view, intent, admission } => {
+        RecordOutcome::Rollback {
+            view,
+            intent,
+            admission,
+        } => {
             tracing::warn!(payment_id = %view.payment.id, order_id = %order_id, reason = %intent.reason, "payment refused; rolling it back at the PG");
             let view = cancel::attempt(kassa, &intent).await?.unwrap_or(view);
             Ok(Completion::RolledBack { view, admission })
@@ -133,16 +160,27 @@ fn check_claim(actual: &OrderId, claimed: Option<&OrderId>) -> Result<(), FlowEr
 async fn known(kassa: &Kassa, view: PaymentView) -> Result<Completion, FlowError> {
     if !matches!(
         view.payment.status(),
-        PaymentStatus::RollbackPending | PaymentStatus::RollbackRefunded | PaymentStatus::RollbackFailed
+        PaymentStatus::RollbackPending
+            | PaymentStatus::RollbackRefunded
+            | PaymentStatus::RollbackFailed
     ) {
         return Ok(Completion::Stored(view));
     }
-    let order = kassa.store.order(&view.payment.order_id).await?.ok_or(FlowError::NotFound { what: "order" })?;
+    let order = kassa
+        .store
+        .order(&view.payment.order_id)
+        .await?
+        .ok_or(FlowError::NotFound { what: "order" })?;
     let admission = match order.paid_payment_id() {
-        Some(paid_by) if paid_by != view.payment.id && view.payment.amount == order.draft.amount => {
+        Some(paid_by)
+            if paid_by != view.payment.id && view.payment.amount == order.draft.amount =>
+        {
             Admission::RollbackAlreadyPaid { paid_by }
         }
-        _ => Admission::RollbackAmountMismatch { expected: order.draft.amount, actual: view.payment.amount },
+        _ => Admission::RollbackAmountMismatch {
+            expected: order.draft.amount,
+            actual: view.payment.amount,
+        },
     };
     Ok(Completion::RolledBack { view, admission })
 }

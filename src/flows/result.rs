@@ -43,7 +43,10 @@ impl OrderResult {
 
     /// True when nothing will change it without a new request from someone.
     pub fn is_final(self) -> bool {
-        !matches!(self, OrderResult::Pending | OrderResult::CancelPending | OrderResult::RollbackPending)
+        !matches!(
+            self,
+            OrderResult::Pending | OrderResult::CancelPending | OrderResult::RollbackPending
+        )
     }
 }
 
@@ -68,18 +71,32 @@ fn of_payment(view: &PaymentView) -> OrderResult {
 
 /// The order's outcome now: its accepted payment if it has one, else its latest refused one.
 pub async fn outcome(kassa: &Kassa, order_id: &OrderId) -> Result<OrderOutcome, FlowError> {
-    let order = kassa.store.order(order_id).await?.ok_or(FlowError::NotFound { what: "order" })?;
+    let order = kassa
+        .store
+        .order(order_id)
+        .await?
+        .ok_or(FlowError::NotFound { what: "order" })?;
     let payments = kassa.store.payments_of_order(order_id).await?;
     let chosen = match order.paid_payment_id() {
         Some(paid) => payments.iter().find(|view| view.payment.id == paid),
         None => payments.last(),
     };
     Ok(match chosen {
-        Some(view) => OrderOutcome { order_id: order_id.clone(), result: of_payment(view), payment_id: Some(view.payment.id) },
-        None if order.paid_payment_id().is_some() => {
-            OrderOutcome { order_id: order_id.clone(), result: OrderResult::SystemError, payment_id: order.paid_payment_id() }
-        }
-        None => OrderOutcome { order_id: order_id.clone(), result: OrderResult::Pending, payment_id: None },
+        Some(view) => OrderOutcome {
+            order_id: order_id.clone(),
+            result: of_payment(view),
+            payment_id: Some(view.payment.id),
+        },
+        None if order.paid_payment_id().is_some() => OrderOutcome {
+            order_id: order_id.clone(),
+            result: OrderResult::SystemError,
+            payment_id: order.paid_payment_id(),
+        },
+        None => OrderOutcome {
+            order_id: order_id.clone(),
+            result: OrderResult::Pending,
+            payment_id: None,
+        },
     })
 }
 

@@ -39,7 +39,11 @@ pub enum CallKind {
 /// Classifies a failed send. A connect error means the request never left; anything after that
 /// leaves a mutation's outcome unknown.
 pub fn classify_send_error(error: &reqwest::Error, kind: CallKind) -> GatewayError {
-    let text = if error.is_timeout() { "timed out".to_owned() } else { without_url(error) };
+    let text = if error.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        without_url(error)
+    };
     if error.is_connect() || kind == CallKind::Query {
         GatewayError::Transient(text)
     } else {
@@ -55,20 +59,34 @@ fn without_url(error: &reqwest::Error) -> String {
         parts.push(cause.to_string());
         source = cause.source();
     }
-    if parts.is_empty() { "request failed".to_owned() } else { parts.join(": ") }
+    if parts.is_empty() {
+        "request failed".to_owned()
+    } else {
+        parts.join(": ")
+    }
 }
 
 /// Reads a response body, refusing one larger than `RESPONSE_BYTES_MAX`.
-pub async fn read_capped(mut response: reqwest::Response, kind: CallKind) -> Result<Vec<u8>, GatewayError> {
-    if response.content_length().is_some_and(|length| length > RESPONSE_BYTES_MAX as u64) {
-        return Err(GatewayError::BadResponse(format!("response larger than {RESPONSE_BYTES_MAX} bytes")));
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    kind: CallKind,
+) -> Result<Vec<u8>, GatewayError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > RESPONSE_BYTES_MAX as u64)
+    {
+        return Err(GatewayError::BadResponse(format!(
+            "response larger than {RESPONSE_BYTES_MAX} bytes"
+        )));
     }
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > RESPONSE_BYTES_MAX {
-                    return Err(GatewayError::BadResponse(format!("response larger than {RESPONSE_BYTES_MAX} bytes")));
+                    return Err(GatewayError::BadResponse(format!(
+                        "response larger than {RESPONSE_BYTES_MAX} bytes"
+                    )));
                 }
                 body.extend_from_slice(&chunk);
             }

@@ -88,7 +88,9 @@ pub struct PgPayment {
 impl PgPayment {
     /// What the PG still holds that can be refunded.
     pub fn balance(&self) -> Amount {
-        self.amount.checked_sub(self.cancelled_amount).unwrap_or(Amount::ZERO)
+        self.amount
+            .checked_sub(self.cancelled_amount)
+            .unwrap_or(Amount::ZERO)
     }
 }
 
@@ -135,6 +137,7 @@ pub struct Gateways {
 }
 
 impl Gateways {
+    #[must_use]
     pub fn with(mut self, gateway: Arc<dyn PaymentGateway>) -> Gateways {
         match gateway.provider() {
             Provider::PortOne => self.portone = Some(gateway),

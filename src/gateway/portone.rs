@@ -6,7 +6,10 @@
 //! token never reach a log line or an error message.
 
 use super::client::{CallKind, classify_send_error, read_capped};
-use super::{CancelReceipt, CancelRequest, GatewayError, GatewayFuture, PaymentGateway, PgCancellation, PgPayment, PgStatus};
+use super::{
+    CancelReceipt, CancelRequest, GatewayError, GatewayFuture, PaymentGateway, PgCancellation,
+    PgPayment, PgStatus,
+};
 use crate::clock::Clock;
 use crate::domain::{Amount, PgTid, Provider};
 use crate::secret::Secret;
@@ -97,16 +100,29 @@ struct CancelBody<'a> {
 }
 
 /// PortOne declares amounts as JSON numbers; only whole, non-negative won are accepted.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the float is checked to be whole and below 1e15 first"
+)]
 fn won(number: &serde_json::Number) -> Result<Amount, GatewayError> {
     let value = number
         .as_i64()
-        .or_else(|| number.as_f64().filter(|float| float.fract() == 0.0 && float.abs() < 1e15).map(|float| float as i64))
-        .ok_or_else(|| GatewayError::BadResponse(format!("amount {number} is not a whole number of won")))?;
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|float| float.fract() == 0.0 && float.abs() < 1e15)
+                .map(|float| float as i64)
+        })
+        .ok_or_else(|| {
+            GatewayError::BadResponse(format!("amount {number} is not a whole number of won"))
+        })?;
     Amount::non_negative(value).map_err(|error| GatewayError::BadResponse(error.to_string()))
 }
 
 fn unix(seconds: Option<i64>) -> Option<DateTime<Utc>> {
-    seconds.filter(|seconds| *seconds > 0).and_then(|seconds| DateTime::from_timestamp(seconds, 0))
+    seconds
+        .filter(|seconds| *seconds > 0)
+        .and_then(|seconds| DateTime::from_timestamp(seconds, 0))
 }
 
 fn clip(text: &str) -> String {
@@ -126,18 +142,28 @@ fn to_payment(wire: PaymentResponse) -> Result<PgPayment, GatewayError> {
         .iter()
         .map(|entry| {
             Ok(PgCancellation {
-                pg_cancel_id: entry.cancellation_id.clone().or_else(|| entry.pg_tid.clone()).unwrap_or_default(),
+                pg_cancel_id: entry
+                    .cancellation_id
+                    .clone()
+                    .or_else(|| entry.pg_tid.clone())
+                    .unwrap_or_default(),
                 amount: won(&entry.amount)?,
                 at: unix(entry.cancelled_at).unwrap_or(DateTime::UNIX_EPOCH),
             })
         })
         .collect::<Result<Vec<_>, GatewayError>>()?;
     Ok(PgPayment {
-        pg_tid: PgTid::parse(&wire.imp_uid).map_err(|error| GatewayError::BadResponse(error.to_string()))?,
+        pg_tid: PgTid::parse(&wire.imp_uid)
+            .map_err(|error| GatewayError::BadResponse(error.to_string()))?,
         order_id: wire.merchant_uid,
         status,
         amount: won(&wire.amount)?,
-        cancelled_amount: wire.cancel_amount.as_ref().map(won).transpose()?.unwrap_or(Amount::ZERO),
+        cancelled_amount: wire
+            .cancel_amount
+            .as_ref()
+            .map(won)
+            .transpose()?
+            .unwrap_or(Amount::ZERO),
         currency: wire.currency.unwrap_or_else(|| "KRW".into()),
         paid_at: unix(wire.paid_at),
         cancellations,
@@ -145,11 +171,18 @@ fn to_payment(wire: PaymentResponse) -> Result<PgPayment, GatewayError> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Envelope<T>, GatewayError> {
-    serde_json::from_slice(body).map_err(|error| GatewayError::BadResponse(format!("not a PortOne envelope: {error}")))
+    serde_json::from_slice(body)
+        .map_err(|error| GatewayError::BadResponse(format!("not a PortOne envelope: {error}")))
 }
 
 impl PortOneGateway {
-    pub fn new(http: reqwest::Client, base_url: &str, imp_key: Secret, imp_secret: Secret, clock: Arc<dyn Clock>) -> PortOneGateway {
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        imp_key: Secret,
+        imp_secret: Secret,
+        clock: Arc<dyn Clock>,
+    ) -> PortOneGateway {
         PortOneGateway {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -164,7 +197,8 @@ impl PortOneGateway {
     async fn token(&self, force_refresh: bool) -> Result<Secret, GatewayError> {
         let mut cached = self.token.lock().await;
         let now = self.clock.now();
-        if !force_refresh && let Some(token) = cached.as_ref().filter(|token| token.use_until > now) {
+        if !force_refresh && let Some(token) = cached.as_ref().filter(|token| token.use_until > now)
+        {
             return Ok(token.token.clone());
         }
         let body = serde_json::json!({ "imp_key": self.imp_key.expose(), "imp_secret": self.imp_secret.expose() });
@@ -179,10 +213,14 @@ impl PortOneGateway {
         let bytes = read_capped(response, CallKind::Query).await?;
         if status == reqwest::StatusCode::UNAUTHORIZED {
             *cached = None;
-            return Err(GatewayError::Credentials("PortOne refused imp_key/imp_secret".into()));
+            return Err(GatewayError::Credentials(
+                "PortOne refused imp_key/imp_secret".into(),
+            ));
         }
         if status.is_server_error() {
-            return Err(GatewayError::Transient(format!("PortOne answered {status} to getToken")));
+            return Err(GatewayError::Transient(format!(
+                "PortOne answered {status} to getToken"
+            )));
         }
         let envelope: Envelope<TokenResponse> = parse(&bytes)?;
         let token = match (envelope.code, envelope.response) {
@@ -195,10 +233,16 @@ impl PortOneGateway {
             }
         };
         // Trust the server's count of how long the token lives, not the two clocks' agreement.
-        let remaining_s = token.expired_at.saturating_sub(token.now).clamp(0, 3 * 3600);
+        let remaining_s = token
+            .expired_at
+            .saturating_sub(token.now)
+            .clamp(0, 3 * 3600);
         let use_until = now + ChronoDuration::seconds(remaining_s - TOKEN_MARGIN_S);
         let secret = Secret::new(token.access_token);
-        *cached = Some(CachedToken { token: secret.clone(), use_until });
+        *cached = Some(CachedToken {
+            token: secret.clone(),
+            use_until,
+        });
         Ok(secret)
     }
 
@@ -211,12 +255,17 @@ impl PortOneGateway {
         let mut refreshed = false;
         loop {
             let token = self.token(refreshed).await?;
-            let response = build(&token).send().await.map_err(|error| classify_send_error(&error, kind))?;
+            let response = build(&token)
+                .send()
+                .await
+                .map_err(|error| classify_send_error(&error, kind))?;
             let status = response.status();
             if status == reqwest::StatusCode::UNAUTHORIZED {
                 // A 401 is answered before anything is done, so one retry is safe for a cancel too.
                 if refreshed {
-                    return Err(GatewayError::Credentials("PortOne refused a fresh token".into()));
+                    return Err(GatewayError::Credentials(
+                        "PortOne refused a fresh token".into(),
+                    ));
                 }
                 refreshed = true;
                 continue;
@@ -229,13 +278,17 @@ impl PortOneGateway {
     async fn get_payment(&self, pg_tid: &PgTid) -> Result<PgPayment, GatewayError> {
         let url = format!("{}/payments/{}", self.base_url, pg_tid.as_str());
         let (status, body) = self
-            .send(CallKind::Query, |token| self.http.get(&url).bearer_auth(token.expose()))
+            .send(CallKind::Query, |token| {
+                self.http.get(&url).bearer_auth(token.expose())
+            })
             .await?;
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(GatewayError::NotFound);
         }
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(GatewayError::Transient(format!("PortOne answered {status}")));
+            return Err(GatewayError::Transient(format!(
+                "PortOne answered {status}"
+            )));
         }
         let envelope: Envelope<PaymentResponse> = parse(&body)?;
         match (envelope.code, envelope.response) {
@@ -256,16 +309,23 @@ impl PortOneGateway {
             reason: &request.reason,
         };
         let (status, bytes) = self
-            .send(CallKind::Mutation, |token| self.http.post(&url).bearer_auth(token.expose()).json(&body))
+            .send(CallKind::Mutation, |token| {
+                self.http.post(&url).bearer_auth(token.expose()).json(&body)
+            })
             .await?;
         if status.is_server_error() {
-            return Err(GatewayError::UnknownOutcome(format!("PortOne answered {status} to a cancel")));
+            return Err(GatewayError::UnknownOutcome(format!(
+                "PortOne answered {status} to a cancel"
+            )));
         }
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Err(GatewayError::Transient("PortOne answered 429".into()));
         }
         if !status.is_success() {
-            return Err(GatewayError::Refused { code: status.as_u16().to_string(), message: "cancel refused".into() });
+            return Err(GatewayError::Refused {
+                code: status.as_u16().to_string(),
+                message: "cancel refused".into(),
+            });
         }
         let envelope: Envelope<PaymentResponse> = parse(&bytes)?;
         match (envelope.code, envelope.response) {
@@ -273,13 +333,18 @@ impl PortOneGateway {
                 let payment = to_payment(wire)?;
                 let last = payment.cancellations.last().cloned();
                 Ok(CancelReceipt {
-                    pg_cancel_id: last.as_ref().map(|entry| entry.pg_cancel_id.clone()).unwrap_or_default(),
+                    pg_cancel_id: last
+                        .as_ref()
+                        .map(|entry| entry.pg_cancel_id.clone())
+                        .unwrap_or_default(),
                     amount: request.amount,
                     at: last.map_or_else(|| self.clock.now(), |entry| entry.at),
                     payment,
                 })
             }
-            (_, _) if envelope.message.as_deref() == Some(ALREADY_CANCELLED_MESSAGE) => Err(GatewayError::AlreadyCancelled),
+            (_, _) if envelope.message.as_deref() == Some(ALREADY_CANCELLED_MESSAGE) => {
+                Err(GatewayError::AlreadyCancelled)
+            }
             (code, _) => Err(GatewayError::Refused {
                 code: code.to_string(),
                 message: clip(envelope.message.as_deref().unwrap_or("")),

@@ -24,7 +24,8 @@ pub const LIST_LIMIT_DEFAULT: usize = 50;
 pub const LIST_LIMIT_MAX: usize = 500;
 
 fn time(at: DateTime<Utc>) -> String {
-    at.with_timezone(&Seoul).to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+    at.with_timezone(&Seoul)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
 pub fn payment_json(view: &PaymentView, with_events: bool) -> Value {
@@ -37,9 +38,9 @@ pub fn payment_json(view: &PaymentView, with_events: bool) -> Value {
         "amount": payment.amount.won(),
         "cancelled_amount": payment.cancelled_amount().won(),
         "status": payment.status().as_str(),
-        "partner_id": payment.partner_id.as_ref().map(|id| id.as_str()),
+        "partner_id": payment.partner_id.as_ref().map(crate::domain::PartnerId::as_str),
         "paid_at": time(payment.paid_at),
-        "settlement_status": view.settlement_status.map(|status| status.as_str()),
+        "settlement_status": view.settlement_status.map(crate::store::SettlementStatus::as_str),
     });
     if with_events {
         body["events"] = view
@@ -59,7 +60,7 @@ fn order_json(state: &AppState, order: &Order) -> Value {
         "name": draft.name,
         "status": order.status().as_str(),
         "provider": draft.provider.as_str(),
-        "partner_id": draft.partner_id.as_ref().map(|id| id.as_str()),
+        "partner_id": draft.partner_id.as_ref().map(crate::domain::PartnerId::as_str),
         "buyer_email": draft.buyer_email,
         "payment_id": order.paid_payment_id().map(|id| id.to_string()),
         "created_at": time(order.created_at),
@@ -107,7 +108,9 @@ pub async fn create_order(
         provider: body.provider,
     };
     let order = match orders::create_order(&state.kassa, &request, None).await? {
-        CreateOrderOutcome::Created(order) | CreateOrderOutcome::Existing(order) | CreateOrderOutcome::Conflict(order) => order,
+        CreateOrderOutcome::Created(order)
+        | CreateOrderOutcome::Existing(order)
+        | CreateOrderOutcome::Conflict(order) => order,
     };
     Ok((StatusCode::CREATED, Json(order_json(&state, &order))).into_response())
 }
@@ -118,7 +121,12 @@ pub async fn get_order(
     ApiPath(order_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let order_id = OrderId::parse(&order_id).map_err(|_| ApiError::not_found("order"))?;
-    let order = state.kassa.store.order(&order_id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    let order = state
+        .kassa
+        .store
+        .order(&order_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
     Ok(Json(order_json(&state, &order)))
 }
 
@@ -142,11 +150,19 @@ pub fn completion_response(completion: &Completion) -> Response {
                 crate::domain::Admission::RollbackAmountMismatch { expected, actual } => (
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "AMOUNT_MISMATCH",
-                    format!("the PG charged {actual} but the order asks {expected}; the payment is being refunded"),
+                    format!(
+                        "the PG charged {actual} but the order asks {expected}; the payment is being refunded"
+                    ),
                 ),
-                crate::domain::Admission::Accept => return Json(payment_json(view, true)).into_response(),
+                crate::domain::Admission::Accept => {
+                    return Json(payment_json(view, true)).into_response();
+                }
             };
-            let mut error = ApiError::new(status, code, format!("{message} (status {})", view.payment.status()));
+            let mut error = ApiError::new(
+                status,
+                code,
+                format!("{message} (status {})", view.payment.status()),
+            );
             error.payment_id = Some(view.payment.id.to_string());
             error.into_response()
         }
@@ -159,7 +175,14 @@ pub async fn complete_portone(
 ) -> Result<Response, ApiError> {
     let pg_tid = PgTid::parse(&body.imp_uid)?;
     let order_id = OrderId::parse(&body.merchant_uid).map_err(|_| ApiError::not_found("order"))?;
-    let completion = payments::complete(&state.kassa, Provider::PortOne, &pg_tid, Some(&order_id), Source::Browser).await?;
+    let completion = payments::complete(
+        &state.kassa,
+        Provider::PortOne,
+        &pg_tid,
+        Some(&order_id),
+        Source::Browser,
+    )
+    .await?;
     Ok(completion_response(&completion))
 }
 
@@ -186,14 +209,28 @@ pub async fn webhook_portone(
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.contains("json"));
     let hint: PortOneWebhook = if is_json {
-        serde_json::from_slice(&body).map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string()))?
+        serde_json::from_slice(&body).map_err(|error| {
+            ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string())
+        })?
     } else {
-        serde_urlencoded::from_bytes(&body)
-            .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string()))?
+        serde_urlencoded::from_bytes(&body).map_err(|error| {
+            ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string())
+        })?
     };
     let pg_tid = PgTid::parse(&hint.imp_uid)?;
-    let claimed = hint.merchant_uid.as_deref().and_then(|raw| OrderId::parse(raw).ok());
-    match payments::complete(&state.kassa, Provider::PortOne, &pg_tid, claimed.as_ref(), Source::Webhook).await {
+    let claimed = hint
+        .merchant_uid
+        .as_deref()
+        .and_then(|raw| OrderId::parse(raw).ok());
+    match payments::complete(
+        &state.kassa,
+        Provider::PortOne,
+        &pg_tid,
+        claimed.as_ref(),
+        Source::Webhook,
+    )
+    .await
+    {
         Ok(completion) => {
             let view = completion.view();
             tracing::info!(pg_tid = %pg_tid, payment_id = %view.payment.id, status = %view.payment.status(), hint = hint.status.as_deref().unwrap_or(""), "PortOne webhook handled");
@@ -214,7 +251,12 @@ pub async fn get_payment(
         return Err(ApiError::unauthorized());
     }
     let id = PaymentId::parse(&payment_id).map_err(|_| ApiError::not_found("payment"))?;
-    let view = state.kassa.store.payment(id).await?.ok_or_else(|| ApiError::not_found("payment"))?;
+    let view = state
+        .kassa
+        .store
+        .payment(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment"))?;
     let visible = match caller {
         Caller::Admin => true,
         Caller::Buyer(buyer) => view.payment.buyer_id == Some(buyer),
@@ -250,20 +292,28 @@ fn parse_limit(raw: Option<&str>) -> Result<usize, ApiError> {
             .parse::<usize>()
             .ok()
             .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
-            .ok_or_else(|| ApiError::invalid_query(format!("limit must be a number from 1 to {LIST_LIMIT_MAX}"))),
+            .ok_or_else(|| {
+                ApiError::invalid_query(format!(
+                    "limit must be a number from 1 to {LIST_LIMIT_MAX}"
+                ))
+            }),
     }
 }
 
 fn parse_cursor(raw: Option<&str>) -> Result<Option<PaymentId>, ApiError> {
     raw.filter(|raw| !raw.is_empty())
-        .map(|raw| PaymentId::parse(raw).map_err(|_| ApiError::invalid_query("cursor is not one kassa gave out")))
+        .map(|raw| {
+            PaymentId::parse(raw)
+                .map_err(|_| ApiError::invalid_query("cursor is not one kassa gave out"))
+        })
         .transpose()
 }
 
 fn parse_date(name: &str, raw: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
     raw.filter(|raw| !raw.is_empty())
         .map(|raw| {
-            NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| ApiError::invalid_query(format!("{name} must be a date YYYY-MM-DD")))
+            NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                .map_err(|_| ApiError::invalid_query(format!("{name} must be a date YYYY-MM-DD")))
         })
         .transpose()
 }
@@ -278,16 +328,25 @@ pub async fn list_payments(
     let filter = PaymentFilter {
         order_id: match query.order_id.as_deref().filter(|raw| !raw.is_empty()) {
             None => None,
-            Some(raw) => Some(OrderId::parse(raw).map_err(|error| ApiError::invalid_query(error.to_string()))?),
+            Some(raw) => Some(
+                OrderId::parse(raw).map_err(|error| ApiError::invalid_query(error.to_string()))?,
+            ),
         },
         status: match query.status.as_deref().filter(|raw| !raw.is_empty()) {
             None => None,
-            Some(raw) => Some(PaymentStatus::parse(raw).ok_or_else(|| ApiError::invalid_query("status is not a payment status"))?),
+            Some(raw) => Some(
+                PaymentStatus::parse(raw)
+                    .ok_or_else(|| ApiError::invalid_query("status is not a payment status"))?,
+            ),
         },
         from: parse_date("from", query.from.as_deref())?,
         to: parse_date("to", query.to.as_deref())?,
     };
-    let page = state.kassa.store.list_payments(filter, limit, cursor).await?;
+    let page = state
+        .kassa
+        .store
+        .list_payments(filter, limit, cursor)
+        .await?;
     Ok(Json(page_json(&page)))
 }
 
@@ -301,7 +360,11 @@ pub async fn list_own_payments(
     let Caller::Buyer(buyer) = caller else {
         return Ok(Json(json!({ "items": [], "next_cursor": null })));
     };
-    let page = state.kassa.store.list_buyer_payments(buyer, limit, cursor).await?;
+    let page = state
+        .kassa
+        .store
+        .list_buyer_payments(buyer, limit, cursor)
+        .await?;
     Ok(Json(page_json(&page)))
 }
 
@@ -322,11 +385,23 @@ pub async fn order_result(
             .parse::<u64>()
             .ok()
             .filter(|wait| *wait <= result::WAIT_S_MAX)
-            .ok_or_else(|| ApiError::invalid_query(format!("wait_s must be a number from 0 to {}", result::WAIT_S_MAX)))?,
+            .ok_or_else(|| {
+                ApiError::invalid_query(format!(
+                    "wait_s must be a number from 0 to {}",
+                    result::WAIT_S_MAX
+                ))
+            })?,
     };
     let order_id = OrderId::parse(&order_id).map_err(|_| ApiError::not_found("order"))?;
-    let outcome = result::wait_for_outcome(&state.kassa, &order_id, Duration::from_secs(wait_s), &state.shutdown).await?;
-    let mut body = json!({ "order_id": outcome.order_id.as_str(), "result": outcome.result.as_str() });
+    let outcome = result::wait_for_outcome(
+        &state.kassa,
+        &order_id,
+        Duration::from_secs(wait_s),
+        &state.shutdown,
+    )
+    .await?;
+    let mut body =
+        json!({ "order_id": outcome.order_id.as_str(), "result": outcome.result.as_str() });
     if let Some(payment_id) = outcome.payment_id {
         body["payment_id"] = json!(payment_id.to_string());
     }

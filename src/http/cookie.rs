@@ -13,14 +13,19 @@ pub const BUYER_COOKIE_MAX_AGE_S: u64 = 365 * 24 * 3600;
 const COOKIE_HEADER_BYTES_MAX: usize = 8 * 1024;
 
 fn mac(key: &[u8; 32], buyer: BuyerId) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(buyer.to_string().as_bytes());
     mac
 }
 
 pub fn sign(key: &[u8; 32], buyer: BuyerId) -> String {
     let tag = mac(key, buyer).finalize().into_bytes();
-    let hex: String = tag.iter().map(|byte| format!("{byte:02x}")).collect();
+    let hex = tag.iter().fold(String::with_capacity(64), |mut hex, byte| {
+        use std::fmt::Write;
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    });
     format!("{buyer}.{hex}")
 }
 
@@ -31,7 +36,9 @@ pub fn verify(key: &[u8; 32], value: &str) -> Option<BuyerId> {
     if hex.len() != 64 {
         return None;
     }
-    let tag: Vec<u8> = (0..32).map(|index| u8::from_str_radix(hex.get(index * 2..index * 2 + 2)?, 16).ok()).collect::<Option<_>>()?;
+    let tag: Vec<u8> = (0..32)
+        .map(|index| u8::from_str_radix(hex.get(index * 2..index * 2 + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
     mac(key, buyer).verify_slice(&tag).ok()?;
     Some(buyer)
 }
@@ -76,7 +83,10 @@ mod tests {
         assert_eq!(verify(&key, "garbage"), None);
         assert_eq!(verify(&key, "é.é"), None);
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_str(&format!("a=b; {BUYER_COOKIE}={value}")).unwrap());
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("a=b; {BUYER_COOKIE}={value}")).unwrap(),
+        );
         assert_eq!(buyer_of(&key, &headers), Some(buyer));
     }
 }

@@ -6,7 +6,9 @@ use crate::flows::FlowError;
 use crate::gateway::GatewayError;
 use crate::store::StoreError;
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, FormRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{
+    BytesRejection, FormRejection, JsonRejection, PathRejection, QueryRejection,
+};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -20,11 +22,20 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), payment_id: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            payment_id: None,
+        }
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "this endpoint needs the admin token (Authorization: Bearer ...)")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "this endpoint needs the admin token (Authorization: Bearer ...)",
+        )
     }
 
     pub fn not_found(what: &str) -> ApiError {
@@ -49,9 +60,12 @@ impl IntoResponse for ApiError {
         if let Some(payment_id) = self.payment_id {
             error["payment_id"] = serde_json::Value::String(payment_id);
         }
-        let mut response = (self.status, Json(serde_json::json!({ "error": error }))).into_response();
+        let mut response =
+            (self.status, Json(serde_json::json!({ "error": error }))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -78,17 +92,25 @@ impl From<GatewayError> for ApiError {
     fn from(error: GatewayError) -> ApiError {
         let (status, code) = match &error {
             GatewayError::NotFound => (StatusCode::NOT_FOUND, "PG_PAYMENT_NOT_FOUND"),
-            GatewayError::Transient(text) | GatewayError::UnknownOutcome(text) if text.contains("timed out") => {
+            GatewayError::Transient(text) | GatewayError::UnknownOutcome(text)
+                if text.contains("timed out") =>
+            {
                 (StatusCode::GATEWAY_TIMEOUT, "PG_TIMEOUT")
             }
-            GatewayError::Transient(_) | GatewayError::UnknownOutcome(_) => (StatusCode::SERVICE_UNAVAILABLE, "PG_UNAVAILABLE"),
+            GatewayError::Transient(_) | GatewayError::UnknownOutcome(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "PG_UNAVAILABLE")
+            }
             GatewayError::Refused { .. } => (StatusCode::BAD_GATEWAY, "PG_REFUSED"),
             GatewayError::AlreadyCancelled => (StatusCode::CONFLICT, "PG_ALREADY_CANCELLED"),
             GatewayError::Credentials(_) => (StatusCode::BAD_GATEWAY, "PG_CREDENTIALS"),
             GatewayError::BadResponse(_) => (StatusCode::BAD_GATEWAY, "PG_BAD_RESPONSE"),
         };
         tracing::warn!(error = %error, "PG call failed");
-        ApiError::new(status, code, format!("{error}; nothing was stored as paid, try again later"))
+        ApiError::new(
+            status,
+            code,
+            format!("{error}; nothing was stored as paid, try again later"),
+        )
     }
 }
 
@@ -96,9 +118,17 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
         tracing::error!(error = ?error, "store failed");
         if matches!(error, StoreError::Closed) {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN", "kassa is shutting down; try again shortly")
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SHUTTING_DOWN",
+                "kassa is shutting down; try again shortly",
+            )
         } else {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "an internal error happened; it has been logged")
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "an internal error happened; it has been logged",
+            )
         }
     }
 }
@@ -108,8 +138,12 @@ impl From<FlowError> for ApiError {
         match error {
             FlowError::Invalid(error) => error.into(),
             FlowError::NotFound { what } => ApiError::not_found(what),
-            FlowError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
-            FlowError::Unprocessable { code, message } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
+            FlowError::Conflict { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
+            FlowError::Unprocessable { code, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
             FlowError::Gateway(error) => error.into(),
             FlowError::Store(error) => error.into(),
         }
@@ -119,19 +153,27 @@ impl From<FlowError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> ApiError {
         match rejection {
-            JsonRejection::JsonDataError(error) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_FIELD", clip(&error.body_text()))
-            }
-            JsonRejection::JsonSyntaxError(error) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", clip(&error.body_text()))
-            }
+            JsonRejection::JsonDataError(error) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_FIELD",
+                clip(&error.body_text()),
+            ),
+            JsonRejection::JsonSyntaxError(error) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "MALFORMED_JSON",
+                clip(&error.body_text()),
+            ),
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UNSUPPORTED_MEDIA_TYPE",
                 "send the body as JSON with Content-Type: application/json",
             ),
             JsonRejection::BytesRejection(rejection) => rejection.into(),
-            other => ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", clip(&other.body_text())),
+            other => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                clip(&other.body_text()),
+            ),
         }
     }
 }
@@ -139,9 +181,17 @@ impl From<JsonRejection> for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> ApiError {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", format!("the body is larger than {} bytes", super::BODY_BYTES_MAX))
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BODY_TOO_LARGE",
+                format!("the body is larger than {} bytes", super::BODY_BYTES_MAX),
+            )
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "BAD_BODY", clip(&rejection.body_text()))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_BODY",
+                clip(&rejection.body_text()),
+            )
         }
     }
 }
@@ -149,16 +199,28 @@ impl From<BytesRejection> for ApiError {
 impl From<FormRejection> for ApiError {
     fn from(rejection: FormRejection) -> ApiError {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", format!("the body is larger than {} bytes", super::BODY_BYTES_MAX))
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BODY_TOO_LARGE",
+                format!("the body is larger than {} bytes", super::BODY_BYTES_MAX),
+            )
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "BAD_FORM", clip(&rejection.body_text()))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_FORM",
+                clip(&rejection.body_text()),
+            )
         }
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_PATH", clip(&rejection.body_text()))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PATH",
+            clip(&rejection.body_text()),
+        )
     }
 }
 

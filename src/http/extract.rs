@@ -22,7 +22,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::Json::<T>::from_request(request, state).await.map(|axum::Json(value)| ApiJson(value)).map_err(ApiError::from)
+        axum::Json::<T>::from_request(request, state)
+            .await
+            .map(|axum::Json(value)| ApiJson(value))
+            .map_err(ApiError::from)
     }
 }
 
@@ -88,11 +91,15 @@ fn bearer_matches(parts: &Parts, state: &AppState) -> bool {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if bearer_matches(parts, state) {
             return Ok(Caller::Admin);
         }
-        Ok(cookie::buyer_of(state.cookie_key(), &parts.headers).map_or(Caller::Anonymous, Caller::Buyer))
+        Ok(cookie::buyer_of(state.cookie_key(), &parts.headers)
+            .map_or(Caller::Anonymous, Caller::Buyer))
     }
 }
 
@@ -103,7 +110,14 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if bearer_matches(parts, state) { Ok(Admin) } else { Err(ApiError::unauthorized()) }
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if bearer_matches(parts, state) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::unauthorized())
+        }
     }
 }

@@ -11,7 +11,10 @@ pub enum Lang {
 impl Lang {
     /// The language the browser prefers among the two kassa speaks; Korean when it says nothing.
     pub fn from_headers(headers: &HeaderMap) -> Lang {
-        let Some(accept) = headers.get(header::ACCEPT_LANGUAGE).and_then(|value| value.to_str().ok()) else {
+        let Some(accept) = headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|value| value.to_str().ok())
+        else {
             return Lang::Ko;
         };
         let mut best = (Lang::Ko, -1.0_f32);
@@ -74,11 +77,17 @@ pub struct Texts {
 
 impl Texts {
     pub fn result(&self, code: &str) -> &'static str {
-        self.results.iter().find(|(key, _)| *key == code).map_or("", |(_, text)| text)
+        self.results
+            .iter()
+            .find(|(key, _)| *key == code)
+            .map_or("", |(_, text)| text)
     }
 
     pub fn status(&self, code: &str) -> &'static str {
-        self.statuses.iter().find(|(key, _)| *key == code).map_or("", |(_, text)| text)
+        self.statuses
+            .iter()
+            .find(|(key, _)| *key == code)
+            .map_or("", |(_, text)| text)
     }
 }
 
@@ -110,11 +119,26 @@ pub static KO: Texts = Texts {
         ("PAID", "결제가 완료되었습니다."),
         ("CANCELLED", "결제가 취소되었습니다."),
         ("CANCEL_PENDING", "취소를 처리하고 있습니다…"),
-        ("CANCEL_FAILED", "취소를 처리하지 못했습니다. 상점에서 확인 중입니다."),
-        ("ROLLBACK_PENDING", "결제 금액이 주문과 달라 환불을 진행하고 있습니다…"),
-        ("ROLLBACK_REFUNDED", "결제가 주문과 맞지 않아 전액 환불되었습니다."),
-        ("ROLLBACK_FAILED", "환불을 처리하지 못했습니다. 상점에서 확인 중입니다."),
-        ("SYSTEM_ERROR", "일시적인 오류가 발생했습니다. 상점에 문의해 주세요."),
+        (
+            "CANCEL_FAILED",
+            "취소를 처리하지 못했습니다. 상점에서 확인 중입니다.",
+        ),
+        (
+            "ROLLBACK_PENDING",
+            "결제 금액이 주문과 달라 환불을 진행하고 있습니다…",
+        ),
+        (
+            "ROLLBACK_REFUNDED",
+            "결제가 주문과 맞지 않아 전액 환불되었습니다.",
+        ),
+        (
+            "ROLLBACK_FAILED",
+            "환불을 처리하지 못했습니다. 상점에서 확인 중입니다.",
+        ),
+        (
+            "SYSTEM_ERROR",
+            "일시적인 오류가 발생했습니다. 상점에 문의해 주세요.",
+        ),
     ],
     statuses: [
         ("PAID", "결제완료"),
@@ -156,11 +180,26 @@ pub static EN: Texts = Texts {
         ("PAID", "Payment complete."),
         ("CANCELLED", "The payment was cancelled."),
         ("CANCEL_PENDING", "Processing the cancellation…"),
-        ("CANCEL_FAILED", "The cancellation could not be processed; the shop is looking into it."),
-        ("ROLLBACK_PENDING", "The amount did not match the order; refunding it…"),
-        ("ROLLBACK_REFUNDED", "The amount did not match the order and was fully refunded."),
-        ("ROLLBACK_FAILED", "The refund could not be processed; the shop is looking into it."),
-        ("SYSTEM_ERROR", "A temporary error happened; please contact the shop."),
+        (
+            "CANCEL_FAILED",
+            "The cancellation could not be processed; the shop is looking into it.",
+        ),
+        (
+            "ROLLBACK_PENDING",
+            "The amount did not match the order; refunding it…",
+        ),
+        (
+            "ROLLBACK_REFUNDED",
+            "The amount did not match the order and was fully refunded.",
+        ),
+        (
+            "ROLLBACK_FAILED",
+            "The refund could not be processed; the shop is looking into it.",
+        ),
+        (
+            "SYSTEM_ERROR",
+            "A temporary error happened; please contact the shop.",
+        ),
     ],
     statuses: [
         ("PAID", "Paid"),
@@ -179,7 +218,7 @@ pub fn format_won(lang: Lang, won: i64) -> String {
     let digits = won.unsigned_abs().to_string();
     let mut grouped = String::new();
     for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(digit);
@@ -200,9 +239,15 @@ mod tests {
     fn korean_unless_the_browser_prefers_english() {
         let mut headers = HeaderMap::new();
         assert_eq!(Lang::from_headers(&headers), Lang::Ko);
-        headers.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("en-US,en;q=0.9,ko;q=0.8"));
+        headers.insert(
+            header::ACCEPT_LANGUAGE,
+            HeaderValue::from_static("en-US,en;q=0.9,ko;q=0.8"),
+        );
         assert_eq!(Lang::from_headers(&headers), Lang::En);
-        headers.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("ko-KR,ko;q=0.9,en;q=0.8"));
+        headers.insert(
+            header::ACCEPT_LANGUAGE,
+            HeaderValue::from_static("ko-KR,ko;q=0.9,en;q=0.8"),
+        );
         assert_eq!(Lang::from_headers(&headers), Lang::Ko);
         headers.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("fr-FR"));
         assert_eq!(Lang::from_headers(&headers), Lang::Ko);

@@ -54,14 +54,26 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         .route("/payment/result/{order_id}", get(pages::result_page))
         .route("/payment/{order_id}", get(pages::order))
         .route("/static/{*path}", get(static_file))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT));
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ));
     let long_poll = Router::new()
         .route("/api/payments/result/{order_id}", get(api::order_result))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, LONG_POLL_TIMEOUT));
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            LONG_POLL_TIMEOUT,
+        ));
     let mut router = api.merge(long_poll);
     if let Some(sandbox) = sandbox {
         let deadline = Duration::from_millis(crate::sandbox::HOLD_MS_MAX) + Duration::from_secs(5);
-        router = router.nest_service("/sandbox-pg", sandbox.layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, deadline)));
+        router = router.nest_service(
+            "/sandbox-pg",
+            sandbox.layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                deadline,
+            )),
+        );
     }
     router
         .fallback(not_found)
@@ -69,7 +81,12 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "an internal error happened; it has been logged").into_response()
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "an internal error happened; it has been logged",
+            )
+            .into_response()
         }))
         .layer(TraceLayer::new_for_http())
 }
@@ -102,5 +119,10 @@ async fn not_found(request: Request) -> Response {
 
 async fn method_not_allowed(request: Request) -> Response {
     let _ = request;
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "this endpoint does not take that method").into_response()
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "this endpoint does not take that method",
+    )
+    .into_response()
 }

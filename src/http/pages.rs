@@ -37,7 +37,11 @@ pub struct PageError {
 
 impl PageError {
     fn new(status: StatusCode, lang: Lang, message: impl Into<String>) -> PageError {
-        PageError { status, lang, message: message.into() }
+        PageError {
+            status,
+            lang,
+            message: message.into(),
+        }
     }
 
     pub fn not_found(lang: Lang) -> PageError {
@@ -47,12 +51,20 @@ impl PageError {
     fn from_flow(lang: Lang, error: &FlowError) -> PageError {
         match error {
             FlowError::NotFound { .. } => PageError::not_found(lang),
-            FlowError::Invalid(_) | FlowError::Unprocessable { .. } | FlowError::Conflict { .. } => {
-                PageError::new(StatusCode::UNPROCESSABLE_ENTITY, lang, lang.texts().bad_request)
-            }
+            FlowError::Invalid(_)
+            | FlowError::Unprocessable { .. }
+            | FlowError::Conflict { .. } => PageError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                lang,
+                lang.texts().bad_request,
+            ),
             FlowError::Gateway(_) | FlowError::Store(_) => {
                 tracing::warn!(error = %error, "page could not be served");
-                PageError::new(StatusCode::SERVICE_UNAVAILABLE, lang, lang.texts().try_later)
+                PageError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    lang,
+                    lang.texts().try_later,
+                )
             }
         }
     }
@@ -60,7 +72,14 @@ impl PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        (self.status, ErrorPage { t: self.lang.texts(), message: self.message }).into_response()
+        (
+            self.status,
+            ErrorPage {
+                t: self.lang.texts(),
+                message: self.message,
+            },
+        )
+            .into_response()
     }
 }
 
@@ -70,7 +89,14 @@ fn buyer(state: &AppState, headers: &HeaderMap) -> (BuyerId, Option<axum::http::
         Some(buyer) => (buyer, None),
         None => {
             let buyer = BuyerId::from_uuid(state.kassa.env.new_uuid());
-            (buyer, Some(cookie::set_cookie(state.cookie_key(), buyer, state.secure_cookies())))
+            (
+                buyer,
+                Some(cookie::set_cookie(
+                    state.cookie_key(),
+                    buyer,
+                    state.secure_cookies(),
+                )),
+            )
         }
     }
 }
@@ -96,9 +122,17 @@ pub async fn products(State(state): State<AppState>, headers: HeaderMap) -> impl
         .config
         .products
         .iter()
-        .map(|product| ProductRow { id: product.id.clone(), name: product.name.clone(), price: format_won(lang, product.price.won()) })
+        .map(|product| ProductRow {
+            id: product.id.clone(),
+            name: product.name.clone(),
+            price: format_won(lang, product.price.won()),
+        })
         .collect();
-    ProductsPage { t: lang.texts(), products, sandbox: state.sandbox }
+    ProductsPage {
+        t: lang.texts(),
+        products,
+        sandbox: state.sandbox,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,10 +141,15 @@ pub struct CheckoutForm {
     product_id: String,
 }
 
-pub async fn checkout(State(state): State<AppState>, headers: HeaderMap, form: Result<Form<CheckoutForm>, FormRejection>) -> Response {
+pub async fn checkout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<CheckoutForm>, FormRejection>,
+) -> Response {
     let lang = Lang::from_headers(&headers);
     let Ok(Form(form)) = form else {
-        return PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request).into_response();
+        return PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request)
+            .into_response();
     };
     let (buyer, set_cookie) = buyer(&state, &headers);
     match orders::order_product(&state.kassa, &form.product_id, buyer).await {
@@ -165,7 +204,11 @@ pub async fn order(
         .map_err(|error| PageError::from_flow(lang, &error.into()))?
         .ok_or_else(|| PageError::not_found(lang))?;
     if order.draft.provider != Provider::PortOne {
-        return Err(PageError::new(StatusCode::UNPROCESSABLE_ENTITY, lang, lang.texts().bad_request));
+        return Err(PageError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            lang,
+            lang.texts().bad_request,
+        ));
     }
     let portone = &state.kassa.config.gateway.portone;
     let page = OrderPage {
@@ -205,23 +248,43 @@ pub async fn portone_return(
 ) -> Result<Response, PageError> {
     let lang = Lang::from_headers(&headers);
     let Ok(Query(query)) = query else {
-        return Err(PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request));
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            lang,
+            lang.texts().bad_request,
+        ));
     };
     let order_id = query
         .merchant_uid
         .as_deref()
         .and_then(|raw| OrderId::parse(raw).ok())
         .ok_or_else(|| PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request))?;
-    let pg_tid = query.imp_uid.as_deref().and_then(|raw| PgTid::parse(raw).ok());
+    let pg_tid = query
+        .imp_uid
+        .as_deref()
+        .and_then(|raw| PgTid::parse(raw).ok());
     let Some(pg_tid) = pg_tid.filter(|_| query.imp_success.as_deref() != Some("false")) else {
         return Ok(Redirect::to(&format!("/payment/{order_id}?failed=1")).into_response());
     };
-    match payments::complete(&state.kassa, Provider::PortOne, &pg_tid, Some(&order_id), Source::Redirect).await {
+    match payments::complete(
+        &state.kassa,
+        Provider::PortOne,
+        &pg_tid,
+        Some(&order_id),
+        Source::Redirect,
+    )
+    .await
+    {
         Ok(_) => {}
         // The result page asks again while the outcome is pending, so a PG that is down now
         // does not lose the payment.
-        Err(FlowError::Gateway(error)) => tracing::warn!(error = %error, "completion on return failed; the result page will retry"),
-        Err(FlowError::Unprocessable { code: "PAYMENT_FAILED", .. }) => {
+        Err(FlowError::Gateway(error)) => {
+            tracing::warn!(error = %error, "completion on return failed; the result page will retry")
+        }
+        Err(FlowError::Unprocessable {
+            code: "PAYMENT_FAILED",
+            ..
+        }) => {
             return Ok(Redirect::to(&format!("/payment/{order_id}?failed=1")).into_response());
         }
         Err(error) => return Err(PageError::from_flow(lang, &error)),
@@ -256,14 +319,22 @@ pub async fn result_page(
     let lang = Lang::from_headers(&headers);
     let texts = lang.texts();
     let order_id = OrderId::parse(&order_id).map_err(|_| PageError::not_found(lang))?;
-    let outcome = result::outcome(&state.kassa, &order_id).await.map_err(|error| PageError::from_flow(lang, &error))?;
+    let outcome = result::outcome(&state.kassa, &order_id)
+        .await
+        .map_err(|error| PageError::from_flow(lang, &error))?;
     let imp_uid = query
         .ok()
         .and_then(|Query(query)| query.imp_uid)
         .filter(|raw| PgTid::parse(raw).is_ok())
         .unwrap_or_default();
-    let texts_json = serde_json::to_string(&texts.results.iter().copied().collect::<std::collections::BTreeMap<_, _>>())
-        .unwrap_or_else(|_| "{}".into());
+    let texts_json = serde_json::to_string(
+        &texts
+            .results
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    )
+    .unwrap_or_else(|_| "{}".into());
     let page = ResultPage {
         t: texts,
         order_id: order_id.as_str().to_owned(),
@@ -292,7 +363,10 @@ struct MyPage {
 }
 
 /// The buyer's own payments: found through the signed cookie only, so nobody sees another's.
-pub async fn mypage(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
+pub async fn mypage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
     let lang = Lang::from_headers(&headers);
     let texts = lang.texts();
     let rows = match cookie::buyer_of(state.cookie_key(), &headers) {
@@ -310,7 +384,12 @@ pub async fn mypage(State(state): State<AppState>, headers: HeaderMap) -> Result
                 amount: format_won(lang, view.payment.amount.won()),
                 status: view.payment.status().as_str(),
                 status_text: texts.status(view.payment.status().as_str()),
-                paid_at: view.payment.paid_at.with_timezone(&Seoul).format("%Y-%m-%d %H:%M").to_string(),
+                paid_at: view
+                    .payment
+                    .paid_at
+                    .with_timezone(&Seoul)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string(),
             })
             .collect(),
     };

@@ -69,8 +69,17 @@ struct SandboxState {
 }
 
 impl Sandbox {
-    pub fn new(clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>, shutdown: CancellationToken) -> Arc<Sandbox> {
-        Arc::new(Sandbox { clock, entropy, shutdown, state: Mutex::new(SandboxState::default()) })
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+        shutdown: CancellationToken,
+    ) -> Arc<Sandbox> {
+        Arc::new(Sandbox {
+            clock,
+            entropy,
+            shutdown,
+            state: Mutex::new(SandboxState::default()),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SandboxState> {
@@ -96,7 +105,10 @@ impl Sandbox {
     fn random_digits(&self, count: usize) -> String {
         let mut bytes = vec![0u8; count];
         self.entropy.fill(&mut bytes);
-        bytes.iter().map(|byte| char::from(b'0' + byte % 10)).collect()
+        bytes
+            .iter()
+            .map(|byte| char::from(b'0' + byte % 10))
+            .collect()
     }
 }
 
@@ -107,10 +119,19 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/portone/users/getToken", post(portone::get_token))
         .route("/portone/payments/cancel", post(portone::cancel))
         .route("/portone/payments/{imp_uid}", get(portone::get_payment))
-        .route("/portone/checkout", get(portone::checkout_page).post(portone::checkout_decide))
+        .route(
+            "/portone/checkout",
+            get(portone::checkout_page).post(portone::checkout_decide),
+        )
         .route("/_control/portone/payments", post(portone::control_create))
-        .route("/_control/portone/payments/{imp_uid}", get(portone::control_get))
-        .route("/_control/faults", post(control_fault).delete(control_clear_faults))
+        .route(
+            "/_control/portone/payments/{imp_uid}",
+            get(portone::control_get),
+        )
+        .route(
+            "/_control/faults",
+            post(control_fault).delete(control_clear_faults),
+        )
         .route("/_control/stats", get(control_stats))
         .with_state(sandbox)
 }
@@ -140,15 +161,27 @@ fn one() -> usize {
 /// The endpoints faults can be put on.
 const FAULT_ENDPOINTS: [&str; 3] = ["portone.token", "portone.payment", "portone.cancel"];
 
-async fn control_fault(State(sandbox): State<Arc<Sandbox>>, Json(request): Json<FaultRequest>) -> Response {
+async fn control_fault(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(request): Json<FaultRequest>,
+) -> Response {
     if !FAULT_ENDPOINTS.contains(&request.endpoint.as_str()) {
-        return control_error(StatusCode::BAD_REQUEST, &format!("endpoint must be one of {FAULT_ENDPOINTS:?}"));
+        return control_error(
+            StatusCode::BAD_REQUEST,
+            &format!("endpoint must be one of {FAULT_ENDPOINTS:?}"),
+        );
     }
     let hold = Duration::from_millis(request.hold_ms.unwrap_or(HOLD_MS_DEFAULT).min(HOLD_MS_MAX));
     let mut state = sandbox.lock();
     let queue = state.faults.entry(request.endpoint.clone()).or_default();
     let room = FAULTS_PER_ENDPOINT_MAX.saturating_sub(queue.len());
-    queue.extend(std::iter::repeat_n(Fault { mode: request.mode, hold }, request.count.min(room)));
+    queue.extend(std::iter::repeat_n(
+        Fault {
+            mode: request.mode,
+            hold,
+        },
+        request.count.min(room),
+    ));
     let queued = queue.len();
     Json(serde_json::json!({ "endpoint": request.endpoint, "queued": queued })).into_response()
 }
@@ -164,6 +197,9 @@ async fn control_clear_faults(State(sandbox): State<Arc<Sandbox>>) -> StatusCode
 }
 
 fn control_error(status: StatusCode, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "error": { "code": "SANDBOX_CONTROL", "message": message } }))).into_response()
+    (
+        status,
+        Json(serde_json::json!({ "error": { "code": "SANDBOX_CONTROL", "message": message } })),
+    )
+        .into_response()
 }
-

@@ -79,11 +79,20 @@ impl SandboxPayment {
     }
 }
 
-fn envelope(status: StatusCode, code: i64, message: Option<&str>, response: Option<serde_json::Value>) -> Response {
-    (status, Json(json!({ "code": code, "message": message, "response": response }))).into_response()
+fn envelope(
+    status: StatusCode,
+    code: i64,
+    message: Option<&str>,
+    response: Option<&serde_json::Value>,
+) -> Response {
+    (
+        status,
+        Json(json!({ "code": code, "message": message, "response": response })),
+    )
+        .into_response()
 }
 
-fn ok(response: serde_json::Value) -> Response {
+fn ok(response: &serde_json::Value) -> Response {
     envelope(StatusCode::OK, 0, None, Some(response))
 }
 
@@ -109,13 +118,35 @@ async fn before(sandbox: &Sandbox, endpoint: &str) -> (Option<Response>, Option<
     match sandbox.take_fault(endpoint) {
         None => (None, None),
         Some(fault) => match fault.mode {
-            FaultMode::Status500 => {
-                (Some(envelope(StatusCode::INTERNAL_SERVER_ERROR, -1, Some("sandbox: injected failure"), None)), None)
-            }
-            FaultMode::Status401 => (Some(envelope(StatusCode::UNAUTHORIZED, -1, Some("Unauthorized"), None)), None),
+            FaultMode::Status500 => (
+                Some(envelope(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    -1,
+                    Some("sandbox: injected failure"),
+                    None,
+                )),
+                None,
+            ),
+            FaultMode::Status401 => (
+                Some(envelope(
+                    StatusCode::UNAUTHORIZED,
+                    -1,
+                    Some("Unauthorized"),
+                    None,
+                )),
+                None,
+            ),
             FaultMode::Timeout => {
                 sandbox.hold(fault.hold).await;
-                (Some(envelope(StatusCode::GATEWAY_TIMEOUT, -1, Some("sandbox: held too long"), None)), None)
+                (
+                    Some(envelope(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        -1,
+                        Some("sandbox: held too long"),
+                        None,
+                    )),
+                    None,
+                )
             }
             FaultMode::LostResponse => (None, Some(fault)),
         },
@@ -131,12 +162,20 @@ async fn after(sandbox: &Sandbox, fault: Option<Fault>, response: Response) -> R
 }
 
 fn authorised(sandbox: &Sandbox, headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+    else {
         return false;
     };
     let presented = value.strip_prefix("Bearer ").unwrap_or(value);
     let now = sandbox.clock.now().timestamp();
-    sandbox.lock().portone.token.as_ref().is_some_and(|(token, expires)| token == presented && now < *expires)
+    sandbox
+        .lock()
+        .portone
+        .token
+        .as_ref()
+        .is_some_and(|(token, expires)| token == presented && now < *expires)
 }
 
 #[derive(Deserialize)]
@@ -147,30 +186,55 @@ pub(super) struct TokenRequest {
     imp_secret: String,
 }
 
-pub(super) async fn get_token(State(sandbox): State<Arc<Sandbox>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn get_token(
+    State(sandbox): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (early, lost) = before(&sandbox, "portone.token").await;
     if let Some(response) = early {
         return response;
     }
     let Ok(request) = parse_body::<TokenRequest>(&headers, &body) else {
-        return envelope(StatusCode::BAD_REQUEST, -1, Some("imp_key, imp_secret 파라메터가 누락되었습니다."), None);
+        return envelope(
+            StatusCode::BAD_REQUEST,
+            -1,
+            Some("imp_key, imp_secret 파라메터가 누락되었습니다."),
+            None,
+        );
     };
     if request.imp_key != SANDBOX_IMP_KEY || request.imp_secret != SANDBOX_IMP_SECRET {
-        return envelope(StatusCode::UNAUTHORIZED, -1, Some("imp_key, imp_secret 정보가 올바르지 않습니다."), None);
+        return envelope(
+            StatusCode::UNAUTHORIZED,
+            -1,
+            Some("imp_key, imp_secret 정보가 올바르지 않습니다."),
+            None,
+        );
     }
     let now = sandbox.clock.now().timestamp();
     let (token, expires) = {
         let mut state = sandbox.lock();
-        let current = state.portone.token.clone().filter(|(_, expires)| now < *expires);
+        let current = state
+            .portone
+            .token
+            .clone()
+            .filter(|(_, expires)| now < *expires);
         let next = match current {
-            Some((token, expires)) if expires - now <= TOKEN_EXTEND_WITHIN_S => (token, expires + TOKEN_EXTENSION_S),
+            Some((token, expires)) if expires - now <= TOKEN_EXTEND_WITHIN_S => {
+                (token, expires + TOKEN_EXTENSION_S)
+            }
             Some(current) => current,
             None => (sandbox.random_digits(40), now + TOKEN_LIFETIME_S),
         };
         state.portone.token = Some(next.clone());
         next
     };
-    after(&sandbox, lost, ok(json!({ "access_token": token, "expired_at": expires, "now": now }))).await
+    after(
+        &sandbox,
+        lost,
+        ok(&json!({ "access_token": token, "expired_at": expires, "now": now })),
+    )
+    .await
 }
 
 pub(super) async fn get_payment(
@@ -185,10 +249,20 @@ pub(super) async fn get_payment(
     if !authorised(&sandbox, &headers) {
         return envelope(StatusCode::UNAUTHORIZED, -1, Some("Unauthorized"), None);
     }
-    let found = sandbox.lock().portone.payments.get(&imp_uid).map(SandboxPayment::wire);
+    let found = sandbox
+        .lock()
+        .portone
+        .payments
+        .get(&imp_uid)
+        .map(SandboxPayment::wire);
     let response = match found {
-        Some(payment) => ok(payment),
-        None => envelope(StatusCode::NOT_FOUND, -1, Some("존재하지 않는 결제정보입니다."), None),
+        Some(payment) => ok(&payment),
+        None => envelope(
+            StatusCode::NOT_FOUND,
+            -1,
+            Some("존재하지 않는 결제정보입니다."),
+            None,
+        ),
     };
     after(&sandbox, lost, response).await
 }
@@ -207,7 +281,11 @@ pub(super) struct CancelRequest {
     reason: Option<String>,
 }
 
-pub(super) async fn cancel(State(sandbox): State<Arc<Sandbox>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn cancel(
+    State(sandbox): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (early, lost) = before(&sandbox, "portone.cancel").await;
     if let Some(response) = early {
         return response;
@@ -215,9 +293,8 @@ pub(super) async fn cancel(State(sandbox): State<Arc<Sandbox>>, headers: HeaderM
     if !authorised(&sandbox, &headers) {
         return envelope(StatusCode::UNAUTHORIZED, -1, Some("Unauthorized"), None);
     }
-    let request = match parse_body::<CancelRequest>(&headers, &body) {
-        Ok(request) => request,
-        Err(_) => return refused("요청 형식이 올바르지 않습니다."),
+    let Ok(request) = parse_body::<CancelRequest>(&headers, &body) else {
+        return refused("요청 형식이 올바르지 않습니다.");
     };
     let now = sandbox.clock.now().timestamp();
     let cancellation_id = format!("cancel_{}", sandbox.random_digits(12));
@@ -225,9 +302,11 @@ pub(super) async fn cancel(State(sandbox): State<Arc<Sandbox>>, headers: HeaderM
         let mut state = sandbox.lock();
         let payment = match (&request.imp_uid, &request.merchant_uid) {
             (Some(imp_uid), _) => state.portone.payments.get_mut(imp_uid),
-            (None, Some(merchant_uid)) => {
-                state.portone.payments.values_mut().find(|payment| &payment.merchant_uid == merchant_uid)
-            }
+            (None, Some(merchant_uid)) => state
+                .portone
+                .payments
+                .values_mut()
+                .find(|payment| &payment.merchant_uid == merchant_uid),
             (None, None) => None,
         };
         match payment {
@@ -238,7 +317,12 @@ pub(super) async fn cancel(State(sandbox): State<Arc<Sandbox>>, headers: HeaderM
     after(&sandbox, lost, response).await
 }
 
-fn apply_cancel(payment: &mut SandboxPayment, request: &CancelRequest, now: i64, cancellation_id: String) -> Response {
+fn apply_cancel(
+    payment: &mut SandboxPayment,
+    request: &CancelRequest,
+    now: i64,
+    cancellation_id: String,
+) -> Response {
     let balance = payment.amount - payment.cancel_amount;
     if payment.status == "cancelled" || (payment.status == "paid" && balance == 0) {
         return refused("이미 전액취소된 주문입니다.");
@@ -246,7 +330,7 @@ fn apply_cancel(payment: &mut SandboxPayment, request: &CancelRequest, now: i64,
     if payment.status != "paid" {
         return refused("결제완료 상태의 주문만 취소할 수 있습니다.");
     }
-    let whole = |number: &serde_json::Number| number.as_i64().or_else(|| number.as_f64().map(|float| float as i64));
+    let whole = serde_json::Number::as_i64;
     let requested = request.amount.as_ref().and_then(whole).unwrap_or(0);
     let amount = if requested == 0 { balance } else { requested };
     if let Some(checksum) = request.checksum.as_ref().and_then(whole)
@@ -271,7 +355,7 @@ fn apply_cancel(payment: &mut SandboxPayment, request: &CancelRequest, now: i64,
         payment.status = "cancelled".into();
         payment.cancelled_at = now;
     }
-    ok(payment.wire())
+    ok(&payment.wire())
 }
 
 fn insert_payment(
@@ -292,7 +376,11 @@ fn insert_payment(
         cancel_amount: if status == "cancelled" { amount } else { 0 },
         currency: currency.to_owned(),
         status: status.to_owned(),
-        paid_at: if matches!(status, "paid" | "cancelled") { now } else { 0 },
+        paid_at: if matches!(status, "paid" | "cancelled") {
+            now
+        } else {
+            0
+        },
         failed_at: if status == "failed" { now } else { 0 },
         cancelled_at: if status == "cancelled" { now } else { 0 },
         cancel_history: Vec::new(),
@@ -326,11 +414,27 @@ fn krw() -> String {
     "KRW".into()
 }
 
-pub(super) async fn control_create(State(sandbox): State<Arc<Sandbox>>, Json(request): Json<ControlCreate>) -> Response {
-    if !matches!(request.status.as_str(), "paid" | "ready" | "failed" | "cancelled") {
-        return control_error(StatusCode::BAD_REQUEST, "status must be paid, ready, failed or cancelled");
+pub(super) async fn control_create(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(request): Json<ControlCreate>,
+) -> Response {
+    if !matches!(
+        request.status.as_str(),
+        "paid" | "ready" | "failed" | "cancelled"
+    ) {
+        return control_error(
+            StatusCode::BAD_REQUEST,
+            "status must be paid, ready, failed or cancelled",
+        );
     }
-    match insert_payment(&sandbox, &request.merchant_uid, &request.name, request.amount, &request.status, &request.currency) {
+    match insert_payment(
+        &sandbox,
+        &request.merchant_uid,
+        &request.name,
+        request.amount,
+        &request.status,
+        &request.currency,
+    ) {
         Ok(payment) => (StatusCode::CREATED, Json(control_view(&payment))).into_response(),
         Err(message) => control_error(StatusCode::INSUFFICIENT_STORAGE, message),
     }
@@ -342,7 +446,10 @@ fn control_view(payment: &SandboxPayment) -> serde_json::Value {
     view
 }
 
-pub(super) async fn control_get(State(sandbox): State<Arc<Sandbox>>, Path(imp_uid): Path<String>) -> Response {
+pub(super) async fn control_get(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path(imp_uid): Path<String>,
+) -> Response {
     match sandbox.lock().portone.payments.get(&imp_uid) {
         Some(payment) => Json(control_view(payment)).into_response(),
         None => control_error(StatusCode::NOT_FOUND, "no such payment"),
@@ -374,7 +481,9 @@ struct CheckoutPage {
 }
 
 fn redirect_allowed(url: &str) -> bool {
-    (url.starts_with('/') && !url.starts_with("//")) || url.starts_with("http://") || url.starts_with("https://")
+    (url.starts_with('/') && !url.starts_with("//"))
+        || url.starts_with("http://")
+        || url.starts_with("https://")
 }
 
 pub(super) async fn checkout_page(Query(query): Query<CheckoutQuery>) -> Response {
@@ -385,7 +494,11 @@ pub(super) async fn checkout_page(Query(query): Query<CheckoutQuery>) -> Respons
     } else {
         None
     };
-    let status = if problem.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let status = if problem.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
     let page = CheckoutPage {
         merchant_uid: query.merchant_uid,
         amount: query.amount,
@@ -415,7 +528,14 @@ pub(super) async fn checkout_decide(
     }
     let approve = form.decision == "approve";
     let status = if approve { "paid" } else { "failed" };
-    let payment = match insert_payment(&sandbox, &form.merchant_uid, &form.name, form.amount, status, "KRW") {
+    let payment = match insert_payment(
+        &sandbox,
+        &form.merchant_uid,
+        &form.name,
+        form.amount,
+        status,
+        "KRW",
+    ) {
         Ok(payment) => payment,
         Err(message) => return (StatusCode::INSUFFICIENT_STORAGE, message).into_response(),
     };
@@ -429,6 +549,10 @@ pub(super) async fn checkout_decide(
         query.push(("error_msg", "구매자가 결제를 취소했습니다.".into()));
     }
     let encoded = serde_urlencoded::to_string(&query).unwrap_or_default();
-    let separator = if form.redirect_url.contains('?') { '&' } else { '?' };
+    let separator = if form.redirect_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     Redirect::to(&format!("{}{separator}{encoded}", form.redirect_url)).into_response()
 }

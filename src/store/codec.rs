@@ -10,7 +10,8 @@ use serde::{Serialize, de::DeserializeOwned};
 
 pub fn encode<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, StoreError> {
     let mut bytes = vec![version];
-    let body = postcard::to_stdvec(value).map_err(|error| StoreError::Corrupt(format!("cannot encode: {error}")))?;
+    let body = postcard::to_stdvec(value)
+        .map_err(|error| StoreError::Corrupt(format!("cannot encode: {error}")))?;
     bytes.extend_from_slice(&body);
     Ok(bytes)
 }
@@ -20,7 +21,9 @@ pub fn decode<T: DeserializeOwned>(what: &str, version: u8, bytes: &[u8]) -> Res
     match bytes.split_first() {
         Some((found, body)) if *found == version => postcard::from_bytes(body)
             .map_err(|error| StoreError::Corrupt(format!("{what} record cannot be read: {error}"))),
-        Some((found, _)) => Err(StoreError::Corrupt(format!("{what} record has unknown version {found}"))),
+        Some((found, _)) => Err(StoreError::Corrupt(format!(
+            "{what} record has unknown version {found}"
+        ))),
         None => Err(StoreError::Corrupt(format!("{what} record is empty"))),
     }
 }
@@ -37,7 +40,10 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_refuse_other_versions() {
-        let row = Row { a: -5, b: Some("원두".into()) };
+        let row = Row {
+            a: -5,
+            b: Some("원두".into()),
+        };
         let bytes = encode(1, &row).unwrap();
         assert_eq!(decode::<Row>("row", 1, &bytes).unwrap(), row);
         assert!(decode::<Row>("row", 2, &bytes).is_err());

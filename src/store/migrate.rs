@@ -22,7 +22,10 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
         let found = meta
             .get(VERSION_KEY)?
             .map(|value| {
-                let bytes: [u8; 4] = value.value().try_into().map_err(|_| StoreError::Corrupt("schema version".into()))?;
+                let bytes: [u8; 4] = value
+                    .value()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("schema version".into()))?;
                 Ok::<u32, StoreError>(u32::from_le_bytes(bytes))
             })
             .transpose()?;
@@ -31,13 +34,18 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
                 meta.insert(VERSION_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())?;
             }
             Some(found) if found > SCHEMA_VERSION => {
-                return Err(StoreError::NewerSchema { found, supported: SCHEMA_VERSION });
+                return Err(StoreError::NewerSchema {
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
             }
             Some(found) => upgrade(found)?,
         }
         let existing = meta.get(COOKIE_KEY)?.map(|value| value.value().to_vec());
         match existing {
-            Some(bytes) => bytes.try_into().map_err(|_| StoreError::Corrupt("cookie key".into()))?,
+            Some(bytes) => bytes
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("cookie key".into()))?,
             None => {
                 let key = new_key();
                 meta.insert(COOKIE_KEY, key.as_slice())?;
@@ -64,7 +72,9 @@ fn upgrade(found: u32) -> Result<(), StoreError> {
     if found == SCHEMA_VERSION {
         Ok(())
     } else {
-        Err(StoreError::Corrupt(format!("schema version {found} is not one this kassa can upgrade")))
+        Err(StoreError::Corrupt(format!(
+            "schema version {found} is not one this kassa can upgrade"
+        )))
     }
 }
 
@@ -86,7 +96,10 @@ mod tests {
             txn.commit().unwrap();
         }
         let error = crate::store::Store::open(dir.path(), || [0; 32]).unwrap_err();
-        assert!(matches!(error, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1), "{error}");
+        assert!(
+            matches!(error, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+            "{error}"
+        );
     }
 
     #[test]

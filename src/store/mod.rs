@@ -19,7 +19,8 @@ mod tables;
 pub use migrate::SCHEMA_VERSION;
 pub use orders::CreateOrderOutcome;
 pub use payments::{
-    AttemptOutcome, NewPgPayment, PaymentFilter, PaymentPage, PaymentView, RecordOutcome, SettlementStatus,
+    AttemptOutcome, NewPgPayment, PaymentFilter, PaymentPage, PaymentView, RecordOutcome,
+    SettlementStatus,
 };
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
@@ -36,12 +37,19 @@ pub const WRITE_QUEUE_DEPTH: usize = 8_192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the data file {0} is locked by another kassa process; stop it first or use another --data-dir")]
+    #[error(
+        "the data file {0} is locked by another kassa process; stop it first or use another --data-dir"
+    )]
     Locked(PathBuf),
-    #[error("the data file was written by a newer kassa (schema {found}, this kassa knows up to {supported}); upgrade kassa")]
+    #[error(
+        "the data file was written by a newer kassa (schema {found}, this kassa knows up to {supported}); upgrade kassa"
+    )]
     NewerSchema { found: u32, supported: u32 },
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("storage error: {0}")]
     Storage(#[from] redb::Error),
     #[error("stored data is not readable: {0}")]
@@ -89,7 +97,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,8 +107,10 @@ impl Store {
     /// Opens (or creates) `data_dir/kassa.redb`, refusing a file another process holds or a
     /// newer kassa wrote. `new_key` makes the cookie signing key of a new file.
     pub fn open(data_dir: &Path, new_key: impl FnOnce() -> [u8; 32]) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
         let path = data_dir.join("kassa.redb");
         let db = match Database::builder().create(&path) {
             Ok(db) => db,
@@ -114,7 +126,13 @@ impl Store {
             .name("kassa-store-writer".into())
             .spawn(move || run_writer(&writer_db, queue, &changed))
             .map_err(|error| StoreError::Bug(format!("cannot start the writer thread: {error}")))?;
-        Ok(Store { db, writes, changes, cookie_key: Arc::new(cookie_key), path })
+        Ok(Store {
+            db,
+            writes,
+            changes,
+            cookie_key: Arc::new(cookie_key),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -144,7 +162,10 @@ impl Store {
             apply: Box::new(move |txn| apply(txn).map(|value| Box::new(value) as Applied)),
             reply,
         };
-        self.writes.send(request).await.map_err(|_| StoreError::Closed)?;
+        self.writes
+            .send(request)
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let applied = answer.await.map_err(|_| StoreError::Closed)??;
         applied
             .downcast::<T>()
@@ -168,7 +189,11 @@ impl Store {
     }
 }
 
-fn run_writer(db: &Database, mut queue: mpsc::Receiver<WriteRequest>, changed: &watch::Sender<u64>) {
+fn run_writer(
+    db: &Database,
+    mut queue: mpsc::Receiver<WriteRequest>,
+    changed: &watch::Sender<u64>,
+) {
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < WRITE_BATCH_MAX {
@@ -224,6 +249,8 @@ fn commit_batch(db: &Database, mut batch: Vec<WriteRequest>) {
 
 fn answer_all(batch: Vec<WriteRequest>, error: &StoreError) {
     for request in batch {
-        let _ = request.reply.send(Err(StoreError::Bug(format!("the transaction failed: {error}"))));
+        let _ = request.reply.send(Err(StoreError::Bug(format!(
+            "the transaction failed: {error}"
+        ))));
     }
 }

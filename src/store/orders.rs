@@ -27,7 +27,8 @@ fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
 }
 
 pub(super) fn millis_to_time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms}")))
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms}")))
 }
 
 pub(super) fn encode_order(order: &Order) -> Result<Vec<u8>, StoreError> {
@@ -61,7 +62,8 @@ pub(super) fn decode_order(bytes: &[u8]) -> Result<Order, StoreError> {
             .transpose()
             .map_err(|error| corrupt("order partner", error))?,
         buyer_email: record.buyer_email,
-        provider: Provider::parse(&record.provider).map_err(|error| corrupt("order provider", error))?,
+        provider: Provider::parse(&record.provider)
+            .map_err(|error| corrupt("order provider", error))?,
     };
     Ok(Order::restore(
         draft,
@@ -75,12 +77,16 @@ pub(super) fn get_order(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &OrderId,
 ) -> Result<Option<Order>, StoreError> {
-    table.get(id.as_str())?.map(|value| decode_order(value.value())).transpose()
+    table
+        .get(id.as_str())?
+        .map(|value| decode_order(value.value()))
+        .transpose()
 }
 
 pub(super) fn put_order(txn: &WriteTransaction, order: &Order) -> Result<(), StoreError> {
     let bytes = encode_order(order)?;
-    txn.open_table(tables::ORDERS)?.insert(order.id().as_str(), bytes.as_slice())?;
+    txn.open_table(tables::ORDERS)?
+        .insert(order.id().as_str(), bytes.as_slice())?;
     Ok(())
 }
 
@@ -118,6 +124,7 @@ impl Store {
 
     pub async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
         let id = id.clone();
-        self.read(move |txn| get_order(&txn.open_table(tables::ORDERS)?, &id)).await
+        self.read(move |txn| get_order(&txn.open_table(tables::ORDERS)?, &id))
+            .await
     }
 }

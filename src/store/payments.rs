@@ -9,8 +9,8 @@ use super::orders::{get_order, millis_to_time, put_order};
 use super::{Store, StoreError, tables};
 use crate::domain::calendar::{date_key, kst_date, kst_day_start};
 use crate::domain::{
-    Admission, Amount, BuyerId, CancelId, CancelIntent, CancelKind, Event, EventKind, OrderId, PartnerId, Payment,
-    PaymentId, PaymentStatus, PgTid, Provider, admit,
+    Admission, Amount, BuyerId, CancelId, CancelIntent, CancelKind, Event, EventKind, OrderId,
+    PartnerId, Payment, PaymentId, PaymentStatus, PgTid, Provider, admit,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use redb::{ReadableTable, WriteTransaction};
@@ -129,14 +129,24 @@ pub enum RecordOutcome {
     /// The order is now paid by this payment.
     Paid(PaymentView),
     /// The payment was stored as `ROLLBACK_PENDING` with a cancel intent to give the money back.
-    Rollback { view: PaymentView, intent: CancelIntent, admission: Admission },
+    Rollback {
+        view: PaymentView,
+        intent: CancelIntent,
+        admission: Admission,
+    },
 }
 
 /// The result of one attempt to carry out a cancel intent at the PG.
 #[derive(Debug, Clone)]
 pub enum AttemptOutcome {
-    Refunded { pg_cancel_id: String, amount: Amount, at: DateTime<Utc> },
-    Failed { error: String },
+    Refunded {
+        pg_cancel_id: String,
+        amount: Amount,
+        at: DateTime<Utc>,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -181,7 +191,8 @@ fn encode_payment(payment: &Payment) -> Result<Vec<u8>, StoreError> {
 
 fn decode_payment(bytes: &[u8]) -> Result<Payment, StoreError> {
     let record: PaymentRecord = decode("payment", PAYMENT_RECORD, bytes)?;
-    let status = PaymentStatus::parse(&record.status).ok_or_else(|| corrupt("payment status", &record.status))?;
+    let status = PaymentStatus::parse(&record.status)
+        .ok_or_else(|| corrupt("payment status", &record.status))?;
     let mut payment = Payment::restore(
         PaymentId::from_u128(record.id),
         OrderId::parse(&record.order_id).map_err(|error| corrupt("payment order", error))?,
@@ -189,12 +200,17 @@ fn decode_payment(bytes: &[u8]) -> Result<Payment, StoreError> {
         PgTid::parse(&record.pg_tid).map_err(|error| corrupt("payment PG id", error))?,
         Amount::positive(record.amount).map_err(|error| corrupt("payment amount", error))?,
         millis_to_time(record.paid_at_ms)?,
-        Amount::non_negative(record.cancelled_amount).map_err(|error| corrupt("cancelled amount", error))?,
+        Amount::non_negative(record.cancelled_amount)
+            .map_err(|error| corrupt("cancelled amount", error))?,
         status,
     )
     .map_err(|error| corrupt("payment", error))?;
-    payment.partner_id =
-        record.partner_id.as_deref().map(PartnerId::parse).transpose().map_err(|error| corrupt("partner", error))?;
+    payment.partner_id = record
+        .partner_id
+        .as_deref()
+        .map(PartnerId::parse)
+        .transpose()
+        .map_err(|error| corrupt("partner", error))?;
     payment.buyer_id = record.buyer_id.map(BuyerId::from_u128);
     Ok(payment)
 }
@@ -220,16 +236,21 @@ fn encode_intent(intent: &CancelIntent, pg_cancel_id: Option<&str>) -> Result<Ve
 
 fn decode_intent(bytes: &[u8]) -> Result<CancelIntent, StoreError> {
     let record: IntentRecord = decode("cancel intent", INTENT_RECORD, bytes)?;
-    let kind = [CancelKind::Cancel, CancelKind::RollbackAmountMismatch, CancelKind::RollbackAlreadyPaid]
-        .into_iter()
-        .find(|kind| kind.as_str() == record.kind)
-        .ok_or_else(|| corrupt("cancel kind", &record.kind))?;
+    let kind = [
+        CancelKind::Cancel,
+        CancelKind::RollbackAmountMismatch,
+        CancelKind::RollbackAlreadyPaid,
+    ]
+    .into_iter()
+    .find(|kind| kind.as_str() == record.kind)
+    .ok_or_else(|| corrupt("cancel kind", &record.kind))?;
     Ok(CancelIntent {
         id: CancelId::from_u128(record.id),
         payment_id: PaymentId::from_u128(record.payment_id),
         kind,
         amount: Amount::positive(record.amount).map_err(|error| corrupt("cancel amount", error))?,
-        balance_before: Amount::non_negative(record.balance_before).map_err(|error| corrupt("balance", error))?,
+        balance_before: Amount::non_negative(record.balance_before)
+            .map_err(|error| corrupt("balance", error))?,
         reason: record.reason,
         pg_key: record.pg_key,
         created_at: millis_to_time(record.created_at_ms)?,
@@ -244,11 +265,16 @@ fn pg_key(provider: Provider, pg_tid: &PgTid) -> String {
 
 fn put_payment(txn: &WriteTransaction, payment: &Payment) -> Result<(), StoreError> {
     let bytes = encode_payment(payment)?;
-    txn.open_table(tables::PAYMENTS)?.insert(payment.id.as_u128(), bytes.as_slice())?;
+    txn.open_table(tables::PAYMENTS)?
+        .insert(payment.id.as_u128(), bytes.as_slice())?;
     Ok(())
 }
 
-fn append_event(txn: &WriteTransaction, payment: PaymentId, event: &Event) -> Result<(), StoreError> {
+fn append_event(
+    txn: &WriteTransaction,
+    payment: PaymentId,
+    event: &Event,
+) -> Result<(), StoreError> {
     let mut events = txn.open_table(tables::PAYMENT_EVENTS)?;
     let key = payment.as_u128();
     let next = events
@@ -258,7 +284,11 @@ fn append_event(txn: &WriteTransaction, payment: PaymentId, event: &Event) -> Re
         .map_or(0, |(last, _)| last.value().1.saturating_add(1));
     let bytes = encode(
         EVENT_RECORD,
-        &EventRecord { at_ms: event.at.timestamp_millis(), kind: event.kind.as_str().to_owned(), detail: clip(&event.detail) },
+        &EventRecord {
+            at_ms: event.at.timestamp_millis(),
+            kind: event.kind.as_str().to_owned(),
+            detail: clip(&event.detail),
+        },
     )?;
     events.insert((key, next), bytes.as_slice())?;
     Ok(())
@@ -278,25 +308,40 @@ fn load_view(
     let mut history = Vec::new();
     if with_events {
         let key = id.as_u128();
-        for entry in events.range((key, 0)..=(key, u32::MAX))?.rev().take(EVENTS_PER_VIEW_MAX) {
+        for entry in events
+            .range((key, 0)..=(key, u32::MAX))?
+            .rev()
+            .take(EVENTS_PER_VIEW_MAX)
+        {
             let (_, value) = entry?;
             let record: EventRecord = decode("event", EVENT_RECORD, value.value())?;
             history.push(Event {
                 at: millis_to_time(record.at_ms)?,
-                kind: EventKind::parse(&record.kind).ok_or_else(|| corrupt("event kind", &record.kind))?,
+                kind: EventKind::parse(&record.kind)
+                    .ok_or_else(|| corrupt("event kind", &record.kind))?,
                 detail: record.detail,
             });
         }
         history.reverse();
     }
-    let settlement_status = match settlements.get((date_key(kst_date(payment.paid_at)), id.as_u128()))? {
+    let settlement_status = match settlements
+        .get((date_key(kst_date(payment.paid_at)), id.as_u128()))?
+    {
         None => None,
         Some(value) => {
             let record: SettlementRecord = decode("settlement", SETTLEMENT_RECORD, value.value())?;
-            Some(if record.status == "Succeed" { SettlementStatus::Succeed } else { SettlementStatus::Pending })
+            Some(if record.status == "Succeed" {
+                SettlementStatus::Succeed
+            } else {
+                SettlementStatus::Pending
+            })
         }
     };
-    Ok(Some(PaymentView { payment, events: history, settlement_status }))
+    Ok(Some(PaymentView {
+        payment,
+        events: history,
+        settlement_status,
+    }))
 }
 
 fn view_in_write(txn: &WriteTransaction, id: PaymentId) -> Result<PaymentView, StoreError> {
@@ -310,11 +355,20 @@ fn view_in_write(txn: &WriteTransaction, id: PaymentId) -> Result<PaymentView, S
     .ok_or_else(|| StoreError::Bug(format!("payment {id} vanished inside its transaction")))
 }
 
-fn record_pg_payment(txn: &WriteTransaction, new: &NewPgPayment) -> Result<RecordOutcome, StoreError> {
+fn record_pg_payment(
+    txn: &WriteTransaction,
+    new: &NewPgPayment,
+) -> Result<RecordOutcome, StoreError> {
     let index_key = pg_key(new.provider, &new.pg_tid);
-    let known = txn.open_table(tables::PAYMENTS_BY_PG)?.get(index_key.as_str())?.map(|id| id.value());
+    let known = txn
+        .open_table(tables::PAYMENTS_BY_PG)?
+        .get(index_key.as_str())?
+        .map(|id| id.value());
     if let Some(known) = known {
-        return Ok(RecordOutcome::Known(view_in_write(txn, PaymentId::from_u128(known))?));
+        return Ok(RecordOutcome::Known(view_in_write(
+            txn,
+            PaymentId::from_u128(known),
+        )?));
     }
     let Some(mut order) = get_order(&txn.open_table(tables::ORDERS)?, &new.order_id)? else {
         return Ok(RecordOutcome::OrderNotFound);
@@ -322,9 +376,16 @@ fn record_pg_payment(txn: &WriteTransaction, new: &NewPgPayment) -> Result<Recor
     let admission = if new.currency_ok {
         admit(&order, new.amount)
     } else {
-        Admission::RollbackAmountMismatch { expected: order.draft.amount, actual: new.amount }
+        Admission::RollbackAmountMismatch {
+            expected: order.draft.amount,
+            actual: new.amount,
+        }
     };
-    let status = if admission == Admission::Accept { PaymentStatus::Paid } else { PaymentStatus::RollbackPending };
+    let status = if admission == Admission::Accept {
+        PaymentStatus::Paid
+    } else {
+        PaymentStatus::RollbackPending
+    };
     let mut payment = Payment::new(
         new.payment_id,
         new.order_id.clone(),
@@ -338,13 +399,29 @@ fn record_pg_payment(txn: &WriteTransaction, new: &NewPgPayment) -> Result<Recor
     payment.partner_id.clone_from(&order.draft.partner_id);
     payment.buyer_id = order.buyer_id;
     put_payment(txn, &payment)?;
-    txn.open_table(tables::PAYMENTS_BY_PG)?.insert(index_key.as_str(), new.payment_id.as_u128())?;
-    txn.open_table(tables::PAYMENTS_BY_ORDER)?.insert((new.order_id.as_str(), new.payment_id.as_u128()), ())?;
+    txn.open_table(tables::PAYMENTS_BY_PG)?
+        .insert(index_key.as_str(), new.payment_id.as_u128())?;
+    txn.open_table(tables::PAYMENTS_BY_ORDER)?
+        .insert((new.order_id.as_str(), new.payment_id.as_u128()), ())?;
     if let Some(buyer) = order.buyer_id {
-        txn.open_table(tables::PAYMENTS_BY_BUYER)?.insert((buyer.as_u128(), new.payment_id.as_u128()), ())?;
+        txn.open_table(tables::PAYMENTS_BY_BUYER)?
+            .insert((buyer.as_u128(), new.payment_id.as_u128()), ())?;
     }
-    let paid_detail = format!("{} confirmed by {} ({})", new.amount, new.provider.as_str(), new.source);
-    append_event(txn, new.payment_id, &Event { at: new.now, kind: EventKind::Paid, detail: paid_detail })?;
+    let paid_detail = format!(
+        "{} confirmed by {} ({})",
+        new.amount,
+        new.provider.as_str(),
+        new.source
+    );
+    append_event(
+        txn,
+        new.payment_id,
+        &Event {
+            at: new.now,
+            kind: EventKind::Paid,
+            detail: paid_detail,
+        },
+    )?;
     if admission == Admission::Accept {
         order.mark_paid(new.payment_id);
         put_order(txn, &order)?;
@@ -357,17 +434,21 @@ fn record_pg_payment(txn: &WriteTransaction, new: &NewPgPayment) -> Result<Recor
                 status: SettlementStatus::Pending.as_str().to_owned(),
             },
         )?;
-        txn.open_table(tables::SETTLEMENTS)?
-            .insert((date_key(kst_date(new.paid_at)), new.payment_id.as_u128()), row.as_slice())?;
+        txn.open_table(tables::SETTLEMENTS)?.insert(
+            (date_key(kst_date(new.paid_at)), new.payment_id.as_u128()),
+            row.as_slice(),
+        )?;
         return Ok(RecordOutcome::Paid(view_in_write(txn, new.payment_id)?));
     }
     let (kind, reason) = match admission {
-        Admission::RollbackAmountMismatch { expected, actual } => {
-            (CancelKind::RollbackAmountMismatch, format!("amount mismatch: the order asks {expected}, the PG took {actual}"))
-        }
-        Admission::RollbackAlreadyPaid { paid_by } => {
-            (CancelKind::RollbackAlreadyPaid, format!("the order is already paid by payment {paid_by}"))
-        }
+        Admission::RollbackAmountMismatch { expected, actual } => (
+            CancelKind::RollbackAmountMismatch,
+            format!("amount mismatch: the order asks {expected}, the PG took {actual}"),
+        ),
+        Admission::RollbackAlreadyPaid { paid_by } => (
+            CancelKind::RollbackAlreadyPaid,
+            format!("the order is already paid by payment {paid_by}"),
+        ),
         Admission::Accept => unreachable!("accepted payments returned above"),
     };
     let intent = CancelIntent {
@@ -383,10 +464,24 @@ fn record_pg_payment(txn: &WriteTransaction, new: &NewPgPayment) -> Result<Recor
         attempts: 0,
     };
     let bytes = encode_intent(&intent, None)?;
-    txn.open_table(tables::CANCEL_INTENTS)?.insert(intent.id.as_u128(), bytes.as_slice())?;
-    txn.open_table(tables::CANCELS_BY_PAYMENT)?.insert((new.payment_id.as_u128(), intent.id.as_u128()), ())?;
-    append_event(txn, new.payment_id, &Event { at: new.now, kind: EventKind::RollbackRequested, detail: reason })?;
-    Ok(RecordOutcome::Rollback { view: view_in_write(txn, new.payment_id)?, intent, admission })
+    txn.open_table(tables::CANCEL_INTENTS)?
+        .insert(intent.id.as_u128(), bytes.as_slice())?;
+    txn.open_table(tables::CANCELS_BY_PAYMENT)?
+        .insert((new.payment_id.as_u128(), intent.id.as_u128()), ())?;
+    append_event(
+        txn,
+        new.payment_id,
+        &Event {
+            at: new.now,
+            kind: EventKind::RollbackRequested,
+            detail: reason,
+        },
+    )?;
+    Ok(RecordOutcome::Rollback {
+        view: view_in_write(txn, new.payment_id)?,
+        intent,
+        admission,
+    })
 }
 
 fn finish_attempt(
@@ -395,15 +490,22 @@ fn finish_attempt(
     outcome: &AttemptOutcome,
     now: DateTime<Utc>,
 ) -> Result<Option<PaymentView>, StoreError> {
-    let stored = txn.open_table(tables::CANCEL_INTENTS)?.get(cancel_id.as_u128())?.map(|value| value.value().to_vec());
+    let stored = txn
+        .open_table(tables::CANCEL_INTENTS)?
+        .get(cancel_id.as_u128())?
+        .map(|value| value.value().to_vec());
     let Some(bytes) = stored else {
         return Ok(None);
     };
     let mut intent = decode_intent(&bytes)?;
-    let payment_bytes =
-        txn.open_table(tables::PAYMENTS)?.get(intent.payment_id.as_u128())?.map(|value| value.value().to_vec());
+    let payment_bytes = txn
+        .open_table(tables::PAYMENTS)?
+        .get(intent.payment_id.as_u128())?
+        .map(|value| value.value().to_vec());
     let Some(payment_bytes) = payment_bytes else {
-        return Err(StoreError::Corrupt(format!("cancel {cancel_id} names a missing payment")));
+        return Err(StoreError::Corrupt(format!(
+            "cancel {cancel_id} names a missing payment"
+        )));
     };
     if intent.done_at.is_some() {
         // Already finished by an earlier attempt: an intent is carried out once.
@@ -412,8 +514,14 @@ fn finish_attempt(
     let mut payment = decode_payment(&payment_bytes)?;
     intent.attempts = intent.attempts.saturating_add(1);
     let pg_cancel_id = match outcome {
-        AttemptOutcome::Refunded { pg_cancel_id, amount, at } => {
-            payment.record_refund(*amount).map_err(|error| StoreError::Bug(error.to_string()))?;
+        AttemptOutcome::Refunded {
+            pg_cancel_id,
+            amount,
+            at,
+        } => {
+            payment
+                .record_refund(*amount)
+                .map_err(|error| StoreError::Bug(error.to_string()))?;
             let next = if intent.kind.is_rollback() {
                 PaymentStatus::RollbackRefunded
             } else if payment.balance().is_zero() {
@@ -421,21 +529,43 @@ fn finish_attempt(
             } else {
                 PaymentStatus::PartiallyCancelled
             };
-            payment.move_to(next).map_err(|error| StoreError::Bug(error.to_string()))?;
+            payment
+                .move_to(next)
+                .map_err(|error| StoreError::Bug(error.to_string()))?;
             intent.done_at = Some(*at);
-            let detail = format!("{amount} refunded by the PG (cancel id {pg_cancel_id}), attempt {}", intent.attempts);
-            append_event(txn, payment.id, &Event { at: now, kind: EventKind::Refunded, detail })?;
+            let detail = format!(
+                "{amount} refunded by the PG (cancel id {pg_cancel_id}), attempt {}",
+                intent.attempts
+            );
+            append_event(
+                txn,
+                payment.id,
+                &Event {
+                    at: now,
+                    kind: EventKind::Refunded,
+                    detail,
+                },
+            )?;
             Some(pg_cancel_id.as_str())
         }
         AttemptOutcome::Failed { error } => {
             let detail = format!("attempt {} failed: {error}", intent.attempts);
-            append_event(txn, payment.id, &Event { at: now, kind: EventKind::CancelFailed, detail })?;
+            append_event(
+                txn,
+                payment.id,
+                &Event {
+                    at: now,
+                    kind: EventKind::CancelFailed,
+                    detail,
+                },
+            )?;
             None
         }
     };
     put_payment(txn, &payment)?;
     let bytes = encode_intent(&intent, pg_cancel_id)?;
-    txn.open_table(tables::CANCEL_INTENTS)?.insert(intent.id.as_u128(), bytes.as_slice())?;
+    txn.open_table(tables::CANCEL_INTENTS)?
+        .insert(intent.id.as_u128(), bytes.as_slice())?;
     view_in_write(txn, payment.id).map(Some)
 }
 
@@ -443,8 +573,15 @@ fn finish_attempt(
 /// their creation time in milliseconds.
 fn key_bounds(filter: &PaymentFilter) -> (u128, u128) {
     let millis_of = |at: DateTime<Utc>| u128::try_from(at.timestamp_millis().max(0)).unwrap_or(0);
-    let low = filter.from.map_or(0, |date| millis_of(kst_day_start(date)) << 80);
-    let high = filter.to.and_then(|date| date.succ_opt()).map_or(u128::MAX, |next| (millis_of(kst_day_start(next)) << 80).saturating_sub(1));
+    let low = filter
+        .from
+        .map_or(0, |date| millis_of(kst_day_start(date)) << 80);
+    let high = filter
+        .to
+        .and_then(|date| date.succ_opt())
+        .map_or(u128::MAX, |next| {
+            (millis_of(kst_day_start(next)) << 80).saturating_sub(1)
+        });
     (low, high)
 }
 
@@ -460,7 +597,8 @@ impl Store {
         outcome: AttemptOutcome,
         now: DateTime<Utc>,
     ) -> Result<Option<PaymentView>, StoreError> {
-        self.write(move |txn| finish_attempt(txn, cancel_id, &outcome, now)).await
+        self.write(move |txn| finish_attempt(txn, cancel_id, &outcome, now))
+            .await
     }
 
     pub async fn payment(&self, id: PaymentId) -> Result<Option<PaymentView>, StoreError> {
@@ -476,10 +614,18 @@ impl Store {
         .await
     }
 
-    pub async fn payment_by_pg(&self, provider: Provider, pg_tid: &PgTid) -> Result<Option<PaymentView>, StoreError> {
+    pub async fn payment_by_pg(
+        &self,
+        provider: Provider,
+        pg_tid: &PgTid,
+    ) -> Result<Option<PaymentView>, StoreError> {
         let key = pg_key(provider, pg_tid);
         self.read(move |txn| {
-            let Some(id) = txn.open_table(tables::PAYMENTS_BY_PG)?.get(key.as_str())?.map(|id| id.value()) else {
+            let Some(id) = txn
+                .open_table(tables::PAYMENTS_BY_PG)?
+                .get(key.as_str())?
+                .map(|id| id.value())
+            else {
                 return Ok(None);
             };
             load_view(
@@ -494,7 +640,10 @@ impl Store {
     }
 
     /// Every payment taken for an order, oldest first, without events.
-    pub async fn payments_of_order(&self, order_id: &OrderId) -> Result<Vec<PaymentView>, StoreError> {
+    pub async fn payments_of_order(
+        &self,
+        order_id: &OrderId,
+    ) -> Result<Vec<PaymentView>, StoreError> {
         let order_id = order_id.clone();
         self.read(move |txn| {
             let index = txn.open_table(tables::PAYMENTS_BY_ORDER)?;
@@ -502,7 +651,10 @@ impl Store {
             let events = txn.open_table(tables::PAYMENT_EVENTS)?;
             let settlements = txn.open_table(tables::SETTLEMENTS)?;
             let mut views = Vec::new();
-            for entry in index.range((order_id.as_str(), 0)..=(order_id.as_str(), u128::MAX))?.take(PAYMENTS_PER_ORDER_MAX) {
+            for entry in index
+                .range((order_id.as_str(), 0)..=(order_id.as_str(), u128::MAX))?
+                .take(PAYMENTS_PER_ORDER_MAX)
+            {
                 let (key, ()) = entry.map(|(key, value)| (key, value.value()))?;
                 let id = PaymentId::from_u128(key.value().1);
                 if let Some(view) = load_view(&payments, &events, &settlements, id, false)? {
@@ -530,8 +682,13 @@ impl Store {
                 high = high.min(cursor.as_u128().saturating_sub(1));
             }
             let keep = |payment: &Payment| {
-                filter.status.is_none_or(|status| payment.status() == status)
-                    && filter.order_id.as_ref().is_none_or(|order| &payment.order_id == order)
+                filter
+                    .status
+                    .is_none_or(|status| payment.status() == status)
+                    && filter
+                        .order_id
+                        .as_ref()
+                        .is_none_or(|order| &payment.order_id == order)
             };
             let mut items = Vec::new();
             let mut last_seen = None;
@@ -541,7 +698,9 @@ impl Store {
                     last_seen = Some(PaymentId::from_u128(key.value()));
                     let payment = decode_payment(value.value())?;
                     if keep(&payment) {
-                        if let Some(view) = load_view(&payments, &events, &settlements, payment.id, false)? {
+                        if let Some(view) =
+                            load_view(&payments, &events, &settlements, payment.id, false)?
+                        {
                             items.push(view);
                         }
                         if items.len() == limit {
@@ -550,8 +709,13 @@ impl Store {
                     }
                 }
             }
-            let exhausted = items.len() < limit && last_seen.is_none_or(|seen| seen.as_u128() <= low);
-            let next_cursor = if items.len() == limit || !exhausted { last_seen } else { None };
+            let exhausted =
+                items.len() < limit && last_seen.is_none_or(|seen| seen.as_u128() <= low);
+            let next_cursor = if items.len() == limit || !exhausted {
+                last_seen
+            } else {
+                None
+            };
             Ok(PaymentPage { items, next_cursor })
         })
         .await
@@ -579,11 +743,21 @@ impl Store {
                     more = true;
                     break;
                 }
-                if let Some(view) = load_view(&payments, &events, &settlements, PaymentId::from_u128(key.value().1), false)? {
+                if let Some(view) = load_view(
+                    &payments,
+                    &events,
+                    &settlements,
+                    PaymentId::from_u128(key.value().1),
+                    false,
+                )? {
                     items.push(view);
                 }
             }
-            let next_cursor = if more { items.last().map(|view| view.payment.id) } else { None };
+            let next_cursor = if more {
+                items.last().map(|view| view.payment.id)
+            } else {
+                None
+            };
             Ok(PaymentPage { items, next_cursor })
         })
         .await

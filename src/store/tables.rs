@@ -19,19 +19,23 @@ pub const PAYMENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("payment
 pub const PAYMENTS_BY_PG: TableDefinition<&str, u128> = TableDefinition::new("payments_by_pg");
 
 /// (order id, payment id) → (): every PG payment taken for an order, accepted or rolled back.
-pub const PAYMENTS_BY_ORDER: TableDefinition<(&str, u128), ()> = TableDefinition::new("payments_by_order");
+pub const PAYMENTS_BY_ORDER: TableDefinition<(&str, u128), ()> =
+    TableDefinition::new("payments_by_order");
 
 /// (buyer id, payment id) → (): what one buyer's "my payments" page lists.
-pub const PAYMENTS_BY_BUYER: TableDefinition<(u128, u128), ()> = TableDefinition::new("payments_by_buyer");
+pub const PAYMENTS_BY_BUYER: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("payments_by_buyer");
 
 /// (payment id, sequence) → event record: a payment's history in order.
-pub const PAYMENT_EVENTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("payment_events");
+pub const PAYMENT_EVENTS: TableDefinition<(u128, u32), &[u8]> =
+    TableDefinition::new("payment_events");
 
 /// Cancel id (UUIDv7) → cancel intent record, written before the PG is called.
 pub const CANCEL_INTENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("cancel_intents");
 
 /// (payment id, cancel id) → (): a payment's cancel intents.
-pub const CANCELS_BY_PAYMENT: TableDefinition<(u128, u128), ()> = TableDefinition::new("cancels_by_payment");
+pub const CANCELS_BY_PAYMENT: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("cancels_by_payment");
 
 /// (KST date as `yyyymmdd`, payment id) → settlement row: one per paid payment, scanned by day.
 pub const SETTLEMENTS: TableDefinition<(u32, u128), &[u8]> = TableDefinition::new("settlements");

@@ -1,4 +1,4 @@
-//! The pages in a real headless Chromium, driven over the DevTools protocol: a buyer buys,
+//! The pages in a real headless Chromium, driven over the `DevTools` protocol: a buyer buys,
 //! pays in the sandbox window, watches the result page update itself, and finds the payment on
 //! "my payments".
 //!
@@ -22,14 +22,18 @@ fn chromium_path() -> Option<PathBuf> {
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
-        .flat_map(|dir| ["chromium", "chromium-browser", "google-chrome"].map(|name| dir.join(name)))
+        .flat_map(|dir| {
+            ["chromium", "chromium-browser", "google-chrome"].map(|name| dir.join(name))
+        })
         .find(|candidate| candidate.is_file())
 }
 
 struct Browser {
     process: tokio::process::Child,
     _profile: tempfile::TempDir,
-    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
     next_id: u64,
 }
 
@@ -74,11 +78,19 @@ impl Browser {
             {
                 break port.to_owned();
             }
-            assert!(started.elapsed() < WAIT, "Chromium did not open its debugging port");
+            assert!(
+                started.elapsed() < WAIT,
+                "Chromium did not open its debugging port"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let targets: Value = reqwest::get(format!("http://127.0.0.1:{port}/json/list")).await.unwrap().json().await.unwrap();
+        let targets: Value = reqwest::get(format!("http://127.0.0.1:{port}/json/list"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let page = targets
             .as_array()
             .unwrap()
@@ -87,7 +99,12 @@ impl Browser {
             .expect("Chromium has a page");
         let url = page["webSocketDebuggerUrl"].as_str().unwrap();
         let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        let mut browser = Browser { process, _profile: profile, socket, next_id: 0 };
+        let mut browser = Browser {
+            process,
+            _profile: profile,
+            socket,
+            next_id: 0,
+        };
         browser.call("Page.enable", json!({})).await;
         browser.call("Runtime.enable", json!({})).await;
         Some(browser)
@@ -99,7 +116,11 @@ impl Browser {
         let message = json!({ "id": id, "method": method, "params": params }).to_string();
         self.socket.send(Message::text(message)).await.unwrap();
         loop {
-            let frame = tokio::time::timeout(WAIT, self.socket.next()).await.expect("Chromium answers").unwrap().unwrap();
+            let frame = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("Chromium answers")
+                .unwrap()
+                .unwrap();
             let Message::Text(text) = frame else { continue };
             let reply: Value = serde_json::from_str(text.as_str()).unwrap();
             if reply["id"] == id {
@@ -110,7 +131,12 @@ impl Browser {
     }
 
     async fn eval(&mut self, expression: &str) -> Value {
-        let result = self.call("Runtime.evaluate", json!({ "expression": expression, "returnByValue": true })).await;
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true }),
+            )
+            .await;
         result["result"]["value"].clone()
     }
 
@@ -128,21 +154,30 @@ impl Browser {
             }
             if started.elapsed() > WAIT {
                 let html = self.eval("document.documentElement.outerHTML").await;
-                panic!("timed out waiting for {expression}; page is {}", html.as_str().unwrap_or(""));
+                panic!(
+                    "timed out waiting for {expression}; page is {}",
+                    html.as_str().unwrap_or("")
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     async fn click(&mut self, selector: &str) {
-        self.wait_for(&format!("document.querySelector('{selector}')")).await;
-        self.eval(&format!("document.querySelector('{selector}').click()")).await;
+        self.wait_for(&format!("document.querySelector('{selector}')"))
+            .await;
+        self.eval(&format!("document.querySelector('{selector}').click()"))
+            .await;
     }
 
     /// Saves a screenshot when `KASSA_SCREENSHOT_DIR` is set, for a person to look at.
     async fn screenshot(&mut self, name: &str) {
-        let Ok(dir) = std::env::var("KASSA_SCREENSHOT_DIR") else { return };
-        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" })).await;
+        let Ok(dir) = std::env::var("KASSA_SCREENSHOT_DIR") else {
+            return;
+        };
+        let shot = self
+            .call("Page.captureScreenshot", json!({ "format": "png" }))
+            .await;
         let data = shot["data"].as_str().unwrap();
         let bytes = decode_base64(data);
         std::fs::write(PathBuf::from(dir).join(format!("{name}.png")), bytes).unwrap();
@@ -161,12 +196,18 @@ fn decode_base64(text: &str) -> Vec<u8> {
     let mut count = 0;
     let mut out = Vec::new();
     for byte in text.bytes().filter(|byte| *byte != b'=') {
-        let value = ALPHABET.iter().position(|candidate| *candidate == byte).unwrap() as u32;
+        let value = u32::try_from(
+            ALPHABET
+                .iter()
+                .position(|candidate| *candidate == byte)
+                .unwrap(),
+        )
+        .unwrap();
         bits = (bits << 6) | value;
         count += 6;
         if count >= 8 {
             count -= 8;
-            out.push((bits >> count) as u8);
+            out.push(u8::try_from((bits >> count) & 0xff).unwrap());
         }
     }
     out
@@ -174,27 +215,43 @@ fn decode_base64(text: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_buyer_pays_in_the_browser_and_sees_the_result_and_their_payment() {
-    let Some(mut browser) = Browser::launch().await else { return };
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
     let app = TestApp::spawn().await;
 
     browser.goto(&app.url("/payment")).await;
-    browser.wait_for("document.querySelector('#buy-beans-1kg')").await;
+    browser
+        .wait_for("document.querySelector('#buy-beans-1kg')")
+        .await;
     browser.screenshot("1-products").await;
     browser.click("#buy-beans-1kg").await;
-    browser.wait_for("location.pathname.startsWith('/payment/ord_') && document.querySelector('#pay')").await;
-    let amount = browser.eval("document.querySelector('#order-amount').textContent").await;
+    browser
+        .wait_for("location.pathname.startsWith('/payment/ord_') && document.querySelector('#pay')")
+        .await;
+    let amount = browser
+        .eval("document.querySelector('#order-amount').textContent")
+        .await;
     assert_eq!(amount, "15,000원");
     browser.screenshot("2-order").await;
     browser.click("#pay").await;
     browser.wait_for("location.pathname === '/sandbox-pg/portone/checkout' && document.querySelector('#approve')").await;
     browser.screenshot("3-sandbox-window").await;
     browser.click("#approve").await;
-    browser.wait_for("location.pathname.startsWith('/payment/result/')").await;
-    browser.wait_for("document.querySelector('#result-code').textContent === 'PAID'").await;
+    browser
+        .wait_for("location.pathname.startsWith('/payment/result/')")
+        .await;
+    browser
+        .wait_for("document.querySelector('#result-code').textContent === 'PAID'")
+        .await;
     browser.screenshot("4-result").await;
-    let text = browser.eval("document.querySelector('#result-text').textContent").await;
+    let text = browser
+        .eval("document.querySelector('#result-text').textContent")
+        .await;
     assert_eq!(text, "결제가 완료되었습니다.");
-    let order_id = browser.eval("document.querySelector('#result').dataset.order").await;
+    let order_id = browser
+        .eval("document.querySelector('#result').dataset.order")
+        .await;
     let order_id = order_id.as_str().unwrap().to_owned();
 
     let payments = app.payments_of(&order_id).await;
@@ -202,39 +259,51 @@ async fn a_buyer_pays_in_the_browser_and_sees_the_result_and_their_payment() {
     assert_eq!(payments[0]["status"], "PAID");
 
     browser.goto(&app.url("/payment/mypage")).await;
-    browser.wait_for(&format!("document.querySelector('tr.payment[data-order=\"{order_id}\"][data-status=\"PAID\"]')")).await;
+    browser
+        .wait_for(&format!(
+            "document.querySelector('tr.payment[data-order=\"{order_id}\"][data-status=\"PAID\"]')"
+        ))
+        .await;
     browser.screenshot("5-mypage").await;
 }
 
 #[tokio::test]
 async fn the_result_page_updates_itself_when_the_payment_lands() {
-    let Some(mut browser) = Browser::launch().await else { return };
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
     let app = TestApp::spawn().await;
     app.create_order("order-live-1", 15_000).await;
     let imp_uid = app.pg_payment("order-live-1", 15_000).await;
     // The first verification the page asks for finds the PG down, as if the return had failed.
     app.fault("portone.payment", "status500", 1).await;
 
-    browser.goto(&app.url(&format!("/payment/result/order-live-1?imp_uid={imp_uid}"))).await;
+    browser
+        .goto(&app.url(&format!("/payment/result/order-live-1?imp_uid={imp_uid}")))
+        .await;
 
     // The page asks kassa to verify again while the outcome is pending, and the long-poll
     // delivers PAID without a reload.
-    browser.wait_for("document.querySelector('#result-code').textContent === 'PAID'").await;
+    browser
+        .wait_for("document.querySelector('#result-code').textContent === 'PAID'")
+        .await;
     assert_eq!(app.payments_of("order-live-1").await.len(), 1);
-    let navigations = browser.eval("performance.getEntriesByType('navigation').length").await;
+    let navigations = browser
+        .eval("performance.getEntriesByType('navigation').length")
+        .await;
     assert_eq!(navigations, 1, "the page was not reloaded");
 }
 
 #[tokio::test]
 async fn a_tampered_payment_shows_its_refund_in_the_browser() {
-    let Some(mut browser) = Browser::launch().await else { return };
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
     let app = TestApp::spawn().await;
     app.create_order("order-tamper-9", 15_000).await;
 
     // The buyer edits the amount on its way to the PG window.
-    let checkout = format!(
-        "/sandbox-pg/portone/checkout?merchant_uid=order-tamper-9&amount=100&name=x&redirect_url=/payment/portone/return"
-    );
+    let checkout = "/sandbox-pg/portone/checkout?merchant_uid=order-tamper-9&amount=100&name=x&redirect_url=/payment/portone/return".to_string();
     browser.goto(&app.url(&checkout)).await;
     browser.click("#approve").await;
 

@@ -1,4 +1,8 @@
 //! kassa's integration tests: one crate, the real server on port 0 against the sandbox PG.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on an unexpected value"
+)]
 
 mod bad_input;
 mod browser;

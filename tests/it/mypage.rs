@@ -13,7 +13,11 @@ struct Buyer<'a> {
 
 impl Buyer<'_> {
     async fn get(&self, path_or_url: &str) -> reqwest::Response {
-        let url = if path_or_url.starts_with("http") { path_or_url.to_owned() } else { self.app.url(path_or_url) };
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_owned()
+        } else {
+            self.app.url(path_or_url)
+        };
         let mut request = self.app.http.get(url);
         if let Some(cookie) = &self.cookie {
             request = request.header("cookie", cookie);
@@ -40,13 +44,23 @@ impl Buyer<'_> {
 
     /// Buys a product and pays for it in the sandbox window; answers the order id.
     async fn buy(&mut self, product_id: &str) -> String {
-        let response = self.post_form("/payment/checkout", &[("product_id", product_id)]).await;
+        let response = self
+            .post_form("/payment/checkout", &[("product_id", product_id)])
+            .await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         let order_path = response.headers()["location"].to_str().unwrap().to_owned();
         let order_id = order_path.trim_start_matches("/payment/").to_owned();
         let page = self.get(&order_path).await.text().await.unwrap();
         assert!(page.contains("/sandbox-pg/portone/checkout"), "{page}");
-        let amount = self.app.kassa.config.product(product_id).unwrap().price.won().to_string();
+        let amount = self
+            .app
+            .kassa
+            .config
+            .product(product_id)
+            .unwrap()
+            .price
+            .won()
+            .to_string();
         let decision = self
             .post_form(
                 "/sandbox-pg/portone/checkout",
@@ -64,7 +78,10 @@ impl Buyer<'_> {
         let returned = self.get(&back).await;
         assert_eq!(returned.status(), StatusCode::SEE_OTHER);
         let result_path = returned.headers()["location"].to_str().unwrap().to_owned();
-        assert!(result_path.starts_with(&format!("/payment/result/{order_id}")), "{result_path}");
+        assert!(
+            result_path.starts_with(&format!("/payment/result/{order_id}")),
+            "{result_path}"
+        );
         let result = self.get(&result_path).await.text().await.unwrap();
         assert!(result.contains("data-result=\"PAID\""), "{result}");
         order_id
@@ -74,16 +91,33 @@ impl Buyer<'_> {
 #[tokio::test]
 async fn the_mypage_of_one_buyer_never_shows_another_buyers_payment() {
     let app = TestApp::spawn().await;
-    let mut alice = Buyer { app: &app, cookie: None };
-    let mut bob = Buyer { app: &app, cookie: None };
+    let mut alice = Buyer {
+        app: &app,
+        cookie: None,
+    };
+    let mut bob = Buyer {
+        app: &app,
+        cookie: None,
+    };
     let alice_order = alice.buy("beans-1kg").await;
     let bob_order = bob.buy("green-tea").await;
     assert_ne!(alice.cookie, bob.cookie);
 
     let alice_page = alice.get("/payment/mypage").await.text().await.unwrap();
     let bob_page = bob.get("/payment/mypage").await.text().await.unwrap();
-    let stranger_page = Buyer { app: &app, cookie: None }.get("/payment/mypage").await.text().await.unwrap();
-    let forged = Buyer { app: &app, cookie: Some(format!("kassa_buyer={}", "0".repeat(100))) };
+    let stranger_page = Buyer {
+        app: &app,
+        cookie: None,
+    }
+    .get("/payment/mypage")
+    .await
+    .text()
+    .await
+    .unwrap();
+    let forged = Buyer {
+        app: &app,
+        cookie: Some(format!("kassa_buyer={}", "0".repeat(100))),
+    };
 
     assert!(alice_page.contains(&alice_order) && !alice_page.contains(&bob_order));
     assert!(bob_page.contains(&bob_order) && !bob_page.contains(&alice_order));
@@ -96,21 +130,38 @@ async fn the_mypage_of_one_buyer_never_shows_another_buyers_payment() {
     let items = alice_list["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["order_id"], alice_order.as_str());
-    let bob_payment = app.payments_of(&bob_order).await[0]["payment_id"].as_str().unwrap().to_owned();
+    let bob_payment = app.payments_of(&bob_order).await[0]["payment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let peek = alice.get(&format!("/api/payments/{bob_payment}")).await;
     assert_eq!(peek.status(), StatusCode::NOT_FOUND);
     let own = bob.get(&format!("/api/payments/{bob_payment}")).await;
     assert_eq!(own.status(), StatusCode::OK);
-    let anonymous = Buyer { app: &app, cookie: None }.get(&format!("/api/payments/{bob_payment}")).await;
+    let anonymous = Buyer {
+        app: &app,
+        cookie: None,
+    }
+    .get(&format!("/api/payments/{bob_payment}"))
+    .await;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn a_buyer_who_declines_in_the_pg_window_is_sent_back_to_pay_again() {
     let app = TestApp::spawn().await;
-    let mut buyer = Buyer { app: &app, cookie: None };
-    let response = buyer.post_form("/payment/checkout", &[("product_id", "drip-bags")]).await;
-    let order_id = response.headers()["location"].to_str().unwrap().trim_start_matches("/payment/").to_owned();
+    let mut buyer = Buyer {
+        app: &app,
+        cookie: None,
+    };
+    let response = buyer
+        .post_form("/payment/checkout", &[("product_id", "drip-bags")])
+        .await;
+    let order_id = response.headers()["location"]
+        .to_str()
+        .unwrap()
+        .trim_start_matches("/payment/")
+        .to_owned();
     let decision = buyer
         .post_form(
             "/sandbox-pg/portone/checkout",
@@ -125,8 +176,16 @@ async fn a_buyer_who_declines_in_the_pg_window_is_sent_back_to_pay_again() {
         .await;
     let back = decision.headers()["location"].to_str().unwrap().to_owned();
     let returned = buyer.get(&back).await;
-    assert_eq!(returned.headers()["location"].to_str().unwrap(), format!("/payment/{order_id}?failed=1"));
-    let page = buyer.get(&format!("/payment/{order_id}?failed=1")).await.text().await.unwrap();
+    assert_eq!(
+        returned.headers()["location"].to_str().unwrap(),
+        format!("/payment/{order_id}?failed=1")
+    );
+    let page = buyer
+        .get(&format!("/payment/{order_id}?failed=1"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("id=\"pay-failed\"") && page.contains("id=\"pay\""));
     assert!(app.payments_of(&order_id).await.is_empty());
 }
@@ -134,11 +193,32 @@ async fn a_buyer_who_declines_in_the_pg_window_is_sent_back_to_pay_again() {
 #[tokio::test]
 async fn pages_speak_korean_unless_the_browser_prefers_english() {
     let app = TestApp::spawn().await;
-    let korean = app.http.get(app.url("/payment")).send().await.unwrap().text().await.unwrap();
-    let english =
-        app.http.get(app.url("/payment")).header("accept-language", "en-US,en;q=0.9").send().await.unwrap().text().await.unwrap();
+    let korean = app
+        .http
+        .get(app.url("/payment"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let english = app
+        .http
+        .get(app.url("/payment"))
+        .header("accept-language", "en-US,en;q=0.9")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(korean.contains("lang=\"ko\"") && korean.contains("구매하기"));
     assert!(english.contains("lang=\"en\"") && english.contains(">Buy<"));
-    let css = app.http.get(app.url("/static/kassa.css")).send().await.unwrap();
+    let css = app
+        .http
+        .get(app.url("/static/kassa.css"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(css.headers()["content-type"], "text/css");
 }

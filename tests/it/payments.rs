@@ -36,8 +36,12 @@ async fn the_same_order_request_twice_answers_the_first_and_a_different_one_conf
     let first = app.create_order("order-twice-1", 9_900).await;
     let again = app.create_order("order-twice-1", 9_900).await;
     assert_eq!(first, again);
-    let (status, body) =
-        app.admin_post("/api/orders", &json!({ "order_id": "order-twice-1", "amount": 1, "name": "원두 1kg" })).await;
+    let (status, body) = app
+        .admin_post(
+            "/api/orders",
+            &json!({ "order_id": "order-twice-1", "amount": 1, "name": "원두 1kg" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "ORDER_CONFLICT");
     let (_, stored) = app.admin_get("/api/orders/order-twice-1").await;
@@ -54,11 +58,21 @@ async fn a_tampered_amount_is_refused_and_refunded_at_the_pg() {
 
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "AMOUNT_MISMATCH");
-    let payment = app.payment(body["error"]["payment_id"].as_str().unwrap()).await;
-    assert!(payment["status"].as_str().unwrap().starts_with("ROLLBACK_"), "{payment}");
+    let payment = app
+        .payment(body["error"]["payment_id"].as_str().unwrap())
+        .await;
+    assert!(
+        payment["status"].as_str().unwrap().starts_with("ROLLBACK_"),
+        "{payment}"
+    );
     assert_eq!(payment["status"], "ROLLBACK_REFUNDED");
     assert_eq!(payment["cancelled_amount"], 100);
-    let kinds: Vec<&str> = payment["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = payment["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["PAID", "ROLLBACK_REQUESTED", "REFUNDED"]);
     let pg = app.pg_state(&imp_uid).await;
     assert_eq!(pg["refunds_executed"], 1, "{pg}");
@@ -85,10 +99,20 @@ async fn a_rollback_whose_cancel_fails_stays_pending_with_its_intent_stored() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let (status, body) = app.complete(&imp_uid, "order-tamper-2").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let payment = app.payment(body["error"]["payment_id"].as_str().unwrap()).await;
+    let payment = app
+        .payment(body["error"]["payment_id"].as_str().unwrap())
+        .await;
     assert_eq!(payment["status"], "ROLLBACK_PENDING", "{payment}");
-    let kinds: Vec<&str> = payment["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["PAID", "ROLLBACK_REQUESTED", "CANCEL_ATTEMPT_FAILED"]);
+    let kinds: Vec<&str> = payment["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["PAID", "ROLLBACK_REQUESTED", "CANCEL_ATTEMPT_FAILED"]
+    );
     let open = app.kassa.store.open_cancel_intents(10).await.unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].amount.won(), 100);
@@ -106,7 +130,9 @@ async fn a_rollback_whose_answer_is_lost_converges_on_the_pg_and_refunds_once() 
     let (status, body) = app.complete(&imp_uid, "order-tamper-3").await;
 
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let payment = app.payment(body["error"]["payment_id"].as_str().unwrap()).await;
+    let payment = app
+        .payment(body["error"]["payment_id"].as_str().unwrap())
+        .await;
     assert_eq!(payment["status"], "ROLLBACK_REFUNDED", "{payment}");
     assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 1);
 }
@@ -126,7 +152,10 @@ async fn a_second_payment_for_a_paid_order_is_rolled_back() {
     assert_eq!(body["error"]["code"], "ORDER_ALREADY_PAID");
     assert_eq!(app.pg_state(&second).await["refunds_executed"], 1);
     assert_eq!(app.pg_state(&first).await["refunds_executed"], 0);
-    assert_eq!(app.payment(paid["payment_id"].as_str().unwrap()).await["status"], "PAID");
+    assert_eq!(
+        app.payment(paid["payment_id"].as_str().unwrap()).await["status"],
+        "PAID"
+    );
     let payments = app.payments_of("order-double-1").await;
     assert_eq!(payments.len(), 2);
     let (_, order) = app.admin_get("/api/orders/order-double-1").await;
@@ -150,11 +179,17 @@ async fn the_same_webhook_five_times_stores_one_payment() {
     let payments = app.payments_of("order-hook-1").await;
     assert_eq!(payments.len(), 1, "{payments:?}");
     assert_eq!(payments[0]["status"], "PAID");
-    let payment = app.payment(payments[0]["payment_id"].as_str().unwrap()).await;
+    let payment = app
+        .payment(payments[0]["payment_id"].as_str().unwrap())
+        .await;
     assert_eq!(payment["events"].as_array().unwrap().len(), 1);
     let again = app.webhook(&imp_uid, "order-hook-1").await;
     assert_eq!(again, StatusCode::OK);
-    assert_eq!(app.payment(payments[0]["payment_id"].as_str().unwrap()).await, payment);
+    assert_eq!(
+        app.payment(payments[0]["payment_id"].as_str().unwrap())
+            .await,
+        payment
+    );
 }
 
 #[tokio::test]
@@ -164,7 +199,10 @@ async fn the_completion_call_racing_the_webhook_stores_one_payment() {
         let order_id = format!("order-race-{round}");
         app.create_order(&order_id, 15_000).await;
         let imp_uid = app.pg_payment(&order_id, 15_000).await;
-        let (completion, webhook) = tokio::join!(app.complete(&imp_uid, &order_id), app.webhook(&imp_uid, &order_id));
+        let (completion, webhook) = tokio::join!(
+            app.complete(&imp_uid, &order_id),
+            app.webhook(&imp_uid, &order_id)
+        );
         assert_eq!(completion.0, StatusCode::OK, "{}", completion.1);
         assert_eq!(webhook, StatusCode::OK);
         let payments = app.payments_of(&order_id).await;
@@ -197,7 +235,11 @@ async fn a_401_from_the_pg_refreshes_the_token_once_and_goes_on() {
 
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "PAID");
-    assert_eq!(app.pg_calls("portone.token").await, 2, "one token, then one refresh");
+    assert_eq!(
+        app.pg_calls("portone.token").await,
+        2,
+        "one token, then one refresh"
+    );
     assert_eq!(app.pg_calls("portone.payment").await, 2);
 }
 
@@ -211,12 +253,23 @@ async fn the_token_is_reused_until_its_expiry_nears_then_renewed() {
         let imp_uid = app.pg_payment(&order_id, 1_000).await;
         assert_eq!(app.complete(&imp_uid, &order_id).await.0, StatusCode::OK);
     }
-    assert_eq!(app.pg_calls("portone.token").await, 1, "30 minutes of use need one token");
+    assert_eq!(
+        app.pg_calls("portone.token").await,
+        1,
+        "30 minutes of use need one token"
+    );
     app.clock.advance(chrono::Duration::minutes(15));
     app.create_order("order-tok-3", 1_000).await;
     let imp_uid = app.pg_payment("order-tok-3", 1_000).await;
-    assert_eq!(app.complete(&imp_uid, "order-tok-3").await.0, StatusCode::OK);
-    assert_eq!(app.pg_calls("portone.token").await, 2, "an expired token is renewed before use");
+    assert_eq!(
+        app.complete(&imp_uid, "order-tok-3").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.pg_calls("portone.token").await,
+        2,
+        "an expired token is renewed before use"
+    );
 }
 
 #[tokio::test]
@@ -230,7 +283,12 @@ async fn a_pg_that_is_down_leaves_nothing_paid_and_a_later_webhook_completes_it(
 
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "PG_UNAVAILABLE");
-    assert!(body["error"]["message"].as_str().unwrap().contains("nothing was stored"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was stored")
+    );
     assert_eq!(app.payments_of("order-down-1").await.len(), 0);
     let (_, order) = app.admin_get("/api/orders/order-down-1").await;
     assert_eq!(order["status"], "READY");
@@ -258,7 +316,10 @@ async fn a_pg_that_times_out_gives_a_clear_error_and_a_later_webhook_completes_i
 
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     assert_eq!(body["error"]["code"], "PG_TIMEOUT");
-    assert!(started.elapsed() < Duration::from_secs(3), "kassa gave up at its own PG timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "kassa gave up at its own PG timeout"
+    );
     assert_eq!(app.payments_of("order-slow-1").await.len(), 0);
     assert_eq!(app.webhook(&imp_uid, "order-slow-1").await, StatusCode::OK);
     assert_eq!(app.payments_of("order-slow-1").await[0]["status"], "PAID");
@@ -268,8 +329,16 @@ async fn a_pg_that_times_out_gives_a_clear_error_and_a_later_webhook_completes_i
 async fn a_payment_the_pg_reports_failed_or_unpaid_is_not_stored() {
     let app = TestApp::spawn().await;
     app.create_order("order-failed-1", 15_000).await;
-    let failed = app.pg_payment_with(json!({ "merchant_uid": "order-failed-1", "amount": 15_000, "status": "failed" })).await;
-    let ready = app.pg_payment_with(json!({ "merchant_uid": "order-failed-1", "amount": 15_000, "status": "ready" })).await;
+    let failed = app
+        .pg_payment_with(
+            json!({ "merchant_uid": "order-failed-1", "amount": 15_000, "status": "failed" }),
+        )
+        .await;
+    let ready = app
+        .pg_payment_with(
+            json!({ "merchant_uid": "order-failed-1", "amount": 15_000, "status": "ready" }),
+        )
+        .await;
 
     let (status, body) = app.complete(&failed, "order-failed-1").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -308,8 +377,14 @@ async fn everything_stored_is_still_there_after_a_restart() {
 
     let app = app.restart().await;
 
-    assert_eq!(app.snapshot(&["order-keep-1", "order-keep-2"]).await, before);
-    assert_eq!(app.payment(paid["payment_id"].as_str().unwrap()).await["status"], "PAID");
+    assert_eq!(
+        app.snapshot(&["order-keep-1", "order-keep-2"]).await,
+        before
+    );
+    assert_eq!(
+        app.payment(paid["payment_id"].as_str().unwrap()).await["status"],
+        "PAID"
+    );
 }
 
 #[tokio::test]
@@ -317,7 +392,9 @@ async fn the_result_long_poll_wakes_when_the_payment_lands_and_unknown_orders_an
     let app = TestApp::spawn().await;
     app.create_order("order-wait-1", 15_000).await;
     let imp_uid = app.pg_payment("order-wait-1", 15_000).await;
-    let (status, body) = app.post_json("/api/payments/result/order-wait-1", &json!({})).await;
+    let (status, body) = app
+        .post_json("/api/payments/result/order-wait-1", &json!({}))
+        .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
 
     let waiter = {
@@ -332,12 +409,17 @@ async fn the_result_long_poll_wakes_when_the_payment_lands_and_unknown_orders_an
     assert!(!waiter.is_finished(), "a pending order waits");
     app.complete(&imp_uid, "order-wait-1").await;
     let completed = Instant::now();
-    let (body, answered) = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+    let (body, answered) = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
 
     assert_eq!(body["result"], "PAID");
     assert!(answered.duration_since(completed) < Duration::from_secs(2));
     let started = Instant::now();
-    let (status, body) = app.admin_get("/api/payments/result/order-nobody-1?wait_s=30").await;
+    let (status, body) = app
+        .admin_get("/api/payments/result/order-nobody-1?wait_s=30")
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }

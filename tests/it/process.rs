@@ -46,9 +46,16 @@ async fn start(data_dir: &Path) -> (Child, String) {
 
 async fn terminate(child: &mut Child) {
     let pid = child.id().unwrap().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("kassa stops on SIGTERM").unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("kassa stops on SIGTERM")
+        .unwrap();
     assert!(exit.success(), "{exit:?}");
 }
 
@@ -88,12 +95,18 @@ async fn a_restarted_process_still_has_every_payment_and_a_second_process_is_ref
     let second = kassa(dir.path()).output().await.unwrap();
     assert!(!second.status.success());
     let message = String::from_utf8_lossy(&second.stderr);
-    assert!(message.contains("locked by another kassa process"), "{message}");
+    assert!(
+        message.contains("locked by another kassa process"),
+        "{message}"
+    );
 
     terminate(&mut first).await;
     let (_again, base) = start(dir.path()).await;
     let stored: Value = http
-        .get(format!("{base}/api/payments/{}", paid["payment_id"].as_str().unwrap()))
+        .get(format!(
+            "{base}/api/payments/{}",
+            paid["payment_id"].as_str().unwrap()
+        ))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
@@ -109,7 +122,12 @@ async fn a_bad_config_or_a_busy_port_stops_kassa_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kassa.toml");
     std::fs::write(&config, "[gateway]\ndefault = \"portone\"\n").unwrap();
-    let bad = Command::new(KASSA).args(["serve", "--config"]).arg(&config).output().await.unwrap();
+    let bad = Command::new(KASSA)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("gateway.portone.imp_key"));
 
@@ -123,14 +141,22 @@ async fn a_bad_config_or_a_busy_port_stops_kassa_with_a_clear_message() {
         .await
         .unwrap();
     assert!(!busy.status.success());
-    assert!(String::from_utf8_lossy(&busy.stderr).contains("cannot listen on"), "{}", String::from_utf8_lossy(&busy.stderr));
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("cannot listen on"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
 }
 
 #[tokio::test]
 async fn check_config_prints_the_effective_config_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kassa.toml");
-    std::fs::write(&config, "[gateway.portone]\nimp_secret = \"super-secret-value\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[gateway.portone]\nimp_secret = \"super-secret-value\"\n",
+    )
+    .unwrap();
     let output = Command::new(KASSA)
         .args(["check-config", "--config"])
         .arg(&config)
@@ -166,11 +192,17 @@ async fn a_first_start_without_a_token_makes_one_readable_only_by_its_owner() {
     .unwrap();
     let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
     assert!(token.trim().len() >= 32);
-    assert!(printed.contains(token.trim()), "the new token is printed once");
+    assert!(
+        printed.contains(token.trim()),
+        "the new token is printed once"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("admin-token")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("admin-token"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     child.kill().await.unwrap();

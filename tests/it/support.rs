@@ -17,7 +17,9 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 static SEED: AtomicU64 = AtomicU64::new(1);
 
 pub fn start_time() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T12:00:00+09:00").unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-11-23T12:00:00+09:00")
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 pub struct TestApp {
@@ -48,7 +50,9 @@ impl TestApp {
     }
 
     async fn start(data_dir: &Path, settings: &Settings) -> TestApp {
-        TestApp::boot(data_dir, settings).await.expect("kassa starts")
+        TestApp::boot(data_dir, settings)
+            .await
+            .expect("kassa starts")
     }
 
     async fn boot(data_dir: &Path, settings: &Settings) -> Result<TestApp, kassa::app::AppError> {
@@ -57,7 +61,11 @@ impl TestApp {
             ("KASSA_ADMIN__TOKEN".into(), ADMIN_TOKEN.into()),
             ("KASSA_RETRY__PG_TIMEOUT_MS".into(), "400".into()),
         ];
-        env.extend(settings.iter().map(|(name, value)| ((*name).to_owned(), value.clone())));
+        env.extend(
+            settings
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), value.clone())),
+        );
         let overrides = Overrides {
             config_file: None,
             listen: Some("127.0.0.1:0".into()),
@@ -66,7 +74,10 @@ impl TestApp {
         let config = Config::load_from(&overrides, &env).unwrap();
         let clock = Arc::new(ManualClock::new(start_time()));
         let seed = SEED.fetch_add(1, Ordering::Relaxed) * 7919 + u64::from(std::process::id());
-        let runtime_env = Env { clock: clock.clone(), entropy: Arc::new(SeededEntropy::new(seed)) };
+        let runtime_env = Env {
+            clock: clock.clone(),
+            entropy: Arc::new(SeededEntropy::new(seed)),
+        };
         let app = App::build(config, runtime_env).await?;
         let base = format!("http://{}", app.local_addr());
         let kassa = app.kassa().clone();
@@ -76,7 +87,10 @@ impl TestApp {
         });
         Ok(TestApp {
             base,
-            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
             clock,
             kassa,
             shutdown,
@@ -120,49 +134,89 @@ impl TestApp {
     }
 
     pub async fn admin_post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let response = self.http.post(self.url(path)).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap();
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let response = self.http.post(self.url(path)).json(body).send().await.unwrap();
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn create_order(&self, order_id: &str, amount: i64) -> Value {
-        let (status, body) =
-            self.admin_post("/api/orders", &json!({ "order_id": order_id, "amount": amount, "name": "원두 1kg" })).await;
+        let (status, body) = self
+            .admin_post(
+                "/api/orders",
+                &json!({ "order_id": order_id, "amount": amount, "name": "원두 1kg" }),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
     }
 
     /// Makes the sandbox PG hold a payment for `merchant_uid`, as if a buyer had paid there.
     pub async fn pg_payment(&self, merchant_uid: &str, amount: i64) -> String {
-        self.pg_payment_with(json!({ "merchant_uid": merchant_uid, "amount": amount })).await
+        self.pg_payment_with(json!({ "merchant_uid": merchant_uid, "amount": amount }))
+            .await
     }
 
     pub async fn pg_payment_with(&self, body: Value) -> String {
-        let response = self.http.post(self.url("/sandbox-pg/_control/portone/payments")).json(&body).send().await.unwrap();
+        let response = self
+            .http
+            .post(self.url("/sandbox-pg/_control/portone/payments"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::CREATED);
         let body: Value = response.json().await.unwrap();
         body["imp_uid"].as_str().unwrap().to_owned()
     }
 
     pub async fn pg_state(&self, imp_uid: &str) -> Value {
-        let response = self.http.get(self.url(&format!("/sandbox-pg/_control/portone/payments/{imp_uid}"))).send().await.unwrap();
+        let response = self
+            .http
+            .get(self.url(&format!("/sandbox-pg/_control/portone/payments/{imp_uid}")))
+            .send()
+            .await
+            .unwrap();
         response.json().await.unwrap()
     }
 
     pub async fn pg_calls(&self, endpoint: &str) -> u64 {
-        let response = self.http.get(self.url("/sandbox-pg/_control/stats")).send().await.unwrap();
+        let response = self
+            .http
+            .get(self.url("/sandbox-pg/_control/stats"))
+            .send()
+            .await
+            .unwrap();
         let body: Value = response.json().await.unwrap();
         body["calls"][endpoint].as_u64().unwrap_or(0)
     }
@@ -170,22 +224,40 @@ impl TestApp {
     /// Makes the next `count` calls of a sandbox endpoint fail with `mode`.
     pub async fn fault(&self, endpoint: &str, mode: &str, count: usize) {
         let body = json!({ "endpoint": endpoint, "mode": mode, "count": count, "hold_ms": 3000 });
-        let response = self.http.post(self.url("/sandbox-pg/_control/faults")).json(&body).send().await.unwrap();
+        let response = self
+            .http
+            .post(self.url("/sandbox-pg/_control/faults"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
 
     pub async fn complete(&self, imp_uid: &str, merchant_uid: &str) -> (StatusCode, Value) {
-        self.post_json("/api/payment/portone", &json!({ "imp_uid": imp_uid, "merchant_uid": merchant_uid })).await
+        self.post_json(
+            "/api/payment/portone",
+            &json!({ "imp_uid": imp_uid, "merchant_uid": merchant_uid }),
+        )
+        .await
     }
 
     pub async fn webhook(&self, imp_uid: &str, merchant_uid: &str) -> StatusCode {
         let body = json!({ "imp_uid": imp_uid, "merchant_uid": merchant_uid, "status": "paid" });
-        self.http.post(self.url("/api/webhooks/portone")).json(&body).send().await.unwrap().status()
+        self.http
+            .post(self.url("/api/webhooks/portone"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
     }
 
     /// Every payment stored for an order, through the admin API.
     pub async fn payments_of(&self, order_id: &str) -> Vec<Value> {
-        let (status, body) = self.admin_get(&format!("/api/payments?order_id={order_id}&limit=500")).await;
+        let (status, body) = self
+            .admin_get(&format!("/api/payments?order_id={order_id}&limit=500"))
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["items"].as_array().unwrap().clone()
     }
