@@ -54,6 +54,10 @@ pub struct App {
     sandbox: Option<Arc<Sandbox>>,
     shutdown: CancellationToken,
     generated_token: Option<PathBuf>,
+    /// The client the alert sender uses (Slack).
+    http: reqwest::Client,
+    /// Whether `run` starts the retry worker and the alert sender; tests step them by hand.
+    background: bool,
 }
 
 /// The admin token: the configured one, else the one kept in `data_dir`, else a new one written
@@ -131,7 +135,7 @@ impl App {
         let (gateways, sandbox) = match config.gateway.mode {
             GatewayMode::Sandbox => {
                 let portone = PortOneGateway::new(
-                    http,
+                    http.clone(),
                     &format!("http://{reachable}/sandbox-pg/portone"),
                     Secret::new(sandbox::SANDBOX_IMP_KEY),
                     Secret::new(sandbox::SANDBOX_IMP_SECRET),
@@ -146,7 +150,7 @@ impl App {
                 let portone = &config.gateway.portone;
                 if !portone.imp_key.is_empty() && !portone.imp_secret.is_empty() {
                     gateways = gateways.with(Arc::new(PortOneGateway::new(
-                        http,
+                        http.clone(),
                         &portone.base_url,
                         portone.imp_key.clone(),
                         portone.imp_secret.clone(),
@@ -161,6 +165,7 @@ impl App {
             store,
             gateways,
             env,
+            wake: Arc::new(tokio::sync::Notify::new()),
         };
         let state = AppState {
             sandbox: sandbox.is_some(),
@@ -176,6 +181,8 @@ impl App {
             sandbox,
             shutdown,
             generated_token,
+            http,
+            background: true,
         })
     }
 
@@ -200,6 +207,12 @@ impl App {
         self.shutdown.clone()
     }
 
+    /// Leaves the retry worker and the alert sender off, for tests that step them by hand.
+    pub fn without_background_work(mut self) -> App {
+        self.background = false;
+        self
+    }
+
     /// The path of an admin token made by this start, if one was.
     pub fn generated_token(&self) -> Option<&Path> {
         self.generated_token.as_deref()
@@ -210,12 +223,24 @@ impl App {
     pub async fn run(self) -> Result<(), AppError> {
         let router = crate::http::router(self.state.clone(), self.sandbox.map(sandbox::router));
         let shutdown = self.shutdown.clone();
+        let worker = self.background.then(|| {
+            tokio::spawn(crate::jobs::run_worker(
+                self.state.kassa.clone(),
+                self.http.clone(),
+                shutdown.clone(),
+            ))
+        });
         let server = tokio::spawn(
             axum::serve(self.listener, router.into_make_service())
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .into_future(),
         );
         shutdown.cancelled().await;
+        if let Some(worker) = worker {
+            // The worker stops at its next await point; an attempt in flight is finished or,
+            // if the process dies first, redone after its lease.
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, worker).await;
+        }
         match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
             Ok(Ok(result)) => result.map_err(AppError::Serve),
             Ok(Err(join)) => Err(AppError::Serve(std::io::Error::other(join.to_string()))),

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod flows;
 pub mod gateway;
 pub mod http;
+pub mod jobs;
 pub mod sandbox;
 pub mod secret;
 pub mod store;

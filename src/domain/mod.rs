@@ -8,11 +8,15 @@ pub mod ids;
 pub mod money;
 pub mod order;
 pub mod payment;
+pub mod retry;
 
 pub use ids::{BuyerId, CancelId, OrderId, PartnerId, PaymentId, PgTid};
 pub use money::Amount;
 pub use order::{Admission, Order, OrderDraft, OrderStatus, admit};
-pub use payment::{CancelIntent, CancelKind, Event, EventKind, Payment, PaymentStatus, Provider};
+pub use payment::{
+    CancelIntent, CancelKind, Event, EventKind, IdempotencyKey, IntentState, Payment,
+    PaymentStatus, Provider,
+};
 
 /// Why a value or a transition was refused. Each variant is a rule of the domain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -124,16 +124,24 @@ pub enum EventKind {
     CancelFailed,
     Refunded,
     WebhookReceived,
+    CancelRequested,
+    RetryScheduled,
+    DeadLettered,
+    Redriven,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Paid,
         EventKind::RollbackRequested,
         EventKind::CancelAttempted,
         EventKind::CancelFailed,
         EventKind::Refunded,
         EventKind::WebhookReceived,
+        EventKind::CancelRequested,
+        EventKind::RetryScheduled,
+        EventKind::DeadLettered,
+        EventKind::Redriven,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -144,6 +152,10 @@ impl EventKind {
             EventKind::CancelFailed => "CANCEL_ATTEMPT_FAILED",
             EventKind::Refunded => "REFUNDED",
             EventKind::WebhookReceived => "WEBHOOK_RECEIVED",
+            EventKind::CancelRequested => "CANCEL_REQUESTED",
+            EventKind::RetryScheduled => "RETRY_SCHEDULED",
+            EventKind::DeadLettered => "DEAD_LETTERED",
+            EventKind::Redriven => "REDRIVEN",
         }
     }
 
@@ -172,6 +184,8 @@ pub struct Payment {
     pub buyer_id: Option<BuyerId>,
     pub paid_at: DateTime<Utc>,
     cancelled_amount: Amount,
+    /// Held by cancel intents not yet carried out (open or dead-lettered).
+    reserved_amount: Amount,
     status: PaymentStatus,
 }
 
@@ -202,6 +216,7 @@ impl Payment {
             buyer_id: None,
             paid_at,
             cancelled_amount: Amount::ZERO,
+            reserved_amount: Amount::ZERO,
             status,
         })
     }
@@ -216,9 +231,13 @@ impl Payment {
         amount: Amount,
         paid_at: DateTime<Utc>,
         cancelled_amount: Amount,
+        reserved_amount: Amount,
         status: PaymentStatus,
     ) -> Result<Payment, DomainError> {
-        if cancelled_amount > amount {
+        if cancelled_amount
+            .checked_add(reserved_amount)
+            .is_none_or(|held| held > amount)
+        {
             return Err(DomainError::AmountOutOfRange {
                 min: 0,
                 max: amount.won(),
@@ -235,6 +254,7 @@ impl Payment {
             buyer_id: None,
             paid_at,
             cancelled_amount,
+            reserved_amount,
             status,
         })
     }
@@ -247,14 +267,43 @@ impl Payment {
         self.cancelled_amount
     }
 
-    /// What can still be refunded.
+    pub fn reserved_amount(&self) -> Amount {
+        self.reserved_amount
+    }
+
+    /// What the PG still holds for this payment, as far as kassa knows: paid minus refunded.
     pub fn balance(&self) -> Amount {
         self.amount
             .checked_sub(self.cancelled_amount)
             .unwrap_or(Amount::ZERO)
     }
 
+    /// What a new cancel may still ask for: the balance minus what other intents hold.
+    pub fn available(&self) -> Amount {
+        self.balance()
+            .checked_sub(self.reserved_amount)
+            .unwrap_or(Amount::ZERO)
+    }
+
+    /// Holds `amount` for a new cancel intent, refusing more than is available.
+    pub fn reserve(&mut self, amount: Amount) -> Result<(), DomainError> {
+        let refused = DomainError::AmountOutOfRange {
+            min: 1,
+            max: self.available().won(),
+            got: amount.won(),
+        };
+        if amount.is_zero() || amount > self.available() {
+            return Err(refused);
+        }
+        self.reserved_amount = self.reserved_amount.checked_add(amount).ok_or(refused)?;
+        Ok(())
+    }
+
+    /// Moves to `next`; staying where it is is always allowed and changes nothing.
     pub fn move_to(&mut self, next: PaymentStatus) -> Result<(), DomainError> {
+        if next == self.status {
+            return Ok(());
+        }
         if !self.status.can_move_to(next) {
             return Err(DomainError::IllegalTransition {
                 from: self.status.as_str(),
@@ -265,7 +314,8 @@ impl Payment {
         Ok(())
     }
 
-    /// Records a refund the PG confirmed, refusing one that would exceed the amount paid.
+    /// Records a refund the PG confirmed for an intent that held `refunded`, refusing one that
+    /// would exceed the amount paid.
     pub fn record_refund(&mut self, refunded: Amount) -> Result<(), DomainError> {
         let total = self
             .cancelled_amount
@@ -277,7 +327,31 @@ impl Payment {
                 got: refunded.won(),
             })?;
         self.cancelled_amount = total;
+        self.reserved_amount = self
+            .reserved_amount
+            .checked_sub(refunded)
+            .unwrap_or(Amount::ZERO);
         Ok(())
+    }
+
+    /// The status that follows from the payment's intents: any dead one needs a human; any open
+    /// one is still running; otherwise the balance tells.
+    pub fn settle_status(
+        &mut self,
+        rollback: bool,
+        open_intents: usize,
+        dead_intents: usize,
+    ) -> Result<(), DomainError> {
+        let next = match (rollback, dead_intents > 0, open_intents > 0) {
+            (true, true, _) => PaymentStatus::RollbackFailed,
+            (true, false, true) => PaymentStatus::RollbackPending,
+            (true, false, false) => PaymentStatus::RollbackRefunded,
+            (false, true, _) => PaymentStatus::CancelFailed,
+            (false, false, true) => PaymentStatus::CancelRequested,
+            (false, false, false) if self.balance().is_zero() => PaymentStatus::Cancelled,
+            (false, false, false) => PaymentStatus::PartiallyCancelled,
+        };
+        self.move_to(next)
     }
 }
 
@@ -318,7 +392,68 @@ pub struct CancelIntent {
     pub pg_key: String,
     pub created_at: DateTime<Utc>,
     pub done_at: Option<DateTime<Utc>>,
+    /// Attempts of every kind (inline and from the queue).
     pub attempts: u32,
+    /// Attempts from the retry queue since the intent was last (re)started.
+    pub queue_attempts: u32,
+    pub state: IntentState,
+    /// The last attempt's outcome is unknown: the next one asks the PG before sending again.
+    pub outcome_unknown: bool,
+    pub pg_cancel_id: Option<String>,
+}
+
+/// Where a cancel intent stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentState {
+    /// Waiting for an attempt (inline or queued).
+    Open,
+    /// The PG refunded it.
+    Done,
+    /// Out of attempts or refused: a dead letter waits for a human.
+    Dead,
+}
+
+impl IntentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntentState::Open => "OPEN",
+            IntentState::Done => "DONE",
+            IntentState::Dead => "DEAD",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<IntentState> {
+        [IntentState::Open, IntentState::Done, IntentState::Dead]
+            .into_iter()
+            .find(|state| state.as_str() == raw)
+    }
+}
+
+/// A client's key for one cancel request: repeats with the same key are the same request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+/// Longest idempotency key (Toss allows 300; kassa's own are shorter).
+pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
+
+impl IdempotencyKey {
+    pub fn parse(raw: &str) -> Result<IdempotencyKey, DomainError> {
+        let raw = raw.trim();
+        if raw.is_empty()
+            || raw.len() > IDEMPOTENCY_KEY_CHARS_MAX
+            || !raw.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(DomainError::InvalidId {
+                what: "Idempotency-Key",
+                why: "it must be 1 to 255 printable ASCII characters",
+            });
+        }
+        Ok(IdempotencyKey(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[cfg(test)]
@@ -334,6 +469,7 @@ mod tests {
             PgTid::parse("imp_1").unwrap(),
             Amount::positive(10_000).unwrap(),
             DateTime::UNIX_EPOCH,
+            Amount::ZERO,
             Amount::ZERO,
             status,
         )
@@ -388,11 +524,56 @@ mod tests {
     fn a_refunded_or_cancelled_payment_never_comes_back() {
         for status in [PaymentStatus::Cancelled, PaymentStatus::RollbackRefunded] {
             let mut done = payment(status);
-            for next in PaymentStatus::ALL {
+            for next in PaymentStatus::ALL
+                .into_iter()
+                .filter(|next| *next != status)
+            {
                 assert!(done.move_to(next).is_err());
             }
             assert_eq!(done.status(), status);
         }
+    }
+
+    #[test]
+    fn reservations_never_let_cancels_exceed_the_balance() {
+        let mut paid = payment(PaymentStatus::Paid);
+        paid.reserve(Amount::positive(6_000).unwrap()).unwrap();
+        assert_eq!(paid.available().won(), 4_000);
+        assert!(paid.reserve(Amount::positive(4_001).unwrap()).is_err());
+        assert!(paid.reserve(Amount::ZERO).is_err());
+        paid.reserve(Amount::positive(4_000).unwrap()).unwrap();
+        assert!(paid.available().is_zero());
+        paid.record_refund(Amount::positive(6_000).unwrap())
+            .unwrap();
+        assert_eq!(
+            (paid.balance().won(), paid.reserved_amount().won()),
+            (4_000, 4_000)
+        );
+    }
+
+    #[test]
+    fn the_status_follows_from_the_intents_and_the_balance() {
+        let mut paid = payment(PaymentStatus::Paid);
+        paid.settle_status(false, 1, 0).unwrap();
+        assert_eq!(paid.status(), PaymentStatus::CancelRequested);
+        paid.record_refund(Amount::positive(3_000).unwrap())
+            .unwrap();
+        paid.settle_status(false, 0, 0).unwrap();
+        assert_eq!(paid.status(), PaymentStatus::PartiallyCancelled);
+        paid.settle_status(false, 1, 0).unwrap();
+        paid.settle_status(false, 0, 1).unwrap();
+        assert_eq!(paid.status(), PaymentStatus::CancelFailed);
+        paid.settle_status(false, 1, 0).unwrap();
+        paid.record_refund(Amount::positive(7_000).unwrap())
+            .unwrap();
+        paid.settle_status(false, 0, 0).unwrap();
+        assert_eq!(paid.status(), PaymentStatus::Cancelled);
+        let mut refused = payment(PaymentStatus::RollbackPending);
+        refused.settle_status(true, 0, 1).unwrap();
+        assert_eq!(refused.status(), PaymentStatus::RollbackFailed);
+        refused.settle_status(true, 1, 0).unwrap();
+        refused.settle_status(true, 0, 0).unwrap();
+        assert_eq!(refused.status(), PaymentStatus::RollbackRefunded);
     }
 
     #[test]
@@ -432,7 +613,7 @@ mod tests {
                 let next = PaymentStatus::ALL[step];
                 let before = current.status();
                 let moved = current.move_to(next);
-                prop_assert_eq!(moved.is_ok(), before.can_move_to(next));
+                prop_assert_eq!(moved.is_ok(), before == next || before.can_move_to(next));
                 prop_assert_eq!(current.status(), if moved.is_ok() { next } else { before });
             }
         }

@@ -23,6 +23,8 @@ pub struct Kassa {
     pub store: Store,
     pub gateways: Gateways,
     pub env: Env,
+    /// Wakes the retry worker before its next tick (a re-drive, a new job).
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// Why a flow did not do what was asked. Each variant says what the caller can do about it.

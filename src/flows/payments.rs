@@ -140,7 +140,8 @@ pub async fn complete(
             admission,
         } => {
             tracing::warn!(payment_id = %view.payment.id, order_id = %order_id, reason = %intent.reason, "payment refused; rolling it back at the PG");
-            let view = cancel::attempt(kassa, &intent).await?.unwrap_or(view);
+            cancel::drive_inline(kassa, &intent).await?;
+            let view = kassa.store.payment(view.payment.id).await?.unwrap_or(view);
             Ok(Completion::RolledBack { view, admission })
         }
     }

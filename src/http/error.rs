@@ -44,6 +44,7 @@ impl ApiError {
             "payment" => "PAYMENT_NOT_FOUND",
             "PG payment" => "PG_PAYMENT_NOT_FOUND",
             "product" => "PRODUCT_NOT_FOUND",
+            "dead letter" => "DEAD_LETTER_NOT_FOUND",
             _ => "NOT_FOUND",
         };
         ApiError::new(StatusCode::NOT_FOUND, code, format!("{what} not found"))

@@ -46,10 +46,18 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         .route("/api/payments", get(api::list_payments))
         .route("/api/payments/{payment_id}", get(api::get_payment))
         .route("/api/payment/list", get(api::list_own_payments))
+        .route(
+            "/api/payments/{payment_id}/cancel",
+            post(api::cancel_payment),
+        )
+        .route("/api/admin/dead-letters", get(api::dead_letters))
+        .route("/api/admin/dead-letters/{id}/redrive", post(api::redrive))
+        .route("/api/admin/alerts", get(api::alerts))
         .route("/", get(|| async { Redirect::to("/payment") }))
         .route("/payment", get(pages::products))
         .route("/payment/checkout", post(pages::checkout))
         .route("/payment/mypage", get(pages::mypage))
+        .route("/payment/mypage/cancel", post(pages::mypage_cancel))
         .route("/payment/portone/return", get(pages::portone_return))
         .route("/payment/result/{order_id}", get(pages::result_page))
         .route("/payment/{order_id}", get(pages::order))

@@ -348,6 +348,10 @@ pub async fn result_page(
 }
 
 struct PaymentRow {
+    payment_id: String,
+    cancellable: bool,
+    /// A fresh Idempotency-Key per rendering: a double submit of the same form is one cancel.
+    key: String,
     order_id: String,
     amount: String,
     status: &'static str,
@@ -380,6 +384,13 @@ pub async fn mypage(
             .items
             .iter()
             .map(|view| PaymentRow {
+                payment_id: view.payment.id.to_string(),
+                cancellable: matches!(
+                    view.payment.status(),
+                    crate::domain::PaymentStatus::Paid
+                        | crate::domain::PaymentStatus::PartiallyCancelled
+                ),
+                key: state.kassa.env.random_hex(16),
                 order_id: view.payment.order_id.as_str().to_owned(),
                 amount: format_won(lang, view.payment.amount.won()),
                 status: view.payment.status().as_str(),
@@ -394,4 +405,43 @@ pub async fn mypage(
             .collect(),
     };
     Ok(MyPage { t: texts, rows }.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MypageCancelForm {
+    #[serde(default)]
+    payment_id: String,
+    #[serde(default)]
+    key: String,
+}
+
+/// The cancel button of "my payments": cancels the buyer's own payment in full.
+pub async fn mypage_cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<MypageCancelForm>, FormRejection>,
+) -> Result<Response, PageError> {
+    let lang = Lang::from_headers(&headers);
+    let bad = || PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request);
+    let Ok(Form(form)) = form else {
+        return Err(bad());
+    };
+    let buyer =
+        cookie::buyer_of(state.cookie_key(), &headers).ok_or_else(|| PageError::not_found(lang))?;
+    let payment_id = crate::domain::PaymentId::parse(&form.payment_id)
+        .map_err(|_| PageError::not_found(lang))?;
+    let key = crate::domain::IdempotencyKey::parse(&form.key).map_err(|_| bad())?;
+    let view = state
+        .kassa
+        .store
+        .payment(payment_id)
+        .await
+        .map_err(|error| PageError::from_flow(lang, &error.into()))?
+        .filter(|view| view.payment.buyer_id == Some(buyer))
+        .ok_or_else(|| PageError::not_found(lang))?;
+    let reason = "buyer cancelled on my payments";
+    crate::flows::cancel::request(&state.kassa, view.payment.id, key, None, reason)
+        .await
+        .map_err(|error| PageError::from_flow(lang, &error))?;
+    Ok(Redirect::to("/payment/mypage").into_response())
 }

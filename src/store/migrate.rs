@@ -62,6 +62,11 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
     txn.open_table(tables::CANCEL_INTENTS)?;
     txn.open_table(tables::CANCELS_BY_PAYMENT)?;
     txn.open_table(tables::SETTLEMENTS)?;
+    txn.open_table(tables::JOBS)?;
+    txn.open_table(tables::DEAD_LETTERS)?;
+    txn.open_table(tables::IDEMPOTENCY)?;
+    txn.open_table(tables::ALERTS)?;
+    txn.open_table(tables::ALERTS_UNSENT)?;
     txn.commit()?;
     Ok(key)
 }

@@ -10,17 +10,22 @@
 //! faults (business outcomes are values), and a write that fails is taken out of its batch and
 //! the rest re-applied, so one bad request never loses or half-applies another.
 
+mod alerts;
+mod cancels;
 mod codec;
 mod migrate;
 mod orders;
 mod payments;
 mod tables;
 
+pub use alerts::{Alert, AlertLevel, Delivery};
+pub use cancels::{
+    AttemptResult, CancelRequest, CancelRequestOutcome, Claim, DeadLetter, RedriveOutcome,
+};
 pub use migrate::SCHEMA_VERSION;
 pub use orders::CreateOrderOutcome;
 pub use payments::{
-    AttemptOutcome, NewPgPayment, PaymentFilter, PaymentPage, PaymentView, RecordOutcome,
-    SettlementStatus,
+    NewPgPayment, PaymentFilter, PaymentPage, PaymentView, RecordOutcome, SettlementStatus,
 };
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};

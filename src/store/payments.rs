@@ -1,9 +1,10 @@
-//! Payments, their events, cancel intents and settlement rows in redb.
+//! Payments, their events and settlement rows in redb, and storing a verified PG payment.
 //!
 //! Invariant: one PG payment (provider, PG id) is stored once; a payment and everything that
-//! must follow from it (the order becoming paid, its settlement row, its cancel intent) are
-//! written in the same transaction.
+//! must follow from it (the order becoming paid, its settlement row, or its cancel intent and
+//! retry job) are written in the same transaction.
 
+use super::cancels::{insert_intent, new_intent};
 use super::codec::{decode, encode};
 use super::orders::{get_order, millis_to_time, put_order};
 use super::{Store, StoreError, tables};
@@ -18,7 +19,6 @@ use serde::{Deserialize, Serialize};
 
 const PAYMENT_RECORD: u8 = 1;
 const EVENT_RECORD: u8 = 1;
-const INTENT_RECORD: u8 = 1;
 const SETTLEMENT_RECORD: u8 = 1;
 
 /// Most events shown with one payment (the latest ones). Attempts are bounded by the retry
@@ -28,7 +28,7 @@ pub const EVENTS_PER_VIEW_MAX: usize = 200;
 pub const EVENT_DETAIL_CHARS_MAX: usize = 500;
 /// Most rows one list request examines; past it the page ends early with a cursor.
 pub const LIST_SCAN_ROWS_MAX: usize = 5_000;
-/// Most payments kassa keeps per order (accepted plus rolled back) when listing an order's.
+/// Most payments listed for one order (accepted plus rolled back).
 pub const PAYMENTS_PER_ORDER_MAX: usize = 100;
 
 #[derive(Serialize, Deserialize)]
@@ -39,10 +39,13 @@ struct PaymentRecord {
     pg_tid: String,
     amount: i64,
     cancelled_amount: i64,
+    reserved_amount: i64,
     status: String,
     partner_id: Option<String>,
     buyer_id: Option<u128>,
     paid_at_ms: i64,
+    /// The cancel intent now being attempted at the PG, and until when (Unix ms).
+    lease: Option<(u128, i64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -53,26 +56,18 @@ struct EventRecord {
 }
 
 #[derive(Serialize, Deserialize)]
-struct IntentRecord {
-    id: u128,
-    payment_id: u128,
-    kind: String,
-    amount: i64,
-    balance_before: i64,
-    reason: String,
-    pg_key: String,
-    created_at_ms: i64,
-    done_at_ms: Option<i64>,
-    attempts: u32,
-    pg_cancel_id: Option<String>,
-}
-
-#[derive(Serialize, Deserialize)]
 struct SettlementRecord {
     payment_id: u128,
     provider: String,
     amount: i64,
     status: String,
+}
+
+/// A payment as stored: the domain payment and the lease of the intent now at the PG.
+#[derive(Debug, Clone)]
+pub(super) struct StoredPayment {
+    pub payment: Payment,
+    pub lease: Option<(CancelId, i64)>,
 }
 
 /// Where a paid payment stands in the PG's settlement.
@@ -128,24 +123,11 @@ pub enum RecordOutcome {
     Known(PaymentView),
     /// The order is now paid by this payment.
     Paid(PaymentView),
-    /// The payment was stored as `ROLLBACK_PENDING` with a cancel intent to give the money back.
+    /// The payment was stored as `ROLLBACK_PENDING` with a cancel intent and its retry job.
     Rollback {
         view: PaymentView,
         intent: CancelIntent,
         admission: Admission,
-    },
-}
-
-/// The result of one attempt to carry out a cancel intent at the PG.
-#[derive(Debug, Clone)]
-pub enum AttemptOutcome {
-    Refunded {
-        pg_cancel_id: String,
-        amount: Amount,
-        at: DateTime<Utc>,
-    },
-    Failed {
-        error: String,
     },
 }
 
@@ -167,11 +149,12 @@ fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {error}"))
 }
 
-fn clip(text: &str) -> String {
-    text.chars().take(EVENT_DETAIL_CHARS_MAX).collect()
+pub(super) fn clip(text: &str, chars_max: usize) -> String {
+    text.chars().take(chars_max).collect()
 }
 
-fn encode_payment(payment: &Payment) -> Result<Vec<u8>, StoreError> {
+pub(super) fn encode_payment(stored: &StoredPayment) -> Result<Vec<u8>, StoreError> {
+    let payment = &stored.payment;
     encode(
         PAYMENT_RECORD,
         &PaymentRecord {
@@ -181,15 +164,19 @@ fn encode_payment(payment: &Payment) -> Result<Vec<u8>, StoreError> {
             pg_tid: payment.pg_tid.as_str().to_owned(),
             amount: payment.amount.won(),
             cancelled_amount: payment.cancelled_amount().won(),
+            reserved_amount: payment.reserved_amount().won(),
             status: payment.status().as_str().to_owned(),
             partner_id: payment.partner_id.as_ref().map(|id| id.as_str().to_owned()),
             buyer_id: payment.buyer_id.map(BuyerId::as_u128),
             paid_at_ms: payment.paid_at.timestamp_millis(),
+            lease: stored
+                .lease
+                .map(|(cancel, until)| (cancel.as_u128(), until)),
         },
     )
 }
 
-fn decode_payment(bytes: &[u8]) -> Result<Payment, StoreError> {
+pub(super) fn decode_payment(bytes: &[u8]) -> Result<StoredPayment, StoreError> {
     let record: PaymentRecord = decode("payment", PAYMENT_RECORD, bytes)?;
     let status = PaymentStatus::parse(&record.status)
         .ok_or_else(|| corrupt("payment status", &record.status))?;
@@ -202,6 +189,8 @@ fn decode_payment(bytes: &[u8]) -> Result<Payment, StoreError> {
         millis_to_time(record.paid_at_ms)?,
         Amount::non_negative(record.cancelled_amount)
             .map_err(|error| corrupt("cancelled amount", error))?,
+        Amount::non_negative(record.reserved_amount)
+            .map_err(|error| corrupt("reserved amount", error))?,
         status,
     )
     .map_err(|error| corrupt("payment", error))?;
@@ -212,50 +201,11 @@ fn decode_payment(bytes: &[u8]) -> Result<Payment, StoreError> {
         .transpose()
         .map_err(|error| corrupt("partner", error))?;
     payment.buyer_id = record.buyer_id.map(BuyerId::from_u128);
-    Ok(payment)
-}
-
-fn encode_intent(intent: &CancelIntent, pg_cancel_id: Option<&str>) -> Result<Vec<u8>, StoreError> {
-    encode(
-        INTENT_RECORD,
-        &IntentRecord {
-            id: intent.id.as_u128(),
-            payment_id: intent.payment_id.as_u128(),
-            kind: intent.kind.as_str().to_owned(),
-            amount: intent.amount.won(),
-            balance_before: intent.balance_before.won(),
-            reason: intent.reason.clone(),
-            pg_key: intent.pg_key.clone(),
-            created_at_ms: intent.created_at.timestamp_millis(),
-            done_at_ms: intent.done_at.map(|at| at.timestamp_millis()),
-            attempts: intent.attempts,
-            pg_cancel_id: pg_cancel_id.map(str::to_owned),
-        },
-    )
-}
-
-fn decode_intent(bytes: &[u8]) -> Result<CancelIntent, StoreError> {
-    let record: IntentRecord = decode("cancel intent", INTENT_RECORD, bytes)?;
-    let kind = [
-        CancelKind::Cancel,
-        CancelKind::RollbackAmountMismatch,
-        CancelKind::RollbackAlreadyPaid,
-    ]
-    .into_iter()
-    .find(|kind| kind.as_str() == record.kind)
-    .ok_or_else(|| corrupt("cancel kind", &record.kind))?;
-    Ok(CancelIntent {
-        id: CancelId::from_u128(record.id),
-        payment_id: PaymentId::from_u128(record.payment_id),
-        kind,
-        amount: Amount::positive(record.amount).map_err(|error| corrupt("cancel amount", error))?,
-        balance_before: Amount::non_negative(record.balance_before)
-            .map_err(|error| corrupt("balance", error))?,
-        reason: record.reason,
-        pg_key: record.pg_key,
-        created_at: millis_to_time(record.created_at_ms)?,
-        done_at: record.done_at_ms.map(millis_to_time).transpose()?,
-        attempts: record.attempts,
+    Ok(StoredPayment {
+        payment,
+        lease: record
+            .lease
+            .map(|(cancel, until)| (CancelId::from_u128(cancel), until)),
     })
 }
 
@@ -263,17 +213,33 @@ fn pg_key(provider: Provider, pg_tid: &PgTid) -> String {
     format!("{}:{}", provider.as_str(), pg_tid.as_str())
 }
 
-fn put_payment(txn: &WriteTransaction, payment: &Payment) -> Result<(), StoreError> {
-    let bytes = encode_payment(payment)?;
+pub(super) fn get_payment(
+    txn: &WriteTransaction,
+    id: PaymentId,
+) -> Result<Option<StoredPayment>, StoreError> {
+    let bytes = txn
+        .open_table(tables::PAYMENTS)?
+        .get(id.as_u128())?
+        .map(|value| value.value().to_vec());
+    bytes.map(|bytes| decode_payment(&bytes)).transpose()
+}
+
+pub(super) fn put_payment(
+    txn: &WriteTransaction,
+    stored: &StoredPayment,
+) -> Result<(), StoreError> {
+    let bytes = encode_payment(stored)?;
     txn.open_table(tables::PAYMENTS)?
-        .insert(payment.id.as_u128(), bytes.as_slice())?;
+        .insert(stored.payment.id.as_u128(), bytes.as_slice())?;
     Ok(())
 }
 
-fn append_event(
+pub(super) fn append_event(
     txn: &WriteTransaction,
     payment: PaymentId,
-    event: &Event,
+    at: DateTime<Utc>,
+    kind: EventKind,
+    detail: &str,
 ) -> Result<(), StoreError> {
     let mut events = txn.open_table(tables::PAYMENT_EVENTS)?;
     let key = payment.as_u128();
@@ -285,9 +251,9 @@ fn append_event(
     let bytes = encode(
         EVENT_RECORD,
         &EventRecord {
-            at_ms: event.at.timestamp_millis(),
-            kind: event.kind.as_str().to_owned(),
-            detail: clip(&event.detail),
+            at_ms: at.timestamp_millis(),
+            kind: kind.as_str().to_owned(),
+            detail: clip(detail, EVENT_DETAIL_CHARS_MAX),
         },
     )?;
     events.insert((key, next), bytes.as_slice())?;
@@ -304,7 +270,7 @@ fn load_view(
     let Some(bytes) = payments.get(id.as_u128())? else {
         return Ok(None);
     };
-    let payment = decode_payment(bytes.value())?;
+    let payment = decode_payment(bytes.value())?.payment;
     let mut history = Vec::new();
     if with_events {
         let key = id.as_u128();
@@ -344,7 +310,10 @@ fn load_view(
     }))
 }
 
-fn view_in_write(txn: &WriteTransaction, id: PaymentId) -> Result<PaymentView, StoreError> {
+pub(super) fn view_in_write(
+    txn: &WriteTransaction,
+    id: PaymentId,
+) -> Result<PaymentView, StoreError> {
     load_view(
         &txn.open_table(tables::PAYMENTS)?,
         &txn.open_table(tables::PAYMENT_EVENTS)?,
@@ -398,7 +367,6 @@ fn record_pg_payment(
     .map_err(|error| StoreError::Bug(error.to_string()))?;
     payment.partner_id.clone_from(&order.draft.partner_id);
     payment.buyer_id = order.buyer_id;
-    put_payment(txn, &payment)?;
     txn.open_table(tables::PAYMENTS_BY_PG)?
         .insert(index_key.as_str(), new.payment_id.as_u128())?;
     txn.open_table(tables::PAYMENTS_BY_ORDER)?
@@ -413,16 +381,15 @@ fn record_pg_payment(
         new.provider.as_str(),
         new.source
     );
-    append_event(
-        txn,
-        new.payment_id,
-        &Event {
-            at: new.now,
-            kind: EventKind::Paid,
-            detail: paid_detail,
-        },
-    )?;
+    append_event(txn, new.payment_id, new.now, EventKind::Paid, &paid_detail)?;
     if admission == Admission::Accept {
+        put_payment(
+            txn,
+            &StoredPayment {
+                payment,
+                lease: None,
+            },
+        )?;
         order.mark_paid(new.payment_id);
         put_order(txn, &order)?;
         let row = encode(
@@ -451,122 +418,41 @@ fn record_pg_payment(
         ),
         Admission::Accept => unreachable!("accepted payments returned above"),
     };
-    let intent = CancelIntent {
-        id: new.cancel_id,
-        payment_id: new.payment_id,
+    // The whole PG balance goes back; if the PG reports nothing left, nothing is reserved.
+    let intent = new_intent(
+        new.cancel_id,
+        new.payment_id,
         kind,
-        amount: new.pg_balance,
-        balance_before: new.pg_balance,
-        reason: reason.clone(),
-        pg_key: new.pg_key.clone(),
-        created_at: new.now,
-        done_at: None,
-        attempts: 0,
-    };
-    let bytes = encode_intent(&intent, None)?;
-    txn.open_table(tables::CANCEL_INTENTS)?
-        .insert(intent.id.as_u128(), bytes.as_slice())?;
-    txn.open_table(tables::CANCELS_BY_PAYMENT)?
-        .insert((new.payment_id.as_u128(), intent.id.as_u128()), ())?;
+        new.pg_balance,
+        reason.clone(),
+        new.pg_key.clone(),
+        new.now,
+    );
+    if !new.pg_balance.is_zero() {
+        payment
+            .reserve(new.pg_balance)
+            .map_err(|error| StoreError::Bug(error.to_string()))?;
+    }
+    put_payment(
+        txn,
+        &StoredPayment {
+            payment,
+            lease: None,
+        },
+    )?;
     append_event(
         txn,
         new.payment_id,
-        &Event {
-            at: new.now,
-            kind: EventKind::RollbackRequested,
-            detail: reason,
-        },
+        new.now,
+        EventKind::RollbackRequested,
+        &reason,
     )?;
+    insert_intent(txn, &intent, new.now)?;
     Ok(RecordOutcome::Rollback {
         view: view_in_write(txn, new.payment_id)?,
         intent,
         admission,
     })
-}
-
-fn finish_attempt(
-    txn: &WriteTransaction,
-    cancel_id: CancelId,
-    outcome: &AttemptOutcome,
-    now: DateTime<Utc>,
-) -> Result<Option<PaymentView>, StoreError> {
-    let stored = txn
-        .open_table(tables::CANCEL_INTENTS)?
-        .get(cancel_id.as_u128())?
-        .map(|value| value.value().to_vec());
-    let Some(bytes) = stored else {
-        return Ok(None);
-    };
-    let mut intent = decode_intent(&bytes)?;
-    let payment_bytes = txn
-        .open_table(tables::PAYMENTS)?
-        .get(intent.payment_id.as_u128())?
-        .map(|value| value.value().to_vec());
-    let Some(payment_bytes) = payment_bytes else {
-        return Err(StoreError::Corrupt(format!(
-            "cancel {cancel_id} names a missing payment"
-        )));
-    };
-    if intent.done_at.is_some() {
-        // Already finished by an earlier attempt: an intent is carried out once.
-        return view_in_write(txn, intent.payment_id).map(Some);
-    }
-    let mut payment = decode_payment(&payment_bytes)?;
-    intent.attempts = intent.attempts.saturating_add(1);
-    let pg_cancel_id = match outcome {
-        AttemptOutcome::Refunded {
-            pg_cancel_id,
-            amount,
-            at,
-        } => {
-            payment
-                .record_refund(*amount)
-                .map_err(|error| StoreError::Bug(error.to_string()))?;
-            let next = if intent.kind.is_rollback() {
-                PaymentStatus::RollbackRefunded
-            } else if payment.balance().is_zero() {
-                PaymentStatus::Cancelled
-            } else {
-                PaymentStatus::PartiallyCancelled
-            };
-            payment
-                .move_to(next)
-                .map_err(|error| StoreError::Bug(error.to_string()))?;
-            intent.done_at = Some(*at);
-            let detail = format!(
-                "{amount} refunded by the PG (cancel id {pg_cancel_id}), attempt {}",
-                intent.attempts
-            );
-            append_event(
-                txn,
-                payment.id,
-                &Event {
-                    at: now,
-                    kind: EventKind::Refunded,
-                    detail,
-                },
-            )?;
-            Some(pg_cancel_id.as_str())
-        }
-        AttemptOutcome::Failed { error } => {
-            let detail = format!("attempt {} failed: {error}", intent.attempts);
-            append_event(
-                txn,
-                payment.id,
-                &Event {
-                    at: now,
-                    kind: EventKind::CancelFailed,
-                    detail,
-                },
-            )?;
-            None
-        }
-    };
-    put_payment(txn, &payment)?;
-    let bytes = encode_intent(&intent, pg_cancel_id)?;
-    txn.open_table(tables::CANCEL_INTENTS)?
-        .insert(intent.id.as_u128(), bytes.as_slice())?;
-    view_in_write(txn, payment.id).map(Some)
 }
 
 /// The lowest and highest payment keys created within a KST date range: UUIDv7 keys begin with
@@ -588,17 +474,6 @@ fn key_bounds(filter: &PaymentFilter) -> (u128, u128) {
 impl Store {
     pub async fn record_pg_payment(&self, new: NewPgPayment) -> Result<RecordOutcome, StoreError> {
         self.write(move |txn| record_pg_payment(txn, &new)).await
-    }
-
-    /// Records one attempt at a cancel intent; `None` when the intent does not exist.
-    pub async fn finish_cancel_attempt(
-        &self,
-        cancel_id: CancelId,
-        outcome: AttemptOutcome,
-        now: DateTime<Utc>,
-    ) -> Result<Option<PaymentView>, StoreError> {
-        self.write(move |txn| finish_attempt(txn, cancel_id, &outcome, now))
-            .await
     }
 
     pub async fn payment(&self, id: PaymentId) -> Result<Option<PaymentView>, StoreError> {
@@ -651,11 +526,9 @@ impl Store {
             let events = txn.open_table(tables::PAYMENT_EVENTS)?;
             let settlements = txn.open_table(tables::SETTLEMENTS)?;
             let mut views = Vec::new();
-            for entry in index
-                .range((order_id.as_str(), 0)..=(order_id.as_str(), u128::MAX))?
-                .take(PAYMENTS_PER_ORDER_MAX)
-            {
-                let (key, ()) = entry.map(|(key, value)| (key, value.value()))?;
+            let range = (order_id.as_str(), 0)..=(order_id.as_str(), u128::MAX);
+            for entry in index.range(range)?.take(PAYMENTS_PER_ORDER_MAX) {
+                let (key, _) = entry?;
                 let id = PaymentId::from_u128(key.value().1);
                 if let Some(view) = load_view(&payments, &events, &settlements, id, false)? {
                     views.push(view);
@@ -666,7 +539,8 @@ impl Store {
         .await
     }
 
-    /// Payments newest first, filtered; at most `limit`, continuing below `cursor`.
+    /// Payments newest first, filtered; at most `limit`, continuing below `cursor`. A page
+    /// examines at most `LIST_SCAN_ROWS_MAX` rows; a page cut short by that still has a cursor.
     pub async fn list_payments(
         &self,
         filter: PaymentFilter,
@@ -692,11 +566,13 @@ impl Store {
             };
             let mut items = Vec::new();
             let mut last_seen = None;
+            let mut scanned = 0;
             if low <= high {
                 for entry in payments.range(low..=high)?.rev().take(LIST_SCAN_ROWS_MAX) {
                     let (key, value) = entry?;
+                    scanned += 1;
                     last_seen = Some(PaymentId::from_u128(key.value()));
-                    let payment = decode_payment(value.value())?;
+                    let payment = decode_payment(value.value())?.payment;
                     if keep(&payment) {
                         if let Some(view) =
                             load_view(&payments, &events, &settlements, payment.id, false)?
@@ -709,14 +585,11 @@ impl Store {
                     }
                 }
             }
-            let exhausted =
-                items.len() < limit && last_seen.is_none_or(|seen| seen.as_u128() <= low);
-            let next_cursor = if items.len() == limit || !exhausted {
-                last_seen
-            } else {
-                None
-            };
-            Ok(PaymentPage { items, next_cursor })
+            let more = items.len() == limit || scanned == LIST_SCAN_ROWS_MAX;
+            Ok(PaymentPage {
+                items,
+                next_cursor: if more { last_seen } else { None },
+            })
         })
         .await
     }
@@ -738,18 +611,13 @@ impl Store {
             let mut items = Vec::new();
             let mut more = false;
             for entry in index.range((buyer_key, 0)..=(buyer_key, high))?.rev() {
-                let (key, ()) = entry.map(|(key, value)| (key, value.value()))?;
+                let (key, _) = entry?;
                 if items.len() == limit {
                     more = true;
                     break;
                 }
-                if let Some(view) = load_view(
-                    &payments,
-                    &events,
-                    &settlements,
-                    PaymentId::from_u128(key.value().1),
-                    false,
-                )? {
+                let id = PaymentId::from_u128(key.value().1);
+                if let Some(view) = load_view(&payments, &events, &settlements, id, false)? {
                     items.push(view);
                 }
             }
@@ -759,27 +627,6 @@ impl Store {
                 None
             };
             Ok(PaymentPage { items, next_cursor })
-        })
-        .await
-    }
-
-    /// Cancel intents not yet carried out, oldest first: the work a crash or a failed attempt
-    /// left behind. Bounded by `limit`.
-    pub async fn open_cancel_intents(&self, limit: usize) -> Result<Vec<CancelIntent>, StoreError> {
-        self.read(move |txn| {
-            let intents = txn.open_table(tables::CANCEL_INTENTS)?;
-            let mut open = Vec::new();
-            for entry in intents.iter()? {
-                let (_, value) = entry?;
-                let intent = decode_intent(value.value())?;
-                if intent.done_at.is_none() {
-                    open.push(intent);
-                    if open.len() == limit {
-                        break;
-                    }
-                }
-            }
-            Ok(open)
         })
         .await
     }

@@ -39,3 +39,19 @@ pub const CANCELS_BY_PAYMENT: TableDefinition<(u128, u128), ()> =
 
 /// (KST date as `yyyymmdd`, payment id) → settlement row: one per paid payment, scanned by day.
 pub const SETTLEMENTS: TableDefinition<(u32, u128), &[u8]> = TableDefinition::new("settlements");
+
+/// (due time in Unix ms, cancel id) → (): the retry queue. A claimed job moves to its lease's
+/// expiry, so a job whose worker died is due again when the lease runs out.
+pub const JOBS: TableDefinition<(u64, u128), ()> = TableDefinition::new("jobs");
+
+/// Dead-letter id (UUIDv7) → dead letter record: jobs that need a human.
+pub const DEAD_LETTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("dead_letters");
+
+/// `"{payment id}:{Idempotency-Key}"` → idempotency record of a cancel request.
+pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+
+/// Alert id (UUIDv7) → alert record: the outbox of alerts, kept for the admin page.
+pub const ALERTS: TableDefinition<u128, &[u8]> = TableDefinition::new("alerts");
+
+/// Alert id → (): alerts not yet delivered.
+pub const ALERTS_UNSENT: TableDefinition<u128, ()> = TableDefinition::new("alerts_unsent");

@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod browser;
+mod cancels;
 mod mypage;
 mod payments;
 mod process;

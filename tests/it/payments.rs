@@ -90,8 +90,8 @@ async fn a_rollback_whose_cancel_fails_stays_pending_with_its_intent_stored() {
     let app = TestApp::spawn().await;
     app.create_order("order-tamper-2", 15_000).await;
     let imp_uid = app.pg_payment("order-tamper-2", 100).await;
-    app.fault("portone.cancel", "status500", 1).await;
     app.fault("portone.payment", "status500", 1).await;
+    app.fault("portone.cancel", "status500", 2).await;
 
     let (status, body) = app.complete(&imp_uid, "order-tamper-2").await;
 
@@ -111,13 +111,23 @@ async fn a_rollback_whose_cancel_fails_stays_pending_with_its_intent_stored() {
         .collect();
     assert_eq!(
         kinds,
-        ["PAID", "ROLLBACK_REQUESTED", "CANCEL_ATTEMPT_FAILED"]
+        [
+            "PAID",
+            "ROLLBACK_REQUESTED",
+            "CANCEL_ATTEMPT_FAILED",
+            "CANCEL_ATTEMPT_FAILED"
+        ]
     );
     let open = app.kassa.store.open_cancel_intents(10).await.unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].amount.won(), 100);
-    assert_eq!(open[0].attempts, 1);
+    assert_eq!(open[0].attempts, 2);
     assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 0);
+    // The intent waits in the retry queue for its first delay.
+    assert_eq!(app.run_jobs().await, 0);
+    app.advance_ms(5_600);
+    assert_eq!(app.run_jobs().await, 1);
+    assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 1);
 }
 
 #[tokio::test]

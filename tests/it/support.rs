@@ -78,7 +78,11 @@ impl TestApp {
             clock: clock.clone(),
             entropy: Arc::new(SeededEntropy::new(seed)),
         };
-        let app = App::build(config, runtime_env).await?;
+        // The retry worker and alert sender are stepped by hand (`run_jobs`), so tests decide
+        // when queued work happens.
+        let app = App::build(config, runtime_env)
+            .await?
+            .without_background_work();
         let base = format!("http://{}", app.local_addr());
         let kassa = app.kassa().clone();
         let shutdown = app.shutdown_token();
@@ -260,6 +264,40 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["items"].as_array().unwrap().clone()
+    }
+
+    /// Asks for a cancel of `payment_id` with an Idempotency-Key, as the admin.
+    pub async fn cancel(&self, payment_id: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(&format!("/api/payments/{payment_id}/cancel")))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// One step of the retry worker: attempts every due job. Answers how many ran.
+    pub async fn run_jobs(&self) -> usize {
+        kassa::jobs::run_due_jobs(&self.kassa).await.unwrap()
+    }
+
+    /// Advances the manual clock by `ms` milliseconds.
+    pub fn advance_ms(&self, ms: i64) {
+        self.clock.advance(chrono::Duration::milliseconds(ms));
+    }
+
+    /// A paid payment of `amount` for a new order; answers its payment id and PG id.
+    pub async fn paid(&self, order_id: &str, amount: i64) -> (String, String) {
+        self.create_order(order_id, amount).await;
+        let imp_uid = self.pg_payment(order_id, amount).await;
+        let (status, body) = self.complete(&imp_uid, order_id).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (body["payment_id"].as_str().unwrap().to_owned(), imp_uid)
     }
 
     pub async fn payment(&self, payment_id: &str) -> Value {

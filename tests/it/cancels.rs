@@ -1,0 +1,467 @@
+//! Cancels and refunds: never lost, never doubled. Retries on an injected clock, dead letters,
+//! re-drives, concurrency and idempotency.
+
+use crate::support::{ADMIN_TOKEN, TestApp};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn kinds(payment: &Value) -> Vec<String> {
+    payment["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_full_cancel_is_refunded_at_the_pg_once() {
+    let app = TestApp::spawn().await;
+    let (payment_id, imp_uid) = app.paid("order-cancel-1", 15_000).await;
+
+    let (status, body) = app
+        .cancel(
+            &payment_id,
+            "key-1",
+            &json!({ "reason": "buyer changed their mind" }),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "CANCELLED");
+    assert_eq!(body["amount"], 15_000);
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "CANCELLED");
+    assert_eq!(payment["cancelled_amount"], 15_000);
+    assert_eq!(kinds(&payment), ["PAID", "CANCEL_REQUESTED", "REFUNDED"]);
+    assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 1);
+    let (_, result) = app.admin_get("/api/payments/result/order-cancel-1").await;
+    assert_eq!(result["result"], "CANCELLED");
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_resolved_by_asking_the_pg_and_refunds_once() {
+    let app = TestApp::spawn().await;
+    let (payment_id, imp_uid) = app.paid("order-lost-1", 15_000).await;
+    // The PG refunds but its answer never arrives, and the first re-query fails too.
+    app.fault("portone.cancel", "lost_response", 1).await;
+    app.fault("portone.payment", "status500", 1).await;
+
+    let (status, body) = app
+        .cancel(
+            &payment_id,
+            "key-lost",
+            &json!({ "amount": 5_000, "reason": "partial" }),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body["status"], "PARTIALLY_CANCELLED",
+        "the second inline attempt asked the PG first"
+    );
+    let pg = app.pg_state(&imp_uid).await;
+    assert_eq!(pg["refunds_executed"], 1, "{pg}");
+    assert_eq!(pg["cancel_amount"], 5_000);
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED");
+    assert_eq!(payment["cancelled_amount"], 5_000);
+    assert_eq!(
+        kinds(&payment),
+        [
+            "PAID",
+            "CANCEL_REQUESTED",
+            "CANCEL_ATTEMPT_FAILED",
+            "REFUNDED"
+        ]
+    );
+    assert_eq!(app.run_jobs().await, 0, "nothing is left in the queue");
+}
+
+#[tokio::test]
+async fn a_pg_failing_five_times_ends_in_a_dead_letter_and_a_redrive_refunds_once() {
+    let app = TestApp::spawn().await;
+    let (payment_id, imp_uid) = app.paid("order-dead-1", 15_000).await;
+    app.fault("portone.cancel", "status500", 5).await;
+
+    let (status, body) = app
+        .cancel(&payment_id, "key-dead", &json!({ "reason": "refund" }))
+        .await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body["status"], "CANCEL_PENDING",
+        "both inline attempts failed"
+    );
+    assert_eq!(app.payment(&payment_id).await["status"], "CANCEL_REQUESTED");
+    // The queue follows retry.backoff_ms = [5000, 30000, 120000] plus at most 10 % jitter.
+    for (step, delay_ms) in [5_000, 30_000, 120_000].into_iter().enumerate() {
+        assert_eq!(
+            app.run_jobs().await,
+            0,
+            "step {step}: nothing is due before its delay"
+        );
+        app.advance_ms(delay_ms * 9 / 10);
+        assert_eq!(app.run_jobs().await, 0, "step {step}: still not due");
+        app.advance_ms(delay_ms * 2 / 10 + 1);
+        assert_eq!(app.run_jobs().await, 1, "step {step}: due after its delay");
+    }
+    assert_eq!(app.pg_calls("portone.cancel").await, 5);
+
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "CANCEL_FAILED", "{payment}");
+    assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 0);
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    let letters = letters["items"].as_array().unwrap().clone();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["payment_id"], payment_id.as_str());
+    assert_eq!(letters[0]["attempts"], 5);
+    assert_eq!(letters[0]["job"], "CANCEL");
+    assert!(
+        letters[0]["last_error"].as_str().unwrap().contains("500"),
+        "{}",
+        letters[0]
+    );
+    let (_, alerts) = app.admin_get("/api/admin/alerts").await;
+    let alerts = alerts["items"].as_array().unwrap().clone();
+    assert!(
+        alerts
+            .iter()
+            .any(|alert| alert["level"] == "URGENT" && alert["kind"] == "DEAD_LETTER"),
+        "{alerts:?}"
+    );
+    assert_eq!(
+        alerts
+            .iter()
+            .filter(|alert| alert["level"] == "WARNING")
+            .count(),
+        3,
+        "one warning per scheduled retry"
+    );
+    let (_, result) = app.admin_get("/api/payments/result/order-dead-1").await;
+    assert_eq!(result["result"], "CANCEL_FAILED");
+
+    // The PG heals; an operator re-drives the same cancel.
+    let id = letters[0]["id"].as_str().unwrap();
+    let (status, body) = app
+        .admin_post(&format!("/api/admin/dead-letters/{id}/redrive"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(app.payment(&payment_id).await["status"], "CANCEL_REQUESTED");
+    assert_eq!(app.run_jobs().await, 1);
+
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "CANCELLED");
+    assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 1);
+    let (status, _) = app
+        .admin_post(&format!("/api/admin/dead-letters/{id}/redrive"), &json!({}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a done cancel is not sent again"
+    );
+    let (_, letters) = app.admin_get("/api/admin/dead-letters?pending=true").await;
+    assert!(letters["items"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_goes_to_the_dead_letters_without_retries() {
+    let app = TestApp::spawn().await;
+    let (payment_id, _) = app.paid("order-perm-1", 15_000).await;
+    // A 401 answered again after a fresh token: kassa's credentials are refused.
+    app.fault("portone.cancel", "status401", 2).await;
+
+    let (status, body) = app
+        .cancel(&payment_id, "key-perm", &json!({ "reason": "refund" }))
+        .await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "CANCEL_FAILED");
+    assert_eq!(
+        app.pg_calls("portone.cancel").await,
+        2,
+        "one attempt: the call and its retry with a fresh token"
+    );
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    assert_eq!(letters["items"][0]["attempts"], 1);
+    assert!(
+        letters["items"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("credentials")
+    );
+    app.advance_ms(3_600_000);
+    assert_eq!(app.run_jobs().await, 0, "nothing was queued");
+    assert_eq!(app.payment(&payment_id).await["status"], "CANCEL_FAILED");
+}
+
+#[tokio::test]
+async fn twenty_concurrent_partial_cancels_never_exceed_the_balance() {
+    let app = TestApp::spawn().await;
+    let (payment_id, imp_uid) = app.paid("order-many-1", 10_000).await;
+
+    let requests = (0..20).map(|n| {
+        let key = format!("key-many-{n}");
+        let payment_id = payment_id.clone();
+        let app = &app;
+        async move {
+            app.cancel(
+                &payment_id,
+                &key,
+                &json!({ "amount": 700, "reason": "partial" }),
+            )
+            .await
+        }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+
+    let accepted: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::ACCEPTED)
+        .map(|(_, body)| body)
+        .collect();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::UNPROCESSABLE_ENTITY)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(accepted.len() + refused.len(), 20, "{answers:?}");
+    assert_eq!(accepted.len(), 14, "10,000 holds fourteen cancels of 700");
+    assert!(
+        refused
+            .iter()
+            .all(|body| body["error"]["code"] == "CANCEL_EXCEEDS_BALANCE")
+    );
+    for _ in 0..5 {
+        app.advance_ms(200_000);
+        app.run_jobs().await;
+    }
+    let pg = app.pg_state(&imp_uid).await;
+    assert_eq!(pg["refunds_executed"], 14, "{pg}");
+    assert_eq!(pg["cancel_amount"], 9_800);
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["cancelled_amount"], 9_800);
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED");
+    let (status, body) = app
+        .cancel(&payment_id, "key-rest", &json!({ "reason": "the rest" }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["amount"], 200);
+    assert_eq!(app.payment(&payment_id).await["status"], "CANCELLED");
+    let (status, body) = app
+        .cancel(
+            &payment_id,
+            "key-more",
+            &json!({ "reason": "nothing left" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_ten_times_at_once_cancels_once() {
+    let app = TestApp::spawn().await;
+    let (payment_id, imp_uid) = app.paid("order-key-1", 15_000).await;
+
+    let body = json!({ "amount": 1_000, "reason": "once" });
+    let requests = (0..10).map(|_| app.cancel(&payment_id, "one-key", &body));
+    let answers = futures_util::future::join_all(requests).await;
+
+    for (status, body) in &answers {
+        assert!(
+            *status == StatusCode::ACCEPTED
+                || (*status == StatusCode::CONFLICT
+                    && body["error"]["code"] == "IDEMPOTENCY_REQUEST_IN_PROGRESS"),
+            "{status} {body}"
+        );
+    }
+    let cancel_ids: std::collections::BTreeSet<&str> = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::ACCEPTED)
+        .map(|(_, body)| body["cancel_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(cancel_ids.len(), 1, "{answers:?}");
+    assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 1);
+    let (status, body) = app
+        .cancel(
+            &payment_id,
+            "one-key",
+            &json!({ "amount": 1_000, "reason": "once" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body["status"], "PARTIALLY_CANCELLED");
+    assert_eq!(
+        body["cancel_id"].as_str().unwrap(),
+        *cancel_ids.iter().next().unwrap()
+    );
+    let (status, body) = app
+        .cancel(
+            &payment_id,
+            "one-key",
+            &json!({ "amount": 2_000, "reason": "once" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["code"], "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(app.payment(&payment_id).await["cancelled_amount"], 1_000);
+}
+
+#[tokio::test]
+async fn cancel_requests_are_checked_before_anything_is_stored() {
+    let app = TestApp::spawn().await;
+    let (payment_id, imp_uid) = app.paid("order-check-1", 15_000).await;
+    let before = app.snapshot(&["order-check-1"]).await;
+    let url = app.url(&format!("/api/payments/{payment_id}/cancel"));
+    let cases: Vec<(Option<&str>, Value, StatusCode, &str)> = vec![
+        (
+            None,
+            json!({ "reason": "x" }),
+            StatusCode::BAD_REQUEST,
+            "IDEMPOTENCY_KEY_REQUIRED",
+        ),
+        (
+            Some(""),
+            json!({ "reason": "x" }),
+            StatusCode::BAD_REQUEST,
+            "INVALID_IDEMPOTENCY_KEY",
+        ),
+        (
+            Some("k1"),
+            json!({ "amount": 0, "reason": "x" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_AMOUNT",
+        ),
+        (
+            Some("k2"),
+            json!({ "amount": -1, "reason": "x" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_AMOUNT",
+        ),
+        (
+            Some("k3"),
+            json!({ "amount": 15_001, "reason": "x" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "CANCEL_EXCEEDS_BALANCE",
+        ),
+        (
+            Some("k4"),
+            json!({ "amount": "100", "reason": "x" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_FIELD",
+        ),
+        (
+            Some("k5"),
+            json!({ "amount": 100 }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_FIELD",
+        ),
+        (
+            Some("k6"),
+            json!({ "amount": 100, "reason": "" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_FIELD",
+        ),
+    ];
+    for (key, body, expected, code) in cases {
+        let mut request = app.http.post(&url).bearer_auth(ADMIN_TOKEN).json(&body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status, answer["error"]["code"].as_str().unwrap()),
+            (expected, code),
+            "{body} {answer}"
+        );
+    }
+    let unknown = app
+        .cancel(
+            "01900000-0000-7000-8000-000000000000",
+            "k7",
+            &json!({ "reason": "x" }),
+        )
+        .await;
+    assert_eq!(unknown.0, StatusCode::NOT_FOUND);
+    let anonymous = app
+        .http
+        .post(&url)
+        .header("idempotency-key", "k8")
+        .json(&json!({ "reason": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.snapshot(&["order-check-1"]).await, before);
+    assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 0);
+}
+
+#[tokio::test]
+async fn a_rollback_the_pg_keeps_refusing_is_retried_then_dead_lettered() {
+    let app = TestApp::spawn().await;
+    app.create_order("order-rb-1", 15_000).await;
+    let imp_uid = app.pg_payment("order-rb-1", 10).await;
+    app.fault("portone.cancel", "status500", 5).await;
+
+    let (status, body) = app.complete(&imp_uid, "order-rb-1").await;
+
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let payment_id = body["error"]["payment_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.payment(&payment_id).await["status"], "ROLLBACK_PENDING");
+    for delay_ms in [6_000, 35_000, 140_000] {
+        app.advance_ms(delay_ms);
+        assert_eq!(app.run_jobs().await, 1);
+    }
+    assert_eq!(app.payment(&payment_id).await["status"], "ROLLBACK_FAILED");
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    assert_eq!(letters["items"][0]["job"], "ROLLBACK_AMOUNT_MISMATCH");
+    let id = letters["items"][0]["id"].as_str().unwrap().to_owned();
+    app.admin_post(&format!("/api/admin/dead-letters/{id}/redrive"), &json!({}))
+        .await;
+    assert_eq!(app.run_jobs().await, 1);
+    assert_eq!(
+        app.payment(&payment_id).await["status"],
+        "ROLLBACK_REFUNDED"
+    );
+    assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 1);
+}
+
+#[tokio::test]
+async fn a_waiting_result_request_answers_within_100_ms_of_the_outcome() {
+    let app = TestApp::spawn().await;
+    let (payment_id, _) = app.paid("order-poll-1", 15_000).await;
+    app.fault("portone.cancel", "status500", 2).await;
+    let (_, body) = app
+        .cancel(&payment_id, "key-poll", &json!({ "reason": "refund" }))
+        .await;
+    assert_eq!(body["status"], "CANCEL_PENDING");
+
+    let waiter = {
+        let http = app.http.clone();
+        let url = app.url("/api/payments/result/order-poll-1?wait_s=60");
+        tokio::spawn(async move {
+            let body: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            (body, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "CANCEL_PENDING is not final: the request waits"
+    );
+    app.advance_ms(6_000);
+    assert_eq!(app.run_jobs().await, 1);
+    let done = Instant::now();
+    let (body, answered) = waiter.await.unwrap();
+
+    assert_eq!(body["result"], "CANCELLED");
+    let lag = answered.saturating_duration_since(done);
+    assert!(
+        lag < Duration::from_millis(100),
+        "answered {lag:?} after the outcome"
+    );
+}
