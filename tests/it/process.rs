@@ -27,7 +27,12 @@ fn kassa(data_dir: &Path) -> Command {
 
 /// Starts kassa and waits for its startup line; answers the child and its base URL.
 async fn start(data_dir: &Path) -> (Child, String) {
-    let mut child = kassa(data_dir).spawn().unwrap();
+    spawn_listening(kassa(data_dir)).await
+}
+
+/// Spawns a command that logs `listen=ADDR` once it is serving; answers it and its base URL.
+async fn spawn_listening(mut command: Command) -> (Child, String) {
+    let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let address = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -63,7 +68,7 @@ async fn terminate(child: &mut Child) {
 async fn a_restarted_process_still_has_every_payment_and_a_second_process_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (mut first, base) = start(dir.path()).await;
-    let http = reqwest::Client::new();
+    let http = crate::support::http_client();
     let order = http
         .post(format!("{base}/api/orders"))
         .bearer_auth(ADMIN_TOKEN)
@@ -206,4 +211,183 @@ async fn a_first_start_without_a_token_makes_one_readable_only_by_its_owner() {
         assert_eq!(mode & 0o777, 0o600);
     }
     child.kill().await.unwrap();
+}
+
+/// kassa pointed at a separate sandbox PG process, as at a real PortOne, with fast retries.
+fn kassa_with_pg(data_dir: &Path, pg_base: &str) -> Command {
+    let mut command = kassa(data_dir);
+    command
+        .env("KASSA_GATEWAY__DEFAULT", "portone")
+        .env(
+            "KASSA_GATEWAY__PORTONE__BASE_URL",
+            format!("{pg_base}/portone"),
+        )
+        .env("KASSA_GATEWAY__PORTONE__IMP_KEY", "sandbox_imp_key")
+        .env("KASSA_GATEWAY__PORTONE__IMP_SECRET", "sandbox_imp_secret")
+        .env("KASSA_GATEWAY__PORTONE__IMP_CODE", "imp_sandbox")
+        .env("KASSA_RETRY__INLINE_ATTEMPTS", "0")
+        .env("KASSA_RETRY__TICK_INTERVAL_MS", "100")
+        .env("KASSA_RETRY__BACKOFF_MS", "[200, 200, 400]")
+        .env("KASSA_RETRY__QUEUE_ATTEMPTS_MAX", "100")
+        .env("KASSA_RETRY__PG_TIMEOUT_MS", "1000");
+    command
+}
+
+#[tokio::test]
+async fn cancels_accepted_before_a_sigkill_all_finish_after_the_restart_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sandbox = Command::new(KASSA);
+    sandbox
+        .args(["sandbox-pg", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let (_sandbox, pg) = spawn_listening(sandbox).await;
+    let (mut first, base) = spawn_listening(kassa_with_pg(dir.path(), &pg)).await;
+    let http = crate::support::http_client();
+
+    let mut payments = Vec::new();
+    for n in 0..5 {
+        let order_id = format!("order-crash-{n}");
+        let created = http
+            .post(format!("{base}/api/orders"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "order_id": order_id, "amount": 10_000, "name": "원두" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let pg_payment: Value = http
+            .post(format!("{pg}/_control/portone/payments"))
+            .json(&json!({ "merchant_uid": order_id, "amount": 10_000 }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let imp_uid = pg_payment["imp_uid"].as_str().unwrap().to_owned();
+        let paid: Value = http
+            .post(format!("{base}/api/payment/portone"))
+            .json(&json!({ "imp_uid": imp_uid, "merchant_uid": order_id }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(paid["status"], "PAID", "{paid}");
+        payments.push((paid["payment_id"].as_str().unwrap().to_owned(), imp_uid));
+    }
+    // The first cancel the PG sees is carried out but its answer never comes back; every other
+    // one fails with a 500 until the PG heals.
+    for (mode, count) in [("lost_response", 1), ("status500", 1_000)] {
+        let fault = json!({ "endpoint": "portone.cancel", "mode": mode, "count": count, "hold_ms": 60_000 });
+        let response = http
+            .post(format!("{pg}/_control/faults"))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    for (n, (payment_id, _)) in payments.iter().enumerate() {
+        let body = if n % 2 == 0 {
+            json!({ "reason": "full" })
+        } else {
+            json!({ "amount": 4_000, "reason": "partial" })
+        };
+        let response = http
+            .post(format!("{base}/api/payments/{payment_id}/cancel"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("idempotency-key", format!("crash-{n}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["status"], "CANCEL_PENDING", "{answer}");
+    }
+    // Let the worker make attempts against the failing PG, then kill kassa without warning.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    first.kill().await.unwrap();
+    first.wait().await.unwrap();
+    let executed_before: u64 = {
+        let mut total = 0;
+        for (_, imp_uid) in &payments {
+            let state: Value = http
+                .get(format!("{pg}/_control/portone/payments/{imp_uid}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            total += state["refunds_executed"].as_u64().unwrap();
+        }
+        total
+    };
+    assert_eq!(
+        executed_before, 1,
+        "exactly the lost refund happened before the crash"
+    );
+    let healed = http
+        .delete(format!("{pg}/_control/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healed.status(), StatusCode::NO_CONTENT);
+
+    let (_second, base) = spawn_listening(kassa_with_pg(dir.path(), &pg)).await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let mut done = 0;
+        for (payment_id, _) in &payments {
+            let payment: Value = http
+                .get(format!("{base}/api/payments/{payment_id}"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if matches!(
+                payment["status"].as_str(),
+                Some("CANCELLED" | "PARTIALLY_CANCELLED")
+            ) {
+                done += 1;
+            }
+        }
+        if done == payments.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {done} of {} cancels finished after the restart",
+            payments.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (n, (payment_id, imp_uid)) in payments.iter().enumerate() {
+        let state: Value = http
+            .get(format!("{pg}/_control/portone/payments/{imp_uid}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            state["refunds_executed"], 1,
+            "payment {payment_id}: {state}"
+        );
+        let expected = if n % 2 == 0 { 10_000 } else { 4_000 };
+        assert_eq!(
+            state["cancel_amount"], expected,
+            "payment {payment_id}: {state}"
+        );
+    }
 }

@@ -332,3 +332,9 @@ impl Drop for TestApp {
         self.shutdown.cancel();
     }
 }
+
+/// A plain HTTP client for tests that talk to processes (rustls needs its provider first).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
