@@ -8,6 +8,7 @@ use crate::clock::Env;
 use crate::config::{Config, GatewayMode};
 use crate::flows::Kassa;
 use crate::gateway::portone::PortOneGateway;
+use crate::gateway::toss::TossGateway;
 use crate::gateway::{Gateways, client};
 use crate::http::state::AppState;
 use crate::sandbox::{self, Sandbox};
@@ -141,9 +142,20 @@ impl App {
                     Secret::new(sandbox::SANDBOX_IMP_SECRET),
                     env.clock.clone(),
                 );
+                let toss = TossGateway::new(
+                    http.clone(),
+                    &format!("http://{reachable}/sandbox-pg/toss"),
+                    &Secret::new(sandbox::SANDBOX_TOSS_SECRET_KEY),
+                    env.clock.clone(),
+                );
                 let sandbox =
                     Sandbox::new(env.clock.clone(), env.entropy.clone(), shutdown.clone());
-                (Gateways::default().with(Arc::new(portone)), Some(sandbox))
+                (
+                    Gateways::default()
+                        .with(Arc::new(portone))
+                        .with(Arc::new(toss)),
+                    Some(sandbox),
+                )
             }
             GatewayMode::Real(_) => {
                 let mut gateways = Gateways::default();
@@ -154,6 +166,15 @@ impl App {
                         &portone.base_url,
                         portone.imp_key.clone(),
                         portone.imp_secret.clone(),
+                        env.clock.clone(),
+                    )));
+                }
+                let toss = &config.gateway.toss;
+                if !toss.secret_key.is_empty() {
+                    gateways = gateways.with(Arc::new(TossGateway::new(
+                        http.clone(),
+                        &toss.base_url,
+                        &toss.secret_key,
                         env.clock.clone(),
                     )));
                 }

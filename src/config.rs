@@ -98,6 +98,7 @@ struct RawToss {
     base_url: String,
     client_key: String,
     secret_key: String,
+    sdk_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -241,6 +242,7 @@ impl Default for RawToss {
             base_url: "https://api.tosspayments.com".into(),
             client_key: String::new(),
             secret_key: String::new(),
+            sdk_url: "https://js.tosspayments.com/v2/standard".into(),
         }
     }
 }
@@ -344,6 +346,7 @@ pub struct TossConfig {
     pub base_url: String,
     pub client_key: String,
     pub secret_key: Secret,
+    pub sdk_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -532,6 +535,14 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
                 Some(rest) => rest.split("__").map(str::to_ascii_lowercase).collect(),
             },
         };
+        // Only names that start with a config key are settings; others (KASSA_CHROMIUM for the
+        // tests, say) belong to someone else. A typo inside a known section is still an error.
+        let known = path
+            .first()
+            .is_some_and(|first| defaults.contains_key(first) || first == "public_base_url");
+        if !known {
+            continue;
+        }
         // KASSA_ names come after the Payple ones so that they win.
         let rank = usize::from(name.starts_with(ENV_PREFIX));
         let keep = settings
@@ -781,6 +792,7 @@ fn validate_gateway(raw: &RawGateway) -> Result<GatewayConfig, ConfigError> {
         base_url: check_base_url("gateway.toss.base_url", &raw.toss.base_url)?,
         client_key: raw.toss.client_key.trim().to_owned(),
         secret_key: Secret::new(raw.toss.secret_key.trim()),
+        sdk_url: check_base_url("gateway.toss.sdk_url", &raw.toss.sdk_url)?,
     };
     let payple = PaypleConfig {
         base_url: check_base_url("gateway.payple.base_url", &raw.payple.base_url)?,
@@ -1004,6 +1016,28 @@ mod tests {
             &env(&[("KASSA_RETRY__INLINE_ATTEMPTS", "many")]),
         );
         assert!(matches!(error, Err(ConfigError::Env { .. })), "{error:?}");
+    }
+
+    #[test]
+    fn only_environment_names_of_config_sections_are_read() {
+        let typo = Config::load_from(
+            &Overrides::default(),
+            &env(&[("KASSA_RETRY__INLINE_ATTEMPT", "1")]),
+        );
+        assert!(typo.is_err_and(|error| error.to_string().contains("inline_attempt")));
+        let foreign = Config::load_from(
+            &Overrides::default(),
+            &env(&[("KASSA_CHROMIUM", "/usr/bin/chromium")]),
+        );
+        assert!(foreign.is_ok());
+        let public = Config::load_from(
+            &Overrides::default(),
+            &env(&[("KASSA_PUBLIC_BASE_URL", "https://pay.example.com/")]),
+        );
+        assert_eq!(
+            public.unwrap().public_base_url.as_deref(),
+            Some("https://pay.example.com")
+        );
     }
 
     #[test]

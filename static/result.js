@@ -6,7 +6,7 @@
   var box = document.getElementById("result");
   if (!box) return;
   var texts = JSON.parse(document.getElementById("result-texts").textContent || "{}");
-  var order = box.dataset.order, impUid = box.dataset.impUid;
+  var order = box.dataset.order, key = box.dataset.key, provider = box.dataset.provider;
   var finals = ["PAID", "CANCELLED", "CANCEL_FAILED", "ROLLBACK_REFUNDED", "ROLLBACK_FAILED", "SYSTEM_ERROR"];
   var pollDelay = 1000, verifyDelay = 1000, verifyTries = 0;
 
@@ -21,12 +21,15 @@
   }
 
   function verify() {
-    if (!impUid || isFinal() || box.dataset.result !== "PENDING" || verifyTries >= 6) return;
+    if (!key || isFinal() || box.dataset.result !== "PENDING" || verifyTries >= 6) return;
     verifyTries += 1;
-    fetch("/api/payment/portone", {
+    var toss = provider === "toss";
+    fetch(toss ? "/api/payment/toss/confirm" : "/api/payment/portone", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ imp_uid: impUid, merchant_uid: order })
+      body: JSON.stringify(toss
+        ? { paymentKey: key, orderId: order, amount: Number(box.dataset.amount) }
+        : { imp_uid: key, merchant_uid: order })
     }).catch(function () {}).then(function () {
       verifyDelay *= 2;
       setTimeout(verify, verifyDelay);

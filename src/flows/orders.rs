@@ -91,11 +91,13 @@ pub async fn create_order(
     Ok(outcome)
 }
 
-/// Creates an order for one product of the catalogue, for a buyer of the payment page.
+/// Creates an order for one product of the catalogue, for a buyer of the payment page,
+/// through `provider` (the configured default when `None`).
 pub async fn order_product(
     kassa: &Kassa,
     product_id: &str,
     buyer: BuyerId,
+    provider: Option<Provider>,
 ) -> Result<OrderId, FlowError> {
     let product = kassa
         .config
@@ -107,7 +109,7 @@ pub async fn order_product(
         name: product.name.clone(),
         partner_id: product.partner_id.as_ref().map(|id| id.as_str().to_owned()),
         buyer_email: None,
-        provider: None,
+        provider: provider.map(|provider| provider.as_str().to_owned()),
     };
     match create_order(kassa, &request, Some(buyer)).await? {
         CreateOrderOutcome::Created(order)

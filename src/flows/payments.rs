@@ -3,7 +3,7 @@
 
 use super::{FlowError, Kassa, cancel};
 use crate::domain::{Admission, CancelId, OrderId, PaymentId, PaymentStatus, PgTid, Provider};
-use crate::gateway::{GatewayError, PgStatus};
+use crate::gateway::{ConfirmRequest, GatewayError, PgStatus};
 use crate::store::{NewPgPayment, PaymentView, RecordOutcome};
 
 /// Where a completion left the payment.
@@ -60,13 +60,7 @@ pub async fn complete(
         check_claim(&view.payment.order_id, claimed_order)?;
         return known(kassa, view).await;
     }
-    let gateway = kassa
-        .gateways
-        .get(provider)
-        .ok_or(FlowError::Unprocessable {
-            code: "PROVIDER_NOT_AVAILABLE",
-            message: format!("{} is not configured in this kassa", provider.as_str()),
-        })?;
+    let gateway = gateway_of(kassa, provider)?;
     let pg = gateway
         .fetch_payment(pg_tid)
         .await
@@ -74,6 +68,118 @@ pub async fn complete(
             GatewayError::NotFound => FlowError::NotFound { what: "PG payment" },
             other => FlowError::Gateway(other),
         })?;
+    store_fetched(kassa, provider, pg_tid, &pg, claimed_order, source).await
+}
+
+fn gateway_of(
+    kassa: &Kassa,
+    provider: Provider,
+) -> Result<&std::sync::Arc<dyn crate::gateway::PaymentGateway>, FlowError> {
+    kassa
+        .gateways
+        .get(provider)
+        .ok_or(FlowError::Unprocessable {
+            code: "PROVIDER_NOT_AVAILABLE",
+            message: format!("{} is not configured in this kassa", provider.as_str()),
+        })
+}
+
+/// Confirms an authorised Toss payment with the order's own amount, then stores it as any
+/// verified payment. The amount the browser brought back is never sent: if the buyer changed
+/// it, Toss refuses the confirm and nothing is taken. A second payment for a paid order is not
+/// confirmed at all, so no money needs to go back.
+pub async fn confirm_toss(
+    kassa: &Kassa,
+    payment_key: &PgTid,
+    order_id: &OrderId,
+    claimed_amount: Option<i64>,
+    source: Source,
+) -> Result<Completion, FlowError> {
+    if let Some(view) = kassa
+        .store
+        .payment_by_pg(Provider::Toss, payment_key)
+        .await?
+    {
+        check_claim(&view.payment.order_id, Some(order_id))?;
+        return known(kassa, view).await;
+    }
+    let order = kassa
+        .store
+        .order(order_id)
+        .await?
+        .ok_or(FlowError::NotFound { what: "order" })?;
+    if order.draft.provider != Provider::Toss {
+        return Err(FlowError::Unprocessable {
+            code: "PROVIDER_MISMATCH",
+            message: "this order is not paid through Toss".into(),
+        });
+    }
+    if order.paid_payment_id().is_some() {
+        return Err(FlowError::Conflict {
+            code: "ORDER_ALREADY_PAID",
+            message: "this order is already paid; the second payment was not confirmed, so nothing was taken".into(),
+        });
+    }
+    let tampered = claimed_amount.is_some_and(|amount| amount != order.draft.amount.won());
+    if tampered {
+        tracing::warn!(order_id = %order_id, claimed = ?claimed_amount, expected = order.draft.amount.won(), "the amount brought back from Toss differs from the order; confirming with the order's own");
+    }
+    let gateway = gateway_of(kassa, Provider::Toss)?;
+    let request = ConfirmRequest {
+        pg_tid: payment_key.clone(),
+        order_id: order_id.as_str().to_owned(),
+        amount: order.draft.amount,
+    };
+    let pg = match gateway.confirm(&request).await {
+        Ok(pg) => pg,
+        Err(GatewayError::NotFound) => return Err(FlowError::NotFound { what: "PG payment" }),
+        Err(GatewayError::Refused { code, message }) if code != "ALREADY_PROCESSED_PAYMENT" => {
+            if tampered {
+                return Err(FlowError::Unprocessable {
+                    code: "AMOUNT_MISMATCH",
+                    message: format!(
+                        "the amount paid differs from the order's {}; Toss refused the confirm and nothing was taken",
+                        order.draft.amount
+                    ),
+                });
+            }
+            return Err(FlowError::Unprocessable {
+                code: "PAYMENT_NOT_CONFIRMED",
+                message: format!("Toss refused the confirm ({code}): {message}"),
+            });
+        }
+        Err(error) => {
+            // Already processed, lost, or unreadable: what Toss holds now decides.
+            let pg = gateway
+                .fetch_payment(payment_key)
+                .await
+                .map_err(|_| FlowError::Gateway(error.clone()))?;
+            if pg.status != PgStatus::Paid {
+                return Err(FlowError::Gateway(error));
+            }
+            pg
+        }
+    };
+    store_fetched(
+        kassa,
+        Provider::Toss,
+        payment_key,
+        &pg,
+        Some(order_id),
+        source,
+    )
+    .await
+}
+
+/// Stores a payment fetched from (or confirmed by) the PG, once, against its order.
+async fn store_fetched(
+    kassa: &Kassa,
+    provider: Provider,
+    pg_tid: &PgTid,
+    pg: &crate::gateway::PgPayment,
+    claimed_order: Option<&OrderId>,
+    source: Source,
+) -> Result<Completion, FlowError> {
     if pg.pg_tid != *pg_tid {
         return Err(FlowError::Gateway(GatewayError::BadResponse(
             "the PG answered for another payment".into(),

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod portone;
+pub mod toss;
 
 use crate::domain::{Amount, PgTid, Provider};
 use chrono::{DateTime, Utc};
@@ -126,6 +127,37 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
 
     /// Asks the PG to refund `request.amount`.
     fn cancel<'a>(&'a self, request: &'a CancelRequest) -> GatewayFuture<'a, CancelReceipt>;
+
+    /// Approves an authorised payment with the order's own amount, for PGs that need the
+    /// merchant's confirmation (Toss). Others answer `Refused`.
+    fn confirm<'a>(&'a self, request: &'a ConfirmRequest) -> GatewayFuture<'a, PgPayment> {
+        let _ = request;
+        Box::pin(async {
+            Err(GatewayError::Refused {
+                code: "NOT_SUPPORTED".into(),
+                message: "this PG has no confirm step".into(),
+            })
+        })
+    }
+
+    /// The payment the PG holds for an order id, for PGs that can look one up that way.
+    fn fetch_by_order<'a>(&'a self, order_id: &'a str) -> GatewayFuture<'a, PgPayment> {
+        let _ = order_id;
+        Box::pin(async {
+            Err(GatewayError::Refused {
+                code: "NOT_SUPPORTED".into(),
+                message: "this PG cannot look up by order".into(),
+            })
+        })
+    }
+}
+
+/// A payment to confirm at the PG: the PG's key, and the order with its own amount.
+#[derive(Debug, Clone)]
+pub struct ConfirmRequest {
+    pub pg_tid: PgTid,
+    pub order_id: String,
+    pub amount: Amount,
 }
 
 /// The PGs kassa is configured for.

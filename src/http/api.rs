@@ -596,3 +596,89 @@ pub async fn alerts(
         .collect();
     Ok(Json(json!({ "items": items, "next_cursor": null })))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TossConfirm {
+    payment_key: String,
+    order_id: String,
+    amount: i64,
+}
+
+/// The JSON form of Toss's success redirect: confirms with the order's own amount.
+pub async fn confirm_toss(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<TossConfirm>,
+) -> Result<Response, ApiError> {
+    let payment_key = PgTid::parse(&body.payment_key)?;
+    let order_id = OrderId::parse(&body.order_id).map_err(|_| ApiError::not_found("order"))?;
+    let completion = payments::confirm_toss(
+        &state.kassa,
+        &payment_key,
+        &order_id,
+        Some(body.amount),
+        Source::Browser,
+    )
+    .await?;
+    Ok(completion_response(&completion))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TossWebhook {
+    event_type: String,
+    #[serde(default)]
+    data: Option<TossWebhookData>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TossWebhookData {
+    #[serde(default)]
+    payment_key: Option<String>,
+    #[serde(default)]
+    order_id: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// Toss's `PAYMENT_STATUS_CHANGED` is unsigned: the body names a payment, which kassa fetches
+/// from Toss. Toss needs exactly 200, so everything it sends that kassa can read is answered 200.
+pub async fn webhook_toss(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let hint: TossWebhook = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string())
+    })?;
+    let data = hint.data.as_ref();
+    let key = data.and_then(|data| data.payment_key.as_deref());
+    if hint.event_type != "PAYMENT_STATUS_CHANGED" || key.is_none() {
+        tracing::info!(event = %hint.event_type, "Toss webhook ignored: kassa acts on PAYMENT_STATUS_CHANGED");
+        return Ok(Json(json!({ "received": true })).into_response());
+    }
+    let payment_key = PgTid::parse(key.unwrap_or_default())?;
+    let claimed = data
+        .and_then(|data| data.order_id.as_deref())
+        .and_then(|raw| OrderId::parse(raw).ok());
+    match payments::complete(
+        &state.kassa,
+        Provider::Toss,
+        &payment_key,
+        claimed.as_ref(),
+        Source::Webhook,
+    )
+    .await
+    {
+        Ok(completion) => {
+            let view = completion.view();
+            tracing::info!(payment_key = %payment_key, payment_id = %view.payment.id, status = %view.payment.status(), "Toss webhook handled");
+        }
+        Err(error) => {
+            let hinted = data.and_then(|data| data.status.as_deref()).unwrap_or("");
+            tracing::info!(payment_key = %payment_key, hinted_status = hinted, error = %error, "Toss webhook not applied");
+        }
+    }
+    Ok(Json(json!({ "received": true })).into_response())
+}

@@ -139,6 +139,9 @@ pub async fn products(State(state): State<AppState>, headers: HeaderMap) -> impl
 pub struct CheckoutForm {
     #[serde(default)]
     product_id: String,
+    /// Which PG to pay through; offered on the product list in sandbox mode.
+    #[serde(default)]
+    provider: Option<String>,
 }
 
 pub async fn checkout(
@@ -152,7 +155,20 @@ pub async fn checkout(
             .into_response();
     };
     let (buyer, set_cookie) = buyer(&state, &headers);
-    match orders::order_product(&state.kassa, &form.product_id, buyer).await {
+    let provider = match form
+        .provider
+        .as_deref()
+        .filter(|raw| !raw.is_empty())
+        .map(Provider::parse)
+        .transpose()
+    {
+        Ok(provider) => provider,
+        Err(_) => {
+            return PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request)
+                .into_response();
+        }
+    };
+    match orders::order_product(&state.kassa, &form.product_id, buyer, provider).await {
         Ok(order_id) => {
             let mut response = Redirect::to(&format!("/payment/{order_id}")).into_response();
             if let Some(value) = set_cookie {
@@ -176,10 +192,16 @@ struct OrderPage {
     paid: bool,
     failed: bool,
     sandbox: bool,
+    /// `portone` or `toss`: which checkout the page opens.
+    provider: &'static str,
     return_url: String,
     sdk_url: String,
     imp_code: String,
     pg: String,
+    toss_sdk_url: String,
+    toss_client_key: String,
+    toss_success_url: String,
+    toss_fail_url: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,7 +225,8 @@ pub async fn order(
         .await
         .map_err(|error| PageError::from_flow(lang, &error.into()))?
         .ok_or_else(|| PageError::not_found(lang))?;
-    if order.draft.provider != Provider::PortOne {
+    // Payple's checkout comes with its gateway; until then its orders cannot be paid here.
+    if order.draft.provider == Provider::Payple {
         return Err(PageError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             lang,
@@ -221,10 +244,15 @@ pub async fn order(
         paid: order.status() == OrderStatus::Paid,
         failed: query.is_ok_and(|Query(query)| query.failed.is_some()),
         sandbox: state.kassa.config.gateway.mode == GatewayMode::Sandbox,
+        provider: order.draft.provider.as_str(),
         return_url: format!("{}/payment/portone/return", state.public_base_url),
         sdk_url: portone.sdk_url.clone(),
         imp_code: portone.imp_code.clone(),
         pg: portone.pg.clone(),
+        toss_sdk_url: state.kassa.config.gateway.toss.sdk_url.clone(),
+        toss_client_key: state.kassa.config.gateway.toss.client_key.clone(),
+        toss_success_url: format!("{}/payment/toss/success", state.public_base_url),
+        toss_fail_url: format!("{}/payment/toss/fail", state.public_base_url),
     };
     Ok(page.into_response())
 }
@@ -292,6 +320,100 @@ pub async fn portone_return(
     Ok(Redirect::to(&format!("/payment/result/{order_id}?imp_uid={pg_tid}")).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TossSuccess {
+    #[serde(default)]
+    payment_key: Option<String>,
+    #[serde(default)]
+    order_id: Option<String>,
+    #[serde(default)]
+    amount: Option<i64>,
+}
+
+/// Toss's `successUrl`: the buyer authorised a payment, which kassa now confirms with the
+/// order's own amount before anything is stored; then the buyer sees the result page.
+pub async fn toss_success(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<TossSuccess>, QueryRejection>,
+) -> Result<Response, PageError> {
+    let lang = Lang::from_headers(&headers);
+    let bad = || PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request);
+    let Ok(Query(query)) = query else {
+        return Err(bad());
+    };
+    let order_id = query
+        .order_id
+        .as_deref()
+        .and_then(|raw| OrderId::parse(raw).ok())
+        .ok_or_else(bad)?;
+    let payment_key = query
+        .payment_key
+        .as_deref()
+        .and_then(|raw| PgTid::parse(raw).ok())
+        .ok_or_else(bad)?;
+    match payments::confirm_toss(
+        &state.kassa,
+        &payment_key,
+        &order_id,
+        query.amount,
+        Source::Redirect,
+    )
+    .await
+    {
+        Ok(_)
+        | Err(FlowError::Conflict {
+            code: "ORDER_ALREADY_PAID",
+            ..
+        }) => {}
+        Err(FlowError::Gateway(error)) => {
+            tracing::warn!(error = %error, "Toss confirm on return failed; the result page will retry");
+        }
+        Err(FlowError::Unprocessable { .. }) => {
+            return Ok(Redirect::to(&format!("/payment/{order_id}?failed=1")).into_response());
+        }
+        Err(error) => return Err(PageError::from_flow(lang, &error)),
+    }
+    let amount = query.amount.unwrap_or_default();
+    Ok(Redirect::to(&format!(
+        "/payment/result/{order_id}?payment_key={payment_key}&amount={amount}"
+    ))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TossFail {
+    #[serde(default)]
+    order_id: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// Toss's `failUrl`: the buyer cancelled or the card was refused; nothing was taken.
+pub async fn toss_fail(
+    headers: HeaderMap,
+    query: Result<Query<TossFail>, QueryRejection>,
+) -> Result<Response, PageError> {
+    let lang = Lang::from_headers(&headers);
+    let query = query.ok().map(|Query(query)| query);
+    let order_id = query
+        .as_ref()
+        .and_then(|query| query.order_id.as_deref())
+        .and_then(|raw| OrderId::parse(raw).ok());
+    let Some(order_id) = order_id else {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            lang,
+            lang.texts().bad_request,
+        ));
+    };
+    let code = query.and_then(|query| query.code).unwrap_or_default();
+    tracing::info!(order_id = %order_id, code = %code.chars().take(64).collect::<String>(), "Toss checkout failed or was cancelled");
+    Ok(Redirect::to(&format!("/payment/{order_id}?failed=1")).into_response())
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "pages/result.html")]
 struct ResultPage {
@@ -300,7 +422,10 @@ struct ResultPage {
     result: &'static str,
     result_text: &'static str,
     is_final: bool,
-    imp_uid: String,
+    /// What the page may ask kassa to verify again while pending: the PG and its payment key.
+    verify_provider: &'static str,
+    verify_key: String,
+    verify_amount: i64,
     texts_json: String,
 }
 
@@ -308,6 +433,10 @@ struct ResultPage {
 pub struct ResultQuery {
     #[serde(default)]
     imp_uid: Option<String>,
+    #[serde(default)]
+    payment_key: Option<String>,
+    #[serde(default)]
+    amount: Option<i64>,
 }
 
 pub async fn result_page(
@@ -322,11 +451,17 @@ pub async fn result_page(
     let outcome = result::outcome(&state.kassa, &order_id)
         .await
         .map_err(|error| PageError::from_flow(lang, &error))?;
-    let imp_uid = query
-        .ok()
-        .and_then(|Query(query)| query.imp_uid)
-        .filter(|raw| PgTid::parse(raw).is_ok())
-        .unwrap_or_default();
+    let query = query.ok().map(|Query(query)| query);
+    let valid = |raw: &Option<String>| raw.clone().filter(|raw| PgTid::parse(raw).is_ok());
+    let (verify_provider, verify_key, verify_amount) = match &query {
+        Some(query) if valid(&query.payment_key).is_some() => (
+            "toss",
+            valid(&query.payment_key).unwrap_or_default(),
+            query.amount.unwrap_or_default(),
+        ),
+        Some(query) => ("portone", valid(&query.imp_uid).unwrap_or_default(), 0),
+        None => ("portone", String::new(), 0),
+    };
     let texts_json = serde_json::to_string(
         &texts
             .results
@@ -341,7 +476,9 @@ pub async fn result_page(
         result: outcome.result.as_str(),
         result_text: texts.result(outcome.result.as_str()),
         is_final: outcome.result.is_final(),
-        imp_uid,
+        verify_provider,
+        verify_key,
+        verify_amount,
         texts_json,
     };
     Ok(page.into_response())

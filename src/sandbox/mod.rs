@@ -7,6 +7,7 @@
 //! `PAYMENTS_MAX`, and its clock is the injected one, so tests can move its token expiry.
 
 mod portone;
+mod toss;
 
 use crate::clock::{Clock, Entropy};
 use axum::Json;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use portone::{SANDBOX_IMP_KEY, SANDBOX_IMP_SECRET};
+pub use toss::{SANDBOX_TOSS_CLIENT_KEY, SANDBOX_TOSS_SECRET_KEY};
 
 /// Most payments the sandbox keeps; past it, new ones are refused.
 pub const PAYMENTS_MAX: usize = 100_000;
@@ -52,6 +54,16 @@ struct Fault {
     hold: Duration,
 }
 
+/// What a fault means for the call at hand.
+#[derive(Debug, Clone, Copy)]
+enum Injected {
+    Nothing,
+    /// Answer this status without doing anything.
+    Fail(StatusCode),
+    /// Do the work, then hold the answer.
+    LoseAnswer(Fault),
+}
+
 /// The sandbox's shared state.
 #[derive(Debug)]
 pub struct Sandbox {
@@ -64,6 +76,7 @@ pub struct Sandbox {
 #[derive(Debug, Default)]
 struct SandboxState {
     portone: portone::PortOneState,
+    toss: toss::TossState,
     faults: HashMap<String, VecDeque<Fault>>,
     calls: std::collections::BTreeMap<String, u64>,
 }
@@ -102,6 +115,31 @@ impl Sandbox {
         }
     }
 
+    /// What an injected fault does before an endpoint runs: answer with an error now (after
+    /// holding, for `timeout`), let the work happen but lose the answer, or nothing.
+    async fn before(&self, endpoint: &str) -> Injected {
+        match self.take_fault(endpoint) {
+            None => Injected::Nothing,
+            Some(fault) => match fault.mode {
+                FaultMode::Status500 => Injected::Fail(StatusCode::INTERNAL_SERVER_ERROR),
+                FaultMode::Status401 => Injected::Fail(StatusCode::UNAUTHORIZED),
+                FaultMode::Timeout => {
+                    self.hold(fault.hold).await;
+                    Injected::Fail(StatusCode::GATEWAY_TIMEOUT)
+                }
+                FaultMode::LostResponse => Injected::LoseAnswer(fault),
+            },
+        }
+    }
+
+    /// After the work: a `lost_response` fault holds the answer until the client gave up.
+    async fn after(&self, injected: &Injected, response: Response) -> Response {
+        if let Injected::LoseAnswer(fault) = injected {
+            self.hold(fault.hold).await;
+        }
+        response
+    }
+
     fn random_digits(&self, count: usize) -> String {
         let mut bytes = vec![0u8; count];
         self.entropy.fill(&mut bytes);
@@ -133,6 +171,22 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
             post(control_fault).delete(control_clear_faults),
         )
         .route("/_control/stats", get(control_stats))
+        .route("/toss/v1/payments/confirm", post(toss::confirm))
+        .route(
+            "/toss/v1/payments/orders/{order_id}",
+            get(toss::get_by_order),
+        )
+        .route("/toss/v1/payments/{payment_key}", get(toss::get_payment))
+        .route("/toss/v1/payments/{payment_key}/cancel", post(toss::cancel))
+        .route(
+            "/toss/checkout",
+            get(toss::checkout_page).post(toss::checkout_decide),
+        )
+        .route("/_control/toss/payments", post(toss::control_create))
+        .route(
+            "/_control/toss/payments/{payment_key}",
+            get(toss::control_get),
+        )
         .with_state(sandbox)
 }
 
@@ -140,7 +194,8 @@ async fn index() -> impl IntoResponse {
     axum::response::Html(
         "<!doctype html><meta charset=utf-8><title>kassa sandbox PG</title>\
          <h1>kassa sandbox PG</h1><p>A fake PG for trying kassa: it speaks PortOne V1 under \
-         <code>/portone</code> and has a control API under <code>/_control</code>. No real money moves.</p>",
+         <code>/portone</code> and Toss Payments under <code>/toss</code>, and has a control API under \
+         <code>/_control</code>. No real money moves.</p>",
     )
 }
 
@@ -159,7 +214,14 @@ fn one() -> usize {
 }
 
 /// The endpoints faults can be put on.
-const FAULT_ENDPOINTS: [&str; 3] = ["portone.token", "portone.payment", "portone.cancel"];
+const FAULT_ENDPOINTS: [&str; 6] = [
+    "portone.token",
+    "portone.payment",
+    "portone.cancel",
+    "toss.confirm",
+    "toss.payment",
+    "toss.cancel",
+];
 
 async fn control_fault(
     State(sandbox): State<Arc<Sandbox>>,

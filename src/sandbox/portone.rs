@@ -1,7 +1,7 @@
 //! The sandbox's PortOne V1: `/users/getToken`, `GET /payments/{imp_uid}`, `POST /payments/cancel`
 //! and a checkout window, in PortOne's own envelope and field names.
 
-use super::{Fault, FaultMode, PAYMENTS_MAX, Sandbox, control_error};
+use super::{Injected, PAYMENTS_MAX, Sandbox, control_error};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Json;
@@ -113,52 +113,23 @@ fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<
     }
 }
 
-/// What an injected fault does before the endpoint runs. `Some` answers the request now.
-async fn before(sandbox: &Sandbox, endpoint: &str) -> (Option<Response>, Option<Fault>) {
-    match sandbox.take_fault(endpoint) {
-        None => (None, None),
-        Some(fault) => match fault.mode {
-            FaultMode::Status500 => (
-                Some(envelope(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    -1,
-                    Some("sandbox: injected failure"),
-                    None,
-                )),
-                None,
-            ),
-            FaultMode::Status401 => (
-                Some(envelope(
-                    StatusCode::UNAUTHORIZED,
-                    -1,
-                    Some("Unauthorized"),
-                    None,
-                )),
-                None,
-            ),
-            FaultMode::Timeout => {
-                sandbox.hold(fault.hold).await;
-                (
-                    Some(envelope(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        -1,
-                        Some("sandbox: held too long"),
-                        None,
-                    )),
-                    None,
-                )
-            }
-            FaultMode::LostResponse => (None, Some(fault)),
-        },
+/// A fault's error in PortOne's envelope, or `None` to go on.
+fn fault_answer(injected: &Injected) -> Option<Response> {
+    match injected {
+        Injected::Fail(StatusCode::UNAUTHORIZED) => Some(envelope(
+            StatusCode::UNAUTHORIZED,
+            -1,
+            Some("Unauthorized"),
+            None,
+        )),
+        Injected::Fail(status) => Some(envelope(
+            *status,
+            -1,
+            Some("sandbox: injected failure"),
+            None,
+        )),
+        Injected::Nothing | Injected::LoseAnswer(_) => None,
     }
-}
-
-/// After the work is done: a `lost_response` fault holds the answer until the client gave up.
-async fn after(sandbox: &Sandbox, fault: Option<Fault>, response: Response) -> Response {
-    if let Some(fault) = fault {
-        sandbox.hold(fault.hold).await;
-    }
-    response
 }
 
 fn authorised(sandbox: &Sandbox, headers: &HeaderMap) -> bool {
@@ -191,8 +162,8 @@ pub(super) async fn get_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (early, lost) = before(&sandbox, "portone.token").await;
-    if let Some(response) = early {
+    let injected = sandbox.before("portone.token").await;
+    if let Some(response) = fault_answer(&injected) {
         return response;
     }
     let Ok(request) = parse_body::<TokenRequest>(&headers, &body) else {
@@ -229,12 +200,8 @@ pub(super) async fn get_token(
         state.portone.token = Some(next.clone());
         next
     };
-    after(
-        &sandbox,
-        lost,
-        ok(&json!({ "access_token": token, "expired_at": expires, "now": now })),
-    )
-    .await
+    let answer = ok(&json!({ "access_token": token, "expired_at": expires, "now": now }));
+    sandbox.after(&injected, answer).await
 }
 
 pub(super) async fn get_payment(
@@ -242,8 +209,8 @@ pub(super) async fn get_payment(
     Path(imp_uid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (early, lost) = before(&sandbox, "portone.payment").await;
-    if let Some(response) = early {
+    let injected = sandbox.before("portone.payment").await;
+    if let Some(response) = fault_answer(&injected) {
         return response;
     }
     if !authorised(&sandbox, &headers) {
@@ -264,7 +231,7 @@ pub(super) async fn get_payment(
             None,
         ),
     };
-    after(&sandbox, lost, response).await
+    sandbox.after(&injected, response).await
 }
 
 #[derive(Deserialize)]
@@ -286,8 +253,8 @@ pub(super) async fn cancel(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (early, lost) = before(&sandbox, "portone.cancel").await;
-    if let Some(response) = early {
+    let injected = sandbox.before("portone.cancel").await;
+    if let Some(response) = fault_answer(&injected) {
         return response;
     }
     if !authorised(&sandbox, &headers) {
@@ -314,7 +281,7 @@ pub(super) async fn cancel(
             Some(payment) => apply_cancel(payment, &request, now, cancellation_id),
         }
     };
-    after(&sandbox, lost, response).await
+    sandbox.after(&injected, response).await
 }
 
 fn apply_cancel(
@@ -470,17 +437,20 @@ pub(super) struct CheckoutQuery {
     redirect_url: String,
 }
 
+/// The sandbox's card window, shared by every PG it imitates.
 #[derive(Template, WebTemplate)]
 #[template(path = "sandbox/checkout.html")]
-struct CheckoutPage {
-    merchant_uid: String,
-    amount: i64,
-    name: String,
-    redirect_url: String,
-    problem: Option<String>,
+pub(super) struct CheckoutPage {
+    pub pg_label: &'static str,
+    pub order_id: String,
+    pub amount: i64,
+    pub name: String,
+    /// The form fields the decision is posted with.
+    pub hidden: Vec<(&'static str, String)>,
+    pub problem: Option<String>,
 }
 
-fn redirect_allowed(url: &str) -> bool {
+pub(super) fn redirect_allowed(url: &str) -> bool {
     (url.starts_with('/') && !url.starts_with("//"))
         || url.starts_with("http://")
         || url.starts_with("https://")
@@ -500,10 +470,16 @@ pub(super) async fn checkout_page(Query(query): Query<CheckoutQuery>) -> Respons
         StatusCode::OK
     };
     let page = CheckoutPage {
-        merchant_uid: query.merchant_uid,
+        pg_label: "PortOne",
+        hidden: vec![
+            ("merchant_uid", query.merchant_uid.clone()),
+            ("amount", query.amount.to_string()),
+            ("name", query.name.clone()),
+            ("redirect_url", query.redirect_url),
+        ],
+        order_id: query.merchant_uid,
         amount: query.amount,
         name: query.name,
-        redirect_url: query.redirect_url,
         problem,
     };
     (status, page).into_response()

@@ -311,3 +311,42 @@ async fn a_tampered_payment_shows_its_refund_in_the_browser() {
     let (_, order) = app.admin_get("/api/orders/order-tamper-9").await;
     assert_eq!(order["status"], "READY");
 }
+
+#[tokio::test]
+async fn a_buyer_pays_with_toss_and_cancels_from_my_payments() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+
+    browser.goto(&app.url("/payment")).await;
+    browser.click("#buy-green-tea-toss").await;
+    browser
+        .wait_for("location.pathname.startsWith('/payment/ord_') && document.querySelector('#pay')")
+        .await;
+    browser.click("#pay").await;
+    browser.wait_for("location.pathname === '/sandbox-pg/toss/checkout' && document.querySelector('#approve')").await;
+    browser.click("#approve").await;
+    browser.wait_for("document.querySelector('#result-code') && document.querySelector('#result-code').textContent === 'PAID'").await;
+    let order_id = browser
+        .eval("document.querySelector('#result').dataset.order")
+        .await;
+    let order_id = order_id.as_str().unwrap().to_owned();
+    let payments = app.payments_of(&order_id).await;
+    assert_eq!(payments[0]["provider"], "toss");
+
+    browser.goto(&app.url("/payment/mypage")).await;
+    browser
+        .click(&format!("button.cancel[data-order=\"{order_id}\"]"))
+        .await;
+    browser
+        .wait_for(&format!("document.querySelector('tr.payment[data-order=\"{order_id}\"][data-status=\"CANCELLED\"]')"))
+        .await;
+    browser.screenshot("6-mypage-cancelled").await;
+    let key = payments[0]["pg_tid"].as_str().unwrap();
+    assert_eq!(app.toss_state(key).await["refundsExecuted"], 1);
+    let still_cancellable = browser
+        .eval("document.querySelectorAll('button.cancel').length")
+        .await;
+    assert_eq!(still_cancellable, 0);
+}

@@ -11,3 +11,4 @@ mod mypage;
 mod payments;
 mod process;
 mod support;
+mod toss;

@@ -213,7 +213,7 @@ async fn pages_speak_korean_unless_the_browser_prefers_english() {
         .await
         .unwrap();
     assert!(korean.contains("lang=\"ko\"") && korean.contains("구매하기"));
-    assert!(english.contains("lang=\"en\"") && english.contains(">Buy<"));
+    assert!(english.contains("lang=\"en\"") && english.contains(">Buy · PortOne<"));
     let css = app
         .http
         .get(app.url("/static/kassa.css"))

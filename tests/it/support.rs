@@ -204,6 +204,52 @@ impl TestApp {
         body["imp_uid"].as_str().unwrap().to_owned()
     }
 
+    /// Creates a Toss order.
+    pub async fn create_toss_order(&self, order_id: &str, amount: i64) -> Value {
+        let body = json!({ "order_id": order_id, "amount": amount, "name": "원두 1kg", "provider": "toss" });
+        let (status, body) = self.admin_post("/api/orders", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// A Toss payment the buyer authorised in the window (waiting for the shop's confirm), or
+    /// with another `status`; answers its payment key.
+    pub async fn toss_payment(&self, order_id: &str, amount: i64, status: &str) -> String {
+        let body = json!({ "orderId": order_id, "amount": amount, "status": status });
+        let response = self
+            .http
+            .post(self.url("/sandbox-pg/_control/toss/payments"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        body["paymentKey"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn toss_state(&self, payment_key: &str) -> Value {
+        let url = self.url(&format!("/sandbox-pg/_control/toss/payments/{payment_key}"));
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn toss_confirm(
+        &self,
+        payment_key: &str,
+        order_id: &str,
+        amount: i64,
+    ) -> (StatusCode, Value) {
+        let body = json!({ "paymentKey": payment_key, "orderId": order_id, "amount": amount });
+        self.post_json("/api/payment/toss/confirm", &body).await
+    }
+
     pub async fn pg_state(&self, imp_uid: &str) -> Value {
         let response = self
             .http

@@ -1,0 +1,353 @@
+//! Toss Payments core API (`api.tosspayments.com`): Basic auth with the secret key and a
+//! trailing colon, confirm, lookups by `paymentKey` and by `orderId`, and cancel with an
+//! `Idempotency-Key`.
+//!
+//! Invariants: the secret key never reaches a log line or an error; a cancel always carries the
+//! intent's own key, so a repeat within Toss's 15 days replays the first answer instead of
+//! refunding again; 5xx and lost answers of a confirm or cancel are `UnknownOutcome`.
+
+use super::client::{CallKind, classify_send_error, read_capped};
+use super::{
+    CancelReceipt, CancelRequest, ConfirmRequest, GatewayError, GatewayFuture, PaymentGateway,
+    PgCancellation, PgPayment, PgStatus,
+};
+use crate::clock::Clock;
+use crate::domain::{Amount, PgTid, Provider};
+use crate::secret::Secret;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Longest PG message kept in an error.
+const MESSAGE_CHARS_MAX: usize = 200;
+
+#[derive(Debug)]
+pub struct TossGateway {
+    http: reqwest::Client,
+    base_url: String,
+    /// `Basic base64("{secret_key}:")`, made once.
+    authorization: Secret,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PaymentWire {
+    payment_key: String,
+    order_id: String,
+    status: String,
+    total_amount: i64,
+    #[serde(default)]
+    balance_amount: Option<i64>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    approved_at: Option<String>,
+    #[serde(default)]
+    cancels: Option<Vec<CancelWire>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CancelWire {
+    #[serde(default)]
+    transaction_key: Option<String>,
+    cancel_amount: i64,
+    #[serde(default)]
+    canceled_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorWire {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(MESSAGE_CHARS_MAX).collect()
+}
+
+fn won(value: i64) -> Result<Amount, GatewayError> {
+    Amount::non_negative(value).map_err(|error| GatewayError::BadResponse(error.to_string()))
+}
+
+fn time(raw: Option<&str>) -> Option<DateTime<Utc>> {
+    raw.and_then(|raw| DateTime::parse_from_rfc3339(raw).ok())
+        .map(|at| at.with_timezone(&Utc))
+}
+
+fn to_payment(wire: PaymentWire) -> Result<PgPayment, GatewayError> {
+    let status = match wire.status.as_str() {
+        "DONE" | "PARTIAL_CANCELED" => PgStatus::Paid,
+        "CANCELED" => PgStatus::Cancelled,
+        "ABORTED" | "EXPIRED" => PgStatus::Failed,
+        "READY" | "IN_PROGRESS" | "WAITING_FOR_DEPOSIT" => PgStatus::Ready,
+        _ => PgStatus::Other,
+    };
+    let amount = won(wire.total_amount)?;
+    let balance = won(wire.balance_amount.unwrap_or(wire.total_amount))?;
+    let cancellations = wire
+        .cancels
+        .unwrap_or_default()
+        .iter()
+        .map(|cancel| {
+            Ok(PgCancellation {
+                pg_cancel_id: cancel.transaction_key.clone().unwrap_or_default(),
+                amount: won(cancel.cancel_amount)?,
+                at: time(cancel.canceled_at.as_deref()).unwrap_or(DateTime::UNIX_EPOCH),
+            })
+        })
+        .collect::<Result<Vec<_>, GatewayError>>()?;
+    Ok(PgPayment {
+        pg_tid: PgTid::parse(&wire.payment_key)
+            .map_err(|error| GatewayError::BadResponse(error.to_string()))?,
+        order_id: wire.order_id,
+        status,
+        amount,
+        cancelled_amount: amount
+            .checked_sub(balance)
+            .ok_or_else(|| GatewayError::BadResponse("balance above the total".into()))?,
+        currency: wire.currency.unwrap_or_else(|| "KRW".into()),
+        paid_at: time(wire.approved_at.as_deref()),
+        cancellations,
+    })
+}
+
+/// Toss's error codes, in kassa's classes (PG-CONTRACTS.md 3.x).
+fn classify(status: reqwest::StatusCode, body: &[u8], kind: CallKind) -> GatewayError {
+    let error: ErrorWire = serde_json::from_slice(body).unwrap_or(ErrorWire {
+        code: String::new(),
+        message: String::new(),
+    });
+    let described = format!(
+        "Toss answered {} {}: {}",
+        status.as_u16(),
+        error.code,
+        clip(&error.message)
+    );
+    match error.code.as_str() {
+        "ALREADY_CANCELED_PAYMENT" => GatewayError::AlreadyCancelled,
+        "NOT_FOUND_PAYMENT" | "NOT_FOUND_PAYMENT_SESSION" => GatewayError::NotFound,
+        "UNAUTHORIZED_KEY" | "INVALID_API_KEY" | "INVALID_SECRET_KEY" => {
+            GatewayError::Credentials(described)
+        }
+        "PROVIDER_ERROR" | "FORBIDDEN_CONSECUTIVE_REQUEST" | "IDEMPOTENT_REQUEST_PROCESSING" => {
+            GatewayError::Transient(described)
+        }
+        _ if status.is_server_error() => match kind {
+            CallKind::Mutation => GatewayError::UnknownOutcome(described),
+            CallKind::Query => GatewayError::Transient(described),
+        },
+        _ if status == reqwest::StatusCode::TOO_MANY_REQUESTS => GatewayError::Transient(described),
+        _ if status == reqwest::StatusCode::UNAUTHORIZED => GatewayError::Credentials(described),
+        code => GatewayError::Refused {
+            code: if code.is_empty() {
+                status.as_u16().to_string()
+            } else {
+                code.to_owned()
+            },
+            message: clip(&error.message),
+        },
+    }
+}
+
+impl TossGateway {
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        secret_key: &Secret,
+        clock: Arc<dyn Clock>,
+    ) -> TossGateway {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:", secret_key.expose()));
+        TossGateway {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            authorization: Secret::new(format!("Basic {encoded}")),
+            clock,
+        }
+    }
+
+    async fn call(
+        &self,
+        kind: CallKind,
+        request: reqwest::RequestBuilder,
+    ) -> Result<PgPayment, GatewayError> {
+        let response = request
+            .header(reqwest::header::AUTHORIZATION, self.authorization.expose())
+            .send()
+            .await
+            .map_err(|error| classify_send_error(&error, kind))?;
+        let status = response.status();
+        let body = read_capped(response, kind).await?;
+        if !status.is_success() {
+            return Err(classify(status, &body, kind));
+        }
+        let wire: PaymentWire = serde_json::from_slice(&body)
+            .map_err(|error| GatewayError::BadResponse(format!("not a Toss payment: {error}")))?;
+        to_payment(wire)
+    }
+
+    async fn get(&self, pg_tid: &PgTid) -> Result<PgPayment, GatewayError> {
+        let url = format!("{}/v1/payments/{}", self.base_url, pg_tid.as_str());
+        self.call(CallKind::Query, self.http.get(url)).await
+    }
+
+    async fn get_by_order(&self, order_id: &str) -> Result<PgPayment, GatewayError> {
+        let mut url = reqwest::Url::parse(&format!("{}/v1/payments/orders/", self.base_url))
+            .map_err(|error| GatewayError::BadResponse(error.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|()| GatewayError::BadResponse("base URL".into()))?
+            .pop_if_empty()
+            .push(order_id);
+        self.call(CallKind::Query, self.http.get(url)).await
+    }
+
+    async fn confirm_payment(&self, request: &ConfirmRequest) -> Result<PgPayment, GatewayError> {
+        let url = format!("{}/v1/payments/confirm", self.base_url);
+        let body = serde_json::json!({
+            "paymentKey": request.pg_tid.as_str(),
+            "orderId": request.order_id,
+            "amount": request.amount.won(),
+        });
+        self.call(CallKind::Mutation, self.http.post(url).json(&body))
+            .await
+    }
+
+    async fn cancel_payment(&self, request: &CancelRequest) -> Result<CancelReceipt, GatewayError> {
+        let url = format!(
+            "{}/v1/payments/{}/cancel",
+            self.base_url,
+            request.pg_tid.as_str()
+        );
+        let body = serde_json::json!({ "cancelReason": request.reason, "cancelAmount": request.amount.won() });
+        let builder = self
+            .http
+            .post(url)
+            .header("Idempotency-Key", &request.idempotency_key)
+            .json(&body);
+        let payment = self.call(CallKind::Mutation, builder).await?;
+        let last = payment.cancellations.last().cloned();
+        Ok(CancelReceipt {
+            pg_cancel_id: last
+                .as_ref()
+                .map(|cancel| cancel.pg_cancel_id.clone())
+                .unwrap_or_default(),
+            amount: request.amount,
+            at: last.map_or_else(|| self.clock.now(), |cancel| cancel.at),
+            payment,
+        })
+    }
+}
+
+impl PaymentGateway for TossGateway {
+    fn provider(&self) -> Provider {
+        Provider::Toss
+    }
+
+    fn fetch_payment<'a>(&'a self, pg_tid: &'a PgTid) -> GatewayFuture<'a, PgPayment> {
+        Box::pin(self.get(pg_tid))
+    }
+
+    fn cancel<'a>(&'a self, request: &'a CancelRequest) -> GatewayFuture<'a, CancelReceipt> {
+        Box::pin(self.cancel_payment(request))
+    }
+
+    fn confirm<'a>(&'a self, request: &'a ConfirmRequest) -> GatewayFuture<'a, PgPayment> {
+        Box::pin(self.confirm_payment(request))
+    }
+
+    fn fetch_by_order<'a>(&'a self, order_id: &'a str) -> GatewayFuture<'a, PgPayment> {
+        Box::pin(self.get_by_order(order_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toss_error_codes_fall_into_kassas_classes() {
+        let body = |code: &str| format!(r#"{{"code":"{code}","message":"m"}}"#).into_bytes();
+        let bad = reqwest::StatusCode::BAD_REQUEST;
+        assert_eq!(
+            classify(bad, &body("ALREADY_CANCELED_PAYMENT"), CallKind::Mutation),
+            GatewayError::AlreadyCancelled
+        );
+        assert!(classify(bad, &body("PROVIDER_ERROR"), CallKind::Mutation).is_transient());
+        assert!(
+            classify(
+                reqwest::StatusCode::FORBIDDEN,
+                &body("FORBIDDEN_CONSECUTIVE_REQUEST"),
+                CallKind::Mutation
+            )
+            .is_transient()
+        );
+        assert!(matches!(
+            classify(
+                reqwest::StatusCode::FORBIDDEN,
+                &body("NOT_CANCELABLE_PAYMENT"),
+                CallKind::Mutation
+            ),
+            GatewayError::Refused { .. }
+        ));
+        assert!(matches!(
+            classify(
+                reqwest::StatusCode::UNAUTHORIZED,
+                &body("UNAUTHORIZED_KEY"),
+                CallKind::Mutation
+            ),
+            GatewayError::Credentials(_)
+        ));
+        assert_eq!(
+            classify(
+                reqwest::StatusCode::NOT_FOUND,
+                &body("NOT_FOUND_PAYMENT"),
+                CallKind::Query
+            ),
+            GatewayError::NotFound
+        );
+        let internal = reqwest::StatusCode::INTERNAL_SERVER_ERROR;
+        assert!(matches!(
+            classify(
+                internal,
+                &body("FAILED_INTERNAL_SYSTEM_PROCESSING"),
+                CallKind::Mutation
+            ),
+            GatewayError::UnknownOutcome(_)
+        ));
+        assert!(
+            classify(
+                internal,
+                &body("FAILED_INTERNAL_SYSTEM_PROCESSING"),
+                CallKind::Query
+            )
+            .is_transient()
+        );
+        assert!(matches!(
+            classify(bad, b"not json", CallKind::Mutation),
+            GatewayError::Refused { .. }
+        ));
+    }
+
+    #[test]
+    fn a_partly_cancelled_toss_payment_reads_as_paid_with_its_balance() {
+        let wire: PaymentWire = serde_json::from_str(
+            r#"{"paymentKey":"tpk_1","orderId":"order-1","status":"PARTIAL_CANCELED","totalAmount":15000,
+                "balanceAmount":10000,"approvedAt":"2026-11-23T12:00:00+09:00","unknownField":1,
+                "cancels":[{"transactionKey":"tx1","cancelAmount":5000,"canceledAt":"2026-11-23T13:00:00+09:00"}]}"#,
+        )
+        .unwrap();
+        let payment = to_payment(wire).unwrap();
+        assert_eq!(payment.status, PgStatus::Paid);
+        assert_eq!(payment.balance().won(), 10_000);
+        assert_eq!(payment.cancellations[0].pg_cancel_id, "tx1");
+        assert_eq!(
+            payment.paid_at.unwrap().to_rfc3339(),
+            "2026-11-23T03:00:00+00:00"
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! Toss Payments through the sandbox: confirm with the order's own amount, refunds exactly once,
+//! convergence on "already cancelled", the webhook, and the sandbox's idempotent replay.
+
+use crate::support::TestApp;
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn basic() -> String {
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:", kassa::sandbox::SANDBOX_TOSS_SECRET_KEY));
+    format!("Basic {encoded}")
+}
+
+#[tokio::test]
+async fn a_toss_payment_is_confirmed_with_the_orders_amount_and_stored_paid() {
+    let app = TestApp::spawn().await;
+    let order = app.create_toss_order("order-toss-1", 15_000).await;
+    assert_eq!(order["provider"], "toss");
+    let key = app
+        .toss_payment("order-toss-1", 15_000, "IN_PROGRESS")
+        .await;
+
+    let (status, paid) = app.toss_confirm(&key, "order-toss-1", 15_000).await;
+
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(paid["status"], "PAID");
+    assert_eq!(paid["provider"], "toss");
+    assert_eq!(paid["pg_tid"], key.as_str());
+    assert_eq!(app.toss_state(&key).await["status"], "DONE");
+    // The redirect arriving again changes nothing.
+    let (status, again) = app.toss_confirm(&key, "order-toss-1", 15_000).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["payment_id"], paid["payment_id"]);
+    assert_eq!(app.payments_of("order-toss-1").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_tampered_toss_amount_is_never_confirmed_so_nothing_is_taken() {
+    let app = TestApp::spawn().await;
+    app.create_toss_order("order-toss-2", 15_000).await;
+    // The buyer changed the amount before the Toss window opened.
+    let key = app.toss_payment("order-toss-2", 100, "IN_PROGRESS").await;
+
+    let (status, body) = app.toss_confirm(&key, "order-toss-2", 100).await;
+
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "AMOUNT_MISMATCH");
+    assert_eq!(
+        app.toss_state(&key).await["status"],
+        "IN_PROGRESS",
+        "never confirmed, so never charged"
+    );
+    assert!(app.payments_of("order-toss-2").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_second_toss_payment_for_a_paid_order_is_not_confirmed() {
+    let app = TestApp::spawn().await;
+    app.create_toss_order("order-toss-3", 15_000).await;
+    let first = app
+        .toss_payment("order-toss-3", 15_000, "IN_PROGRESS")
+        .await;
+    let second = app
+        .toss_payment("order-toss-3", 15_000, "IN_PROGRESS")
+        .await;
+    assert_eq!(
+        app.toss_confirm(&first, "order-toss-3", 15_000).await.0,
+        StatusCode::OK
+    );
+
+    let (status, body) = app.toss_confirm(&second, "order-toss-3", 15_000).await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "ORDER_ALREADY_PAID");
+    assert_eq!(app.toss_state(&second).await["status"], "IN_PROGRESS");
+    assert_eq!(app.payments_of("order-toss-3").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_toss_confirm_whose_answer_is_lost_is_resolved_by_asking_toss() {
+    let app = TestApp::spawn().await;
+    app.create_toss_order("order-toss-4", 15_000).await;
+    let key = app
+        .toss_payment("order-toss-4", 15_000, "IN_PROGRESS")
+        .await;
+    app.fault("toss.confirm", "lost_response", 1).await;
+
+    let (status, paid) = app.toss_confirm(&key, "order-toss-4", 15_000).await;
+
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(paid["status"], "PAID");
+}
+
+#[tokio::test]
+async fn a_toss_refund_whose_answer_is_lost_is_executed_once() {
+    let app = TestApp::spawn().await;
+    app.create_toss_order("order-toss-5", 15_000).await;
+    let key = app
+        .toss_payment("order-toss-5", 15_000, "IN_PROGRESS")
+        .await;
+    let (_, paid) = app.toss_confirm(&key, "order-toss-5", 15_000).await;
+    let payment_id = paid["payment_id"].as_str().unwrap();
+    // Toss refunds, the answer is lost, and asking Toss fails once too: the next attempt asks first.
+    app.fault("toss.cancel", "lost_response", 1).await;
+    app.fault("toss.payment", "status500", 1).await;
+
+    let (status, body) = app
+        .cancel(payment_id, "toss-key-1", &json!({ "reason": "refund" }))
+        .await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "CANCELLED");
+    let state = app.toss_state(&key).await;
+    assert_eq!(state["refundsExecuted"], 1, "{state}");
+    assert_eq!(state["status"], "CANCELED");
+    assert_eq!(app.payment(payment_id).await["status"], "CANCELLED");
+}
+
+#[tokio::test]
+async fn toss_retries_with_the_same_key_and_a_dead_letter_redrive_refunds_once() {
+    let app = TestApp::spawn().await;
+    app.create_toss_order("order-toss-6", 20_000).await;
+    let key = app
+        .toss_payment("order-toss-6", 20_000, "IN_PROGRESS")
+        .await;
+    let (_, paid) = app.toss_confirm(&key, "order-toss-6", 20_000).await;
+    let payment_id = paid["payment_id"].as_str().unwrap();
+    app.fault("toss.cancel", "status500", 5).await;
+
+    let (_, body) = app
+        .cancel(
+            payment_id,
+            "toss-key-2",
+            &json!({ "amount": 5_000, "reason": "partial" }),
+        )
+        .await;
+    assert_eq!(body["status"], "CANCEL_PENDING");
+    for delay_ms in [6_000, 35_000, 140_000] {
+        app.advance_ms(delay_ms);
+        assert_eq!(app.run_jobs().await, 1);
+    }
+    assert_eq!(app.payment(payment_id).await["status"], "CANCEL_FAILED");
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    let id = letters["items"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .admin_post(&format!("/api/admin/dead-letters/{id}/redrive"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(app.run_jobs().await, 1);
+
+    let payment = app.payment(payment_id).await;
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED");
+    assert_eq!(payment["cancelled_amount"], 5_000);
+    let state = app.toss_state(&key).await;
+    assert_eq!(state["refundsExecuted"], 1);
+    assert_eq!(state["balanceAmount"], 15_000);
+    let keys: Vec<&str> = state["cancelKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys.len(),
+        6,
+        "two inline attempts, three queued, one re-driven"
+    );
+    assert!(
+        !keys[0].is_empty() && keys.iter().all(|key| *key == keys[0]),
+        "every retry sends the intent's own key: {keys:?}"
+    );
+    // A second, separate cancel of the same amount is a new intent with a new key.
+    let (_, body) = app
+        .cancel(
+            payment_id,
+            "toss-key-2b",
+            &json!({ "amount": 5_000, "reason": "partial" }),
+        )
+        .await;
+    assert_eq!(body["status"], "PARTIALLY_CANCELLED");
+    let state = app.toss_state(&key).await;
+    assert_eq!(state["refundsExecuted"], 2);
+    assert_ne!(state["cancelKeys"][6], state["cancelKeys"][0]);
+}
+
+#[tokio::test]
+async fn a_payment_cancelled_at_toss_already_converges_without_a_second_refund() {
+    let app = TestApp::spawn().await;
+    app.create_toss_order("order-toss-7", 15_000).await;
+    let key = app
+        .toss_payment("order-toss-7", 15_000, "IN_PROGRESS")
+        .await;
+    let (_, paid) = app.toss_confirm(&key, "order-toss-7", 15_000).await;
+    // Someone cancels it in Toss's console, outside kassa.
+    let outside = app
+        .http
+        .post(app.url(&format!("/sandbox-pg/toss/v1/payments/{key}/cancel")))
+        .header("authorization", basic())
+        .json(&json!({ "cancelReason": "console" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(outside.status(), StatusCode::OK);
+
+    let (status, body) = app
+        .cancel(
+            paid["payment_id"].as_str().unwrap(),
+            "toss-key-3",
+            &json!({ "reason": "refund" }),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "CANCELLED");
+    assert_eq!(
+        app.toss_state(&key).await["refundsExecuted"],
+        1,
+        "only the console's refund"
+    );
+}
+
+#[tokio::test]
+async fn a_toss_webhook_stores_a_payment_the_shop_never_heard_back_about() {
+    let app = TestApp::spawn().await;
+    app.create_toss_order("order-toss-8", 15_000).await;
+    let key = app.toss_payment("order-toss-8", 15_000, "DONE").await;
+    let hook = json!({
+        "eventType": "PAYMENT_STATUS_CHANGED",
+        "createdAt": "2026-11-23T12:00:00.000",
+        "data": { "paymentKey": key, "orderId": "order-toss-8", "status": "DONE" }
+    });
+
+    for _ in 0..3 {
+        let response = app
+            .http
+            .post(app.url("/api/webhooks/toss"))
+            .json(&hook)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    let payments = app.payments_of("order-toss-8").await;
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0]["status"], "PAID");
+    let other = json!({ "eventType": "PAYOUT_STATUS_CHANGED", "data": {} });
+    let response = app
+        .http
+        .post(app.url("/api/webhooks/toss"))
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_sandbox_replays_a_repeated_idempotency_key_without_refunding_again() {
+    let app = TestApp::spawn().await;
+    let key = app.toss_payment("order-toss-9", 9_000, "DONE").await;
+    let url = app.url(&format!("/sandbox-pg/toss/v1/payments/{key}/cancel"));
+    let send = |amount: i64, idempotency: &'static str| {
+        app.http
+            .post(&url)
+            .header("authorization", basic())
+            .header("idempotency-key", idempotency)
+            .json(&json!({ "cancelReason": "r", "cancelAmount": amount }))
+            .send()
+    };
+
+    let first: Value = send(1_000, "same").await.unwrap().json().await.unwrap();
+    let replay: Value = send(1_000, "same").await.unwrap().json().await.unwrap();
+    let other: Value = send(1_000, "other").await.unwrap().json().await.unwrap();
+
+    assert_eq!(first, replay);
+    assert_eq!(first["balanceAmount"], 8_000);
+    assert_eq!(other["balanceAmount"], 7_000);
+    assert_eq!(app.toss_state(&key).await["refundsExecuted"], 2);
+    let unauthorised = app
+        .http
+        .post(&url)
+        .json(&json!({ "cancelReason": "r" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorised.status(), StatusCode::UNAUTHORIZED);
+    let full = send(7_000, "rest").await.unwrap();
+    assert_eq!(full.status(), StatusCode::OK);
+    let again = send(1, "after").await.unwrap();
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["code"], "ALREADY_CANCELED_PAYMENT");
+}
