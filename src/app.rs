@@ -105,6 +105,7 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
 }
 
 impl App {
+    #[expect(clippy::too_many_lines, reason = "the wiring reads top to bottom")]
     pub async fn build(config: Config, env: Env) -> Result<App, AppError> {
         let store = {
             let env = env.clone();
@@ -229,6 +230,7 @@ impl App {
     }
 
     /// Leaves the retry worker and the alert sender off, for tests that step them by hand.
+    #[must_use]
     pub fn without_background_work(mut self) -> App {
         self.background = false;
         self

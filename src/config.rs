@@ -655,6 +655,10 @@ fn check_cron(key: &str, value: &str) -> Result<String, ConfigError> {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one check per section, in the order of the file"
+)]
 fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     if raw.listen.trim().is_empty() {
         return Err(invalid("listen is empty"));

@@ -67,10 +67,10 @@ pub async fn deliver_alerts(kassa: &Kassa, http: &reqwest::Client) -> Result<usi
         if alert.attempts == 0 {
             match alert.level {
                 AlertLevel::Urgent => {
-                    tracing::error!(alert = %alert.kind, payment_id = ?alert.payment_id.map(|id| id.to_string()), "ALERT: {}", alert.message)
+                    tracing::error!(alert = %alert.kind, payment_id = ?alert.payment_id.map(|id| id.to_string()), "ALERT: {}", alert.message);
                 }
                 AlertLevel::Warning => {
-                    tracing::warn!(alert = %alert.kind, payment_id = ?alert.payment_id.map(|id| id.to_string()), "alert: {}", alert.message)
+                    tracing::warn!(alert = %alert.kind, payment_id = ?alert.payment_id.map(|id| id.to_string()), "alert: {}", alert.message);
                 }
             }
         }

@@ -155,18 +155,15 @@ pub async fn checkout(
             .into_response();
     };
     let (buyer, set_cookie) = buyer(&state, &headers);
-    let provider = match form
+    let parsed = form
         .provider
         .as_deref()
         .filter(|raw| !raw.is_empty())
         .map(Provider::parse)
-        .transpose()
-    {
-        Ok(provider) => provider,
-        Err(_) => {
-            return PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request)
-                .into_response();
-        }
+        .transpose();
+    let Ok(provider) = parsed else {
+        return PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request)
+            .into_response();
     };
     match orders::order_product(&state.kassa, &form.product_id, buyer, provider).await {
         Ok(order_id) => {
@@ -307,7 +304,7 @@ pub async fn portone_return(
         // The result page asks again while the outcome is pending, so a PG that is down now
         // does not lose the payment.
         Err(FlowError::Gateway(error)) => {
-            tracing::warn!(error = %error, "completion on return failed; the result page will retry")
+            tracing::warn!(error = %error, "completion on return failed; the result page will retry");
         }
         Err(FlowError::Unprocessable {
             code: "PAYMENT_FAILED",

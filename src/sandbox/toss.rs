@@ -307,7 +307,7 @@ pub(super) async fn cancel(
                     StatusCode::NOT_FOUND,
                     json!({ "code": "NOT_FOUND_PAYMENT", "message": "존재하지 않는 결제 정보 입니다." }),
                 ),
-                Some(payment) => apply_cancel(payment, &request, now, transaction_key),
+                Some(payment) => apply_cancel(payment, &request, now, &transaction_key),
             };
             drop(state);
             outcome
@@ -331,7 +331,7 @@ fn apply_cancel(
     payment: &mut TossPayment,
     request: &CancelBody,
     now: DateTime<Utc>,
-    transaction_key: String,
+    transaction_key: &str,
 ) -> (StatusCode, Value) {
     let refuse = |status: StatusCode, code: &str, message: &str| {
         (status, json!({ "code": code, "message": message }))

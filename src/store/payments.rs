@@ -324,6 +324,10 @@ pub(super) fn view_in_write(
     .ok_or_else(|| StoreError::Bug(format!("payment {id} vanished inside its transaction")))
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the whole decision and every row it writes, in one transaction"
+)]
 fn record_pg_payment(
     txn: &WriteTransaction,
     new: &NewPgPayment,

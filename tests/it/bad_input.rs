@@ -32,6 +32,7 @@ fn case(
 const JSON: Option<&str> = Some("application/json");
 const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
 
+#[expect(clippy::too_many_lines, reason = "a table of cases")]
 fn cases(imp_uid: &str) -> Vec<Case> {
     let huge = format!(
         "{{\"amount\": 1000, \"name\": \"{}\"}}",

@@ -465,3 +465,83 @@ async fn a_waiting_result_request_answers_within_100_ms_of_the_outcome() {
         "answered {lag:?} after the outcome"
     );
 }
+
+#[tokio::test]
+async fn alerts_reach_slack_and_a_failed_delivery_is_retried_later() {
+    // A stand-in for Slack's incoming webhook that fails its first call.
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let slack = {
+        let (received, calls) = (received.clone(), calls.clone());
+        axum::Router::new().route(
+            "/services/T000/B000/secret",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let (received, calls) = (received.clone(), calls.clone());
+                async move {
+                    if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    received
+                        .lock()
+                        .unwrap()
+                        .push(body["text"].as_str().unwrap_or_default().to_owned());
+                    StatusCode::OK
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slack_url = format!(
+        "http://{}/services/T000/B000/secret",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, slack).await.unwrap() });
+    let app = TestApp::spawn_with(vec![("KASSA_ALERTS__SLACK_WEBHOOK_URL", slack_url)]).await;
+    let (payment_id, _) = app.paid("order-slack-1", 15_000).await;
+    app.fault("portone.cancel", "status401", 2).await;
+    app.cancel(&payment_id, "key-slack", &json!({ "reason": "refund" }))
+        .await;
+    let http = kassa::gateway::client::build(Duration::from_secs(2)).unwrap();
+
+    assert_eq!(
+        kassa::jobs::deliver_alerts(&app.kassa, &http)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "Slack failed the first call"
+    );
+    assert_eq!(
+        kassa::jobs::deliver_alerts(&app.kassa, &http)
+            .await
+            .unwrap(),
+        0,
+        "the retry waits"
+    );
+    app.advance_ms(61_000);
+    assert_eq!(
+        kassa::jobs::deliver_alerts(&app.kassa, &http)
+            .await
+            .unwrap(),
+        1
+    );
+
+    let texts = received.lock().unwrap().clone();
+    assert_eq!(texts.len(), 1);
+    assert!(
+        texts[0].contains("URGENT") && texts[0].contains(&payment_id),
+        "{texts:?}"
+    );
+    assert_eq!(
+        kassa::jobs::deliver_alerts(&app.kassa, &http)
+            .await
+            .unwrap(),
+        0,
+        "sent once"
+    );
+    let (_, alerts) = app.admin_get("/api/admin/alerts").await;
+    assert!(alerts["items"][0]["sent_at"].is_string());
+    assert_eq!(alerts["items"][0]["attempts"], 2);
+}

@@ -234,6 +234,7 @@ fn kassa_with_pg(data_dir: &Path, pg_base: &str) -> Command {
 }
 
 #[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario from start to finish")]
 async fn cancels_accepted_before_a_sigkill_all_finish_after_the_restart_none_twice() {
     let dir = tempfile::tempdir().unwrap();
     let mut sandbox = Command::new(KASSA);
