@@ -246,6 +246,12 @@ impl App {
     pub async fn run(self) -> Result<(), AppError> {
         let router = crate::http::router(self.state.clone(), self.sandbox.map(sandbox::router));
         let shutdown = self.shutdown.clone();
+        let scheduler = self.background.then(|| {
+            tokio::spawn(crate::scheduler::run_scheduler(
+                self.state.kassa.clone(),
+                shutdown.clone(),
+            ))
+        });
         let worker = self.background.then(|| {
             tokio::spawn(crate::jobs::run_worker(
                 self.state.kassa.clone(),
@@ -259,6 +265,9 @@ impl App {
                 .into_future(),
         );
         shutdown.cancelled().await;
+        if let Some(scheduler) = scheduler {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, scheduler).await;
+        }
         if let Some(worker) = worker {
             // The worker stops at its next await point; an attempt in flight is finished or,
             // if the process dies first, redone after its lease.

@@ -644,15 +644,8 @@ fn millis(
 }
 
 fn check_cron(key: &str, value: &str) -> Result<String, ConfigError> {
-    // Six fields, seconds first, as CONTRACT.md writes them; the scheduler parses them fully.
-    let fields = value.split_whitespace().count();
-    if fields == 6 {
-        Ok(value.trim().to_owned())
-    } else {
-        Err(invalid(format!(
-            "{key} {value:?} must have six fields (sec min hour day month weekday)"
-        )))
-    }
+    crate::scheduler::parse(value).map_err(|message| invalid(format!("{key}: {message}")))?;
+    Ok(value.trim().to_owned())
 }
 
 #[expect(

@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod http;
 pub mod jobs;
 pub mod sandbox;
+pub mod scheduler;
 pub mod secret;
 pub mod store;
 pub mod telemetry;

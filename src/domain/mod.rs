@@ -9,6 +9,7 @@ pub mod money;
 pub mod order;
 pub mod payment;
 pub mod retry;
+pub mod settlement;
 
 pub use ids::{BuyerId, CancelId, OrderId, PartnerId, PaymentId, PgTid};
 pub use money::Amount;

@@ -6,6 +6,7 @@
 
 pub mod cancel;
 pub mod orders;
+pub mod partners;
 pub mod payments;
 pub mod result;
 

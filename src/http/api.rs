@@ -682,3 +682,81 @@ pub async fn webhook_toss(
     }
     Ok(Json(json!({ "received": true })).into_response())
 }
+
+fn partner_settlement_json(row: &crate::store::PartnerSettlement) -> Value {
+    json!({
+        "id": row.id(),
+        "partner_id": row.partner_id,
+        "date": row.date.format("%Y-%m-%d").to_string(),
+        "gross": row.figures.gross,
+        "cancelled": row.figures.cancelled,
+        "fee": row.figures.fee,
+        "net": row.figures.net,
+        "payment_count": row.figures.payment_count,
+        "fee_rate_bps": row.fee_rate_bps,
+        "status": row.status.as_str(),
+        "updated_at": time(row.updated_at),
+    })
+}
+
+fn required_date(raw: Option<&str>) -> Result<NaiveDate, ApiError> {
+    parse_date("date", raw)?.ok_or_else(|| ApiError::invalid_query("date is required (YYYY-MM-DD)"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DateBody {
+    date: String,
+}
+
+pub async fn run_partner_settlements(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiJson(body): ApiJson<DateBody>,
+) -> Result<Json<Value>, ApiError> {
+    let date = NaiveDate::parse_from_str(&body.date, "%Y-%m-%d").map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_FIELD",
+            "date must be YYYY-MM-DD",
+        )
+    })?;
+    let rows = crate::flows::partners::run(&state.kassa, date).await?;
+    Ok(Json(
+        json!({ "items": rows.iter().map(partner_settlement_json).collect::<Vec<_>>(), "next_cursor": null }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DateQuery {
+    #[serde(default)]
+    date: Option<String>,
+}
+
+pub async fn partner_settlements(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiQuery(query): ApiQuery<DateQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let date = required_date(query.date.as_deref())?;
+    let rows = state.kassa.store.partner_settlements(date).await?;
+    Ok(Json(
+        json!({ "items": rows.iter().map(partner_settlement_json).collect::<Vec<_>>(), "next_cursor": null }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusBody {
+    status: String,
+}
+
+pub async fn move_partner_settlement(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<StatusBody>,
+) -> Result<Json<Value>, ApiError> {
+    let row = crate::flows::partners::move_forward(&state.kassa, &id, &body.status).await?;
+    Ok(Json(partner_settlement_json(&row)))
+}

@@ -45,6 +45,7 @@ impl ApiError {
             "PG payment" => "PG_PAYMENT_NOT_FOUND",
             "product" => "PRODUCT_NOT_FOUND",
             "dead letter" => "DEAD_LETTER_NOT_FOUND",
+            "partner settlement" => "PARTNER_SETTLEMENT_NOT_FOUND",
             _ => "NOT_FOUND",
         };
         ApiError::new(StatusCode::NOT_FOUND, code, format!("{what} not found"))

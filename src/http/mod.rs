@@ -55,6 +55,18 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         .route("/api/admin/dead-letters", get(api::dead_letters))
         .route("/api/admin/dead-letters/{id}/redrive", post(api::redrive))
         .route("/api/admin/alerts", get(api::alerts))
+        .route(
+            "/api/admin/partner-settlements",
+            get(api::partner_settlements),
+        )
+        .route(
+            "/api/admin/partner-settlements/run",
+            post(api::run_partner_settlements),
+        )
+        .route(
+            "/api/admin/partner-settlements/{id}/status",
+            post(api::move_partner_settlement),
+        )
         .route("/", get(|| async { Redirect::to("/payment") }))
         .route("/payment", get(pages::products))
         .route("/payment/checkout", post(pages::checkout))

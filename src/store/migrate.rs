@@ -67,6 +67,8 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
     txn.open_table(tables::IDEMPOTENCY)?;
     txn.open_table(tables::ALERTS)?;
     txn.open_table(tables::ALERTS_UNSENT)?;
+    txn.open_table(tables::PARTNER_LEDGER)?;
+    txn.open_table(tables::PARTNER_SETTLEMENTS)?;
     txn.commit()?;
     Ok(key)
 }

@@ -15,6 +15,7 @@ mod cancels;
 mod codec;
 mod migrate;
 mod orders;
+mod partners;
 mod payments;
 mod tables;
 
@@ -24,6 +25,7 @@ pub use cancels::{
 };
 pub use migrate::SCHEMA_VERSION;
 pub use orders::CreateOrderOutcome;
+pub use partners::{PartnerSettlement, StatusChange};
 pub use payments::{
     NewPgPayment, PaymentFilter, PaymentPage, PaymentView, RecordOutcome, SettlementStatus,
 };

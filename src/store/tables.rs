@@ -55,3 +55,15 @@ pub const ALERTS: TableDefinition<u128, &[u8]> = TableDefinition::new("alerts");
 
 /// Alert id → (): alerts not yet delivered.
 pub const ALERTS_UNSENT: TableDefinition<u128, ()> = TableDefinition::new("alerts_unsent");
+
+/// (KST day, partner id or "", payment or cancel id) → ledger entry: every accepted payment
+/// and every completed refund, on the day it counts for partner settlement.
+pub const PARTNER_LEDGER: TableDefinition<(u32, &str, u128), &[u8]> =
+    TableDefinition::new("partner_ledger");
+
+/// (KST day, partner id) → that partner's settlement for the day.
+pub const PARTNER_SETTLEMENTS: TableDefinition<(u32, &str), &[u8]> =
+    TableDefinition::new("partner_settlements");
+
+/// Scheduler marks live in `META` as `schedule:{name}` → the last fire time run (Unix ms, LE).
+pub const SCHEDULE_MARK_PREFIX: &str = "schedule:";

@@ -8,6 +8,7 @@ mod bad_input;
 mod browser;
 mod cancels;
 mod mypage;
+mod partners;
 mod payments;
 mod process;
 mod support;

@@ -1,0 +1,123 @@
+//! Partner settlement rules: what one partner is owed for one KST day, and the forward-only life
+//! of a partner settlement.
+//!
+//! Invariant: for every row, `fee + net == gross − cancelled`, and the rows of a day add up to
+//! the day's totals; both are asserted before a run is committed.
+
+/// Basis points in one whole (100 %).
+pub const BPS_PER_WHOLE: i64 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartnerSettlementStatus {
+    Requested,
+    Processing,
+    Completed,
+}
+
+impl PartnerSettlementStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartnerSettlementStatus::Requested => "REQUESTED",
+            PartnerSettlementStatus::Processing => "PROCESSING",
+            PartnerSettlementStatus::Completed => "COMPLETED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<PartnerSettlementStatus> {
+        [Self::Requested, Self::Processing, Self::Completed]
+            .into_iter()
+            .find(|status| status.as_str() == raw)
+    }
+
+    /// Forward only, one step at a time: REQUESTED → PROCESSING → COMPLETED.
+    pub fn can_move_to(self, next: PartnerSettlementStatus) -> bool {
+        matches!(
+            (self, next),
+            (Self::Requested, Self::Processing) | (Self::Processing, Self::Completed)
+        )
+    }
+}
+
+/// One partner's figures for one day, in won. `cancelled` counts refunds completed that day,
+/// so a late refund lowers the day it happens and `net` may be negative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartnerFigures {
+    pub gross: i64,
+    pub cancelled: i64,
+    pub fee: i64,
+    pub net: i64,
+    pub payment_count: u64,
+}
+
+/// The fee on `base` won at `fee_rate_bps`, rounded down to the won, that is toward zero: on a
+/// negative base (refunds above the day's sales) the fee given back is rounded down too.
+pub fn fee(base: i64, fee_rate_bps: u32) -> i64 {
+    let product = i128::from(base) * i128::from(fee_rate_bps);
+    // Integer division in Rust truncates toward zero, which is "rounded down" for both signs of
+    // the amount the partner is charged or given back.
+    i64::try_from(product / i128::from(BPS_PER_WHOLE)).unwrap_or(0)
+}
+
+/// A partner's day from its sales and refunds.
+pub fn figures(
+    gross: i64,
+    cancelled: i64,
+    payment_count: u64,
+    fee_rate_bps: u32,
+) -> PartnerFigures {
+    let base = gross - cancelled;
+    let fee = fee(base, fee_rate_bps);
+    let net = base - fee;
+    debug_assert_eq!(fee + net, gross - cancelled);
+    PartnerFigures {
+        gross,
+        cancelled,
+        fee,
+        net,
+        payment_count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fee_is_rounded_down_to_the_won() {
+        assert_eq!(fee(15_000, 330), 495);
+        assert_eq!(fee(9_999, 330), 329); // 329.967
+        assert_eq!(fee(1, 9_999), 0);
+        assert_eq!(fee(0, 330), 0);
+        assert_eq!(fee(-9_999, 330), -329);
+        assert_eq!(fee(10_000_000_000, 10_000), 10_000_000_000);
+    }
+
+    #[test]
+    fn fee_and_net_always_add_up_to_sales_minus_refunds() {
+        for (gross, cancelled, bps) in [
+            (15_000, 0, 330),
+            (24_900, 9_900, 250),
+            (0, 5_000, 330),
+            (7, 3, 1),
+        ] {
+            let day = figures(gross, cancelled, 1, bps);
+            assert_eq!(day.fee + day.net, gross - cancelled);
+            assert!(day.fee.abs() <= (gross - cancelled).abs());
+        }
+    }
+
+    #[test]
+    fn a_settlement_only_moves_forward_one_step_at_a_time() {
+        use PartnerSettlementStatus as S;
+        let all = [S::Requested, S::Processing, S::Completed];
+        for from in all {
+            for to in all {
+                let forward = matches!(
+                    (from, to),
+                    (S::Requested, S::Processing) | (S::Processing, S::Completed)
+                );
+                assert_eq!(from.can_move_to(to), forward, "{from:?} -> {to:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Partner settlement in redb: the ledger of accepted payments and completed refunds per KST day
+//! and partner, and the daily partner settlement rows computed from it.
+//!
+//! Invariants: a ledger entry is written in the same transaction as the payment or refund it
+//! records; an entry never lands on a day whose settlement for that partner has moved past
+//! REQUESTED (it lands on the next open day instead); a run recomputes only REQUESTED rows and
+//! asserts that the rows add up to the day's ledger before it commits.
+
+use super::codec::{decode, encode};
+use super::orders::millis_to_time;
+use super::{Store, StoreError, tables};
+use crate::domain::calendar::{date_key, kst_date};
+use crate::domain::settlement::{PartnerFigures, PartnerSettlementStatus, figures};
+use crate::domain::{Amount, PartnerId, PaymentId};
+use chrono::{DateTime, NaiveDate, Utc};
+use redb::{ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+const LEDGER_RECORD: u8 = 1;
+const ROW_RECORD: u8 = 1;
+/// How many days forward a late entry looks for a day still open for its partner.
+const OPEN_DAY_SEARCH_MAX: u64 = 31;
+
+#[derive(Serialize, Deserialize)]
+struct LedgerRecord {
+    /// `P` for a payment, `R` for a refund.
+    kind: char,
+    amount: i64,
+    payment_id: u128,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RowRecord {
+    gross: i64,
+    cancelled: i64,
+    fee: i64,
+    net: i64,
+    payment_count: u64,
+    fee_rate_bps: u32,
+    status: String,
+    computed_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+/// One partner's settlement for one day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerSettlement {
+    pub date: NaiveDate,
+    pub partner_id: String,
+    pub figures: PartnerFigures,
+    pub fee_rate_bps: u32,
+    pub status: PartnerSettlementStatus,
+    pub computed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PartnerSettlement {
+    /// Its id in the API: `{date}:{partner}`.
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.date.format("%Y-%m-%d"), self.partner_id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum StatusChange {
+    Changed(PartnerSettlement),
+    Refused { from: PartnerSettlementStatus },
+    NotFound,
+}
+
+fn date_of_key(key: u32) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(
+        i32::try_from(key / 10_000).ok()?,
+        (key / 100) % 100,
+        key % 100,
+    )
+}
+
+fn decode_row(date: u32, partner: &str, bytes: &[u8]) -> Result<PartnerSettlement, StoreError> {
+    let record: RowRecord = decode("partner settlement", ROW_RECORD, bytes)?;
+    Ok(PartnerSettlement {
+        date: date_of_key(date)
+            .ok_or_else(|| StoreError::Corrupt(format!("settlement date {date}")))?,
+        partner_id: partner.to_owned(),
+        figures: PartnerFigures {
+            gross: record.gross,
+            cancelled: record.cancelled,
+            fee: record.fee,
+            net: record.net,
+            payment_count: record.payment_count,
+        },
+        fee_rate_bps: record.fee_rate_bps,
+        status: PartnerSettlementStatus::parse(&record.status)
+            .ok_or_else(|| StoreError::Corrupt(format!("settlement status {}", record.status)))?,
+        computed_at: millis_to_time(record.computed_at_ms)?,
+        updated_at: millis_to_time(record.updated_at_ms)?,
+    })
+}
+
+fn encode_row(row: &PartnerSettlement) -> Result<Vec<u8>, StoreError> {
+    encode(
+        ROW_RECORD,
+        &RowRecord {
+            gross: row.figures.gross,
+            cancelled: row.figures.cancelled,
+            fee: row.figures.fee,
+            net: row.figures.net,
+            payment_count: row.figures.payment_count,
+            fee_rate_bps: row.fee_rate_bps,
+            status: row.status.as_str().to_owned(),
+            computed_at_ms: row.computed_at.timestamp_millis(),
+            updated_at_ms: row.updated_at.timestamp_millis(),
+        },
+    )
+}
+
+/// True when the partner's settlement for `day` has left REQUESTED.
+fn closed(txn: &WriteTransaction, day: u32, partner: &str) -> Result<bool, StoreError> {
+    let table = txn.open_table(tables::PARTNER_SETTLEMENTS)?;
+    let Some(value) = table.get((day, partner))? else {
+        return Ok(false);
+    };
+    Ok(decode_row(day, partner, value.value())?.status != PartnerSettlementStatus::Requested)
+}
+
+/// Writes a ledger entry on `natural` (the day it belongs to), or on the first day from `today`
+/// still open for the partner when `natural` is already past REQUESTED.
+pub(super) fn record_entry(
+    txn: &WriteTransaction,
+    natural: NaiveDate,
+    today: NaiveDate,
+    partner: Option<&PartnerId>,
+    entry_id: u128,
+    refund: bool,
+    amount: Amount,
+    payment_id: PaymentId,
+) -> Result<(), StoreError> {
+    let partner = partner.map_or("", PartnerId::as_str);
+    let mut day = natural;
+    if closed(txn, date_key(day), partner)? {
+        day = today.max(natural);
+        for _ in 0..OPEN_DAY_SEARCH_MAX {
+            if !closed(txn, date_key(day), partner)? {
+                break;
+            }
+            day = day.succ_opt().unwrap_or(day);
+        }
+    }
+    let record = LedgerRecord {
+        kind: if refund { 'R' } else { 'P' },
+        amount: amount.won(),
+        payment_id: payment_id.as_u128(),
+    };
+    let bytes = encode(LEDGER_RECORD, &record)?;
+    txn.open_table(tables::PARTNER_LEDGER)?
+        .insert((date_key(day), partner, entry_id), bytes.as_slice())?;
+    Ok(())
+}
+
+/// The day's totals per partner key ("" for payments without a partner).
+#[derive(Default)]
+struct Sums {
+    gross: i64,
+    cancelled: i64,
+    count: u64,
+}
+
+fn run(
+    txn: &WriteTransaction,
+    date: NaiveDate,
+    partners: &[(PartnerId, u32)],
+    now: DateTime<Utc>,
+) -> Result<Vec<PartnerSettlement>, StoreError> {
+    let day = date_key(date);
+    let mut per_partner: BTreeMap<String, Sums> = BTreeMap::new();
+    let mut total = Sums::default();
+    {
+        let ledger = txn.open_table(tables::PARTNER_LEDGER)?;
+        for entry in ledger.range((day, "", 0)..(day.saturating_add(1), "", 0))? {
+            let (key, value) = entry?;
+            let record: LedgerRecord = decode("ledger entry", LEDGER_RECORD, value.value())?;
+            let sums = per_partner.entry(key.value().1.to_owned()).or_default();
+            for target in [&mut *sums, &mut total] {
+                if record.kind == 'R' {
+                    target.cancelled += record.amount;
+                } else {
+                    target.gross += record.amount;
+                    target.count += 1;
+                }
+            }
+        }
+    }
+    // Paired check: the partners' sums (with the unassigned bucket) are the day's totals.
+    let gross: i64 = per_partner.values().map(|sums| sums.gross).sum();
+    let cancelled: i64 = per_partner.values().map(|sums| sums.cancelled).sum();
+    if (gross, cancelled) != (total.gross, total.cancelled) {
+        return Err(StoreError::Bug(format!(
+            "partner sums {gross}/{cancelled} differ from the day's {}/{}",
+            total.gross, total.cancelled
+        )));
+    }
+    let mut rate: BTreeMap<String, u32> = partners
+        .iter()
+        .map(|(id, bps)| (id.as_str().to_owned(), *bps))
+        .collect();
+    for partner in per_partner.keys().filter(|partner| !partner.is_empty()) {
+        rate.entry(partner.clone()).or_insert(0);
+    }
+    let mut rows = Vec::with_capacity(rate.len());
+    let mut table = txn.open_table(tables::PARTNER_SETTLEMENTS)?;
+    for (partner, bps) in rate {
+        let existing = table
+            .get((day, partner.as_str()))?
+            .map(|value| decode_row(day, &partner, value.value()))
+            .transpose()?;
+        if let Some(existing) = existing
+            .as_ref()
+            .filter(|row| row.status != PartnerSettlementStatus::Requested)
+        {
+            rows.push(existing.clone());
+            continue;
+        }
+        let sums = per_partner.get(&partner);
+        let day_figures = figures(
+            sums.map_or(0, |sums| sums.gross),
+            sums.map_or(0, |sums| sums.cancelled),
+            sums.map_or(0, |sums| sums.count),
+            bps,
+        );
+        if day_figures.fee + day_figures.net != day_figures.gross - day_figures.cancelled {
+            return Err(StoreError::Bug(format!(
+                "partner {partner}: fee and net do not add up"
+            )));
+        }
+        let row = PartnerSettlement {
+            date,
+            partner_id: partner.clone(),
+            figures: day_figures,
+            fee_rate_bps: bps,
+            status: PartnerSettlementStatus::Requested,
+            computed_at: existing.as_ref().map_or(now, |row| row.computed_at),
+            updated_at: now,
+        };
+        let bytes = encode_row(&row)?;
+        table.insert((day, partner.as_str()), bytes.as_slice())?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+impl Store {
+    /// Computes (or recomputes, while REQUESTED) every partner's settlement for `date`.
+    pub async fn run_partner_settlement(
+        &self,
+        date: NaiveDate,
+        partners: Vec<(PartnerId, u32)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PartnerSettlement>, StoreError> {
+        self.write(move |txn| run(txn, date, &partners, now)).await
+    }
+
+    /// The partner settlements of `date`, by partner.
+    pub async fn partner_settlements(
+        &self,
+        date: NaiveDate,
+    ) -> Result<Vec<PartnerSettlement>, StoreError> {
+        self.read(move |txn| {
+            let table = txn.open_table(tables::PARTNER_SETTLEMENTS)?;
+            let day = date_key(date);
+            let mut rows = Vec::new();
+            for entry in table
+                .range((day, "")..(day.saturating_add(1), ""))?
+                .take(crate::config::PARTNERS_MAX + 1)
+            {
+                let (key, value) = entry?;
+                rows.push(decode_row(day, key.value().1, value.value())?);
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Moves one partner settlement forward (REQUESTED → PROCESSING → COMPLETED).
+    pub async fn move_partner_settlement(
+        &self,
+        date: NaiveDate,
+        partner: String,
+        next: PartnerSettlementStatus,
+        now: DateTime<Utc>,
+    ) -> Result<StatusChange, StoreError> {
+        self.write(move |txn| {
+            let day = date_key(date);
+            let mut table = txn.open_table(tables::PARTNER_SETTLEMENTS)?;
+            let existing = table
+                .get((day, partner.as_str()))?
+                .map(|value| decode_row(day, &partner, value.value()))
+                .transpose()?;
+            let Some(mut row) = existing else {
+                return Ok(StatusChange::NotFound);
+            };
+            if !row.status.can_move_to(next) {
+                return Ok(StatusChange::Refused { from: row.status });
+            }
+            row.status = next;
+            row.updated_at = now;
+            let bytes = encode_row(&row)?;
+            table.insert((day, partner.as_str()), bytes.as_slice())?;
+            Ok(StatusChange::Changed(row))
+        })
+        .await
+    }
+
+    /// When the schedule `name` last ran (the fire time it ran for).
+    pub async fn schedule_mark(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let key = format!("{}{name}", tables::SCHEDULE_MARK_PREFIX);
+        self.read(move |txn| {
+            let meta = txn.open_table(tables::META)?;
+            let Some(value) = meta.get(key.as_str())? else {
+                return Ok(None);
+            };
+            let bytes: [u8; 8] = value
+                .value()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("schedule mark".into()))?;
+            millis_to_time(i64::from_le_bytes(bytes)).map(Some)
+        })
+        .await
+    }
+
+    pub async fn set_schedule_mark(&self, name: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let key = format!("{}{name}", tables::SCHEDULE_MARK_PREFIX);
+        self.write(move |txn| {
+            txn.open_table(tables::META)?
+                .insert(key.as_str(), at.timestamp_millis().to_le_bytes().as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The KST day an instant falls on, for ledger entries.
+pub(super) fn today(now: DateTime<Utc>) -> NaiveDate {
+    kst_date(now)
+}
