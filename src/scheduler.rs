@@ -99,7 +99,7 @@ pub async fn run_scheduler(kassa: Kassa, shutdown: CancellationToken) {
                 }
             }
             Err(error) => {
-                tracing::error!(error = %error, "a scheduled run failed; it is tried again next tick")
+                tracing::error!(error = %error, "a scheduled run failed; it is tried again next tick");
             }
         }
     }

@@ -12,7 +12,7 @@
 use super::alerts::{AlertLevel, insert_alert};
 use super::codec::{decode, encode};
 use super::orders::millis_to_time;
-use super::partners::{record_entry, today};
+use super::partners::{Entry, record_entry, today};
 use super::payments::{StoredPayment, append_event, clip, get_payment, put_payment, view_in_write};
 use super::{PaymentView, Store, StoreError, tables};
 use crate::domain::{
@@ -562,17 +562,16 @@ fn finish(
                 // A refund lowers the partner's day it completes on, not the day of the sale.
                 let partner = payment.payment.partner_id.clone();
                 let day = today(now);
-                let (id, amount) = (intent.id.as_u128(), intent.amount);
-                record_entry(
-                    txn,
-                    day,
-                    day,
-                    partner.as_ref(),
-                    id,
-                    true,
-                    amount,
+                let entry = Entry {
+                    natural: day,
+                    today: day,
+                    partner: partner.as_ref(),
+                    id: intent.id.as_u128(),
+                    refund: true,
+                    amount: intent.amount,
                     payment_id,
-                )?;
+                };
+                record_entry(txn, &entry)?;
             }
             move_job(txn, &mut stored, None)?;
         }

@@ -124,18 +124,32 @@ fn closed(txn: &WriteTransaction, day: u32, partner: &str) -> Result<bool, Store
     Ok(decode_row(day, partner, value.value())?.status != PartnerSettlementStatus::Requested)
 }
 
-/// Writes a ledger entry on `natural` (the day it belongs to), or on the first day from `today`
-/// still open for the partner when `natural` is already past REQUESTED.
-pub(super) fn record_entry(
-    txn: &WriteTransaction,
-    natural: NaiveDate,
-    today: NaiveDate,
-    partner: Option<&PartnerId>,
-    entry_id: u128,
-    refund: bool,
-    amount: Amount,
-    payment_id: PaymentId,
-) -> Result<(), StoreError> {
+/// One line of the partner ledger, before its day is decided.
+pub(super) struct Entry<'a> {
+    /// The day it belongs to: the sale's day, or the day a refund completed.
+    pub natural: NaiveDate,
+    /// Today, where it lands if `natural` is already past REQUESTED for its partner.
+    pub today: NaiveDate,
+    pub partner: Option<&'a PartnerId>,
+    /// The payment's id for a sale, the cancel's id for a refund.
+    pub id: u128,
+    pub refund: bool,
+    pub amount: Amount,
+    pub payment_id: PaymentId,
+}
+
+/// Writes a ledger entry on its natural day, or on the first day from today still open for the
+/// partner when the natural day is already past REQUESTED.
+pub(super) fn record_entry(txn: &WriteTransaction, entry: &Entry<'_>) -> Result<(), StoreError> {
+    let Entry {
+        natural,
+        today,
+        partner,
+        id: entry_id,
+        refund,
+        amount,
+        payment_id,
+    } = *entry;
     let partner = partner.map_or("", PartnerId::as_str);
     let mut day = natural;
     if closed(txn, date_key(day), partner)? {

@@ -7,7 +7,7 @@
 use super::cancels::{insert_intent, new_intent};
 use super::codec::{decode, encode};
 use super::orders::{get_order, millis_to_time, put_order};
-use super::partners::{record_entry, today};
+use super::partners::{Entry, record_entry, today};
 use super::{Store, StoreError, tables};
 use crate::domain::calendar::{date_key, kst_date, kst_day_start};
 use crate::domain::{
@@ -410,18 +410,16 @@ fn record_pg_payment(
             (date_key(kst_date(new.paid_at)), new.payment_id.as_u128()),
             row.as_slice(),
         )?;
-        let partner = order.draft.partner_id.as_ref();
-        let id = new.payment_id.as_u128();
-        record_entry(
-            txn,
-            kst_date(new.paid_at),
-            today(new.now),
-            partner,
-            id,
-            false,
-            new.amount,
-            new.payment_id,
-        )?;
+        let entry = Entry {
+            natural: kst_date(new.paid_at),
+            today: today(new.now),
+            partner: order.draft.partner_id.as_ref(),
+            id: new.payment_id.as_u128(),
+            refund: false,
+            amount: new.amount,
+            payment_id: new.payment_id,
+        };
+        record_entry(txn, &entry)?;
         return Ok(RecordOutcome::Paid(view_in_write(txn, new.payment_id)?));
     }
     let (kind, reason) = match admission {

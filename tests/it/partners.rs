@@ -198,7 +198,7 @@ async fn a_settlement_only_moves_forward() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let rows = run(&app, "2026-11-23").await;
+    let rows = run(app, "2026-11-23").await;
     assert_eq!(row(&rows, "p-coffee")["status"], "COMPLETED");
 }
 
