@@ -148,6 +148,7 @@ impl App {
                     &format!("http://{reachable}/sandbox-pg/toss"),
                     &Secret::new(sandbox::SANDBOX_TOSS_SECRET_KEY),
                     env.clock.clone(),
+                    config.settlement_sync.page_interval,
                 );
                 let sandbox =
                     Sandbox::new(env.clock.clone(), env.entropy.clone(), shutdown.clone());
@@ -177,6 +178,7 @@ impl App {
                         &toss.base_url,
                         &toss.secret_key,
                         env.clock.clone(),
+                        config.settlement_sync.page_interval,
                     )));
                 }
                 (gateways, None)
@@ -195,6 +197,9 @@ impl App {
             admin_token,
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
             shutdown: shutdown.clone(),
+            long_polls: Arc::new(tokio::sync::Semaphore::new(
+                crate::http::state::LONG_POLL_WAITERS_MAX,
+            )),
         };
         Ok(App {
             listener,

@@ -616,12 +616,23 @@ fn invalid(message: impl Into<String>) -> ConfigError {
 }
 
 fn check_base_url(key: &str, value: &str) -> Result<String, ConfigError> {
+    check_url(key, value, true)
+}
+
+/// Checks an http(s) URL. `show` quotes the value in the error; a URL that is a secret (a
+/// Slack webhook carries its token in the path) is never quoted.
+fn check_url(key: &str, value: &str, show: bool) -> Result<String, ConfigError> {
     let trimmed = value.trim().trim_end_matches('/');
-    let parsed = reqwest::Url::parse(trimmed)
-        .map_err(|error| invalid(format!("{key} {value:?}: {error}")))?;
+    let shown = if show {
+        format!(" {value:?}")
+    } else {
+        String::new()
+    };
+    let parsed =
+        reqwest::Url::parse(trimmed).map_err(|error| invalid(format!("{key}{shown}: {error}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(invalid(format!(
-            "{key} {value:?} must be an http or https URL"
+            "{key}{shown} must be an http or https URL"
         )));
     }
     Ok(trimmed.to_owned())
@@ -746,7 +757,7 @@ fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         slack_webhook_url: if slack.is_empty() {
             None
         } else {
-            check_base_url("alerts.slack_webhook_url", slack)?;
+            check_url("alerts.slack_webhook_url", slack, false)?;
             Some(Secret::new(slack))
         },
     };
@@ -1035,6 +1046,21 @@ mod tests {
             public.unwrap().public_base_url.as_deref(),
             Some("https://pay.example.com")
         );
+    }
+
+    #[test]
+    fn a_bad_slack_url_is_refused_without_being_quoted() {
+        let error = Config::load_from(
+            &Overrides::default(),
+            &env(&[(
+                "KASSA_ALERTS__SLACK_WEBHOOK_URL",
+                "hooks.slack.com/services/T1/B2/topsecret",
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("alerts.slack_webhook_url"), "{error}");
+        assert!(!error.contains("topsecret"), "{error}");
     }
 
     #[test]

@@ -28,35 +28,38 @@ pub const SLACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Claims the due jobs (at most `JOBS_PER_TICK_MAX`) and attempts them, at most
 /// `JOBS_IN_FLIGHT_MAX` at once. Answers how many were attempted.
 pub async fn run_due_jobs(kassa: &Kassa) -> Result<usize, FlowError> {
-    let claims = kassa
-        .store
-        .claim_due(kassa.env.now(), JOBS_PER_TICK_MAX, cancel::lease(kassa))
-        .await?;
-    let count = claims.len();
-    let mut running = JoinSet::new();
-    let mut first_error = None;
-    for claim in claims {
-        if running.len() >= JOBS_IN_FLIGHT_MAX
-            && let Some(Ok(Err(error))) = running.join_next().await
-        {
-            first_error.get_or_insert(error);
+    let mut count = 0;
+    // Claim only as many as run at once, so no lease ticks away while its job waits to start.
+    while count < JOBS_PER_TICK_MAX {
+        let claims = kassa
+            .store
+            .claim_due(kassa.env.now(), JOBS_IN_FLIGHT_MAX, cancel::lease(kassa))
+            .await?;
+        let claimed = claims.len();
+        let mut running = JoinSet::new();
+        for claim in claims {
+            let kassa = kassa.clone();
+            running.spawn(async move {
+                cancel::run_claim(&kassa, &claim, Mode::Queue)
+                    .await
+                    .map(|_| ())
+            });
         }
-        let kassa = kassa.clone();
-        running.spawn(async move {
-            cancel::run_claim(&kassa, &claim, Mode::Queue)
-                .await
-                .map(|_| ())
-        });
-    }
-    while let Some(done) = running.join_next().await {
-        if let Ok(Err(error)) = done {
-            first_error.get_or_insert(error);
+        let mut first_error = None;
+        while let Some(done) = running.join_next().await {
+            if let Ok(Err(error)) = done {
+                first_error.get_or_insert(error);
+            }
+        }
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        count += claimed;
+        if claimed < JOBS_IN_FLIGHT_MAX {
+            break;
         }
     }
-    match first_error {
-        Some(error) => Err(error),
-        None => Ok(count),
-    }
+    Ok(count)
 }
 
 /// Delivers the due alerts: each is logged once, and sent to Slack when a webhook is set.

@@ -89,13 +89,11 @@ impl PaymentStatus {
         use PaymentStatus as S;
         matches!(
             (self, next),
-            (
-                S::Paid | S::PartiallyCancelled | S::CancelFailed,
-                S::CancelRequested
-            ) | (
-                S::CancelRequested,
-                S::CancelRequested | S::PartiallyCancelled | S::Cancelled | S::CancelFailed
-            ) | (S::RollbackPending | S::RollbackFailed, S::RollbackPending)
+            (S::Paid | S::PartiallyCancelled | S::CancelFailed, S::CancelRequested)
+                | (S::CancelRequested, S::PartiallyCancelled | S::Cancelled | S::CancelFailed)
+                // A human resolved the failed cancel outside kassa.
+                | (S::CancelFailed, S::Paid | S::PartiallyCancelled | S::Cancelled)
+                | (S::RollbackFailed, S::RollbackPending | S::RollbackRefunded)
                 | (S::RollbackPending, S::RollbackRefunded | S::RollbackFailed)
         )
     }
@@ -128,10 +126,11 @@ pub enum EventKind {
     RetryScheduled,
     DeadLettered,
     Redriven,
+    Resolved,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Paid,
         EventKind::RollbackRequested,
         EventKind::CancelAttempted,
@@ -142,6 +141,7 @@ impl EventKind {
         EventKind::RetryScheduled,
         EventKind::DeadLettered,
         EventKind::Redriven,
+        EventKind::Resolved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -156,6 +156,7 @@ impl EventKind {
             EventKind::RetryScheduled => "RETRY_SCHEDULED",
             EventKind::DeadLettered => "DEAD_LETTERED",
             EventKind::Redriven => "REDRIVEN",
+            EventKind::Resolved => "RESOLVED",
         }
     }
 
@@ -314,6 +315,14 @@ impl Payment {
         Ok(())
     }
 
+    /// Gives back what a closed intent held.
+    pub fn release(&mut self, amount: Amount) {
+        self.reserved_amount = self
+            .reserved_amount
+            .checked_sub(amount)
+            .unwrap_or(Amount::ZERO);
+    }
+
     /// Records a refund the PG confirmed for an intent that held `refunded`, refusing one that
     /// would exceed the amount paid.
     pub fn record_refund(&mut self, refunded: Amount) -> Result<(), DomainError> {
@@ -349,6 +358,7 @@ impl Payment {
             (false, true, _) => PaymentStatus::CancelFailed,
             (false, false, true) => PaymentStatus::CancelRequested,
             (false, false, false) if self.balance().is_zero() => PaymentStatus::Cancelled,
+            (false, false, false) if self.cancelled_amount.is_zero() => PaymentStatus::Paid,
             (false, false, false) => PaymentStatus::PartiallyCancelled,
         };
         self.move_to(next)
@@ -411,6 +421,8 @@ pub enum IntentState {
     Done,
     /// Out of attempts or refused: a dead letter waits for a human.
     Dead,
+    /// Closed by a human (handled outside kassa): its reservation is released.
+    Resolved,
 }
 
 impl IntentState {
@@ -419,13 +431,19 @@ impl IntentState {
             IntentState::Open => "OPEN",
             IntentState::Done => "DONE",
             IntentState::Dead => "DEAD",
+            IntentState::Resolved => "RESOLVED",
         }
     }
 
     pub fn parse(raw: &str) -> Option<IntentState> {
-        [IntentState::Open, IntentState::Done, IntentState::Dead]
-            .into_iter()
-            .find(|state| state.as_str() == raw)
+        [
+            IntentState::Open,
+            IntentState::Done,
+            IntentState::Dead,
+            IntentState::Resolved,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == raw)
     }
 }
 
@@ -483,12 +501,14 @@ mod tests {
             (S::Paid, S::CancelRequested),
             (S::PartiallyCancelled, S::CancelRequested),
             (S::CancelFailed, S::CancelRequested),
-            (S::CancelRequested, S::CancelRequested),
             (S::CancelRequested, S::PartiallyCancelled),
             (S::CancelRequested, S::Cancelled),
             (S::CancelRequested, S::CancelFailed),
-            (S::RollbackPending, S::RollbackPending),
+            (S::CancelFailed, S::Paid),
+            (S::CancelFailed, S::PartiallyCancelled),
+            (S::CancelFailed, S::Cancelled),
             (S::RollbackFailed, S::RollbackPending),
+            (S::RollbackFailed, S::RollbackRefunded),
             (S::RollbackPending, S::RollbackRefunded),
             (S::RollbackPending, S::RollbackFailed),
         ];

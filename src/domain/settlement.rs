@@ -78,6 +78,40 @@ pub fn figures(
     }
 }
 
+/// Whether a PG settlement line is a sale or a refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettlementKind {
+    Approval,
+    Cancel,
+}
+
+impl SettlementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettlementKind::Approval => "APPROVAL",
+            SettlementKind::Cancel => "CANCEL",
+        }
+    }
+}
+
+/// One line of a PG's settlement: a payment's gross amount, the PG's fee and what it pays out.
+/// Amounts are as the PG sent them (signed); kassa checks them, it does not trust them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementLine {
+    pub kind: SettlementKind,
+    pub order_id: String,
+    pub amount: i64,
+    pub fee: i64,
+    pub settle_amount: i64,
+}
+
+impl SettlementLine {
+    /// A line is consistent when its gross minus its fee is what it pays out.
+    pub fn is_consistent(&self) -> bool {
+        self.amount.checked_sub(self.fee) == Some(self.settle_amount)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,8 @@ pub enum CancelStatus {
     PartiallyCancelled,
     Pending,
     Failed,
+    /// Closed by an operator without a refund by kassa.
+    Resolved,
 }
 
 impl CancelStatus {
@@ -40,6 +42,7 @@ impl CancelStatus {
             CancelStatus::PartiallyCancelled => "PARTIALLY_CANCELLED",
             CancelStatus::Pending => "CANCEL_PENDING",
             CancelStatus::Failed => "CANCEL_FAILED",
+            CancelStatus::Resolved => "CANCEL_RESOLVED",
         }
     }
 }
@@ -76,6 +79,7 @@ async fn answer(kassa: &Kassa, intent: &CancelIntent) -> Result<CancelAnswer, Fl
     let status = match intent.state {
         IntentState::Open => CancelStatus::Pending,
         IntentState::Dead => CancelStatus::Failed,
+        IntentState::Resolved => CancelStatus::Resolved,
         IntentState::Done => {
             let view = kassa.store.payment(intent.payment_id).await?;
             let full = view.is_some_and(|view| view.payment.status() == PaymentStatus::Cancelled);
@@ -198,10 +202,13 @@ async fn wait_for_turn(
     let mut changes = kassa.store.changes();
     loop {
         changes.borrow_and_update();
-        if let Some(claim) = kassa
-            .store
-            .claim_cancel(id, kassa.env.now(), lease(kassa))
-            .await?
+        // Look first (a read); claim (a write) only when it is our turn, so waiting does not
+        // commit and wake every waiter, this one included.
+        if kassa.store.cancel_turn(id, kassa.env.now()).await?
+            && let Some(claim) = kassa
+                .store
+                .claim_cancel(id, kassa.env.now(), lease(kassa))
+                .await?
         {
             return Ok(Some(claim));
         }
@@ -242,7 +249,7 @@ pub async fn run_claim(
     let record_id = kassa.env.new_uuid().as_u128();
     kassa
         .store
-        .finish_attempt(claim.intent.id, result.clone(), now, record_id)
+        .finish_attempt(claim, result.clone(), now, record_id)
         .await?;
     Ok(result)
 }

@@ -12,7 +12,7 @@ pub mod portone;
 pub mod toss;
 
 use crate::domain::{Amount, PgTid, Provider};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -140,6 +140,23 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// One page of the PG's settlement records for a KST day, from `cursor` (the start when
+    /// `None`). PGs without a settlement API answer `Refused`.
+    fn settlement_page<'a>(
+        &'a self,
+        date: NaiveDate,
+        cursor: Option<&'a str>,
+        page_size: u32,
+    ) -> GatewayFuture<'a, SettlementPage> {
+        let _ = (date, cursor, page_size);
+        Box::pin(async {
+            Err(GatewayError::Refused {
+                code: "NOT_SUPPORTED".into(),
+                message: "this PG has no settlement API".into(),
+            })
+        })
+    }
+
     /// The payment the PG holds for an order id, for PGs that can look one up that way.
     fn fetch_by_order<'a>(&'a self, order_id: &'a str) -> GatewayFuture<'a, PgPayment> {
         let _ = order_id;
@@ -149,6 +166,41 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
                 message: "this PG cannot look up by order".into(),
             })
         })
+    }
+}
+
+pub use crate::domain::settlement::{SettlementKind, SettlementLine};
+
+/// A page of settlement records and where the next one starts (`None`: this was the last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementPage {
+    pub records: Vec<SettlementLine>,
+    pub next_cursor: Option<String>,
+}
+
+/// Keeps calls to one PG at least `interval` apart, for every caller sharing it.
+#[derive(Debug)]
+pub struct Pacer {
+    interval: std::time::Duration,
+    last: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Pacer {
+    pub fn new(interval: std::time::Duration) -> Pacer {
+        Pacer {
+            interval,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Waits until a call may be made, then counts it as made. Callers queue on the lock, so two
+    /// callers never both pass within one interval.
+    pub async fn wait_turn(&self) {
+        let mut last = self.last.lock().await;
+        if let Some(previous) = *last {
+            tokio::time::sleep_until(previous + self.interval).await;
+        }
+        *last = Some(tokio::time::Instant::now());
     }
 }
 

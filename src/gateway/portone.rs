@@ -217,7 +217,7 @@ impl PortOneGateway {
                 "PortOne refused imp_key/imp_secret".into(),
             ));
         }
-        if status.is_server_error() {
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Err(GatewayError::Transient(format!(
                 "PortOne answered {status} to getToken"
             )));

@@ -8,14 +8,15 @@
 
 use super::client::{CallKind, classify_send_error, read_capped};
 use super::{
-    CancelReceipt, CancelRequest, ConfirmRequest, GatewayError, GatewayFuture, PaymentGateway,
-    PgCancellation, PgPayment, PgStatus,
+    CancelReceipt, CancelRequest, ConfirmRequest, GatewayError, GatewayFuture, Pacer,
+    PaymentGateway, PgCancellation, PgPayment, PgStatus, SettlementKind, SettlementLine,
+    SettlementPage,
 };
 use crate::clock::Clock;
 use crate::domain::{Amount, PgTid, Provider};
 use crate::secret::Secret;
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -29,6 +30,30 @@ pub struct TossGateway {
     /// `Basic base64("{secret_key}:")`, made once.
     authorization: Secret,
     clock: Arc<dyn Clock>,
+    /// Keeps settlement pages `settlement_sync.page_interval_ms` apart.
+    pacer: Pacer,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SettlementWire {
+    #[serde(default)]
+    order_id: String,
+    amount: i64,
+    #[serde(default)]
+    fee: Option<i64>,
+    #[serde(default)]
+    fees: Option<Vec<FeeWire>>,
+    #[serde(default)]
+    pay_out_amount: Option<i64>,
+    #[serde(default)]
+    cancel: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct FeeWire {
+    #[serde(default)]
+    fee: i64,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +185,7 @@ impl TossGateway {
         base_url: &str,
         secret_key: &Secret,
         clock: Arc<dyn Clock>,
+        settlement_interval: std::time::Duration,
     ) -> TossGateway {
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(format!("{}:", secret_key.expose()));
@@ -168,7 +194,86 @@ impl TossGateway {
             base_url: base_url.trim_end_matches('/').to_owned(),
             authorization: Secret::new(format!("Basic {encoded}")),
             clock,
+            pacer: Pacer::new(settlement_interval),
         }
+    }
+
+    /// `GET /v1/settlements` for one sold date, paged by `page` (from 1) and `size`; a page
+    /// shorter than `size` is the last.
+    async fn settlements(
+        &self,
+        date: NaiveDate,
+        cursor: Option<&str>,
+        page_size: u32,
+    ) -> Result<SettlementPage, GatewayError> {
+        let page: u32 = match cursor {
+            None => 1,
+            Some(raw) => raw
+                .parse()
+                .map_err(|_| GatewayError::BadResponse(format!("cursor {raw:?} is not a page")))?,
+        };
+        let day = date.format("%Y-%m-%d").to_string();
+        let mut url = reqwest::Url::parse(&format!("{}/v1/settlements", self.base_url))
+            .map_err(|error| GatewayError::BadResponse(error.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("startDate", &day)
+            .append_pair("endDate", &day)
+            .append_pair("page", &page.to_string())
+            .append_pair("size", &page_size.to_string());
+        self.pacer.wait_turn().await;
+        let response = self
+            .http
+            .get(url)
+            .header(reqwest::header::AUTHORIZATION, self.authorization.expose())
+            .send()
+            .await
+            .map_err(|error| classify_send_error(&error, CallKind::Query))?;
+        let status = response.status();
+        let body = read_capped(response, CallKind::Query).await?;
+        if !status.is_success() {
+            return Err(classify(status, &body, CallKind::Query));
+        }
+        let wire: Vec<SettlementWire> = serde_json::from_slice(&body).map_err(|error| {
+            GatewayError::BadResponse(format!("not a Toss settlement list: {error}"))
+        })?;
+        let full = wire.len() >= usize::try_from(page_size).unwrap_or(usize::MAX);
+        let records = wire
+            .into_iter()
+            .map(|record| {
+                // Amounts come from the PG: sums are checked, and an overflow makes the line
+                // inconsistent (a discrepancy) rather than a panic.
+                let fee = record.fee.unwrap_or_else(|| {
+                    record
+                        .fees
+                        .iter()
+                        .flatten()
+                        .try_fold(0_i64, |sum, fee| sum.checked_add(fee.fee))
+                        .unwrap_or(i64::MIN)
+                });
+                SettlementLine {
+                    kind: if record
+                        .cancel
+                        .as_ref()
+                        .is_some_and(|cancel| !cancel.is_null())
+                    {
+                        SettlementKind::Cancel
+                    } else {
+                        SettlementKind::Approval
+                    },
+                    order_id: record.order_id,
+                    amount: record.amount,
+                    fee,
+                    settle_amount: record
+                        .pay_out_amount
+                        .or_else(|| record.amount.checked_sub(fee))
+                        .unwrap_or(i64::MIN),
+                }
+            })
+            .collect();
+        Ok(SettlementPage {
+            records,
+            next_cursor: full.then(|| (page + 1).to_string()),
+        })
     }
 
     async fn call(
@@ -262,6 +367,15 @@ impl PaymentGateway for TossGateway {
 
     fn fetch_by_order<'a>(&'a self, order_id: &'a str) -> GatewayFuture<'a, PgPayment> {
         Box::pin(self.get_by_order(order_id))
+    }
+
+    fn settlement_page<'a>(
+        &'a self,
+        date: NaiveDate,
+        cursor: Option<&'a str>,
+        page_size: u32,
+    ) -> GatewayFuture<'a, SettlementPage> {
+        Box::pin(self.settlements(date, cursor, page_size))
     }
 }
 

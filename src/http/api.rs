@@ -393,13 +393,15 @@ pub async fn order_result(
             })?,
     };
     let order_id = OrderId::parse(&order_id).map_err(|_| ApiError::not_found("order"))?;
-    let outcome = result::wait_for_outcome(
-        &state.kassa,
-        &order_id,
-        Duration::from_secs(wait_s),
-        &state.shutdown,
-    )
-    .await?;
+    // Past the bound of waiting requests, a request answers at once with what is known now.
+    let permit = state.long_polls.clone().try_acquire_owned().ok();
+    let wait = if permit.is_some() {
+        Duration::from_secs(wait_s)
+    } else {
+        Duration::ZERO
+    };
+    let outcome = result::wait_for_outcome(&state.kassa, &order_id, wait, &state.shutdown).await?;
+    drop(permit);
     let mut body =
         json!({ "order_id": outcome.order_id.as_str(), "result": outcome.result.as_str() });
     if let Some(payment_id) = outcome.payment_id {
@@ -539,6 +541,8 @@ pub async fn dead_letters(
                 "last_pg_answer": letter.last_pg_answer,
                 "created_at": time(letter.created_at),
                 "redriven_at": letter.redriven_at.map(time),
+                "resolved_at": letter.resolved_at.map(time),
+                "resolution": letter.resolution,
             })
         })
         .collect();
@@ -555,6 +559,11 @@ pub async fn redrive(
     let id = parse_record_id(&id).ok_or_else(|| ApiError::not_found("dead letter"))?;
     match state.kassa.store.redrive(id, state.kassa.env.now()).await? {
         crate::store::RedriveOutcome::NotFound => Err(ApiError::not_found("dead letter")),
+        crate::store::RedriveOutcome::Resolved(intent) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "CANCEL_RESOLVED",
+            format!("cancel {} was resolved by an operator", intent.id),
+        )),
         crate::store::RedriveOutcome::AlreadyDone(intent) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "CANCEL_ALREADY_DONE",
@@ -567,6 +576,50 @@ pub async fn redrive(
                 StatusCode::ACCEPTED,
                 Json(json!({ "cancel_id": intent.id.to_string(), "payment_id": intent.payment_id.to_string(), "status": "CANCEL_PENDING" })),
             )
+                .into_response())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    note: String,
+}
+
+/// Closes a dead letter handled outside kassa (refunded in the PG's console, or not to be
+/// refunded): nothing is sent to the PG and what it held is released.
+pub async fn resolve_dead_letter(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ResolveBody>,
+) -> Result<Response, ApiError> {
+    let id = parse_record_id(&id).ok_or_else(|| ApiError::not_found("dead letter"))?;
+    let note = crate::domain::parse_text("note", &body.note, 500)?;
+    match state
+        .kassa
+        .store
+        .resolve_dead_letter(id, note, state.kassa.env.now())
+        .await?
+    {
+        crate::store::RedriveOutcome::NotFound => Err(ApiError::not_found("dead letter")),
+        crate::store::RedriveOutcome::AlreadyDone(intent) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "CANCEL_ALREADY_DONE",
+            format!("cancel {} was already carried out", intent.id),
+        )),
+        crate::store::RedriveOutcome::Redriven(intent) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "CANCEL_RUNNING",
+            format!(
+                "cancel {} was re-driven and is running; resolve it if it fails again",
+                intent.id
+            ),
+        )),
+        crate::store::RedriveOutcome::Resolved(intent) => {
+            tracing::info!(cancel_id = %intent.id, payment_id = %intent.payment_id, "dead letter resolved by an operator");
+            Ok(Json(json!({ "cancel_id": intent.id.to_string(), "payment_id": intent.payment_id.to_string(), "status": "CANCEL_RESOLVED" }))
                 .into_response())
         }
     }

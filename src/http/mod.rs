@@ -48,12 +48,12 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         .route("/api/payments", get(api::list_payments))
         .route("/api/payments/{payment_id}", get(api::get_payment))
         .route("/api/payment/list", get(api::list_own_payments))
-        .route(
-            "/api/payments/{payment_id}/cancel",
-            post(api::cancel_payment),
-        )
         .route("/api/admin/dead-letters", get(api::dead_letters))
         .route("/api/admin/dead-letters/{id}/redrive", post(api::redrive))
+        .route(
+            "/api/admin/dead-letters/{id}/resolve",
+            post(api::resolve_dead_letter),
+        )
         .route("/api/admin/alerts", get(api::alerts))
         .route(
             "/api/admin/partner-settlements",
@@ -84,6 +84,11 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         ));
     let long_poll = Router::new()
         .route("/api/payments/result/{order_id}", get(api::order_result))
+        // A cancel waits its turn and makes its inline attempts inside the request.
+        .route(
+            "/api/payments/{payment_id}/cancel",
+            post(api::cancel_payment),
+        )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             LONG_POLL_TIMEOUT,
@@ -104,6 +109,7 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(axum::middleware::map_response(timeout_as_json))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -149,4 +155,19 @@ async fn method_not_allowed(request: Request) -> Response {
         "this endpoint does not take that method",
     )
     .into_response()
+}
+
+/// The timeout layer answers a bare 503; give it kassa's JSON error body.
+async fn timeout_as_json(response: Response) -> Response {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && !response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TIMEOUT",
+            "the request took too long; nothing was lost, ask again",
+        )
+        .into_response();
+    }
+    response
 }

@@ -13,7 +13,12 @@ pub struct AppState {
     /// True when the checkout opens the built-in sandbox PG's window.
     pub sandbox: bool,
     pub shutdown: CancellationToken,
+    /// Bounds how many result long-polls wait at once; past it they answer at once.
+    pub long_polls: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Most result long-polls that wait at the same time.
+pub const LONG_POLL_WAITERS_MAX: usize = 1_024;
 
 impl AppState {
     pub fn cookie_key(&self) -> &[u8; 32] {

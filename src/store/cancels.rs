@@ -60,6 +60,8 @@ struct IntentRecord {
     /// Where its job sits in `JOBS` (due time), if it has one.
     job_due_ms: Option<u64>,
     last_error: Option<String>,
+    /// The token of the attempt that holds the intent now; a finish without it is stale.
+    claim_token: Option<u128>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -72,6 +74,8 @@ struct DeadLetterRecord {
     last_pg_answer: String,
     created_at_ms: i64,
     redriven_at_ms: Option<i64>,
+    resolved_at_ms: Option<i64>,
+    resolution: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,6 +95,7 @@ struct StoredIntent {
     intent: CancelIntent,
     job_due_ms: Option<u64>,
     last_error: Option<String>,
+    claim_token: Option<u128>,
 }
 
 /// A job in the dead-letter table, for a human.
@@ -105,6 +110,8 @@ pub struct DeadLetter {
     pub last_pg_answer: String,
     pub created_at: DateTime<Utc>,
     pub redriven_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolution: Option<String>,
 }
 
 /// An intent claimed for one attempt, with its payment as it is now.
@@ -112,6 +119,8 @@ pub struct DeadLetter {
 pub struct Claim {
     pub intent: CancelIntent,
     pub payment: Payment,
+    /// Names this attempt: only its holder may record the outcome.
+    pub token: u128,
 }
 
 /// What one attempt at an intent came to.
@@ -171,6 +180,8 @@ pub enum CancelRequestOutcome {
 pub enum RedriveOutcome {
     Redriven(CancelIntent),
     AlreadyDone(CancelIntent),
+    /// Closed by a human: nothing runs.
+    Resolved(CancelIntent),
     NotFound,
 }
 
@@ -242,6 +253,7 @@ fn encode_intent(stored: &StoredIntent) -> Result<Vec<u8>, StoreError> {
             pg_cancel_id: intent.pg_cancel_id.clone(),
             job_due_ms: stored.job_due_ms,
             last_error: stored.last_error.clone(),
+            claim_token: stored.claim_token,
         },
     )
 }
@@ -271,6 +283,7 @@ fn decode_intent(bytes: &[u8]) -> Result<StoredIntent, StoreError> {
         intent,
         job_due_ms: record.job_due_ms,
         last_error: record.last_error,
+        claim_token: record.claim_token,
     })
 }
 
@@ -317,6 +330,7 @@ pub(super) fn insert_intent(
         intent: intent.clone(),
         job_due_ms: None,
         last_error: None,
+        claim_token: None,
     };
     move_job(txn, &mut stored, Some(millis(now)))?;
     put_intent(txn, &stored)?;
@@ -382,11 +396,6 @@ fn request_cancel(
         if !record.answered && now_ms - record.started_at_ms < REQUEST_RUNNING_MS_MAX {
             return Ok(CancelRequestOutcome::InProgress);
         }
-        if let Some(available) = record.exceeded_available {
-            return Ok(CancelRequestOutcome::Exceeds {
-                available: Amount::non_negative(available).unwrap_or(Amount::ZERO),
-            });
-        }
         let cancel = record
             .cancel_id
             .ok_or_else(|| corrupt("idempotency key", "no cancel"))?;
@@ -404,30 +413,23 @@ fn request_cancel(
             | PaymentStatus::PartiallyCancelled
             | PaymentStatus::CancelRequested
             | PaymentStatus::CancelFailed
+            | PaymentStatus::Cancelled
     ) {
         return Ok(CancelRequestOutcome::NotCancellable(status));
+    }
+    // A refused request stores nothing, not even its key: a repeat is judged again.
+    let available = stored.payment.available();
+    let amount = request.amount.unwrap_or(available);
+    if amount.is_zero() || amount > available {
+        return Ok(CancelRequestOutcome::Exceeds { available });
     }
     if intents_of(txn, request.payment_id)?.len() >= INTENTS_PER_PAYMENT_MAX {
         return Ok(CancelRequestOutcome::TooMany);
     }
-    let available = stored.payment.available();
-    let amount = request.amount.unwrap_or(available);
-    let mut record = IdempotencyRecord {
-        amount: request.amount.map(Amount::won),
-        reason: request.reason.clone(),
-        started_at_ms: now_ms,
-        answered: false,
-        cancel_id: None,
-        exceeded_available: None,
-    };
-    if amount.is_zero() || stored.payment.reserve(amount).is_err() {
-        record.answered = true;
-        record.exceeded_available = Some(available.won());
-        let bytes = encode(IDEMPOTENCY_RECORD, &record)?;
-        txn.open_table(tables::IDEMPOTENCY)?
-            .insert(key.as_str(), bytes.as_slice())?;
-        return Ok(CancelRequestOutcome::Exceeds { available });
-    }
+    stored
+        .payment
+        .reserve(amount)
+        .map_err(|error| StoreError::Bug(error.to_string()))?;
     let intent = new_intent(
         request.cancel_id,
         request.payment_id,
@@ -452,21 +454,41 @@ fn request_cancel(
         EventKind::CancelRequested,
         &detail,
     )?;
-    record.cancel_id = Some(intent.id.as_u128());
+    let record = IdempotencyRecord {
+        amount: request.amount.map(Amount::won),
+        reason: request.reason.clone(),
+        started_at_ms: now_ms,
+        answered: false,
+        cancel_id: Some(intent.id.as_u128()),
+        exceeded_available: None,
+    };
     let bytes = encode(IDEMPOTENCY_RECORD, &record)?;
     txn.open_table(tables::IDEMPOTENCY)?
         .insert(key.as_str(), bytes.as_slice())?;
     Ok(CancelRequestOutcome::Created(intent))
 }
 
-/// Claims `id` for one attempt if it is open, due (when `require_due`), the oldest open intent
-/// of its payment, and no other intent of the payment holds a live lease.
+/// How a claim treats an intent whose turn has not come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClaimMode {
+    /// The request's own inline attempt: the job may be due later, and nothing moves.
+    Inline,
+    /// The retry queue: only due jobs, and a job that must wait is moved to when its turn can
+    /// come, so waiting jobs never crowd the front of the queue.
+    Queue,
+}
+
+/// Earliest a postponed job is looked at again.
+const POSTPONE_MS_MIN: u64 = 1_000;
+
+/// Claims `id` for one attempt if it is open, due (from the queue), the oldest open intent of
+/// its payment, and no other intent of the payment holds a live lease.
 fn claim_one(
     txn: &WriteTransaction,
     id: CancelId,
     now: DateTime<Utc>,
     lease: Duration,
-    require_due: bool,
+    mode: ClaimMode,
 ) -> Result<Option<Claim>, StoreError> {
     let Some(mut stored) = get_intent(txn, id)? else {
         return Ok(None);
@@ -478,23 +500,32 @@ fn claim_one(
     else {
         return Ok(None);
     };
-    if require_due && due > now_ms {
+    if mode == ClaimMode::Queue && due > now_ms {
         return Ok(None);
     }
     let Some(mut payment) = get_payment(txn, stored.intent.payment_id)? else {
         return Err(corrupt("cancel intent", "names a missing payment"));
     };
-    if let Some((holder, until)) = payment.lease
-        && holder != id
-        && u64::try_from(until).unwrap_or(0) > now_ms
-    {
-        return Ok(None);
-    }
+    let held_until = payment
+        .lease
+        .filter(|(holder, until)| *holder != id && u64::try_from(*until).unwrap_or(0) > now_ms)
+        .map(|(_, until)| u64::try_from(until).unwrap_or(0));
     let head = intents_of(txn, stored.intent.payment_id)?
         .into_iter()
-        .find(|other| other.intent.state == IntentState::Open)
-        .map(|other| other.intent.id);
-    if head != Some(id) {
+        .find(|other| other.intent.state == IntentState::Open);
+    let head_due = head
+        .as_ref()
+        .filter(|head| head.intent.id != id)
+        .map(|head| head.job_due_ms.unwrap_or(now_ms));
+    if held_until.is_some() || head_due.is_some() {
+        if mode == ClaimMode::Queue {
+            let wait = held_until
+                .unwrap_or(0)
+                .max(head_due.unwrap_or(0))
+                .max(now_ms + POSTPONE_MS_MIN);
+            move_job(txn, &mut stored, Some(wait))?;
+            put_intent(txn, &stored)?;
+        }
         return Ok(None);
     }
     let until = millis(now + lease);
@@ -502,12 +533,17 @@ fn claim_one(
     // Only this intent runs now, so the refunds kassa has confirmed are the PG's balance
     // before it; a retry of this intent computes the same balance.
     stored.intent.balance_before = payment.payment.balance();
+    // A token unique to this claim: made from the time and the attempt count, so a re-applied
+    // write makes the same one.
+    let token = (u128::from(now_ms) << 32) | u128::from(stored.intent.attempts);
+    stored.claim_token = Some(token);
     put_intent(txn, &stored)?;
     payment.lease = Some((id, i64::try_from(until).unwrap_or(i64::MAX)));
     put_payment(txn, &payment)?;
     Ok(Some(Claim {
         intent: stored.intent,
         payment: payment.payment,
+        token,
     }))
 }
 
@@ -518,6 +554,7 @@ fn claim_one(
 fn finish(
     txn: &WriteTransaction,
     id: CancelId,
+    token: u128,
     result: &AttemptResult,
     now: DateTime<Utc>,
     record_id: u128,
@@ -528,10 +565,13 @@ fn finish(
     let Some(mut payment) = get_payment(txn, stored.intent.payment_id)? else {
         return Err(corrupt("cancel intent", "names a missing payment"));
     };
-    if stored.intent.state != IntentState::Open {
+    if stored.intent.state != IntentState::Open || stored.claim_token != Some(token) {
+        // Finished already, or this attempt's lease ran out and another attempt took over:
+        // its outcome is not recorded (the holder's is).
         let view = view_in_write(txn, payment.payment.id)?;
         return Ok(Some((stored.intent, view)));
     }
+    stored.claim_token = None;
     if payment.lease.is_some_and(|(holder, _)| holder == id) {
         payment.lease = None;
     }
@@ -626,6 +666,8 @@ fn finish(
                 last_pg_answer: clip(pg_answer, PG_ANSWER_CHARS_MAX),
                 created_at_ms: now.timestamp_millis(),
                 redriven_at_ms: None,
+                resolved_at_ms: None,
+                resolution: None,
             };
             let bytes = encode(DEAD_LETTER_RECORD, &letter)?;
             txn.open_table(tables::DEAD_LETTERS)?
@@ -663,6 +705,8 @@ fn decode_dead_letter(id: u128, bytes: &[u8]) -> Result<DeadLetter, StoreError> 
         last_pg_answer: record.last_pg_answer,
         created_at: millis_to_time(record.created_at_ms)?,
         redriven_at: record.redriven_at_ms.map(millis_to_time).transpose()?,
+        resolved_at: record.resolved_at_ms.map(millis_to_time).transpose()?,
+        resolution: record.resolution,
     })
 }
 
@@ -686,10 +730,13 @@ fn redrive(
         IntentState::Done => return Ok(RedriveOutcome::AlreadyDone(stored.intent)),
         // Already re-driven and not finished yet: the same job is on its way.
         IntentState::Open => return Ok(RedriveOutcome::Redriven(stored.intent)),
+        IntentState::Resolved => return Ok(RedriveOutcome::Resolved(stored.intent)),
         IntentState::Dead => {}
     }
     stored.intent.state = IntentState::Open;
     stored.intent.queue_attempts = 0;
+    // A dead letter may have been handled by hand in the PG's console: ask the PG first.
+    stored.intent.outcome_unknown = true;
     move_job(txn, &mut stored, Some(millis(now)))?;
     put_intent(txn, &stored)?;
     letter.redriven_at_ms = Some(now.timestamp_millis());
@@ -707,6 +754,54 @@ fn redrive(
     );
     append_event(txn, payment.payment.id, now, EventKind::Redriven, &detail)?;
     Ok(RedriveOutcome::Redriven(stored.intent))
+}
+
+/// Closes a dead letter that a human handled outside kassa: the intent is resolved, its
+/// reservation released, and nothing is sent to the PG.
+fn resolve(
+    txn: &WriteTransaction,
+    dead_id: u128,
+    note: &str,
+    now: DateTime<Utc>,
+) -> Result<RedriveOutcome, StoreError> {
+    let bytes = txn
+        .open_table(tables::DEAD_LETTERS)?
+        .get(dead_id)?
+        .map(|value| value.value().to_vec());
+    let Some(bytes) = bytes else {
+        return Ok(RedriveOutcome::NotFound);
+    };
+    let mut letter: DeadLetterRecord = decode("dead letter", DEAD_LETTER_RECORD, &bytes)?;
+    let Some(mut stored) = get_intent(txn, CancelId::from_u128(letter.cancel_id))? else {
+        return Err(corrupt("dead letter", "names a missing cancel"));
+    };
+    match stored.intent.state {
+        IntentState::Done => return Ok(RedriveOutcome::AlreadyDone(stored.intent)),
+        IntentState::Resolved => return Ok(RedriveOutcome::Resolved(stored.intent)),
+        // Re-driven and running: it must finish or die again before it can be resolved.
+        IntentState::Open => return Ok(RedriveOutcome::Redriven(stored.intent)),
+        IntentState::Dead => {}
+    }
+    stored.intent.state = IntentState::Resolved;
+    move_job(txn, &mut stored, None)?;
+    put_intent(txn, &stored)?;
+    letter.resolved_at_ms = Some(now.timestamp_millis());
+    letter.resolution = Some(clip(note, ERROR_CHARS_MAX));
+    let bytes = encode(DEAD_LETTER_RECORD, &letter)?;
+    txn.open_table(tables::DEAD_LETTERS)?
+        .insert(dead_id, bytes.as_slice())?;
+    let Some(mut payment) = get_payment(txn, stored.intent.payment_id)? else {
+        return Err(corrupt("cancel intent", "names a missing payment"));
+    };
+    payment.payment.release(stored.intent.amount);
+    settle(txn, &mut payment)?;
+    put_payment(txn, &payment)?;
+    let detail = format!(
+        "{} resolved by an operator, not sent to the PG: {note}",
+        stored.intent.amount
+    );
+    append_event(txn, payment.payment.id, now, EventKind::Resolved, &detail)?;
+    Ok(RedriveOutcome::Resolved(stored.intent))
 }
 
 impl Store {
@@ -751,8 +846,61 @@ impl Store {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<Option<Claim>, StoreError> {
-        self.write(move |txn| claim_one(txn, id, now, lease, true))
+        self.write(move |txn| claim_one(txn, id, now, lease, ClaimMode::Inline))
             .await
+    }
+
+    /// True when `id` is open and it is its turn (nothing older open, no other live lease):
+    /// a read, so waiting for a turn does not itself commit.
+    pub async fn cancel_turn(&self, id: CancelId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.read(move |txn| {
+            let intents = txn.open_table(tables::CANCEL_INTENTS)?;
+            let Some(stored) = intents
+                .get(id.as_u128())?
+                .map(|value| decode_intent(value.value()))
+                .transpose()?
+            else {
+                return Ok(false);
+            };
+            if stored.intent.state != IntentState::Open {
+                return Ok(false);
+            }
+            let payments = txn.open_table(tables::PAYMENTS)?;
+            let Some(payment) = payments
+                .get(stored.intent.payment_id.as_u128())?
+                .map(|value| super::payments::decode_payment(value.value()))
+                .transpose()?
+            else {
+                return Ok(false);
+            };
+            if payment
+                .lease
+                .is_some_and(|(holder, until)| holder != id && until > now.timestamp_millis())
+            {
+                return Ok(false);
+            }
+            let index = txn.open_table(tables::CANCELS_BY_PAYMENT)?;
+            let key = stored.intent.payment_id.as_u128();
+            for entry in index
+                .range((key, 0)..=(key, u128::MAX))?
+                .take(INTENTS_PER_PAYMENT_MAX)
+            {
+                let (entry_key, _) = entry?;
+                let other = entry_key.value().1;
+                if other == id.as_u128() {
+                    return Ok(true);
+                }
+                let open = intents
+                    .get(other)?
+                    .map(|value| decode_intent(value.value()))
+                    .transpose()?;
+                if open.is_some_and(|other| other.intent.state == IntentState::Open) {
+                    return Ok(false);
+                }
+            }
+            Ok(false)
+        })
+        .await
     }
 
     /// Claims up to `limit` due jobs, each under a lease.
@@ -774,8 +922,11 @@ impl Store {
                 if claims.len() == limit {
                     break;
                 }
-                if let Some(claim) = claim_one(txn, CancelId::from_u128(id), now, lease, true)? {
-                    claims.push(claim);
+                // One unreadable job must not stop the others: it is logged and skipped.
+                match claim_one(txn, CancelId::from_u128(id), now, lease, ClaimMode::Queue) {
+                    Ok(Some(claim)) => claims.push(claim),
+                    Ok(None) => {}
+                    Err(error) => tracing::error!(job = %uuid::Uuid::from_u128(id), error = %error, "a queued job cannot be claimed; skipped"),
                 }
             }
             Ok(claims)
@@ -786,12 +937,24 @@ impl Store {
     /// Records what an attempt came to. `record_id` names the dead letter or alert it may make.
     pub async fn finish_attempt(
         &self,
-        id: CancelId,
+        claim: &Claim,
         result: AttemptResult,
         now: DateTime<Utc>,
         record_id: u128,
     ) -> Result<Option<(CancelIntent, PaymentView)>, StoreError> {
-        self.write(move |txn| finish(txn, id, &result, now, record_id))
+        let (id, token) = (claim.intent.id, claim.token);
+        self.write(move |txn| finish(txn, id, token, &result, now, record_id))
+            .await
+    }
+
+    /// Closes a dead letter a human handled outside kassa, releasing what it held.
+    pub async fn resolve_dead_letter(
+        &self,
+        dead_id: u128,
+        note: String,
+        now: DateTime<Utc>,
+    ) -> Result<RedriveOutcome, StoreError> {
+        self.write(move |txn| resolve(txn, dead_id, &note, now))
             .await
     }
 
@@ -868,7 +1031,7 @@ impl Store {
             {
                 let (key, value) = entry?;
                 let letter = decode_dead_letter(key.value(), value.value())?;
-                if pending_only && letter.redriven_at.is_some() {
+                if pending_only && (letter.redriven_at.is_some() || letter.resolved_at.is_some()) {
                     continue;
                 }
                 if items.len() == limit.min(DEAD_LETTERS_PAGE_MAX) {

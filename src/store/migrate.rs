@@ -69,6 +69,10 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
     txn.open_table(tables::ALERTS_UNSENT)?;
     txn.open_table(tables::PARTNER_LEDGER)?;
     txn.open_table(tables::PARTNER_SETTLEMENTS)?;
+    txn.open_table(tables::SYNC_LOCKS)?;
+    txn.open_table(tables::SYNC_CURSORS)?;
+    txn.open_table(tables::SYNC_RUNS)?;
+    txn.open_table(tables::SETTLEMENT_FINDINGS)?;
     txn.commit()?;
     Ok(key)
 }

@@ -17,6 +17,7 @@ mod migrate;
 mod orders;
 mod partners;
 mod payments;
+mod sync;
 mod tables;
 
 pub use alerts::{Alert, AlertLevel, Delivery};
@@ -29,6 +30,7 @@ pub use partners::{PartnerSettlement, StatusChange};
 pub use payments::{
     NewPgPayment, PaymentFilter, PaymentPage, PaymentView, RecordOutcome, SettlementStatus,
 };
+pub use sync::{Finding, SettlementRow, SyncCounts, SyncReport};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::any::Any;

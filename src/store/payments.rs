@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 const PAYMENT_RECORD: u8 = 1;
 const EVENT_RECORD: u8 = 1;
-const SETTLEMENT_RECORD: u8 = 1;
+pub(super) const SETTLEMENT_RECORD: u8 = 1;
 
 /// Most events shown with one payment (the latest ones). Attempts are bounded by the retry
 /// policy, so a payment's history stays far below this in practice.
@@ -57,11 +57,15 @@ struct EventRecord {
 }
 
 #[derive(Serialize, Deserialize)]
-struct SettlementRecord {
-    payment_id: u128,
-    provider: String,
-    amount: i64,
-    status: String,
+pub(super) struct SettlementRecord {
+    pub payment_id: u128,
+    pub provider: String,
+    pub amount: i64,
+    pub status: String,
+    /// The PG's fee and payout, once a matching settlement line was found.
+    pub fee: Option<i64>,
+    pub settle_amount: Option<i64>,
+    pub order_id: String,
 }
 
 /// A payment as stored: the domain payment and the lease of the intent now at the PG.
@@ -404,6 +408,9 @@ fn record_pg_payment(
                 provider: new.provider.as_str().to_owned(),
                 amount: new.amount.won(),
                 status: SettlementStatus::Pending.as_str().to_owned(),
+                fee: None,
+                settle_amount: None,
+                order_id: new.order_id.as_str().to_owned(),
             },
         )?;
         txn.open_table(tables::SETTLEMENTS)?.insert(
@@ -443,6 +450,16 @@ fn record_pg_payment(
         new.pg_key.clone(),
         new.now,
     );
+    // What the PG already refunded before kassa saw the payment is not kassa's to refund again.
+    let refunded_before = new
+        .amount
+        .checked_sub(new.pg_balance)
+        .unwrap_or(Amount::ZERO);
+    if !refunded_before.is_zero() {
+        payment
+            .record_refund(refunded_before)
+            .map_err(|error| StoreError::Bug(error.to_string()))?;
+    }
     if !new.pg_balance.is_zero() {
         payment
             .reserve(new.pg_balance)

@@ -67,3 +67,17 @@ pub const PARTNER_SETTLEMENTS: TableDefinition<(u32, &str), &[u8]> =
 
 /// Scheduler marks live in `META` as `schedule:{name}` → the last fire time run (Unix ms, LE).
 pub const SCHEDULE_MARK_PREFIX: &str = "schedule:";
+
+/// Provider name → the settlement sync lock (run id, lease end).
+pub const SYNC_LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_locks");
+
+/// (provider, KST day) → where the last unfinished sync of that day stopped, until it expires.
+pub const SYNC_CURSORS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("sync_cursors");
+
+/// Run id (UUIDv7) → the report of one settlement sync run.
+pub const SYNC_RUNS: TableDefinition<u128, &[u8]> = TableDefinition::new("sync_runs");
+
+/// (KST day, provider, order id, kind) → a settlement line kassa could not simply accept:
+/// a discrepancy, a missing payment, or a cancel kept for refund reconciliation.
+pub const SETTLEMENT_FINDINGS: TableDefinition<(u32, &str, &str, &str), &[u8]> =
+    TableDefinition::new("settlement_findings");

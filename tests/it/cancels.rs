@@ -257,7 +257,8 @@ async fn twenty_concurrent_partial_cancels_never_exceed_the_balance() {
             &json!({ "reason": "nothing left" }),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "CANCEL_EXCEEDS_BALANCE");
 }
 
 #[tokio::test]
@@ -544,4 +545,141 @@ async fn alerts_reach_slack_and_a_failed_delivery_is_retried_later() {
     let (_, alerts) = app.admin_get("/api/admin/alerts").await;
     assert!(alerts["items"][0]["sent_at"].is_string());
     assert_eq!(alerts["items"][0]["attempts"], 2);
+}
+
+/// Refunds `amount` directly at the sandbox PG, as an operator would in PortOne's console.
+async fn refund_by_hand(app: &TestApp, imp_uid: &str, amount: i64) {
+    let token: Value = app
+        .http
+        .post(app.url("/sandbox-pg/portone/users/getToken"))
+        .json(&json!({ "imp_key": kassa::sandbox::SANDBOX_IMP_KEY, "imp_secret": kassa::sandbox::SANDBOX_IMP_SECRET }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = token["response"]["access_token"].as_str().unwrap();
+    let answer: Value = app
+        .http
+        .post(app.url("/sandbox-pg/portone/payments/cancel"))
+        .bearer_auth(access)
+        .json(&json!({ "imp_uid": imp_uid, "amount": amount, "reason": "console" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["code"], 0, "{answer}");
+}
+
+async fn dead_letter_of(app: &TestApp, payment_id: &str) -> String {
+    let (_, letters) = app.admin_get("/api/admin/dead-letters?pending=true").await;
+    let letter = letters["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|letter| letter["payment_id"] == payment_id)
+        .cloned();
+    letter.unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_redrive_after_a_refund_by_hand_asks_the_pg_first_and_refunds_nothing_more() {
+    let app = TestApp::spawn().await;
+    let (payment_id, imp_uid) = app.paid("order-hand-1", 15_000).await;
+    app.fault("portone.cancel", "status401", 2).await;
+    let (_, body) = app
+        .cancel(
+            &payment_id,
+            "key-hand",
+            &json!({ "amount": 4_000, "reason": "refund" }),
+        )
+        .await;
+    assert_eq!(body["status"], "CANCEL_FAILED");
+    // The operator refunds it in the PG's console, then re-drives the dead letter.
+    refund_by_hand(&app, &imp_uid, 4_000).await;
+    let id = dead_letter_of(&app, &payment_id).await;
+
+    let (status, _) = app
+        .admin_post(&format!("/api/admin/dead-letters/{id}/redrive"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(app.run_jobs().await, 1);
+
+    let pg = app.pg_state(&imp_uid).await;
+    assert_eq!(pg["refunds_executed"], 1, "only the refund by hand: {pg}");
+    assert_eq!(pg["cancel_amount"], 4_000);
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED");
+    assert_eq!(payment["cancelled_amount"], 4_000);
+}
+
+#[tokio::test]
+async fn a_resolved_dead_letter_releases_its_hold_without_calling_the_pg() {
+    let app = TestApp::spawn().await;
+    let (payment_id, imp_uid) = app.paid("order-resolve-1", 15_000).await;
+    app.fault("portone.cancel", "status401", 2).await;
+    let (_, body) = app
+        .cancel(&payment_id, "key-resolve", &json!({ "reason": "refund" }))
+        .await;
+    assert_eq!(body["status"], "CANCEL_FAILED");
+    let (status, _) = app
+        .cancel(
+            &payment_id,
+            "key-resolve-2",
+            &json!({ "amount": 1, "reason": "held" }),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the dead cancel still holds the whole balance"
+    );
+    let id = dead_letter_of(&app, &payment_id).await;
+    let calls = app.pg_calls("portone.cancel").await;
+
+    let (status, body) = app
+        .admin_post(
+            &format!("/api/admin/dead-letters/{id}/resolve"),
+            &json!({ "note": "the buyer keeps the goods" }),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "CANCEL_RESOLVED");
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "PAID");
+    assert_eq!(
+        payment["events"].as_array().unwrap().last().unwrap()["kind"],
+        "RESOLVED"
+    );
+    assert_eq!(
+        app.pg_calls("portone.cancel").await,
+        calls,
+        "nothing was sent to the PG"
+    );
+    let (status, _) = app
+        .admin_post(&format!("/api/admin/dead-letters/{id}/redrive"), &json!({}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a resolved cancel does not run again"
+    );
+    let (_, letters) = app.admin_get("/api/admin/dead-letters?pending=true").await;
+    assert!(letters["items"].as_array().unwrap().is_empty());
+    let (status, body) = app
+        .cancel(
+            &payment_id,
+            "key-resolve-3",
+            &json!({ "amount": 1_000, "reason": "later" }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("PARTIALLY_CANCELLED"))
+    );
+    assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 1);
 }

@@ -1,0 +1,437 @@
+//! The settlement sync in redb: its lease lock, its resumable cursor, applying a page of PG
+//! settlement lines to the settlement rows, findings, and run reports.
+//!
+//! Invariants: a page's effects and the cursor after it are committed together, so a run that
+//! stops (or dies) resumes exactly after the last applied page; only `Pending` rows are moved to
+//! `Succeed`, so a re-run changes nothing and counts them `skipped`; a line that does not match
+//! changes no row and is kept as a finding.
+
+use super::alerts::{AlertLevel, insert_alert};
+use super::codec::{decode, encode};
+use super::orders::get_order;
+use super::payments::{SETTLEMENT_RECORD, SettlementRecord, decode_payment};
+use super::{Store, StoreError, tables};
+use crate::domain::calendar::{date_key, kst_date};
+use crate::domain::settlement::{SettlementKind, SettlementLine};
+use crate::domain::{OrderId, PaymentId};
+use chrono::{DateTime, NaiveDate, Utc};
+use redb::{ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+const LOCK_RECORD: u8 = 1;
+const CURSOR_RECORD: u8 = 1;
+const RUN_RECORD: u8 = 1;
+const FINDING_RECORD: u8 = 1;
+/// Most rows a settlement or findings list answers.
+pub const SETTLEMENT_LIST_MAX: usize = 5_000;
+
+#[derive(Serialize, Deserialize)]
+struct LockRecord {
+    run_id: u128,
+    until_ms: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CursorRecord {
+    cursor: String,
+    expires_ms: i64,
+}
+
+/// What applying lines did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncCounts {
+    pub updated: u64,
+    pub skipped: u64,
+    pub missing: u64,
+    pub cancel_skipped: u64,
+    pub discrepancy: u64,
+}
+
+impl SyncCounts {
+    pub fn add(&mut self, other: SyncCounts) {
+        self.updated += other.updated;
+        self.skipped += other.skipped;
+        self.missing += other.missing;
+        self.cancel_skipped += other.cancel_skipped;
+        self.discrepancy += other.discrepancy;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.updated + self.skipped + self.missing + self.cancel_skipped + self.discrepancy
+    }
+}
+
+/// The report of one run, as CONTRACT.md names its fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    pub run_id: u128,
+    pub provider: String,
+    pub date: NaiveDate,
+    pub pages: u32,
+    pub complete: bool,
+    pub resumed: bool,
+    pub counts: SyncCounts,
+    pub failed: u64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+}
+
+/// A settlement row as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementRow {
+    pub date: NaiveDate,
+    pub payment_id: PaymentId,
+    pub order_id: String,
+    pub provider: String,
+    pub amount: i64,
+    pub status: String,
+    pub fee: Option<i64>,
+    pub settle_amount: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub date: NaiveDate,
+    pub provider: String,
+    pub order_id: String,
+    /// `DISCREPANCY`, `MISSING` or `CANCEL`.
+    pub kind: String,
+    /// What kassa holds (the payment's gross), when it holds the payment.
+    pub expected: Option<i64>,
+    pub actual: i64,
+    pub fee: i64,
+    pub settle_amount: i64,
+    pub found_at_ms: i64,
+}
+
+/// Why a lock could not be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockOutcome {
+    Acquired,
+    Busy,
+}
+
+fn lock_key(provider: &str) -> String {
+    provider.to_owned()
+}
+
+fn take_lock(
+    txn: &WriteTransaction,
+    provider: &str,
+    run_id: u128,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> Result<LockOutcome, StoreError> {
+    let mut locks = txn.open_table(tables::SYNC_LOCKS)?;
+    let key = lock_key(provider);
+    let held = locks
+        .get(key.as_str())?
+        .map(|value| decode::<LockRecord>("sync lock", LOCK_RECORD, value.value()))
+        .transpose()?;
+    if held.is_some_and(|lock| lock.run_id != run_id && lock.until_ms > now_ms) {
+        return Ok(LockOutcome::Busy);
+    }
+    let bytes = encode(
+        LOCK_RECORD,
+        &LockRecord {
+            run_id,
+            until_ms: now_ms.saturating_add(ttl_ms),
+        },
+    )?;
+    locks.insert(key.as_str(), bytes.as_slice())?;
+    Ok(LockOutcome::Acquired)
+}
+
+fn record_finding(txn: &WriteTransaction, finding: &Finding) -> Result<(), StoreError> {
+    let bytes = encode(FINDING_RECORD, finding)?;
+    let key = (
+        date_key(finding.date),
+        finding.provider.as_str(),
+        finding.order_id.as_str(),
+        finding.kind.as_str(),
+    );
+    txn.open_table(tables::SETTLEMENT_FINDINGS)?
+        .insert(key, bytes.as_slice())?;
+    Ok(())
+}
+
+/// A settlement row's key: (KST day, payment id).
+type RowKey = (u32, u128);
+
+/// The settlement row of the payment that paid `order_id` through `provider`, with its key.
+fn row_of_order(
+    txn: &WriteTransaction,
+    provider: &str,
+    order_id: &str,
+) -> Result<Option<(RowKey, SettlementRecord)>, StoreError> {
+    let Ok(order_id) = OrderId::parse(order_id) else {
+        return Ok(None);
+    };
+    let Some(order) = get_order(&txn.open_table(tables::ORDERS)?, &order_id)? else {
+        return Ok(None);
+    };
+    let Some(payment_id) = order.paid_payment_id() else {
+        return Ok(None);
+    };
+    let bytes = txn
+        .open_table(tables::PAYMENTS)?
+        .get(payment_id.as_u128())?
+        .map(|value| value.value().to_vec());
+    let Some(bytes) = bytes else {
+        return Ok(None);
+    };
+    let payment = decode_payment(&bytes)?.payment;
+    if payment.provider.as_str() != provider {
+        return Ok(None);
+    }
+    let key = (date_key(kst_date(payment.paid_at)), payment_id.as_u128());
+    let row = txn
+        .open_table(tables::SETTLEMENTS)?
+        .get(key)?
+        .map(|value| value.value().to_vec());
+    row.map(|bytes| {
+        decode::<SettlementRecord>("settlement", SETTLEMENT_RECORD, &bytes).map(|row| (key, row))
+    })
+    .transpose()
+}
+
+fn apply_line(
+    txn: &WriteTransaction,
+    provider: &str,
+    date: NaiveDate,
+    line: &SettlementLine,
+    now_ms: i64,
+) -> Result<SyncCounts, StoreError> {
+    let mut counts = SyncCounts::default();
+    let finding = |kind: &str, expected: Option<i64>| Finding {
+        date,
+        provider: provider.to_owned(),
+        order_id: line
+            .order_id
+            .chars()
+            .take(crate::domain::ids::ORDER_ID_CHARS_MAX)
+            .collect(),
+        kind: kind.to_owned(),
+        expected,
+        actual: line.amount,
+        fee: line.fee,
+        settle_amount: line.settle_amount,
+        found_at_ms: now_ms,
+    };
+    if line.kind == SettlementKind::Cancel {
+        counts.cancel_skipped = 1;
+        tracing::warn!(provider, order_id = %line.order_id, amount = line.amount, "settlement CANCEL line kept for refund reconciliation");
+        record_finding(txn, &finding("CANCEL", None))?;
+        return Ok(counts);
+    }
+    let Some((key, mut row)) = row_of_order(txn, provider, &line.order_id)? else {
+        counts.missing = 1;
+        tracing::warn!(provider, order_id = %line.order_id, amount = line.amount, "settlement line for a payment kassa does not hold");
+        record_finding(txn, &finding("MISSING", None))?;
+        return Ok(counts);
+    };
+    if row.amount != line.amount || !line.is_consistent() {
+        counts.discrepancy = 1;
+        tracing::error!(
+            provider, order_id = %line.order_id, expected = row.amount, actual = line.amount, fee = line.fee,
+            settle_amount = line.settle_amount, "settlement discrepancy: the PG's line does not match the payment"
+        );
+        record_finding(txn, &finding("DISCREPANCY", Some(row.amount)))?;
+        return Ok(counts);
+    }
+    if row.status != "Pending" {
+        counts.skipped = 1;
+        return Ok(counts);
+    }
+    row.status = "Succeed".into();
+    row.fee = Some(line.fee);
+    row.settle_amount = Some(line.settle_amount);
+    let bytes = encode(SETTLEMENT_RECORD, &row)?;
+    txn.open_table(tables::SETTLEMENTS)?
+        .insert(key, bytes.as_slice())?;
+    counts.updated = 1;
+    Ok(counts)
+}
+
+impl Store {
+    /// Takes the sync lock of `provider` for `run_id` for `ttl_ms`, unless another live run
+    /// holds it. A lock whose lease ran out (a crashed run) is taken over.
+    pub async fn take_sync_lock(
+        &self,
+        provider: &str,
+        run_id: u128,
+        now: DateTime<Utc>,
+        ttl_ms: i64,
+    ) -> Result<LockOutcome, StoreError> {
+        let provider = provider.to_owned();
+        self.write(move |txn| take_lock(txn, &provider, run_id, now.timestamp_millis(), ttl_ms))
+            .await
+    }
+
+    /// Where the last unfinished sync of `date` stopped, if that is not older than its TTL.
+    pub async fn sync_cursor(
+        &self,
+        provider: &str,
+        date: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let provider = provider.to_owned();
+        self.read(move |txn| {
+            let table = txn.open_table(tables::SYNC_CURSORS)?;
+            let Some(value) = table.get((provider.as_str(), date_key(date)))? else {
+                return Ok(None);
+            };
+            let record: CursorRecord = decode("sync cursor", CURSOR_RECORD, value.value())?;
+            Ok((record.expires_ms > now.timestamp_millis()).then_some(record.cursor))
+        })
+        .await
+    }
+
+    /// Applies one page of lines and stores the cursor after it (removed when the page was the
+    /// last), renewing the run's lock, all in one transaction.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one page, its place, and the run's lease"
+    )]
+    pub async fn apply_settlement_page(
+        &self,
+        provider: &str,
+        date: NaiveDate,
+        lines: Vec<SettlementLine>,
+        next_cursor: Option<String>,
+        now: DateTime<Utc>,
+        cursor_ttl_ms: i64,
+        run_id: u128,
+        lock_ttl_ms: i64,
+    ) -> Result<SyncCounts, StoreError> {
+        let provider = provider.to_owned();
+        self.write(move |txn| {
+            let now_ms = now.timestamp_millis();
+            let mut counts = SyncCounts::default();
+            for line in &lines {
+                counts.add(apply_line(txn, &provider, date, line, now_ms)?);
+            }
+            let mut cursors = txn.open_table(tables::SYNC_CURSORS)?;
+            let key = (provider.as_str(), date_key(date));
+            match &next_cursor {
+                Some(cursor) => {
+                    let record = CursorRecord {
+                        cursor: cursor.clone(),
+                        expires_ms: now_ms.saturating_add(cursor_ttl_ms),
+                    };
+                    let bytes = encode(CURSOR_RECORD, &record)?;
+                    cursors.insert(key, bytes.as_slice())?;
+                }
+                None => {
+                    cursors.remove(key)?;
+                }
+            }
+            drop(cursors);
+            take_lock(txn, &provider, run_id, now_ms, lock_ttl_ms)?;
+            Ok(counts)
+        })
+        .await
+    }
+
+    /// Stores a run's report and releases its lock; raises an alert when lines did not match.
+    pub async fn finish_sync(
+        &self,
+        report: SyncReport,
+        alert_id: u128,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            let bytes = encode(RUN_RECORD, &report)?;
+            txn.open_table(tables::SYNC_RUNS)?.insert(report.run_id, bytes.as_slice())?;
+            let mut locks = txn.open_table(tables::SYNC_LOCKS)?;
+            let key = lock_key(&report.provider);
+            let held = locks.get(key.as_str())?.map(|value| decode::<LockRecord>("sync lock", LOCK_RECORD, value.value())).transpose()?;
+            if held.is_some_and(|lock| lock.run_id == report.run_id) {
+                locks.remove(key.as_str())?;
+            }
+            drop(locks);
+            let counts = report.counts;
+            if counts.missing > 0 || counts.discrepancy > 0 {
+                let level = if counts.discrepancy > 0 { AlertLevel::Urgent } else { AlertLevel::Warning };
+                let message = format!(
+                    "{} settlement of {}: {} discrepancies and {} lines for payments kassa does not hold; see /api/admin/settlement-findings?date={}",
+                    report.provider, report.date, counts.discrepancy, counts.missing, report.date
+                );
+                insert_alert(txn, alert_id, level, "SETTLEMENT_MISMATCH", &message, None, now)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sync run reports, newest first.
+    pub async fn sync_runs(&self, limit: usize) -> Result<Vec<SyncReport>, StoreError> {
+        self.read(move |txn| {
+            let table = txn.open_table(tables::SYNC_RUNS)?;
+            let mut runs = Vec::new();
+            for entry in table.iter()?.rev().take(limit) {
+                let (_, value) = entry?;
+                runs.push(decode("sync run", RUN_RECORD, value.value())?);
+            }
+            Ok(runs)
+        })
+        .await
+    }
+
+    /// The settlement rows of payments paid on `date`, optionally of one status.
+    pub async fn settlement_rows(
+        &self,
+        date: NaiveDate,
+        status: Option<String>,
+    ) -> Result<Vec<SettlementRow>, StoreError> {
+        self.read(move |txn| {
+            let table = txn.open_table(tables::SETTLEMENTS)?;
+            let day = date_key(date);
+            let mut rows = Vec::new();
+            for entry in table.range((day, 0)..=(day, u128::MAX))? {
+                let (key, value) = entry?;
+                let record: SettlementRecord =
+                    decode("settlement", SETTLEMENT_RECORD, value.value())?;
+                if status
+                    .as_ref()
+                    .is_some_and(|status| *status != record.status)
+                {
+                    continue;
+                }
+                rows.push(SettlementRow {
+                    date,
+                    payment_id: PaymentId::from_u128(key.value().1),
+                    order_id: record.order_id,
+                    provider: record.provider,
+                    amount: record.amount,
+                    status: record.status,
+                    fee: record.fee,
+                    settle_amount: record.settle_amount,
+                });
+                if rows.len() == SETTLEMENT_LIST_MAX {
+                    break;
+                }
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// What the syncs of `date` could not simply accept.
+    pub async fn settlement_findings(&self, date: NaiveDate) -> Result<Vec<Finding>, StoreError> {
+        self.read(move |txn| {
+            let table = txn.open_table(tables::SETTLEMENT_FINDINGS)?;
+            let day = date_key(date);
+            let mut found = Vec::new();
+            for entry in table
+                .range((day, "", "", "")..(day.saturating_add(1), "", "", ""))?
+                .take(SETTLEMENT_LIST_MAX)
+            {
+                let (_, value) = entry?;
+                found.push(decode("finding", FINDING_RECORD, value.value())?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+}
