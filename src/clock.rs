@@ -103,26 +103,47 @@ impl Entropy for SeededEntropy {
 pub struct Env {
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
+    /// The last id made, so ids made in the same millisecond still sort in the order made.
+    last_id: Arc<Mutex<u128>>,
 }
 
 impl Env {
-    pub fn system() -> Env {
+    pub fn new(clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> Env {
         Env {
-            clock: Arc::new(SystemClock),
-            entropy: Arc::new(OsEntropy),
+            clock,
+            entropy,
+            last_id: Arc::new(Mutex::new(0)),
         }
+    }
+
+    pub fn system() -> Env {
+        Env::new(Arc::new(SystemClock), Arc::new(OsEntropy))
     }
 
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
 
-    /// A UUIDv7 stamped with the injected clock, so ids sort by the time they were made.
+    /// A UUIDv7 stamped with the injected clock, so ids sort by the time they were made; ids
+    /// made by one `Env` in the same millisecond (or under a clock that stands still) sort in
+    /// the order they were made.
     pub fn new_uuid(&self) -> Uuid {
         let mut random = [0u8; 10];
         self.entropy.fill(&mut random);
         let millis = u64::try_from(self.now().timestamp_millis()).unwrap_or(0);
-        uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+        let candidate = uuid::Builder::from_unix_timestamp_millis(millis, &random)
+            .into_uuid()
+            .as_u128();
+        let mut last = self.last_id.lock().unwrap_or_else(PoisonError::into_inner);
+        // One more than the last id keeps its time prefix and version: the random bits below
+        // them are 62 wide, so the carry never reaches them in practice.
+        let id = if candidate > *last {
+            candidate
+        } else {
+            last.wrapping_add(1)
+        };
+        *last = id;
+        Uuid::from_u128(id)
     }
 
     /// `bytes` random bytes as lowercase hex: tokens, keys.
@@ -144,22 +165,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_from_a_seed_repeat_and_sort_by_time() {
+    fn ids_from_a_seed_repeat_and_sort_by_time_then_by_making() {
         let start = DateTime::from_timestamp(1_790_000_000, 0).unwrap();
-        let make = || Env {
-            clock: Arc::new(ManualClock::new(start)),
-            entropy: Arc::new(SeededEntropy::new(42)),
+        let make = || {
+            Env::new(
+                Arc::new(ManualClock::new(start)),
+                Arc::new(SeededEntropy::new(42)),
+            )
         };
         let (first, second) = (make(), make());
         assert_eq!(first.new_uuid(), second.new_uuid());
         let early = first.new_uuid();
         let clock = ManualClock::new(start + chrono::Duration::milliseconds(1));
-        let later = Env {
-            clock: Arc::new(clock),
-            entropy: first.entropy.clone(),
-        }
-        .new_uuid();
+        let later = Env::new(Arc::new(clock), first.entropy.clone()).new_uuid();
         assert!(early < later);
+        let burst: Vec<Uuid> = (0..100).map(|_| first.new_uuid()).collect();
+        assert!(
+            burst.windows(2).all(|pair| pair[0] < pair[1]),
+            "same-millisecond ids sort as made"
+        );
+        assert!(burst.iter().all(|id| id.get_version_num() == 7));
         assert_eq!(first.random_hex(16).len(), 32);
     }
 }

@@ -6,7 +6,7 @@
 //! idempotent (a partner settlement recomputes only REQUESTED rows), so a crash between a run
 //! and its mark repeats the run harmlessly.
 
-use crate::flows::{FlowError, Kassa, partners};
+use crate::flows::{FlowError, Kassa, partners, settlement};
 use chrono::{DateTime, Days, Utc};
 use chrono_tz::Asia::Seoul;
 use croner::Cron;
@@ -65,6 +65,65 @@ pub async fn tick(kassa: &Kassa) -> Result<Vec<Ran>, FlowError> {
                 schedule: "partner_settlement",
                 date,
             });
+        }
+    }
+    if config.settlement_sync.enabled {
+        let cron = parse(&config.settlement_sync.schedule).map_err(|message| {
+            FlowError::Unprocessable {
+                code: "BAD_SCHEDULE",
+                message,
+            }
+        })?;
+        if let Some(fire) = due(kassa, "settlement_sync", &cron, now).await? {
+            let date = crate::domain::calendar::kst_date(fire)
+                .checked_sub_days(Days::new(1))
+                .unwrap_or_default();
+            for provider in settlement::SETTLING_PROVIDERS {
+                if kassa.gateways.get(provider).is_none() {
+                    continue;
+                }
+                match settlement::sync(kassa, provider, date).await {
+                    Ok(_) => {}
+                    // A manual run is on: it does the same work.
+                    Err(FlowError::Conflict { .. }) => tracing::info!(
+                        provider = provider.as_str(),
+                        "settlement sync already running; the scheduled run skips it"
+                    ),
+                    Err(error) => return Err(error),
+                }
+            }
+            kassa
+                .store
+                .set_schedule_mark("settlement_sync", fire)
+                .await?;
+            ran.push(Ran {
+                schedule: "settlement_sync",
+                date,
+            });
+        } else if let Some(fire) = last_fire(&cron, now) {
+            // A run that stopped at max_pages_per_run goes on, one run per tick, until its day
+            // is complete (or its cursor expires).
+            let date = crate::domain::calendar::kst_date(fire)
+                .checked_sub_days(Days::new(1))
+                .unwrap_or_default();
+            for provider in settlement::SETTLING_PROVIDERS {
+                if kassa.gateways.get(provider).is_some()
+                    && kassa
+                        .store
+                        .sync_cursor(provider.as_str(), date, now)
+                        .await?
+                        .is_some()
+                {
+                    match settlement::sync(kassa, provider, date).await {
+                        Ok(_) | Err(FlowError::Conflict { .. }) => {}
+                        Err(error) => return Err(error),
+                    }
+                    ran.push(Ran {
+                        schedule: "settlement_sync",
+                        date,
+                    });
+                }
+            }
         }
     }
     Ok(ran)

@@ -9,6 +9,7 @@ pub mod orders;
 pub mod partners;
 pub mod payments;
 pub mod result;
+pub mod settlement;
 
 use crate::clock::Env;
 use crate::config::Config;

@@ -55,6 +55,12 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
             post(api::resolve_dead_letter),
         )
         .route("/api/admin/alerts", get(api::alerts))
+        .route("/api/admin/settlements", get(api::settlements))
+        .route(
+            "/api/admin/settlement-findings",
+            get(api::settlement_findings),
+        )
+        .route("/api/admin/settlement-sync/runs", get(api::settlement_runs))
         .route(
             "/api/admin/partner-settlements",
             get(api::partner_settlements),
@@ -88,6 +94,11 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         .route(
             "/api/payments/{payment_id}/cancel",
             post(api::cancel_payment),
+        )
+        // A sync pages at the PG's pace: up to max_pages_per_run × page_interval_ms.
+        .route(
+            "/api/admin/settlement-sync/run",
+            post(api::run_settlement_sync),
         )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -7,6 +7,7 @@
 //! `PAYMENTS_MAX`, and its clock is the injected one, so tests can move its token expiry.
 
 mod portone;
+mod settlements;
 mod toss;
 
 use crate::clock::{Clock, Entropy};
@@ -77,8 +78,12 @@ pub struct Sandbox {
 struct SandboxState {
     portone: portone::PortOneState,
     toss: toss::TossState,
+    settlements: settlements::Lines,
     faults: HashMap<String, VecDeque<Fault>>,
     calls: std::collections::BTreeMap<String, u64>,
+    /// When each endpoint was last called, and the smallest gap seen between two calls.
+    last_call: HashMap<String, std::time::Instant>,
+    min_gap_ms: std::collections::BTreeMap<String, u128>,
 }
 
 impl Sandbox {
@@ -103,6 +108,13 @@ impl Sandbox {
     fn take_fault(&self, endpoint: &str) -> Option<Fault> {
         let mut state = self.lock();
         *state.calls.entry(endpoint.to_owned()).or_default() += 1;
+        // Real time on purpose: this measures how kassa paces its calls, not the injected clock.
+        let now = std::time::Instant::now();
+        if let Some(last) = state.last_call.insert(endpoint.to_owned(), now) {
+            let gap = now.duration_since(last).as_millis();
+            let smallest = state.min_gap_ms.entry(endpoint.to_owned()).or_insert(gap);
+            *smallest = (*smallest).min(gap);
+        }
         state.faults.get_mut(endpoint).and_then(VecDeque::pop_front)
     }
 
@@ -138,6 +150,15 @@ impl Sandbox {
             self.hold(fault.hold).await;
         }
         response
+    }
+
+    /// The (order id, amount) of every payment `provider` approved on a KST day.
+    fn approved_on(&self, provider: &str, date: chrono::NaiveDate) -> Vec<(String, i64)> {
+        let state = self.lock();
+        match provider {
+            "toss" => state.toss.approved_on(date),
+            _ => Vec::new(),
+        }
     }
 
     fn random_digits(&self, count: usize) -> String {
@@ -183,6 +204,8 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
             get(toss::checkout_page).post(toss::checkout_decide),
         )
         .route("/_control/toss/payments", post(toss::control_create))
+        .route("/_control/settlements", post(settlements::control_load))
+        .route("/toss/v1/settlements", get(settlements::toss_settlements))
         .route(
             "/_control/toss/payments/{payment_key}",
             get(toss::control_get),
@@ -214,13 +237,14 @@ fn one() -> usize {
 }
 
 /// The endpoints faults can be put on.
-const FAULT_ENDPOINTS: [&str; 6] = [
+const FAULT_ENDPOINTS: [&str; 7] = [
     "portone.token",
     "portone.payment",
     "portone.cancel",
     "toss.confirm",
     "toss.payment",
     "toss.cancel",
+    "toss.settlements",
 ];
 
 async fn control_fault(
@@ -250,7 +274,8 @@ async fn control_fault(
 
 /// How many calls each endpoint has had, faults included.
 async fn control_stats(State(sandbox): State<Arc<Sandbox>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "calls": sandbox.lock().calls }))
+    let state = sandbox.lock();
+    Json(serde_json::json!({ "calls": state.calls, "min_gap_ms": state.min_gap_ms }))
 }
 
 async fn control_clear_faults(State(sandbox): State<Arc<Sandbox>>) -> StatusCode {

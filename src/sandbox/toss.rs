@@ -32,6 +32,21 @@ pub(super) struct TossState {
     replies: HashMap<(String, String), (StatusCode, Value, DateTime<Utc>)>,
 }
 
+impl TossState {
+    /// The (order id, amount) of every payment approved on a KST day.
+    pub(super) fn approved_on(&self, date: chrono::NaiveDate) -> Vec<(String, i64)> {
+        self.payments
+            .values()
+            .filter(|payment| {
+                payment
+                    .approved_at
+                    .is_some_and(|at| at.with_timezone(&Seoul).date_naive() == date)
+            })
+            .map(|payment| (payment.order_id.clone(), payment.total_amount))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct TossPayment {
     payment_key: String,
@@ -101,7 +116,7 @@ fn fault_answer(injected: &Injected) -> Option<Response> {
 }
 
 /// Basic auth with the secret key and a trailing colon, as Toss wants it.
-fn authorised(headers: &HeaderMap) -> bool {
+pub(super) fn authorised(headers: &HeaderMap) -> bool {
     let Some(encoded) = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())

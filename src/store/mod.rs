@@ -30,7 +30,7 @@ pub use partners::{PartnerSettlement, StatusChange};
 pub use payments::{
     NewPgPayment, PaymentFilter, PaymentPage, PaymentView, RecordOutcome, SettlementStatus,
 };
-pub use sync::{Finding, SettlementRow, SyncCounts, SyncReport};
+pub use sync::{Finding, LockOutcome, SettlementRow, SyncCounts, SyncReport};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::any::Any;

@@ -11,5 +11,6 @@ mod mypage;
 mod partners;
 mod payments;
 mod process;
+mod settlement;
 mod support;
 mod toss;

@@ -227,13 +227,21 @@ async fn payments_a_second_apart_across_kst_midnight_land_on_two_days() {
     assert_eq!(orders, ["order-ps-41"]);
 }
 
+/// One scheduler tick; answers the partner settlement runs it made.
+async fn partner_runs(app: &TestApp) -> Vec<kassa::scheduler::Ran> {
+    let ran = kassa::scheduler::tick(&app.kassa).await.unwrap();
+    ran.into_iter()
+        .filter(|run| run.schedule == "partner_settlement")
+        .collect()
+}
+
 #[tokio::test]
 async fn the_schedule_settles_yesterday_once_and_catches_up_after_downtime() {
     let app = TestApp::spawn().await;
     app.clock.set(kst("2026-11-23T12:00:00+09:00"));
     sale(&app, "order-ps-50", 10_000, "p-coffee").await;
     app.clock.set(kst("2026-11-24T00:29:59+09:00"));
-    let ran = kassa::scheduler::tick(&app.kassa).await.unwrap();
+    let ran = partner_runs(&app).await;
     assert_eq!(
         ran.len(),
         1,
@@ -242,7 +250,7 @@ async fn the_schedule_settles_yesterday_once_and_catches_up_after_downtime() {
     assert_eq!(ran[0].date.to_string(), "2026-11-22");
 
     app.clock.set(kst("2026-11-24T00:30:00+09:00"));
-    let ran = kassa::scheduler::tick(&app.kassa).await.unwrap();
+    let ran = partner_runs(&app).await;
 
     assert_eq!(ran.len(), 1);
     assert_eq!(ran[0].date.to_string(), "2026-11-23");
@@ -259,7 +267,7 @@ async fn the_schedule_settles_yesterday_once_and_catches_up_after_downtime() {
     );
     // Three days later (kassa was down): one run, for the most recent fire.
     app.clock.set(kst("2026-11-27T09:00:00+09:00"));
-    let ran = kassa::scheduler::tick(&app.kassa).await.unwrap();
+    let ran = partner_runs(&app).await;
     assert_eq!(
         ran.iter()
             .map(|run| run.date.to_string())

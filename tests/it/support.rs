@@ -74,10 +74,7 @@ impl TestApp {
         let config = Config::load_from(&overrides, &env).unwrap();
         let clock = Arc::new(ManualClock::new(start_time()));
         let seed = SEED.fetch_add(1, Ordering::Relaxed) * 7919 + u64::from(std::process::id());
-        let runtime_env = Env {
-            clock: clock.clone(),
-            entropy: Arc::new(SeededEntropy::new(seed)),
-        };
+        let runtime_env = Env::new(clock.clone(), Arc::new(SeededEntropy::new(seed)));
         // The retry worker and alert sender are stepped by hand (`run_jobs`), so tests decide
         // when queued work happens.
         let app = App::build(config, runtime_env)

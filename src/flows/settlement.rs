@@ -1,0 +1,154 @@
+//! PG settlement sync: pages through the PG's settlement lines of a KST day and marks the
+//! payments the PG has settled, under a lease lock, resuming where the last run stopped.
+//!
+//! Invariants: at most one run per PG at a time (a lease in the store, so a crashed run's lock
+//! expires); at most `max_pages_per_run` pages per run, each applied with the cursor after it in
+//! one transaction; a failing page stops the run and keeps the cursor.
+
+use super::{FlowError, Kassa};
+use crate::domain::Provider;
+use crate::store::{SyncCounts, SyncReport};
+use chrono::{Days, NaiveDate};
+
+/// The PGs whose settlements kassa reconciles.
+pub const SETTLING_PROVIDERS: [Provider; 2] = [Provider::Payple, Provider::Toss];
+
+/// The KST day before today: what the morning run reconciles.
+pub fn yesterday(kassa: &Kassa) -> NaiveDate {
+    crate::domain::calendar::kst_date(kassa.env.now())
+        .checked_sub_days(Days::new(1))
+        .unwrap_or_default()
+}
+
+/// The PG a run uses when none is named: the first configured of Payple and Toss.
+pub fn default_provider(kassa: &Kassa) -> Option<Provider> {
+    SETTLING_PROVIDERS
+        .into_iter()
+        .find(|provider| kassa.gateways.get(*provider).is_some())
+}
+
+fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Runs one sync of `provider`'s settlement for `date`.
+pub async fn sync(
+    kassa: &Kassa,
+    provider: Provider,
+    date: NaiveDate,
+) -> Result<SyncReport, FlowError> {
+    if !SETTLING_PROVIDERS.contains(&provider) {
+        return Err(FlowError::Unprocessable {
+            code: "NO_SETTLEMENT_API",
+            message: format!("{} settlements are not synced", provider.as_str()),
+        });
+    }
+    let gateway = kassa
+        .gateways
+        .get(provider)
+        .ok_or(FlowError::Unprocessable {
+            code: "PROVIDER_NOT_AVAILABLE",
+            message: format!("{} is not configured in this kassa", provider.as_str()),
+        })?;
+    let settings = &kassa.config.settlement_sync;
+    let run_id = kassa.env.new_uuid().as_u128();
+    let started = kassa.env.now();
+    let lock_ttl_ms = millis(settings.lock_ttl);
+    let outcome = kassa
+        .store
+        .take_sync_lock(provider.as_str(), run_id, started, lock_ttl_ms)
+        .await?;
+    if outcome == crate::store::LockOutcome::Busy {
+        return Err(FlowError::Conflict {
+            code: "SYNC_RUNNING",
+            message: format!(
+                "a {} settlement sync is running; try again when it ends",
+                provider.as_str()
+            ),
+        });
+    }
+    let mut cursor = kassa
+        .store
+        .sync_cursor(provider.as_str(), date, started)
+        .await?;
+    let resumed = cursor.is_some();
+    let mut counts = SyncCounts::default();
+    let (mut pages, mut failed, mut complete) = (0_u32, 0_u64, false);
+    while pages < settings.max_pages_per_run {
+        let page = match gateway
+            .settlement_page(date, cursor.as_deref(), settings.page_size)
+            .await
+        {
+            Ok(page) => page,
+            Err(error) => {
+                failed += 1;
+                tracing::error!(provider = provider.as_str(), date = %date, error = %error, "a settlement page failed; the run stops and keeps its cursor");
+                break;
+            }
+        };
+        let applied = kassa
+            .store
+            .apply_settlement_page(
+                provider.as_str(),
+                date,
+                page.records,
+                page.next_cursor.clone(),
+                kassa.env.now(),
+                millis(settings.cursor_ttl),
+                run_id,
+                lock_ttl_ms,
+            )
+            .await;
+        let applied = match applied {
+            Ok(applied) => applied,
+            Err(error) => {
+                // The page's transaction did not commit; its cursor still points before it.
+                failed += 1;
+                tracing::error!(provider = provider.as_str(), date = %date, error = %error, "a settlement page could not be stored; the run stops");
+                break;
+            }
+        };
+        counts.add(applied);
+        pages += 1;
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            complete = true;
+            break;
+        }
+    }
+    let report = SyncReport {
+        run_id,
+        provider: provider.as_str().to_owned(),
+        date,
+        pages,
+        complete,
+        resumed,
+        counts,
+        failed,
+        started_at_ms: started.timestamp_millis(),
+        finished_at_ms: kassa.env.now().timestamp_millis(),
+    };
+    tracing::info!(
+        provider = provider.as_str(),
+        date = %date,
+        pages,
+        complete,
+        resumed,
+        updated = counts.updated,
+        skipped = counts.skipped,
+        missing = counts.missing,
+        cancel_skipped = counts.cancel_skipped,
+        discrepancy = counts.discrepancy,
+        failed,
+        "settlement sync finished"
+    );
+    kassa
+        .store
+        .finish_sync(
+            report.clone(),
+            kassa.env.new_uuid().as_u128(),
+            kassa.env.now(),
+        )
+        .await?;
+    Ok(report)
+}

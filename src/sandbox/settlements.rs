@@ -1,0 +1,201 @@
+//! The sandbox's settlement data: a day of settlement lines per PG, loaded through the control
+//! API, and Toss's `GET /v1/settlements` that pages through them.
+
+use super::{Injected, Sandbox, control_error};
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::NaiveDate;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Most settlement lines the sandbox holds for one PG and day.
+pub const LINES_PER_DAY_MAX: usize = 1_000_000;
+/// Toss's largest page.
+const TOSS_PAGE_SIZE_MAX: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Line {
+    pub order_id: String,
+    pub cancel: bool,
+    pub amount: i64,
+    pub fee: i64,
+    pub settle_amount: i64,
+}
+
+/// (PG, day) → that day's lines, in order.
+pub(super) type Lines = BTreeMap<(String, NaiveDate), Vec<Line>>;
+
+#[derive(Deserialize)]
+pub(super) struct LineInput {
+    order_id: String,
+    #[serde(default)]
+    kind: Option<String>,
+    amount: i64,
+    #[serde(default)]
+    fee: Option<i64>,
+    #[serde(default)]
+    settle_amount: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct LoadRequest {
+    provider: String,
+    date: NaiveDate,
+    #[serde(default)]
+    records: Vec<LineInput>,
+    /// Also add an APPROVAL line for every payment the sandbox approved that day.
+    #[serde(default)]
+    from_payments: bool,
+}
+
+/// A PG's fee in the sandbox: 3.3 %, rounded down.
+fn default_fee(amount: i64) -> i64 {
+    amount.saturating_mul(33) / 1_000
+}
+
+/// Loads (appends) a day of settlement lines: `POST /_control/settlements`.
+pub(super) async fn control_load(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(request): Json<LoadRequest>,
+) -> Response {
+    if !matches!(request.provider.as_str(), "toss" | "payple") {
+        return control_error(StatusCode::BAD_REQUEST, "provider must be toss or payple");
+    }
+    let mut lines: Vec<Line> = request
+        .records
+        .iter()
+        .map(|input| {
+            let fee = input.fee.unwrap_or_else(|| default_fee(input.amount));
+            Line {
+                order_id: input.order_id.clone(),
+                cancel: input.kind.as_deref() == Some("CANCEL"),
+                amount: input.amount,
+                fee,
+                settle_amount: input
+                    .settle_amount
+                    .unwrap_or(input.amount.saturating_sub(fee)),
+            }
+        })
+        .collect();
+    if request.from_payments {
+        lines.extend(
+            sandbox
+                .approved_on(&request.provider, request.date)
+                .into_iter()
+                .map(|(order_id, amount)| Line {
+                    order_id,
+                    cancel: false,
+                    amount,
+                    fee: default_fee(amount),
+                    settle_amount: amount - default_fee(amount),
+                }),
+        );
+    }
+    let mut state = sandbox.lock();
+    let day = state
+        .settlements
+        .entry((request.provider.clone(), request.date))
+        .or_default();
+    if day.len() + lines.len() > LINES_PER_DAY_MAX {
+        return control_error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "too many settlement lines for one day",
+        );
+    }
+    day.extend(lines);
+    let total = day.len();
+    Json(json!({ "provider": request.provider, "date": request.date, "lines": total }))
+        .into_response()
+}
+
+fn toss_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({ "code": code, "message": message }))).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TossQuery {
+    start_date: Option<NaiveDate>,
+    end_date: Option<NaiveDate>,
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    size: Option<usize>,
+}
+
+fn toss_line(date: NaiveDate, line: &Line) -> Value {
+    let day = date.format("%Y-%m-%d").to_string();
+    json!({
+        "mId": "tosspayments_sandbox",
+        "paymentKey": format!("tpk_settle_{}", line.order_id),
+        "transactionKey": format!("tx_settle_{}", line.order_id),
+        "orderId": line.order_id,
+        "currency": "KRW",
+        "method": "카드",
+        "amount": line.amount,
+        "interestFee": 0,
+        "fee": line.fee,
+        "supplyAmount": line.fee * 10 / 11,
+        "vat": line.fee - line.fee * 10 / 11,
+        "payOutAmount": line.settle_amount,
+        "approvedAt": format!("{day}T12:00:00+09:00"),
+        "soldDate": day,
+        "paidOutDate": day,
+        "cancel": if line.cancel { json!({ "cancelAmount": line.amount }) } else { Value::Null },
+    })
+}
+
+/// Toss's `GET /v1/settlements?startDate=&endDate=&page=&size=`: a JSON array per page.
+pub(super) async fn toss_settlements(
+    State(sandbox): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    query: Result<Query<TossQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let injected = sandbox.before("toss.settlements").await;
+    if let Injected::Fail(status) = injected {
+        return toss_error(
+            status,
+            "FAILED_INTERNAL_SYSTEM_PROCESSING",
+            "내부 시스템 처리 작업이 실패했습니다.",
+        );
+    }
+    if !super::toss::authorised(&headers) {
+        return toss_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED_KEY",
+            "인증되지 않은 시크릿 키 혹은 클라이언트 키 입니다.",
+        );
+    }
+    let Ok(Query(query)) = query else {
+        return toss_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "잘못된 요청입니다.",
+        );
+    };
+    let (Some(start), Some(end)) = (query.start_date, query.end_date) else {
+        return toss_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "startDate, endDate 는 필수입니다.",
+        );
+    };
+    let page = query.page.unwrap_or(1).max(1);
+    let size = query.size.unwrap_or(100).clamp(1, TOSS_PAGE_SIZE_MAX);
+    let body: Vec<Value> = {
+        let state = sandbox.lock();
+        state
+            .settlements
+            .range((String::from("toss"), start)..=(String::from("toss"), end))
+            .flat_map(|((_, date), lines)| lines.iter().map(move |line| (*date, line)))
+            .skip((page - 1).saturating_mul(size))
+            .take(size)
+            .map(|(date, line)| toss_line(date, line))
+            .collect()
+    };
+    sandbox.after(&injected, Json(body).into_response()).await
+}
