@@ -7,6 +7,7 @@
 use crate::clock::Env;
 use crate::config::{Config, GatewayMode};
 use crate::flows::Kassa;
+use crate::gateway::payple::PaypleGateway;
 use crate::gateway::portone::PortOneGateway;
 use crate::gateway::toss::TossGateway;
 use crate::gateway::{Gateways, client};
@@ -150,12 +151,27 @@ impl App {
                     env.clock.clone(),
                     config.settlement_sync.page_interval,
                 );
-                let sandbox =
-                    Sandbox::new(env.clock.clone(), env.entropy.clone(), shutdown.clone());
+                let sandbox = Sandbox::new(
+                    env.clock.clone(),
+                    env.entropy.clone(),
+                    shutdown.clone(),
+                    "/sandbox-pg",
+                );
+                let payple = PaypleGateway::new(
+                    http.clone(),
+                    &format!("http://{reachable}/sandbox-pg/payple"),
+                    Secret::new(sandbox::SANDBOX_CST_ID),
+                    Secret::new(sandbox::SANDBOX_CUST_KEY),
+                    Secret::new(sandbox::SANDBOX_REFUND_KEY),
+                    &public_base_url,
+                    env.clock.clone(),
+                    config.settlement_sync.page_interval,
+                );
                 (
                     Gateways::default()
                         .with(Arc::new(portone))
-                        .with(Arc::new(toss)),
+                        .with(Arc::new(toss))
+                        .with(Arc::new(payple)),
                     Some(sandbox),
                 )
             }
@@ -177,6 +193,19 @@ impl App {
                         http.clone(),
                         &toss.base_url,
                         &toss.secret_key,
+                        env.clock.clone(),
+                        config.settlement_sync.page_interval,
+                    )));
+                }
+                let payple = &config.gateway.payple;
+                if !payple.cst_id.is_empty() && !payple.cust_key.is_empty() {
+                    gateways = gateways.with(Arc::new(PaypleGateway::new(
+                        http.clone(),
+                        &payple.base_url,
+                        payple.cst_id.clone(),
+                        payple.cust_key.clone(),
+                        payple.refund_key.clone(),
+                        &payple.referer,
                         env.clock.clone(),
                         config.settlement_sync.page_interval,
                     )));
@@ -362,7 +391,7 @@ pub async fn serve_sandbox(listen: &str, env: Env) -> Result<(), AppError> {
         source,
     })?;
     let shutdown = CancellationToken::new();
-    let sandbox = Sandbox::new(env.clock.clone(), env.entropy.clone(), shutdown.clone());
+    let sandbox = Sandbox::new(env.clock.clone(), env.entropy.clone(), shutdown.clone(), "");
     tracing::info!(listen = %local, "sandbox PG is running; PortOne V1 base URL: http://{}/portone", loopback(local));
     cancel_on_signals(shutdown.clone());
     axum::serve(listener, sandbox::router(sandbox).into_make_service())

@@ -109,6 +109,9 @@ struct RawPayple {
     cust_key: String,
     refund_key: String,
     referer: String,
+    /// The client key Payple's browser script needs.
+    client_key: String,
+    sdk_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -255,6 +258,8 @@ impl Default for RawPayple {
             cust_key: String::new(),
             refund_key: String::new(),
             referer: String::new(),
+            client_key: String::new(),
+            sdk_url: "https://cpay.payple.kr/js/v1/payment.js".into(),
         }
     }
 }
@@ -356,6 +361,8 @@ pub struct PaypleConfig {
     pub cust_key: Secret,
     pub refund_key: Secret,
     pub referer: String,
+    pub client_key: String,
+    pub sdk_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -808,6 +815,8 @@ fn validate_gateway(raw: &RawGateway) -> Result<GatewayConfig, ConfigError> {
         cust_key: Secret::new(raw.payple.cust_key.trim()),
         refund_key: Secret::new(raw.payple.refund_key.trim()),
         referer: raw.payple.referer.trim().to_owned(),
+        client_key: raw.payple.client_key.trim().to_owned(),
+        sdk_url: check_base_url("gateway.payple.sdk_url", &raw.payple.sdk_url)?,
     };
     let missing = |section: &str, keys: &[(&str, bool)]| -> Result<(), ConfigError> {
         let absent: Vec<&str> = keys

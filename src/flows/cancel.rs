@@ -334,7 +334,8 @@ async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> AttemptResult {
             pg_answer: String::new(),
         };
     };
-    if intent.outcome_unknown {
+    // Without a guard against a repeated cancel (Payple), every retry asks the PG first.
+    if intent.outcome_unknown || (!gateway.cancels_are_guarded() && intent.attempts > 0) {
         match gateway.fetch_payment(&payment.pg_tid).await {
             Ok(pg) => {
                 if let Some(done) = converge(intent, &pg, kassa.env.now()) {

@@ -8,6 +8,7 @@
 //! is reported as `UnknownOutcome`, never as a success or a refusal.
 
 pub mod client;
+pub mod payple;
 pub mod portone;
 pub mod toss;
 
@@ -127,6 +128,12 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
 
     /// Asks the PG to refund `request.amount`.
     fn cancel<'a>(&'a self, request: &'a CancelRequest) -> GatewayFuture<'a, CancelReceipt>;
+
+    /// True when a repeated cancel cannot refund twice (an idempotency key or a balance check).
+    /// When false, every retry asks the PG what happened before it sends anything.
+    fn cancels_are_guarded(&self) -> bool {
+        true
+    }
 
     /// Approves an authorised payment with the order's own amount, for PGs that need the
     /// merchant's confirmation (Toss). Others answer `Refused`.

@@ -947,3 +947,81 @@ pub async fn settlement_findings(
         .collect();
     Ok(Json(json!({ "items": items, "next_cursor": null })))
 }
+
+/// Payple's result post, form-encoded `PCD_*` fields from the buyer's browser. Only the order,
+/// the pay type and the day are taken from it: the payment is fetched with Payple's result
+/// inquiry before anything is stored. A browser is sent on to the result page; other callers
+/// get JSON.
+pub async fn payple_result(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<
+        axum::Form<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::FormRejection,
+    >,
+) -> Result<Response, ApiError> {
+    let axum::Form(fields) = form?;
+    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+    let wants_page = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.contains("text/html"));
+    let order_id =
+        OrderId::parse(field("PCD_PAY_OID")).map_err(|_| ApiError::not_found("order"))?;
+    if field("PCD_PAY_RST") != "success" {
+        if wants_page {
+            return Ok(
+                axum::response::Redirect::to(&format!("/payment/{order_id}?failed=1"))
+                    .into_response(),
+            );
+        }
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PAYMENT_FAILED",
+            "Payple reports the payment was not completed",
+        ));
+    }
+    let day = field("PCD_PAY_TIME").get(..8).unwrap_or_default();
+    let date = NaiveDate::parse_from_str(day, "%Y%m%d").map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_FIELD",
+            "PCD_PAY_TIME must be yyyyMMddHHmmss",
+        )
+    })?;
+    let pay_type = match field("PCD_PAY_TYPE") {
+        pay_type @ ("card" | "transfer") => pay_type,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_FIELD",
+                "PCD_PAY_TYPE must be card or transfer",
+            ));
+        }
+    };
+    let pg_tid =
+        crate::gateway::payple::payment_ref(pay_type, date, order_id.as_str()).map_err(|_| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_FIELD",
+                "the result names no payment",
+            )
+        })?;
+    let completion = payments::complete(
+        &state.kassa,
+        Provider::Payple,
+        &pg_tid,
+        Some(&order_id),
+        Source::Redirect,
+    )
+    .await;
+    if wants_page {
+        if let Err(error) = &completion {
+            tracing::warn!(order_id = %order_id, error = %error, "Payple result not applied");
+        }
+        return Ok(
+            axum::response::Redirect::to(&format!("/payment/result/{order_id}")).into_response(),
+        );
+    }
+    Ok(completion_response(&completion?))
+}

@@ -44,6 +44,7 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         .route("/api/payment/portone", post(api::complete_portone))
         .route("/api/webhooks/portone", post(api::webhook_portone))
         .route("/api/payment/toss/confirm", post(api::confirm_toss))
+        .route("/api/payment/payple/result", post(api::payple_result))
         .route("/api/webhooks/toss", post(api::webhook_toss))
         .route("/api/payments", get(api::list_payments))
         .route("/api/payments/{payment_id}", get(api::get_payment))

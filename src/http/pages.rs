@@ -199,6 +199,9 @@ struct OrderPage {
     toss_client_key: String,
     toss_success_url: String,
     toss_fail_url: String,
+    payple_sdk_url: String,
+    payple_client_key: String,
+    payple_result_url: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,14 +225,6 @@ pub async fn order(
         .await
         .map_err(|error| PageError::from_flow(lang, &error.into()))?
         .ok_or_else(|| PageError::not_found(lang))?;
-    // Payple's checkout comes with its gateway; until then its orders cannot be paid here.
-    if order.draft.provider == Provider::Payple {
-        return Err(PageError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            lang,
-            lang.texts().bad_request,
-        ));
-    }
     let portone = &state.kassa.config.gateway.portone;
     let page = OrderPage {
         t: lang.texts(),
@@ -250,6 +245,9 @@ pub async fn order(
         toss_client_key: state.kassa.config.gateway.toss.client_key.clone(),
         toss_success_url: format!("{}/payment/toss/success", state.public_base_url),
         toss_fail_url: format!("{}/payment/toss/fail", state.public_base_url),
+        payple_sdk_url: state.kassa.config.gateway.payple.sdk_url.clone(),
+        payple_client_key: state.kassa.config.gateway.payple.client_key.clone(),
+        payple_result_url: format!("{}/api/payment/payple/result", state.public_base_url),
     };
     Ok(page.into_response())
 }

@@ -6,6 +6,7 @@
 //! exactly as it reaches a real PG. The sandbox keeps its state in memory, bounded by
 //! `PAYMENTS_MAX`, and its clock is the injected one, so tests can move its token expiry.
 
+mod payple;
 mod portone;
 mod settlements;
 mod toss;
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+pub use payple::{SANDBOX_CST_ID, SANDBOX_CUST_KEY, SANDBOX_REFUND_KEY};
 pub use portone::{SANDBOX_IMP_KEY, SANDBOX_IMP_SECRET};
 pub use toss::{SANDBOX_TOSS_CLIENT_KEY, SANDBOX_TOSS_SECRET_KEY};
 
@@ -71,6 +73,9 @@ pub struct Sandbox {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     shutdown: CancellationToken,
+    /// Where the sandbox is mounted (`/sandbox-pg`, or empty when it runs alone), for the URLs
+    /// it hands out.
+    prefix: String,
     state: Mutex<SandboxState>,
 }
 
@@ -78,6 +83,7 @@ pub struct Sandbox {
 struct SandboxState {
     portone: portone::PortOneState,
     toss: toss::TossState,
+    payple: payple::PaypleState,
     settlements: settlements::Lines,
     faults: HashMap<String, VecDeque<Fault>>,
     calls: std::collections::BTreeMap<String, u64>,
@@ -87,15 +93,18 @@ struct SandboxState {
 }
 
 impl Sandbox {
+    /// A sandbox mounted at `prefix` (`/sandbox-pg`, or empty when it runs alone).
     pub fn new(
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
         shutdown: CancellationToken,
+        prefix: &str,
     ) -> Arc<Sandbox> {
         Arc::new(Sandbox {
             clock,
             entropy,
             shutdown,
+            prefix: prefix.trim_end_matches('/').to_owned(),
             state: Mutex::new(SandboxState::default()),
         })
     }
@@ -157,6 +166,7 @@ impl Sandbox {
         let state = self.lock();
         match provider {
             "toss" => state.toss.approved_on(date),
+            "payple" => state.payple.approved_on(date),
             _ => Vec::new(),
         }
     }
@@ -205,6 +215,20 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         )
         .route("/_control/toss/payments", post(toss::control_create))
         .route("/_control/settlements", post(settlements::control_load))
+        .route("/payple/php/auth.php", post(payple::auth))
+        .route("/payple/php/PayChkAct.php", post(payple::check))
+        .route("/payple/php/PayCancelAct.php", post(payple::cancel))
+        .route("/payple/php/SettlementAct.php", post(payple::settlements))
+        .route(
+            "/payple/checkout",
+            get(payple::checkout_page).post(payple::checkout_decide),
+        )
+        .route("/_control/payple/payments", post(payple::control_create))
+        .route(
+            "/_control/payple/payments/{order_id}",
+            get(payple::control_get),
+        )
+        .route("/_control/payple/auth-keys", get(payple::control_auth_keys))
         .route("/toss/v1/settlements", get(settlements::toss_settlements))
         .route(
             "/_control/toss/payments/{payment_key}",
@@ -237,7 +261,7 @@ fn one() -> usize {
 }
 
 /// The endpoints faults can be put on.
-const FAULT_ENDPOINTS: [&str; 7] = [
+const FAULT_ENDPOINTS: [&str; 11] = [
     "portone.token",
     "portone.payment",
     "portone.cancel",
@@ -245,6 +269,10 @@ const FAULT_ENDPOINTS: [&str; 7] = [
     "toss.payment",
     "toss.cancel",
     "toss.settlements",
+    "payple.auth",
+    "payple.payment",
+    "payple.cancel",
+    "payple.settlements",
 ];
 
 async fn control_fault(

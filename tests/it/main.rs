@@ -10,6 +10,7 @@ mod cancels;
 mod mypage;
 mod partners;
 mod payments;
+mod payple;
 mod process;
 mod settlement;
 mod support;

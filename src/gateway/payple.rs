@@ -1,0 +1,450 @@
+//! Payple (cpay): partner authentication per operation family, result inquiry, refund and the
+//! settlement inquiry, all with string-typed `PCD_*` fields.
+//!
+//! Invariants: `cst_id`, `custKey` and the refund key are read from the config for every call
+//! and never cached; only the `AuthKey` of each purpose is, for at most `AUTH_CACHE_S`; every
+//! follow-up goes where the auth answer says (`return_url`, `PCD_PAY_HOST` + `PCD_PAY_URL`);
+//! amounts are parsed strictly; no `PCD_*` secret, payer name, account or card number reaches a
+//! log line or an error message.
+
+use super::client::{CallKind, classify_send_error, read_capped};
+use super::{
+    CancelReceipt, CancelRequest, GatewayError, GatewayFuture, Pacer, PaymentGateway,
+    PgCancellation, PgPayment, PgStatus, SettlementKind, SettlementLine, SettlementPage,
+};
+use crate::clock::Clock;
+use crate::domain::{Amount, PgTid, Provider};
+use crate::secret::Secret;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Asia::Seoul;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// Longest an `AuthKey` is reused. Payple allows sequential calls within 30 minutes of an auth.
+pub const AUTH_CACHE_S: i64 = 15 * 60;
+/// Longest PG message kept in an error.
+const MESSAGE_CHARS_MAX: usize = 200;
+/// Payple's code for a successful refund.
+const REFUND_OK: &str = "PAYC0000";
+
+/// The operation families Payple authenticates separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Purpose {
+    Check,
+    Cancel,
+    Settlement,
+}
+
+impl Purpose {
+    fn flag(self) -> (&'static str, &'static str) {
+        match self {
+            Purpose::Check => ("PCD_PAYCHK_FLAG", "Y"),
+            Purpose::Cancel => ("PCD_PAYCANCEL_FLAG", "Y"),
+            Purpose::Settlement => ("PCD_SETTLEMENT_FLAG", "Y"),
+        }
+    }
+}
+
+/// A cached authentication: the key and where the follow-up goes. No partner secret in here.
+#[derive(Debug, Clone)]
+struct Auth {
+    auth_key: Secret,
+    return_url: String,
+    settlement_url: String,
+    use_until: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+pub struct PaypleGateway {
+    http: reqwest::Client,
+    base_url: String,
+    cst_id: Secret,
+    cust_key: Secret,
+    refund_key: Secret,
+    referer: String,
+    clock: Arc<dyn Clock>,
+    auths: Mutex<HashMap<Purpose, Auth>>,
+    pacer: Pacer,
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(MESSAGE_CHARS_MAX).collect()
+}
+
+/// A field as Payple sends it: a string (numbers too), or absent.
+fn text<'a>(body: &'a Value, field: &str) -> &'a str {
+    body.get(field).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Payple sends amounts as strings of digits; nothing else is an amount.
+pub fn parse_won(raw: &str) -> Result<i64, GatewayError> {
+    let raw = raw.trim();
+    let digits = raw.strip_prefix('-').unwrap_or(raw);
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(GatewayError::BadResponse(
+            "an amount that is not a whole number of won".into(),
+        ));
+    }
+    raw.parse()
+        .map_err(|_| GatewayError::BadResponse("an amount out of range".into()))
+}
+
+/// kassa's id of a Payple payment: `{type}.{yyyyMMdd}.{order id}`, what the result inquiry needs.
+pub fn payment_ref(pay_type: &str, date: NaiveDate, order_id: &str) -> Result<PgTid, GatewayError> {
+    PgTid::parse(&format!("{pay_type}.{}.{order_id}", date.format("%Y%m%d")))
+        .map_err(|error| GatewayError::BadResponse(error.to_string()))
+}
+
+fn split_ref(pg_tid: &PgTid) -> Result<(&str, &str, &str), GatewayError> {
+    let mut parts = pg_tid.as_str().splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(pay_type), Some(date), Some(order)) if date.len() == 8 => Ok((pay_type, date, order)),
+        _ => Err(GatewayError::NotFound),
+    }
+}
+
+fn pay_time(raw: &str) -> Option<DateTime<Utc>> {
+    let local = NaiveDateTime::parse_from_str(raw, "%Y%m%d%H%M%S").ok()?;
+    Seoul
+        .from_local_datetime(&local)
+        .earliest()
+        .map(|at| at.with_timezone(&Utc))
+}
+
+fn sent(
+    result: Result<reqwest::Response, reqwest::Error>,
+    kind: CallKind,
+) -> Result<reqwest::Response, GatewayError> {
+    result.map_err(|error| classify_send_error(&error, kind))
+}
+
+impl PaypleGateway {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per configured value"
+    )]
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        cst_id: Secret,
+        cust_key: Secret,
+        refund_key: Secret,
+        referer: &str,
+        clock: Arc<dyn Clock>,
+        settlement_interval: std::time::Duration,
+    ) -> PaypleGateway {
+        PaypleGateway {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            cst_id,
+            cust_key,
+            refund_key,
+            referer: referer.to_owned(),
+            clock,
+            auths: Mutex::new(HashMap::new()),
+            pacer: Pacer::new(settlement_interval),
+        }
+    }
+
+    async fn post_json(
+        &self,
+        url: &str,
+        body: &Value,
+        kind: CallKind,
+    ) -> Result<Value, GatewayError> {
+        let response = sent(
+            self.http
+                .post(url)
+                .header(reqwest::header::REFERER, &self.referer)
+                .header(reqwest::header::CACHE_CONTROL, "no-cache")
+                .json(body)
+                .send()
+                .await,
+            kind,
+        )?;
+        let status = response.status();
+        let bytes = read_capped(response, kind).await?;
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(match kind {
+                CallKind::Mutation => {
+                    GatewayError::UnknownOutcome(format!("Payple answered {status}"))
+                }
+                CallKind::Query => GatewayError::Transient(format!("Payple answered {status}")),
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|error| GatewayError::BadResponse(format!("not a Payple answer: {error}")))
+    }
+
+    /// The auth of `purpose`, from the cache while fresh, else from `/php/auth.php`.
+    async fn auth(&self, purpose: Purpose) -> Result<Auth, GatewayError> {
+        let mut auths = self.auths.lock().await;
+        let now = self.clock.now();
+        if let Some(auth) = auths.get(&purpose).filter(|auth| auth.use_until > now) {
+            return Ok(auth.clone());
+        }
+        let (flag, value) = purpose.flag();
+        let body = json!({ "cst_id": self.cst_id.expose(), "custKey": self.cust_key.expose(), flag: value });
+        let answer = self
+            .post_json(
+                &format!("{}/php/auth.php", self.base_url),
+                &body,
+                CallKind::Query,
+            )
+            .await?;
+        if text(&answer, "result") != "success" {
+            auths.remove(&purpose);
+            return Err(GatewayError::Credentials(format!(
+                "Payple refused the partner authentication ({}): {}",
+                clip(text(&answer, "result")),
+                clip(text(&answer, "result_msg"))
+            )));
+        }
+        let (auth_key, return_url) = (text(&answer, "AuthKey"), text(&answer, "return_url"));
+        if auth_key.is_empty() || !return_url.starts_with("http") {
+            return Err(GatewayError::BadResponse(
+                "Payple's auth answer has no AuthKey or return_url".into(),
+            ));
+        }
+        let auth = Auth {
+            auth_key: Secret::new(auth_key),
+            return_url: return_url.to_owned(),
+            settlement_url: format!(
+                "{}{}",
+                text(&answer, "PCD_PAY_HOST"),
+                text(&answer, "PCD_PAY_URL")
+            ),
+            use_until: now + chrono::Duration::seconds(AUTH_CACHE_S),
+        };
+        auths.insert(purpose, auth.clone());
+        Ok(auth)
+    }
+
+    /// Result inquiry: `PCD_PAYCHK_FLAG` to the check purpose's `return_url`.
+    async fn inquire(&self, pg_tid: &PgTid) -> Result<PgPayment, GatewayError> {
+        let (pay_type, date, order) = split_ref(pg_tid)?;
+        let auth = self.auth(Purpose::Check).await?;
+        let body = json!({
+            "PCD_CST_ID": self.cst_id.expose(),
+            "PCD_CUST_KEY": self.cust_key.expose(),
+            "PCD_AUTH_KEY": auth.auth_key.expose(),
+            "PCD_PAYCHK_FLAG": "Y",
+            "PCD_PAY_TYPE": pay_type,
+            "PCD_PAY_OID": order,
+            "PCD_PAY_DATE": date,
+        });
+        let answer = self
+            .post_json(&auth.return_url, &body, CallKind::Query)
+            .await?;
+        if text(&answer, "PCD_PAY_RST") != "success" {
+            return Err(GatewayError::NotFound);
+        }
+        let total = parse_won(text(&answer, "PCD_PAY_TOTAL"))?;
+        // Payple's inquiry answer in the sandbox carries the refunded total [inferred field].
+        let refunded = match text(&answer, "PCD_REFUND_TOTAL") {
+            "" => 0,
+            raw => parse_won(raw)?,
+        };
+        let amount = Amount::non_negative(total)
+            .map_err(|error| GatewayError::BadResponse(error.to_string()))?;
+        let cancelled = Amount::non_negative(refunded)
+            .map_err(|error| GatewayError::BadResponse(error.to_string()))?;
+        if cancelled > amount {
+            return Err(GatewayError::BadResponse("refunded more than paid".into()));
+        }
+        let cancellations = if cancelled.is_zero() {
+            Vec::new()
+        } else {
+            vec![PgCancellation {
+                pg_cancel_id: String::new(),
+                amount: cancelled,
+                at: self.clock.now(),
+            }]
+        };
+        Ok(PgPayment {
+            pg_tid: pg_tid.clone(),
+            order_id: text(&answer, "PCD_PAY_OID").to_owned(),
+            status: if cancelled == amount && !amount.is_zero() {
+                PgStatus::Cancelled
+            } else {
+                PgStatus::Paid
+            },
+            amount,
+            cancelled_amount: cancelled,
+            currency: "KRW".into(),
+            paid_at: pay_time(text(&answer, "PCD_PAY_TIME")),
+            cancellations,
+        })
+    }
+
+    async fn refund(&self, request: &CancelRequest) -> Result<CancelReceipt, GatewayError> {
+        let (_, date, order) = split_ref(&request.pg_tid)?;
+        let auth = self.auth(Purpose::Cancel).await?;
+        let body = json!({
+            "PCD_CST_ID": self.cst_id.expose(),
+            "PCD_CUST_KEY": self.cust_key.expose(),
+            "PCD_AUTH_KEY": auth.auth_key.expose(),
+            "PCD_REFUND_KEY": self.refund_key.expose(),
+            "PCD_PAYCANCEL_FLAG": "Y",
+            "PCD_PAY_OID": order,
+            "PCD_PAY_DATE": date,
+            "PCD_REFUND_TOTAL": request.amount.won().to_string(),
+        });
+        let answer = self
+            .post_json(&auth.return_url, &body, CallKind::Mutation)
+            .await?;
+        if text(&answer, "PCD_PAY_RST") != "success" || text(&answer, "PCD_PAY_CODE") != REFUND_OK {
+            return Err(GatewayError::Refused {
+                code: clip(text(&answer, "PCD_PAY_CODE")),
+                message: clip(text(&answer, "PCD_PAY_MSG")),
+            });
+        }
+        let payment = self.inquire(&request.pg_tid).await.unwrap_or(PgPayment {
+            pg_tid: request.pg_tid.clone(),
+            order_id: order.to_owned(),
+            status: PgStatus::Paid,
+            amount: request.balance_before,
+            cancelled_amount: request.amount,
+            currency: "KRW".into(),
+            paid_at: None,
+            cancellations: Vec::new(),
+        });
+        Ok(CancelReceipt {
+            pg_cancel_id: clip(text(&answer, "PCD_PAY_CARDTRADENUM")),
+            amount: request.amount,
+            at: pay_time(text(&answer, "PCD_PAY_TIME")).unwrap_or_else(|| self.clock.now()),
+            payment,
+        })
+    }
+
+    /// Settlement inquiry for one day, paged with `PCD_LASTKEY` while `PCD_HAS_MORE`.
+    async fn settlements(
+        &self,
+        date: NaiveDate,
+        cursor: Option<&str>,
+        page_size: u32,
+    ) -> Result<SettlementPage, GatewayError> {
+        let auth = self.auth(Purpose::Settlement).await?;
+        let day = date.format("%Y%m%d").to_string();
+        let mut body = json!({
+            "PCD_CST_ID": self.cst_id.expose(),
+            "PCD_CUST_KEY": self.cust_key.expose(),
+            "PCD_AUTH_KEY": auth.auth_key.expose(),
+            "PCD_SETTLEMENT_FLAG": "Y",
+            "PCD_START_DATE": day,
+            "PCD_END_DATE": day,
+            "PCD_LIMIT": page_size.clamp(1, 3_000).to_string(),
+        });
+        if let Some(cursor) = cursor {
+            body["PCD_LASTKEY"] = Value::String(cursor.to_owned());
+        }
+        self.pacer.wait_turn().await;
+        let answer = self
+            .post_json(&auth.settlement_url, &body, CallKind::Query)
+            .await?;
+        if text(&answer, "PCD_PAY_RST") != "success" {
+            return Err(GatewayError::Transient(format!(
+                "Payple refused the settlement inquiry ({}): {}",
+                clip(text(&answer, "PCD_PAY_CODE")),
+                clip(text(&answer, "PCD_PAY_MSG"))
+            )));
+        }
+        let data = answer.get("PCD_DATA").cloned().unwrap_or(Value::Null);
+        let content = data
+            .get("PCD_CONTENT")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let records = content
+            .iter()
+            .map(|line| {
+                Ok(SettlementLine {
+                    kind: if text(line, "PCD_TXN_TYPE") == "CANCEL" {
+                        SettlementKind::Cancel
+                    } else {
+                        SettlementKind::Approval
+                    },
+                    order_id: text(line, "PCD_PAY_OID").to_owned(),
+                    amount: parse_won(text(line, "PCD_PAY_AMOUNT"))?,
+                    fee: parse_won(text(line, "PCD_FEE_TOTAL"))?,
+                    settle_amount: parse_won(text(line, "PCD_SETTLE_AMOUNT"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, GatewayError>>()?;
+        let has_more = match data.get("PCD_HAS_MORE") {
+            Some(Value::Bool(more)) => *more,
+            Some(Value::String(more)) => more == "Y" || more == "true",
+            _ => false,
+        };
+        let last_key = text(&data, "PCD_LASTKEY");
+        let next_cursor = (has_more && !last_key.is_empty()).then(|| last_key.to_owned());
+        Ok(SettlementPage {
+            records,
+            next_cursor,
+        })
+    }
+}
+
+impl PaymentGateway for PaypleGateway {
+    fn provider(&self) -> Provider {
+        Provider::Payple
+    }
+
+    fn fetch_payment<'a>(&'a self, pg_tid: &'a PgTid) -> GatewayFuture<'a, PgPayment> {
+        Box::pin(self.inquire(pg_tid))
+    }
+
+    fn cancel<'a>(&'a self, request: &'a CancelRequest) -> GatewayFuture<'a, CancelReceipt> {
+        Box::pin(self.refund(request))
+    }
+
+    fn cancels_are_guarded(&self) -> bool {
+        false
+    }
+
+    fn settlement_page<'a>(
+        &'a self,
+        date: NaiveDate,
+        cursor: Option<&'a str>,
+        page_size: u32,
+    ) -> GatewayFuture<'a, SettlementPage> {
+        Box::pin(self.settlements(date, cursor, page_size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_strings_of_digits_and_nothing_else() {
+        assert_eq!(parse_won("15000"), Ok(15_000));
+        assert_eq!(parse_won("-500"), Ok(-500));
+        for bad in [
+            "",
+            "15,000",
+            "1.5",
+            "1e3",
+            " ",
+            "15000원",
+            "0x10",
+            "+5",
+            "9999999999999999",
+        ] {
+            assert!(parse_won(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_payment_reference_carries_what_the_inquiry_needs() {
+        let date = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let reference = payment_ref("card", date, "ord_01a2-x").unwrap();
+        assert_eq!(reference.as_str(), "card.20261123.ord_01a2-x");
+        assert_eq!(
+            split_ref(&reference).unwrap(),
+            ("card", "20261123", "ord_01a2-x")
+        );
+    }
+}

@@ -1,0 +1,585 @@
+//! The sandbox's Payple: partner authentication with `return_url` and `PCD_PAY_HOST` pointing at
+//! itself, result inquiry, refund, and a settlement inquiry paged with `PCD_LASTKEY` that
+//! refuses calls less than a second apart, as a rate-limited PG would. All values are strings.
+
+use super::{Injected, Sandbox, control_error};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Asia::Seoul;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// The partner credentials the sandbox accepts; kassa uses them in sandbox mode.
+pub const SANDBOX_CST_ID: &str = "sandbox_cst_id";
+pub const SANDBOX_CUST_KEY: &str = "sandbox_cust_key_0000";
+pub const SANDBOX_REFUND_KEY: &str = "sandbox_refund_key_0000";
+/// How long an `AuthKey` is good for.
+const AUTH_KEY_MINUTES: i64 = 30;
+/// The settlement inquiry refuses calls closer together than this.
+const SETTLEMENT_GAP_MS: u128 = 1_000;
+/// Most auth keys remembered.
+const AUTH_KEYS_MAX: usize = 10_000;
+
+#[derive(Debug, Default)]
+pub(super) struct PaypleState {
+    /// Order id → payment.
+    payments: BTreeMap<String, PayplePayment>,
+    /// AuthKey → (purpose flag, expiry).
+    auth_keys: HashMap<String, (&'static str, DateTime<Utc>)>,
+    last_settlement_call: Option<std::time::Instant>,
+}
+
+#[derive(Debug, Clone)]
+struct PayplePayment {
+    order_id: String,
+    goods: String,
+    pay_type: String,
+    total: i64,
+    refunded: i64,
+    paid_at: DateTime<Utc>,
+    refunds_executed: u32,
+}
+
+impl PaypleState {
+    pub(super) fn approved_on(&self, date: NaiveDate) -> Vec<(String, i64)> {
+        self.payments
+            .values()
+            .filter(|payment| payment.paid_at.with_timezone(&Seoul).date_naive() == date)
+            .map(|payment| (payment.order_id.clone(), payment.total))
+            .collect()
+    }
+}
+
+fn pay_time(at: DateTime<Utc>) -> String {
+    at.with_timezone(&Seoul).format("%Y%m%d%H%M%S").to_string()
+}
+
+fn pay_date(at: DateTime<Utc>) -> String {
+    at.with_timezone(&Seoul).format("%Y%m%d").to_string()
+}
+
+fn text<'a>(body: &'a Value, field: &str) -> &'a str {
+    body.get(field).and_then(Value::as_str).unwrap_or("")
+}
+
+fn pay_error(code: &str, message: &str) -> Response {
+    Json(json!({ "PCD_PAY_RST": "error", "PCD_PAY_CODE": code, "PCD_PAY_MSG": message }))
+        .into_response()
+}
+
+/// This sandbox's own address as the caller reached it, for `return_url` and `PCD_PAY_HOST`.
+fn own_host(sandbox: &Sandbox, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}{}", sandbox.prefix)
+}
+
+#[derive(Deserialize)]
+pub(super) struct AuthBody {
+    #[serde(default)]
+    cst_id: String,
+    #[serde(default, rename = "custKey")]
+    cust_key: String,
+    #[serde(default, rename = "PCD_PAYCHK_FLAG")]
+    check: Option<String>,
+    #[serde(default, rename = "PCD_PAYCANCEL_FLAG")]
+    cancel: Option<String>,
+    #[serde(default, rename = "PCD_SETTLEMENT_FLAG")]
+    settlement: Option<String>,
+}
+
+/// `POST /payple/php/auth.php`: partner authentication, one purpose flag per call.
+pub(super) async fn auth(
+    State(sandbox): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    body: Json<AuthBody>,
+) -> Response {
+    let injected = sandbox.before("payple.auth").await;
+    if let Injected::Fail(status) = injected {
+        return (status, "sandbox: injected failure").into_response();
+    }
+    let Json(body) = body;
+    let referer = headers
+        .get(header::REFERER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let refuse = |code: &str, message: &str| {
+        Json(json!({ "result": "error", "result_msg": message, "code": code })).into_response()
+    };
+    if body.cst_id.is_empty() {
+        return refuse("AUTH0001", "가맹점 아이디가 존재하지 않습니다.");
+    }
+    if body.cust_key.is_empty() {
+        return refuse("AUTH0002", "가맹점 인증키가 존재하지 않습니다.");
+    }
+    if body.cst_id != SANDBOX_CST_ID || body.cust_key != SANDBOX_CUST_KEY {
+        return refuse("AUTH0003", "등록되지 않은 가맹점입니다.");
+    }
+    if referer.is_empty() {
+        return refuse(
+            "AUTH0004",
+            "등록된 도메인과 요청 도메인이 일치하지 않습니다.",
+        );
+    }
+    let (flag, url) = match (
+        body.check.as_deref(),
+        body.cancel.as_deref(),
+        body.settlement.as_deref(),
+    ) {
+        (Some("Y"), _, _) => ("check", "/payple/php/PayChkAct.php"),
+        (_, Some("Y"), _) => ("cancel", "/payple/php/PayCancelAct.php"),
+        (_, _, Some("Y")) => ("settlement", "/payple/php/SettlementAct.php"),
+        _ => return refuse("AUTH0005", "요청 구분값이 없습니다."),
+    };
+    let auth_key = format!("ak_{}", sandbox.random_digits(32));
+    let expires = sandbox.clock.now() + Duration::minutes(AUTH_KEY_MINUTES);
+    {
+        let mut state = sandbox.lock();
+        if state.payple.auth_keys.len() >= AUTH_KEYS_MAX {
+            let now = sandbox.clock.now();
+            state.payple.auth_keys.retain(|_, (_, until)| *until > now);
+        }
+        state
+            .payple
+            .auth_keys
+            .insert(auth_key.clone(), (flag, expires));
+    }
+    let host = own_host(&sandbox, &headers);
+    let answer = json!({
+        "result": "success",
+        "result_msg": "사용자 인증 완료",
+        "server_name": "sandbox",
+        "cst_id": format!("t_{}", sandbox.random_digits(12)),
+        "custKey": format!("t_{}", sandbox.random_digits(24)),
+        "AuthKey": auth_key,
+        "PCD_PAY_HOST": host,
+        "PCD_PAY_URL": url,
+        "return_url": format!("{host}{url}"),
+    });
+    sandbox.after(&injected, Json(answer).into_response()).await
+}
+
+/// Checks the partner fields of a follow-up call; `None` when they are right for `purpose`.
+fn refused(sandbox: &Sandbox, body: &Value, purpose: &str) -> Option<Response> {
+    if text(body, "PCD_CST_ID") != SANDBOX_CST_ID || text(body, "PCD_CUST_KEY") != SANDBOX_CUST_KEY
+    {
+        return Some(pay_error("AUTH0003", "가맹점 정보가 올바르지 않습니다."));
+    }
+    let now = sandbox.clock.now();
+    let state = sandbox.lock();
+    match state.payple.auth_keys.get(text(body, "PCD_AUTH_KEY")) {
+        Some((flag, until)) if *flag == purpose && *until > now => None,
+        _ => Some(pay_error("AUTH0005", "인증키가 유효하지 않습니다.")),
+    }
+}
+
+fn result_fields(payment: &PayplePayment) -> Value {
+    json!({
+        "PCD_PAY_RST": "success",
+        "PCD_PAY_CODE": "PAYN0000",
+        "PCD_PAY_MSG": "결제완료",
+        "PCD_PAY_OID": payment.order_id,
+        "PCD_PAY_TYPE": payment.pay_type,
+        "PCD_PAYER_ID": "sandbox_payer",
+        "PCD_PAYER_NO": "1",
+        "PCD_PAYER_NAME": "홍길동",
+        "PCD_PAY_GOODS": payment.goods,
+        "PCD_PAY_TOTAL": payment.total.to_string(),
+        "PCD_PAY_TAXTOTAL": "0",
+        "PCD_PAY_TIME": pay_time(payment.paid_at),
+        "PCD_PAY_CARDNAME": "샌드박스카드",
+        "PCD_PAY_CARDNUM": "1234-****-****-5678",
+        "PCD_PAY_CARDTRADENUM": format!("tr_{}", payment.order_id),
+        "PCD_PAY_CARDAUTHNO": "00000000",
+        "PCD_REFUND_TOTAL": payment.refunded.to_string(),
+    })
+}
+
+/// `POST /payple/php/PayChkAct.php`: result inquiry.
+pub(super) async fn check(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(body): Json<Value>,
+) -> Response {
+    let injected = sandbox.before("payple.payment").await;
+    if let Injected::Fail(status) = injected {
+        return (status, "sandbox: injected failure").into_response();
+    }
+    if let Some(response) = refused(&sandbox, &body, "check") {
+        return response;
+    }
+    let found = sandbox
+        .lock()
+        .payple
+        .payments
+        .get(text(&body, "PCD_PAY_OID"))
+        .filter(|payment| {
+            pay_date(payment.paid_at) == text(&body, "PCD_PAY_DATE")
+                && payment.pay_type == text(&body, "PCD_PAY_TYPE")
+        })
+        .map(result_fields);
+    let response = match found {
+        Some(fields) => Json(fields).into_response(),
+        None => pay_error("PAYN0404", "결제 내역이 없습니다."),
+    };
+    sandbox.after(&injected, response).await
+}
+
+/// `POST /payple/php/PayCancelAct.php`: a full or partial refund.
+pub(super) async fn cancel(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(body): Json<Value>,
+) -> Response {
+    let injected = sandbox.before("payple.cancel").await;
+    if let Injected::Fail(status) = injected {
+        return (status, "sandbox: injected failure").into_response();
+    }
+    if let Some(response) = refused(&sandbox, &body, "cancel") {
+        return response;
+    }
+    if text(&body, "PCD_REFUND_KEY") != SANDBOX_REFUND_KEY {
+        return pay_error("PAYC0001", "환불키가 올바르지 않습니다.");
+    }
+    let now = sandbox.clock.now();
+    let response = {
+        let mut state = sandbox.lock();
+        let payment = state
+            .payple
+            .payments
+            .get_mut(text(&body, "PCD_PAY_OID"))
+            .filter(|payment| pay_date(payment.paid_at) == text(&body, "PCD_PAY_DATE"));
+        match (payment, text(&body, "PCD_REFUND_TOTAL").parse::<i64>()) {
+            (None, _) => pay_error("PAYC0404", "취소할 결제건이 없습니다."),
+            (Some(_), Err(_)) => pay_error("PAYC0002", "환불 금액이 올바르지 않습니다."),
+            (Some(payment), Ok(_)) if payment.refunded == payment.total => {
+                pay_error("PAYC0009", "이미 취소된 결제입니다.")
+            }
+            (Some(payment), Ok(amount))
+                if amount <= 0 || amount > payment.total - payment.refunded =>
+            {
+                pay_error("PAYC0003", "환불 가능 금액을 초과했습니다.")
+            }
+            (Some(payment), Ok(amount)) => {
+                payment.refunded += amount;
+                payment.refunds_executed += 1;
+                Json(json!({
+                    "PCD_PAY_RST": "success",
+                    "PCD_PAY_CODE": "PAYC0000",
+                    "PCD_PAY_MSG": "환불성공",
+                    "PCD_PAY_OID": payment.order_id,
+                    "PCD_PAY_TYPE": payment.pay_type,
+                    "PCD_PAY_GOODS": payment.goods,
+                    "PCD_REFUND_TOTAL": amount.to_string(),
+                    "PCD_REFUND_TAXTOTAL": "0",
+                    "PCD_PAY_CARDTRADENUM": format!("rf_{}_{}", payment.order_id, payment.refunds_executed),
+                    "PCD_PAY_TIME": pay_time(now),
+                }))
+                .into_response()
+            }
+        }
+    };
+    sandbox.after(&injected, response).await
+}
+
+/// `POST /payple/php/SettlementAct.php`: a day's settlement lines, `PCD_LIMIT` at a time after
+/// `PCD_LASTKEY`. A call less than a second after the last is refused.
+pub(super) async fn settlements(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(body): Json<Value>,
+) -> Response {
+    let injected = sandbox.before("payple.settlements").await;
+    if let Injected::Fail(status) = injected {
+        return (status, "sandbox: injected failure").into_response();
+    }
+    if let Some(response) = refused(&sandbox, &body, "settlement") {
+        return response;
+    }
+    {
+        let mut state = sandbox.lock();
+        let now = std::time::Instant::now();
+        let too_soon = state
+            .payple
+            .last_settlement_call
+            .is_some_and(|last| now.duration_since(last).as_millis() < SETTLEMENT_GAP_MS);
+        state.payple.last_settlement_call = Some(now);
+        if too_soon {
+            return pay_error(
+                "PAYS0429",
+                "요청이 너무 잦습니다. 1초에 1회까지 요청할 수 있습니다.",
+            );
+        }
+    }
+    let parse_day = |raw: &str| {
+        NaiveDate::parse_from_str(raw, "%Y%m%d")
+            .or_else(|_| NaiveDate::parse_from_str(raw, "%Y-%m-%d"))
+    };
+    let (Ok(start), Ok(end)) = (
+        parse_day(text(&body, "PCD_START_DATE")),
+        parse_day(text(&body, "PCD_END_DATE")),
+    ) else {
+        return pay_error("PAYS0001", "조회 기간이 올바르지 않습니다.");
+    };
+    if (end - start).num_days() > 31 || end < start {
+        return pay_error("PAYS0002", "조회 기간은 31일 이내여야 합니다.");
+    }
+    let limit = text(&body, "PCD_LIMIT")
+        .parse::<usize>()
+        .unwrap_or(100)
+        .clamp(1, 3_000);
+    let offset = match text(&body, "PCD_LASTKEY") {
+        "" => 0,
+        raw => match raw
+            .strip_prefix("lk_")
+            .and_then(|number| number.parse::<usize>().ok())
+        {
+            Some(offset) => offset,
+            None => return pay_error("PAYS0003", "PCD_LASTKEY 가 올바르지 않습니다."),
+        },
+    };
+    let (content, total) = {
+        let state = sandbox.lock();
+        let lines: Vec<(NaiveDate, &super::settlements::Line)> = state
+            .settlements
+            .range((String::from("payple"), start)..=(String::from("payple"), end))
+            .flat_map(|((_, date), lines)| lines.iter().map(move |line| (*date, line)))
+            .collect();
+        let page: Vec<Value> = lines
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(date, line)| {
+                json!({
+                    "PCD_TXN_TYPE": if line.cancel { "CANCEL" } else { "APPROVAL" },
+                    "PCD_PAY_OID": line.order_id,
+                    "PCD_PAY_TIME": format!("{}120000", date.format("%Y%m%d")),
+                    "PCD_SETTLE_DATE": date.format("%Y%m%d").to_string(),
+                    "PCD_PAY_TYPE": "card",
+                    "PCD_PAYER_NAME": "홍길동",
+                    "PCD_PAY_GOODS": "상품",
+                    "PCD_PAY_AMOUNT": line.amount.to_string(),
+                    "PCD_FEE_SUPPLY": (line.fee * 10 / 11).to_string(),
+                    "PCD_FEE_VAT": (line.fee - line.fee * 10 / 11).to_string(),
+                    "PCD_FEE_TOTAL": line.fee.to_string(),
+                    "PCD_SETTLE_AMOUNT": line.settle_amount.to_string(),
+                })
+            })
+            .collect();
+        (page, lines.len())
+    };
+    let next = offset + content.len();
+    let has_more = next < total;
+    let answer = json!({
+        "PCD_PAY_RST": "success",
+        "PCD_PAY_CODE": "PAYS0000",
+        "PCD_DATA": {
+            "PCD_CONTENT": content,
+            "PCD_HAS_MORE": if has_more { "Y" } else { "N" },
+            "PCD_LASTKEY": if has_more { format!("lk_{next}") } else { String::new() },
+            "PCD_PAGE_TOTALS": { "PCD_TOTAL_COUNT": total.to_string() },
+        },
+    });
+    sandbox.after(&injected, Json(answer).into_response()).await
+}
+
+fn insert(
+    sandbox: &Sandbox,
+    order_id: &str,
+    goods: &str,
+    total: i64,
+    paid_at: DateTime<Utc>,
+) -> Result<PayplePayment, Response> {
+    let payment = PayplePayment {
+        order_id: order_id.to_owned(),
+        goods: goods.to_owned(),
+        pay_type: "card".into(),
+        total,
+        refunded: 0,
+        paid_at,
+        refunds_executed: 0,
+    };
+    let mut state = sandbox.lock();
+    if state.payple.payments.len() >= super::PAYMENTS_MAX {
+        return Err(control_error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the sandbox holds its maximum number of payments",
+        ));
+    }
+    state
+        .payple
+        .payments
+        .insert(order_id.to_owned(), payment.clone());
+    Ok(payment)
+}
+
+#[derive(Deserialize)]
+pub(super) struct ControlCreate {
+    order_id: String,
+    amount: i64,
+    #[serde(default)]
+    goods: String,
+}
+
+fn control_view(payment: &PayplePayment) -> Value {
+    let mut view = result_fields(payment);
+    view["refunds_executed"] = json!(payment.refunds_executed);
+    view["pg_tid"] = json!(format!(
+        "{}.{}.{}",
+        payment.pay_type,
+        pay_date(payment.paid_at),
+        payment.order_id
+    ));
+    view
+}
+
+/// `POST /_control/payple/payments`: a paid Payple payment, as if a buyer had paid.
+pub(super) async fn control_create(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(request): Json<ControlCreate>,
+) -> Response {
+    match insert(
+        &sandbox,
+        &request.order_id,
+        &request.goods,
+        request.amount,
+        sandbox.clock.now(),
+    ) {
+        Ok(payment) => (StatusCode::CREATED, Json(control_view(&payment))).into_response(),
+        Err(response) => response,
+    }
+}
+
+pub(super) async fn control_get(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path(order_id): Path<String>,
+) -> Response {
+    match sandbox.lock().payple.payments.get(&order_id) {
+        Some(payment) => Json(control_view(payment)).into_response(),
+        None => control_error(StatusCode::NOT_FOUND, "no such payment"),
+    }
+}
+
+/// The AuthKeys the sandbox has issued, so a test can look for them in kassa's logs.
+pub(super) async fn control_auth_keys(State(sandbox): State<Arc<Sandbox>>) -> Json<Value> {
+    let keys: Vec<String> = sandbox.lock().payple.auth_keys.keys().cloned().collect();
+    Json(json!({ "auth_keys": keys }))
+}
+
+#[derive(Deserialize)]
+pub(super) struct CheckoutQuery {
+    #[serde(default)]
+    oid: String,
+    #[serde(default)]
+    amount: i64,
+    #[serde(default)]
+    goods: String,
+    #[serde(default)]
+    result_url: String,
+}
+
+/// The checkout window: approving posts the `PCD_*` result to the shop's result URL, from the
+/// browser, as Payple's window does.
+pub(super) async fn checkout_page(Query(query): Query<CheckoutQuery>) -> Response {
+    let problem = if query.oid.is_empty() || query.amount <= 0 {
+        Some("주문 정보가 올바르지 않습니다 (oid, amount).".to_owned())
+    } else if !super::portone::redirect_allowed(&query.result_url) {
+        Some("result_url 이 올바르지 않습니다.".to_owned())
+    } else {
+        None
+    };
+    let status = if problem.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let page = super::portone::CheckoutPage {
+        pg_label: "Payple",
+        hidden: vec![
+            ("oid", query.oid.clone()),
+            ("amount", query.amount.to_string()),
+            ("goods", query.goods.clone()),
+            ("result_url", query.result_url),
+        ],
+        order_id: query.oid,
+        amount: query.amount,
+        name: query.goods,
+        problem,
+    };
+    (status, page).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct CheckoutDecision {
+    oid: String,
+    amount: i64,
+    #[serde(default)]
+    goods: String,
+    result_url: String,
+    decision: String,
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+pub(super) async fn checkout_decide(
+    State(sandbox): State<Arc<Sandbox>>,
+    axum::Form(form): axum::Form<CheckoutDecision>,
+) -> Response {
+    if form.oid.is_empty()
+        || form.amount <= 0
+        || !super::portone::redirect_allowed(&form.result_url)
+    {
+        return (StatusCode::BAD_REQUEST, "bad checkout form").into_response();
+    }
+    let fields: Vec<(String, String)> = if form.decision == "approve" {
+        match insert(
+            &sandbox,
+            &form.oid,
+            &form.goods,
+            form.amount,
+            sandbox.clock.now(),
+        ) {
+            Ok(payment) => {
+                let Value::Object(map) = result_fields(&payment) else {
+                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                };
+                map.into_iter()
+                    .map(|(key, value)| (key, value.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            }
+            Err(response) => return response,
+        }
+    } else {
+        vec![
+            ("PCD_PAY_RST".into(), "close".into()),
+            ("PCD_PAY_CODE".into(), "PAYN0099".into()),
+            ("PCD_PAY_MSG".into(), "결제를 취소했습니다.".into()),
+            ("PCD_PAY_OID".into(), form.oid.clone()),
+        ]
+    };
+    let inputs: String = fields
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                r#"<input type="hidden" name="{}" value="{}">"#,
+                escape(name),
+                escape(value)
+            )
+        })
+        .collect();
+    Html(format!(
+        r#"<!doctype html><meta charset="utf-8"><title>Payple</title><body><form id="result" method="post" action="{}">{inputs}<noscript><button>계속</button></noscript></form><script>document.getElementById("result").submit();</script></body>"#,
+        escape(&form.result_url)
+    ))
+    .into_response()
+}
