@@ -32,6 +32,10 @@ fn millis(duration: std::time::Duration) -> i64 {
 }
 
 /// Runs one sync of `provider`'s settlement for `date`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one run from lock to report, read top to bottom"
+)]
 pub async fn sync(
     kassa: &Kassa,
     provider: Provider,

@@ -50,7 +50,7 @@ impl Purpose {
 /// A cached authentication: the key and where the follow-up goes. No partner secret in here.
 #[derive(Debug, Clone)]
 struct Auth {
-    auth_key: Secret,
+    key: Secret,
     return_url: String,
     settlement_url: String,
     use_until: DateTime<Utc>,
@@ -209,7 +209,7 @@ impl PaypleGateway {
             ));
         }
         let auth = Auth {
-            auth_key: Secret::new(auth_key),
+            key: Secret::new(auth_key),
             return_url: return_url.to_owned(),
             settlement_url: format!(
                 "{}{}",
@@ -229,7 +229,7 @@ impl PaypleGateway {
         let body = json!({
             "PCD_CST_ID": self.cst_id.expose(),
             "PCD_CUST_KEY": self.cust_key.expose(),
-            "PCD_AUTH_KEY": auth.auth_key.expose(),
+            "PCD_AUTH_KEY": auth.key.expose(),
             "PCD_PAYCHK_FLAG": "Y",
             "PCD_PAY_TYPE": pay_type,
             "PCD_PAY_OID": order,
@@ -285,7 +285,7 @@ impl PaypleGateway {
         let body = json!({
             "PCD_CST_ID": self.cst_id.expose(),
             "PCD_CUST_KEY": self.cust_key.expose(),
-            "PCD_AUTH_KEY": auth.auth_key.expose(),
+            "PCD_AUTH_KEY": auth.key.expose(),
             "PCD_REFUND_KEY": self.refund_key.expose(),
             "PCD_PAYCANCEL_FLAG": "Y",
             "PCD_PAY_OID": order,
@@ -331,7 +331,7 @@ impl PaypleGateway {
         let mut body = json!({
             "PCD_CST_ID": self.cst_id.expose(),
             "PCD_CUST_KEY": self.cust_key.expose(),
-            "PCD_AUTH_KEY": auth.auth_key.expose(),
+            "PCD_AUTH_KEY": auth.key.expose(),
             "PCD_SETTLEMENT_FLAG": "Y",
             "PCD_START_DATE": day,
             "PCD_END_DATE": day,

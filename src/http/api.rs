@@ -956,7 +956,7 @@ pub async fn payple_result(
     State(state): State<AppState>,
     headers: HeaderMap,
     form: Result<
-        axum::Form<std::collections::HashMap<String, String>>,
+        axum::Form<std::collections::BTreeMap<String, String>>,
         axum::extract::rejection::FormRejection,
     >,
 ) -> Result<Response, ApiError> {
@@ -989,16 +989,14 @@ pub async fn payple_result(
             "PCD_PAY_TIME must be yyyyMMddHHmmss",
         )
     })?;
-    let pay_type = match field("PCD_PAY_TYPE") {
-        pay_type @ ("card" | "transfer") => pay_type,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_FIELD",
-                "PCD_PAY_TYPE must be card or transfer",
-            ));
-        }
-    };
+    let pay_type = field("PCD_PAY_TYPE");
+    if !matches!(pay_type, "card" | "transfer") {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_FIELD",
+            "PCD_PAY_TYPE must be card or transfer",
+        ));
+    }
     let pg_tid =
         crate::gateway::payple::payment_ref(pay_type, date, order_id.as_str()).map_err(|_| {
             ApiError::new(

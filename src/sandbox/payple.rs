@@ -393,7 +393,7 @@ fn insert(
     goods: &str,
     total: i64,
     paid_at: DateTime<Utc>,
-) -> Result<PayplePayment, Response> {
+) -> Result<PayplePayment, &'static str> {
     let payment = PayplePayment {
         order_id: order_id.to_owned(),
         goods: goods.to_owned(),
@@ -405,10 +405,7 @@ fn insert(
     };
     let mut state = sandbox.lock();
     if state.payple.payments.len() >= super::PAYMENTS_MAX {
-        return Err(control_error(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "the sandbox holds its maximum number of payments",
-        ));
+        return Err("the sandbox holds its maximum number of payments");
     }
     state
         .payple
@@ -450,7 +447,7 @@ pub(super) async fn control_create(
         sandbox.clock.now(),
     ) {
         Ok(payment) => (StatusCode::CREATED, Json(control_view(&payment))).into_response(),
-        Err(response) => response,
+        Err(message) => control_error(StatusCode::INSUFFICIENT_STORAGE, message),
     }
 }
 
@@ -557,7 +554,7 @@ pub(super) async fn checkout_decide(
                     .map(|(key, value)| (key, value.as_str().unwrap_or_default().to_owned()))
                     .collect()
             }
-            Err(response) => return response,
+            Err(message) => return control_error(StatusCode::INSUFFICIENT_STORAGE, message),
         }
     } else {
         vec![
@@ -567,16 +564,18 @@ pub(super) async fn checkout_decide(
             ("PCD_PAY_OID".into(), form.oid.clone()),
         ]
     };
-    let inputs: String = fields
+    let inputs = fields
         .iter()
-        .map(|(name, value)| {
-            format!(
+        .fold(String::new(), |mut html, (name, value)| {
+            use std::fmt::Write;
+            let _ = write!(
+                html,
                 r#"<input type="hidden" name="{}" value="{}">"#,
                 escape(name),
                 escape(value)
-            )
-        })
-        .collect();
+            );
+            html
+        });
     Html(format!(
         r#"<!doctype html><meta charset="utf-8"><title>Payple</title><body><form id="result" method="post" action="{}">{inputs}<noscript><button>계속</button></noscript></form><script>document.getElementById("result").submit();</script></body>"#,
         escape(&form.result_url)

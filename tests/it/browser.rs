@@ -350,3 +350,30 @@ async fn a_buyer_pays_with_toss_and_cancels_from_my_payments() {
         .await;
     assert_eq!(still_cancellable, 0);
 }
+
+#[tokio::test]
+async fn a_buyer_pays_with_payple_and_the_posted_result_is_verified() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+
+    browser.goto(&app.url("/payment")).await;
+    browser.click("#buy-drip-bags-payple").await;
+    browser
+        .wait_for("location.pathname.startsWith('/payment/ord_') && document.querySelector('#pay')")
+        .await;
+    browser.click("#pay").await;
+    browser.wait_for("location.pathname === '/sandbox-pg/payple/checkout' && document.querySelector('#approve')").await;
+    browser.click("#approve").await;
+
+    browser.wait_for("document.querySelector('#result-code') && document.querySelector('#result-code').textContent === 'PAID'").await;
+    let order_id = browser
+        .eval("document.querySelector('#result').dataset.order")
+        .await;
+    let payments = app.payments_of(order_id.as_str().unwrap()).await;
+    assert_eq!(
+        (payments.len(), payments[0]["provider"].as_str()),
+        (1, Some("payple"))
+    );
+}

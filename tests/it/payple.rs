@@ -194,10 +194,9 @@ async fn the_authkey_is_reused_for_fifteen_minutes_per_purpose() {
     );
     let (_, body) = app
         .cancel(
-            &app.payments_of("order-pp-6").await[0]["payment_id"]
+            app.payments_of("order-pp-6").await[0]["payment_id"]
                 .as_str()
-                .unwrap()
-                .to_owned(),
+                .unwrap(),
             "pp-key-4",
             &json!({ "reason": "r" }),
         )

@@ -392,3 +392,244 @@ async fn cancels_accepted_before_a_sigkill_all_finish_after_the_restart_none_twi
         );
     }
 }
+
+/// Collects everything a child writes to stderr.
+fn collect_stderr(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let sink = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    log
+}
+
+async fn wait_for_listen(log: &std::sync::Arc<std::sync::Mutex<String>>) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(address) = log
+            .lock()
+            .unwrap()
+            .split("listen=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            return format!("http://{address}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no startup line in:\n{}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn kassa_with_payple(data_dir: &Path, pg: &str, cust_key: &str) -> Command {
+    let mut command = kassa(data_dir);
+    command
+        .env("RUST_LOG", "debug")
+        .env("KASSA_GATEWAY__DEFAULT", "payple")
+        .env("KASSA_GATEWAY__PAYPLE__BASE_URL", format!("{pg}/payple"))
+        .env(
+            "KASSA_GATEWAY__PAYPLE__CST_ID",
+            kassa::sandbox::SANDBOX_CST_ID,
+        )
+        .env("KASSA_GATEWAY__PAYPLE__CUST_KEY", cust_key)
+        .env(
+            "KASSA_GATEWAY__PAYPLE__REFUND_KEY",
+            kassa::sandbox::SANDBOX_REFUND_KEY,
+        )
+        .env("KASSA_GATEWAY__PAYPLE__REFERER", "https://shop.example")
+        .env(
+            "KASSA_GATEWAY__TOSS__SECRET_KEY",
+            "live_sk_never_logged_4242",
+        )
+        .env(
+            "KASSA_GATEWAY__PORTONE__IMP_SECRET",
+            "imp_secret_never_logged_4242",
+        )
+        .env("KASSA_SETTLEMENT_SYNC__PAGE_SIZE", "1")
+        .env("KASSA_SETTLEMENT_SYNC__ENABLED", "false")
+        .env("KASSA_PARTNER_SETTLEMENT__ENABLED", "false");
+    command
+}
+
+#[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario from start to finish")]
+async fn no_secret_or_payer_data_reaches_a_log_line_in_a_full_sync_or_a_failed_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sandbox = Command::new(KASSA);
+    sandbox
+        .args(["sandbox-pg", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut sandbox = sandbox.spawn().unwrap();
+    let sandbox_log = collect_stderr(&mut sandbox);
+    let pg = wait_for_listen(&sandbox_log).await;
+    let mut good = kassa_with_payple(dir.path(), &pg, kassa::sandbox::SANDBOX_CUST_KEY)
+        .spawn()
+        .unwrap();
+    let good_log = collect_stderr(&mut good);
+    let base = wait_for_listen(&good_log).await;
+    let http = crate::support::http_client();
+
+    // A payment, a refund, and a day's settlement sync of two pages.
+    let order = json!({ "order_id": "order-redact-1", "amount": 15000, "name": "원두" });
+    let created = http
+        .post(format!("{base}/api/orders"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let paid: Value = http
+        .post(format!("{pg}/_control/payple/payments"))
+        .json(&json!({ "order_id": "order-redact-1", "amount": 15000 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let form = [
+        ("PCD_PAY_RST", "success"),
+        ("PCD_PAY_OID", "order-redact-1"),
+        ("PCD_PAY_TYPE", "card"),
+        ("PCD_PAY_TIME", paid["PCD_PAY_TIME"].as_str().unwrap()),
+        ("PCD_PAYER_NAME", "홍길동"),
+        ("PCD_PAY_CARDNUM", "1234-****-****-5678"),
+    ];
+    let stored: Value = http
+        .post(format!("{base}/api/payment/payple/result"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(form).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["status"], "PAID", "{stored}");
+    let cancel: Value = http
+        .post(format!(
+            "{base}/api/payments/{}/cancel",
+            stored["payment_id"].as_str().unwrap()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("idempotency-key", "redact-1")
+        .json(&json!({ "amount": 5000, "reason": "partial" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cancel["status"], "PARTIALLY_CANCELLED", "{cancel}");
+    let date = paid["PCD_PAY_TIME"].as_str().unwrap()[..8].to_owned();
+    let date = format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..]);
+    let lines = json!({ "provider": "payple", "date": date, "records": [
+        { "order_id": "order-redact-1", "amount": 15000 },
+        { "order_id": "order-nobody-9", "amount": 700 },
+    ]});
+    http.post(format!("{pg}/_control/settlements"))
+        .json(&lines)
+        .send()
+        .await
+        .unwrap();
+    let report: Value = http
+        .post(format!("{base}/api/admin/settlement-sync/run"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "provider": "payple", "date": date }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report["updated"].as_u64(),
+            report["missing"].as_u64(),
+            report["complete"].as_bool()
+        ),
+        (Some(1), Some(1), Some(true)),
+        "{report}"
+    );
+
+    // A second kassa with a wrong partner key: its auth fails.
+    let other = tempfile::tempdir().unwrap();
+    let mut bad = kassa_with_payple(other.path(), &pg, "wrong_cust_key_never_logged_77")
+        .spawn()
+        .unwrap();
+    let bad_log = collect_stderr(&mut bad);
+    let bad_base = wait_for_listen(&bad_log).await;
+    let failed: Value = http
+        .post(format!("{bad_base}/api/admin/settlement-sync/run"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "provider": "payple", "date": date }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(failed["failed"], 1, "{failed}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let auth_keys: Value = http
+        .get(format!("{pg}/_control/payple/auth-keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut secrets: Vec<String> = auth_keys["auth_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        secrets.len() >= 3,
+        "check, cancel and settlement keys were issued"
+    );
+    secrets.extend(
+        [
+            kassa::sandbox::SANDBOX_CST_ID,
+            kassa::sandbox::SANDBOX_CUST_KEY,
+            kassa::sandbox::SANDBOX_REFUND_KEY,
+            "wrong_cust_key_never_logged_77",
+            "live_sk_never_logged_4242",
+            "imp_secret_never_logged_4242",
+            ADMIN_TOKEN,
+            "홍길동",
+            "1234-****-****-5678",
+            "lk_1",
+        ]
+        .map(str::to_owned),
+    );
+    let logs = format!("{}\n{}", good_log.lock().unwrap(), bad_log.lock().unwrap());
+    assert!(
+        logs.contains("settlement sync finished"),
+        "the summary line is there:\n{logs}"
+    );
+    assert!(
+        logs.contains("partner authentication"),
+        "the failed auth is logged:\n{logs}"
+    );
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "{secret} appears in the logs:\n{logs}"
+        );
+    }
+}
