@@ -116,12 +116,25 @@ impl Store {
     /// Opens (or creates) `data_dir/kassa.redb`, refusing a file another process holds or a
     /// newer kassa wrote. `new_key` makes the cookie signing key of a new file.
     pub fn open(data_dir: &Path, new_key: impl FnOnce() -> [u8; 32]) -> Result<Store, StoreError> {
+        Store::open_with_cache(data_dir, None, new_key)
+    }
+
+    /// `open` with redb's page cache bounded to `cache_bytes` (redb's default when `None`).
+    pub fn open_with_cache(
+        data_dir: &Path,
+        cache_bytes: Option<usize>,
+        new_key: impl FnOnce() -> [u8; 32],
+    ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.to_path_buf(),
             source,
         })?;
         let path = data_dir.join("kassa.redb");
-        let db = match Database::builder().create(&path) {
+        let mut builder = Database::builder();
+        if let Some(bytes) = cache_bytes {
+            builder.set_cache_size(bytes);
+        }
+        let db = match builder.create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(path)),
             Err(error) => return Err(error.into()),

@@ -160,6 +160,11 @@ pub(super) fn record_entry(txn: &WriteTransaction, entry: &Entry<'_>) -> Result<
             }
             day = day.succ_opt().unwrap_or(day);
         }
+        if closed(txn, date_key(day), partner)? {
+            // Settlements closed a month ahead cannot happen through kassa's own runs; if they
+            // do, the entry is kept on that day and said loudly rather than lost silently.
+            tracing::error!(partner, day = %day, "every day for a month ahead is closed for this partner; the entry is kept on a closed day");
+        }
     }
     let record = LedgerRecord {
         kind: if refund { 'R' } else { 'P' },
