@@ -9,6 +9,7 @@
     clippy::unwrap_used,
     clippy::cast_precision_loss,
     clippy::cast_possible_wrap,
+    clippy::too_many_lines,
     reason = "a benchmark program: it stops loudly on anything unexpected, and its rates are approximate"
 )]
 
