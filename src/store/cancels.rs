@@ -506,9 +506,11 @@ fn claim_one(
     let Some(mut payment) = get_payment(txn, stored.intent.payment_id)? else {
         return Err(corrupt("cancel intent", "names a missing payment"));
     };
+    // Any live lease blocks a claim, this intent's own too: another attempt (the worker's, or
+    // one whose process died) may be talking to the PG right now.
     let held_until = payment
         .lease
-        .filter(|(holder, until)| *holder != id && u64::try_from(*until).unwrap_or(0) > now_ms)
+        .filter(|(_, until)| u64::try_from(*until).unwrap_or(0) > now_ms)
         .map(|(_, until)| u64::try_from(until).unwrap_or(0));
     let head = intents_of(txn, stored.intent.payment_id)?
         .into_iter()
@@ -875,7 +877,7 @@ impl Store {
             };
             if payment
                 .lease
-                .is_some_and(|(holder, until)| holder != id && until > now.timestamp_millis())
+                .is_some_and(|(_, until)| until > now.timestamp_millis())
             {
                 return Ok(false);
             }

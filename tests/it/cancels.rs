@@ -683,3 +683,48 @@ async fn a_resolved_dead_letter_releases_its_hold_without_calling_the_pg() {
     );
     assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 1);
 }
+
+#[tokio::test]
+async fn an_intent_the_worker_holds_cannot_be_claimed_again_until_its_lease_ends() {
+    let app = TestApp::spawn().await;
+    let (payment_id, _) = app.paid("order-lease-1", 15_000).await;
+    let store = &app.kassa.store;
+    let now = app.kassa.env.now();
+    let request = kassa::store::CancelRequest {
+        payment_id: kassa::domain::PaymentId::parse(&payment_id).unwrap(),
+        key: kassa::domain::IdempotencyKey::parse("lease-key").unwrap(),
+        amount: None,
+        reason: "refund".into(),
+        cancel_id: kassa::domain::CancelId::from_uuid(app.kassa.env.new_uuid()),
+        pg_key: "lease-pg-key".into(),
+        now,
+    };
+    let kassa::store::CancelRequestOutcome::Created(intent) =
+        store.request_cancel(request).await.unwrap()
+    else {
+        panic!("the cancel is recorded");
+    };
+    let lease = chrono::Duration::seconds(30);
+
+    // The worker claims the job first.
+    let claims = store.claim_due(now, 8, lease).await.unwrap();
+    assert_eq!(claims.len(), 1);
+
+    assert!(
+        !store.cancel_turn(intent.id, now).await.unwrap(),
+        "it is not the request's turn"
+    );
+    assert!(
+        store
+            .claim_cancel(intent.id, now, lease)
+            .await
+            .unwrap()
+            .is_none(),
+        "no second attempt at once"
+    );
+    assert!(store.claim_due(now, 8, lease).await.unwrap().is_empty());
+    // A worker that died: once its lease ends, the job can be claimed again.
+    let later = now + chrono::Duration::seconds(31);
+    assert!(store.cancel_turn(intent.id, later).await.unwrap());
+    assert_eq!(store.claim_due(later, 8, lease).await.unwrap().len(), 1);
+}
