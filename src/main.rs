@@ -35,6 +35,12 @@ enum Command {
     Backup {
         #[arg(long)]
         out: PathBuf,
+        /// A running kassa to copy from (online backup; needs the admin API's backup endpoint).
+        #[arg(long, requires = "token")]
+        url: Option<String>,
+        /// The admin token of the running kassa.
+        #[arg(long)]
+        token: Option<String>,
         #[arg(long, env = "KASSA_CONFIG")]
         config: Option<PathBuf>,
         #[arg(long)]
@@ -95,9 +101,18 @@ fn main() -> ExitCode {
         }
         Command::Backup {
             out,
+            url,
+            token: _,
             config,
             data_dir,
         } => {
+            if url.is_some() {
+                eprintln!(
+                    "kassa: backing up through a running server's admin API is not available in this version; \
+                     stop kassa and run `kassa backup --out FILE` to copy the data file consistently"
+                );
+                return ExitCode::from(2);
+            }
             let config = match load(&Overrides {
                 config_file: config,
                 listen: None,

@@ -75,6 +75,11 @@ fn page_json(page: &PaymentPage) -> Value {
     })
 }
 
+/// A list that fits one page: `{"items": [...], "next_cursor": null}`.
+fn unpaged(items: Vec<Value>) -> Json<Value> {
+    Json(json!({ "items": Value::Array(items), "next_cursor": null }))
+}
+
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -358,7 +363,7 @@ pub async fn list_own_payments(
     let limit = parse_limit(query.limit.as_deref())?;
     let cursor = parse_cursor(query.cursor.as_deref())?;
     let Caller::Buyer(buyer) = caller else {
-        return Ok(Json(json!({ "items": [], "next_cursor": null })));
+        return Ok(unpaged(Vec::new()));
     };
     let page = state
         .kassa
@@ -647,7 +652,7 @@ pub async fn alerts(
             })
         })
         .collect();
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+    Ok(unpaged(items))
 }
 
 #[derive(Debug, Deserialize)]
@@ -775,9 +780,7 @@ pub async fn run_partner_settlements(
         )
     })?;
     let rows = crate::flows::partners::run(&state.kassa, date).await?;
-    Ok(Json(
-        json!({ "items": rows.iter().map(partner_settlement_json).collect::<Vec<_>>(), "next_cursor": null }),
-    ))
+    Ok(unpaged(rows.iter().map(partner_settlement_json).collect()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -793,9 +796,7 @@ pub async fn partner_settlements(
 ) -> Result<Json<Value>, ApiError> {
     let date = required_date(query.date.as_deref())?;
     let rows = state.kassa.store.partner_settlements(date).await?;
-    Ok(Json(
-        json!({ "items": rows.iter().map(partner_settlement_json).collect::<Vec<_>>(), "next_cursor": null }),
-    ))
+    Ok(unpaged(rows.iter().map(partner_settlement_json).collect()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -880,9 +881,7 @@ pub async fn settlement_runs(
 ) -> Result<Json<Value>, ApiError> {
     let limit = parse_limit(query.limit.as_deref())?;
     let runs = state.kassa.store.sync_runs(limit).await?;
-    Ok(Json(
-        json!({ "items": runs.iter().map(report_json).collect::<Vec<_>>(), "next_cursor": null }),
-    ))
+    Ok(unpaged(runs.iter().map(report_json).collect()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -920,7 +919,7 @@ pub async fn settlements(
             })
         })
         .collect();
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+    Ok(unpaged(items))
 }
 
 pub async fn settlement_findings(
@@ -945,7 +944,7 @@ pub async fn settlement_findings(
             })
         })
         .collect();
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+    Ok(unpaged(items))
 }
 
 /// Payple's result post, form-encoded `PCD_*` fields from the buyer's browser. Only the order,

@@ -712,21 +712,31 @@ fn decode_dead_letter(id: u128, bytes: &[u8]) -> Result<DeadLetter, StoreError> 
     })
 }
 
-fn redrive(
+/// A dead letter and the intent it names.
+fn dead_letter_of(
     txn: &WriteTransaction,
     dead_id: u128,
-    now: DateTime<Utc>,
-) -> Result<RedriveOutcome, StoreError> {
+) -> Result<Option<(DeadLetterRecord, StoredIntent)>, StoreError> {
     let bytes = txn
         .open_table(tables::DEAD_LETTERS)?
         .get(dead_id)?
         .map(|value| value.value().to_vec());
     let Some(bytes) = bytes else {
-        return Ok(RedriveOutcome::NotFound);
+        return Ok(None);
     };
-    let mut letter: DeadLetterRecord = decode("dead letter", DEAD_LETTER_RECORD, &bytes)?;
-    let Some(mut stored) = get_intent(txn, CancelId::from_u128(letter.cancel_id))? else {
-        return Err(corrupt("dead letter", "names a missing cancel"));
+    let letter: DeadLetterRecord = decode("dead letter", DEAD_LETTER_RECORD, &bytes)?;
+    let stored = get_intent(txn, CancelId::from_u128(letter.cancel_id))?
+        .ok_or_else(|| corrupt("dead letter", "names a missing cancel"))?;
+    Ok(Some((letter, stored)))
+}
+
+fn redrive(
+    txn: &WriteTransaction,
+    dead_id: u128,
+    now: DateTime<Utc>,
+) -> Result<RedriveOutcome, StoreError> {
+    let Some((mut letter, mut stored)) = dead_letter_of(txn, dead_id)? else {
+        return Ok(RedriveOutcome::NotFound);
     };
     match stored.intent.state {
         IntentState::Done => return Ok(RedriveOutcome::AlreadyDone(stored.intent)),
@@ -766,16 +776,8 @@ fn resolve(
     note: &str,
     now: DateTime<Utc>,
 ) -> Result<RedriveOutcome, StoreError> {
-    let bytes = txn
-        .open_table(tables::DEAD_LETTERS)?
-        .get(dead_id)?
-        .map(|value| value.value().to_vec());
-    let Some(bytes) = bytes else {
+    let Some((mut letter, mut stored)) = dead_letter_of(txn, dead_id)? else {
         return Ok(RedriveOutcome::NotFound);
-    };
-    let mut letter: DeadLetterRecord = decode("dead letter", DEAD_LETTER_RECORD, &bytes)?;
-    let Some(mut stored) = get_intent(txn, CancelId::from_u128(letter.cancel_id))? else {
-        return Err(corrupt("dead letter", "names a missing cancel"));
     };
     match stored.intent.state {
         IntentState::Done => return Ok(RedriveOutcome::AlreadyDone(stored.intent)),

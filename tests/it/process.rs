@@ -106,7 +106,7 @@ async fn a_restarted_process_still_has_every_payment_and_a_second_process_is_ref
     );
 
     terminate(&mut first).await;
-    let (_again, base) = start(dir.path()).await;
+    let (mut again, base) = start(dir.path()).await;
     let stored: Value = http
         .get(format!(
             "{base}/api/payments/{}",
@@ -120,6 +120,42 @@ async fn a_restarted_process_still_has_every_payment_and_a_second_process_is_ref
         .await
         .unwrap();
     assert_eq!(stored, paid);
+
+    // A backup is refused while kassa holds the file, and taken once it stopped.
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = copy_dir.path().join("kassa.redb");
+    let backup = || {
+        Command::new(KASSA)
+            .args(["backup", "--out"])
+            .arg(&copy)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+    };
+    let refused = backup().await.unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("locked by another kassa process"));
+    terminate(&mut again).await;
+    let taken = backup().await.unwrap();
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    let (_restored, base) = start(copy_dir.path()).await;
+    let restored: Value = http
+        .get(format!(
+            "{base}/api/payments/{}",
+            paid["payment_id"].as_str().unwrap()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(restored, paid, "the copy holds the payment");
 }
 
 #[tokio::test]
