@@ -1,0 +1,255 @@
+//! Cancels and what follows them: the cancel request, dead letters (list, re-drive, resolve)
+//! and the alert outbox.
+
+use super::{ListQuery, parse_limit, time, unpaged};
+use crate::domain::PaymentId;
+use crate::http::error::ApiError;
+use crate::http::extract::{Admin, ApiJson, ApiPath, ApiQuery, Caller};
+use crate::http::state::AppState;
+use crate::store::PaymentView;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    #[serde(default)]
+    amount: Option<i64>,
+    reason: String,
+}
+
+fn cancel_json(answer: &crate::flows::cancel::CancelAnswer) -> Value {
+    json!({
+        "cancel_id": answer.cancel_id.to_string(),
+        "payment_id": answer.payment_id.to_string(),
+        "amount": answer.amount.won(),
+        "status": answer.status.as_str(),
+    })
+}
+
+/// Loads a payment the caller may act on: any for the admin, their own for a buyer.
+async fn payment_of_caller(
+    state: &AppState,
+    caller: Caller,
+    raw_id: &str,
+) -> Result<PaymentView, ApiError> {
+    if caller == Caller::Anonymous {
+        return Err(ApiError::unauthorized());
+    }
+    let id = PaymentId::parse(raw_id).map_err(|_| ApiError::not_found("payment"))?;
+    let view = state
+        .kassa
+        .store
+        .payment(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment"))?;
+    match caller {
+        Caller::Admin => Ok(view),
+        Caller::Buyer(buyer) if view.payment.buyer_id == Some(buyer) => Ok(view),
+        _ => Err(ApiError::not_found("payment")),
+    }
+}
+
+pub async fn cancel_payment(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(payment_id): ApiPath<String>,
+    ApiJson(body): ApiJson<CancelBody>,
+) -> Result<Response, ApiError> {
+    let view = payment_of_caller(&state, caller, &payment_id).await?;
+    let key = headers
+        .get("idempotency-key")
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "IDEMPOTENCY_KEY_REQUIRED",
+                "send an Idempotency-Key header",
+            )
+        })?
+        .to_str()
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_IDEMPOTENCY_KEY",
+                "Idempotency-Key must be ASCII",
+            )
+        })
+        .and_then(|raw| {
+            crate::domain::IdempotencyKey::parse(raw).map_err(|error| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_IDEMPOTENCY_KEY",
+                    error.to_string(),
+                )
+            })
+        })?;
+    let answer = crate::flows::cancel::request(
+        &state.kassa,
+        view.payment.id,
+        key,
+        body.amount,
+        &body.reason,
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(cancel_json(&answer))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeadLetterQuery {
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    pending: Option<String>,
+}
+
+fn parse_record_id(raw: &str) -> Option<u128> {
+    uuid::Uuid::try_parse(raw).ok().map(|uuid| uuid.as_u128())
+}
+
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiQuery(query): ApiQuery<DeadLetterQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = parse_limit(query.limit.as_deref())?;
+    let cursor = match query.cursor.as_deref().filter(|raw| !raw.is_empty()) {
+        None => None,
+        Some(raw) => Some(
+            parse_record_id(raw)
+                .ok_or_else(|| ApiError::invalid_query("cursor is not one kassa gave out"))?,
+        ),
+    };
+    let pending = matches!(query.pending.as_deref(), Some("true" | "1"));
+    let (items, next) = state
+        .kassa
+        .store
+        .dead_letters(limit, cursor, pending)
+        .await?;
+    let items: Vec<Value> = items
+        .iter()
+        .map(|letter| {
+            json!({
+                "id": uuid::Uuid::from_u128(letter.id).to_string(),
+                "payment_id": letter.payment_id.to_string(),
+                "cancel_id": letter.cancel_id.to_string(),
+                "job": letter.job,
+                "attempts": letter.attempts,
+                "last_error": letter.last_error,
+                "last_pg_answer": letter.last_pg_answer,
+                "created_at": time(letter.created_at),
+                "redriven_at": letter.redriven_at.map(time),
+                "resolved_at": letter.resolved_at.map(time),
+                "resolution": letter.resolution,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "items": items, "next_cursor": next.map(|id| uuid::Uuid::from_u128(id).to_string()) }),
+    ))
+}
+
+pub async fn redrive(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_record_id(&id).ok_or_else(|| ApiError::not_found("dead letter"))?;
+    match state.kassa.store.redrive(id, state.kassa.env.now()).await? {
+        crate::store::RedriveOutcome::NotFound => Err(ApiError::not_found("dead letter")),
+        crate::store::RedriveOutcome::Resolved(intent) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "CANCEL_RESOLVED",
+            format!("cancel {} was resolved by an operator", intent.id),
+        )),
+        crate::store::RedriveOutcome::AlreadyDone(intent) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "CANCEL_ALREADY_DONE",
+            format!("cancel {} was already carried out", intent.id),
+        )),
+        crate::store::RedriveOutcome::Redriven(intent) => {
+            tracing::info!(cancel_id = %intent.id, payment_id = %intent.payment_id, "dead letter re-driven");
+            state.kassa.wake.notify_one();
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "cancel_id": intent.id.to_string(), "payment_id": intent.payment_id.to_string(), "status": "CANCEL_PENDING" })),
+            )
+                .into_response())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    note: String,
+}
+
+/// Closes a dead letter handled outside kassa (refunded in the PG's console, or not to be
+/// refunded): nothing is sent to the PG and what it held is released.
+pub async fn resolve_dead_letter(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ResolveBody>,
+) -> Result<Response, ApiError> {
+    let id = parse_record_id(&id).ok_or_else(|| ApiError::not_found("dead letter"))?;
+    let note = crate::domain::parse_text("note", &body.note, 500)?;
+    match state
+        .kassa
+        .store
+        .resolve_dead_letter(id, note, state.kassa.env.now())
+        .await?
+    {
+        crate::store::RedriveOutcome::NotFound => Err(ApiError::not_found("dead letter")),
+        crate::store::RedriveOutcome::AlreadyDone(intent) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "CANCEL_ALREADY_DONE",
+            format!("cancel {} was already carried out", intent.id),
+        )),
+        crate::store::RedriveOutcome::Redriven(intent) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "CANCEL_RUNNING",
+            format!(
+                "cancel {} was re-driven and is running; resolve it if it fails again",
+                intent.id
+            ),
+        )),
+        crate::store::RedriveOutcome::Resolved(intent) => {
+            tracing::info!(cancel_id = %intent.id, payment_id = %intent.payment_id, "dead letter resolved by an operator");
+            Ok(Json(json!({ "cancel_id": intent.id.to_string(), "payment_id": intent.payment_id.to_string(), "status": "CANCEL_RESOLVED" }))
+                .into_response())
+        }
+    }
+}
+
+pub async fn alerts(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = parse_limit(query.limit.as_deref())?;
+    let alerts = state.kassa.store.alerts(limit).await?;
+    let items: Vec<Value> = alerts
+        .iter()
+        .map(|alert| {
+            json!({
+                "id": uuid::Uuid::from_u128(alert.id).to_string(),
+                "level": alert.level.as_str(),
+                "kind": alert.kind,
+                "message": alert.message,
+                "payment_id": alert.payment_id.map(|id| id.to_string()),
+                "created_at": time(alert.created_at),
+                "sent_at": alert.sent_at.map(time),
+                "attempts": alert.attempts,
+            })
+        })
+        .collect();
+    Ok(unpaged(items))
+}

@@ -1,0 +1,414 @@
+//! Payments: completion from the browser, redirects and webhooks of each PG, reads, lists and
+//! the result long-poll.
+
+use super::{ListQuery, page_json, parse_cursor, parse_date, parse_limit, payment_json, unpaged};
+use crate::domain::{OrderId, PaymentId, PaymentStatus, PgTid, Provider};
+use crate::flows::payments::{Completion, Source};
+use crate::flows::{payments, result};
+use crate::http::error::ApiError;
+use crate::http::extract::{Admin, ApiJson, ApiPath, ApiQuery, Caller};
+use crate::http::state::AppState;
+use crate::store::PaymentFilter;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::NaiveDate;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+pub struct PortOneCompletion {
+    imp_uid: String,
+    merchant_uid: String,
+}
+
+/// Turns a completion into the answer the browser gets: the payment, or 422/409 for a refusal.
+pub fn completion_response(completion: &Completion) -> Response {
+    match completion {
+        Completion::Stored(view) => Json(payment_json(view, true)).into_response(),
+        Completion::RolledBack { view, admission } => {
+            let (status, code, message) = match admission {
+                crate::domain::Admission::RollbackAlreadyPaid { .. } => (
+                    StatusCode::CONFLICT,
+                    "ORDER_ALREADY_PAID",
+                    "this order was already paid; the second payment is being refunded".to_owned(),
+                ),
+                crate::domain::Admission::RollbackAmountMismatch { expected, actual } => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "AMOUNT_MISMATCH",
+                    format!(
+                        "the PG charged {actual} but the order asks {expected}; the payment is being refunded"
+                    ),
+                ),
+                crate::domain::Admission::Accept => {
+                    return Json(payment_json(view, true)).into_response();
+                }
+            };
+            let mut error = ApiError::new(
+                status,
+                code,
+                format!("{message} (status {})", view.payment.status()),
+            );
+            error.payment_id = Some(view.payment.id.to_string());
+            error.into_response()
+        }
+    }
+}
+
+pub async fn complete_portone(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<PortOneCompletion>,
+) -> Result<Response, ApiError> {
+    let pg_tid = PgTid::parse(&body.imp_uid)?;
+    let order_id = OrderId::parse(&body.merchant_uid).map_err(|_| ApiError::not_found("order"))?;
+    let completion = payments::complete(
+        &state.kassa,
+        Provider::PortOne,
+        &pg_tid,
+        Some(&order_id),
+        Source::Browser,
+    )
+    .await?;
+    Ok(completion_response(&completion))
+}
+
+#[derive(Debug, Deserialize)]
+struct PortOneWebhook {
+    imp_uid: String,
+    #[serde(default)]
+    merchant_uid: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// PortOne V1 webhooks carry no signature: the body only names the payment to fetch. Answered
+/// 200 whatever kassa then learns from the PG, so PortOne does not retry what kassa has handled;
+/// only a body that names no payment is refused.
+pub async fn webhook_portone(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.contains("json"));
+    let hint: PortOneWebhook = if is_json {
+        serde_json::from_slice(&body).map_err(|error| {
+            ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string())
+        })?
+    } else {
+        serde_urlencoded::from_bytes(&body).map_err(|error| {
+            ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string())
+        })?
+    };
+    let pg_tid = PgTid::parse(&hint.imp_uid)?;
+    let claimed = hint
+        .merchant_uid
+        .as_deref()
+        .and_then(|raw| OrderId::parse(raw).ok());
+    match payments::complete(
+        &state.kassa,
+        Provider::PortOne,
+        &pg_tid,
+        claimed.as_ref(),
+        Source::Webhook,
+    )
+    .await
+    {
+        Ok(completion) => {
+            let view = completion.view();
+            tracing::info!(pg_tid = %pg_tid, payment_id = %view.payment.id, status = %view.payment.status(), hint = hint.status.as_deref().unwrap_or(""), "PortOne webhook handled");
+        }
+        Err(error) => {
+            tracing::warn!(pg_tid = %pg_tid, error = %error, "PortOne webhook not applied; a later hint or the buyer's return will retry");
+        }
+    }
+    Ok(Json(json!({ "received": true })).into_response())
+}
+
+pub async fn get_payment(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(payment_id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    if caller == Caller::Anonymous {
+        return Err(ApiError::unauthorized());
+    }
+    let id = PaymentId::parse(&payment_id).map_err(|_| ApiError::not_found("payment"))?;
+    let view = state
+        .kassa
+        .store
+        .payment(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment"))?;
+    let visible = match caller {
+        Caller::Admin => true,
+        Caller::Buyer(buyer) => view.payment.buyer_id == Some(buyer),
+        Caller::Anonymous => false,
+    };
+    // Another buyer's payment is answered as unknown, so ids cannot be probed.
+    if !visible {
+        return Err(ApiError::not_found("payment"));
+    }
+    Ok(Json(payment_json(&view, true)))
+}
+
+pub async fn list_payments(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = parse_limit(query.limit.as_deref())?;
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    let filter = PaymentFilter {
+        order_id: match query.order_id.as_deref().filter(|raw| !raw.is_empty()) {
+            None => None,
+            Some(raw) => Some(
+                OrderId::parse(raw).map_err(|error| ApiError::invalid_query(error.to_string()))?,
+            ),
+        },
+        status: match query.status.as_deref().filter(|raw| !raw.is_empty()) {
+            None => None,
+            Some(raw) => Some(
+                PaymentStatus::parse(raw)
+                    .ok_or_else(|| ApiError::invalid_query("status is not a payment status"))?,
+            ),
+        },
+        from: parse_date("from", query.from.as_deref())?,
+        to: parse_date("to", query.to.as_deref())?,
+    };
+    let page = state
+        .kassa
+        .store
+        .list_payments(filter, limit, cursor)
+        .await?;
+    Ok(Json(page_json(&page)))
+}
+
+pub async fn list_own_payments(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = parse_limit(query.limit.as_deref())?;
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    let Caller::Buyer(buyer) = caller else {
+        return Ok(unpaged(Vec::new()));
+    };
+    let page = state
+        .kassa
+        .store
+        .list_buyer_payments(buyer, limit, cursor)
+        .await?;
+    Ok(Json(page_json(&page)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    #[serde(default)]
+    wait_s: Option<String>,
+}
+
+pub async fn order_result(
+    State(state): State<AppState>,
+    ApiPath(order_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<WaitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let wait_s = match query.wait_s.as_deref().filter(|raw| !raw.is_empty()) {
+        None => 0,
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|wait| *wait <= result::WAIT_S_MAX)
+            .ok_or_else(|| {
+                ApiError::invalid_query(format!(
+                    "wait_s must be a number from 0 to {}",
+                    result::WAIT_S_MAX
+                ))
+            })?,
+    };
+    let order_id = OrderId::parse(&order_id).map_err(|_| ApiError::not_found("order"))?;
+    // Past the bound of waiting requests, a request answers at once with what is known now.
+    let permit = state.long_polls.clone().try_acquire_owned().ok();
+    let wait = if permit.is_some() {
+        Duration::from_secs(wait_s)
+    } else {
+        Duration::ZERO
+    };
+    let outcome = result::wait_for_outcome(&state.kassa, &order_id, wait, &state.shutdown).await?;
+    drop(permit);
+    let mut body =
+        json!({ "order_id": outcome.order_id.as_str(), "result": outcome.result.as_str() });
+    if let Some(payment_id) = outcome.payment_id {
+        body["payment_id"] = json!(payment_id.to_string());
+    }
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TossConfirm {
+    payment_key: String,
+    order_id: String,
+    amount: i64,
+}
+
+/// The JSON form of Toss's success redirect: confirms with the order's own amount.
+pub async fn confirm_toss(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<TossConfirm>,
+) -> Result<Response, ApiError> {
+    let payment_key = PgTid::parse(&body.payment_key)?;
+    let order_id = OrderId::parse(&body.order_id).map_err(|_| ApiError::not_found("order"))?;
+    let completion = payments::confirm_toss(
+        &state.kassa,
+        &payment_key,
+        &order_id,
+        Some(body.amount),
+        Source::Browser,
+    )
+    .await?;
+    Ok(completion_response(&completion))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TossWebhook {
+    event_type: String,
+    #[serde(default)]
+    data: Option<TossWebhookData>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TossWebhookData {
+    #[serde(default)]
+    payment_key: Option<String>,
+    #[serde(default)]
+    order_id: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// Toss's `PAYMENT_STATUS_CHANGED` is unsigned: the body names a payment, which kassa fetches
+/// from Toss. Toss needs exactly 200, so everything it sends that kassa can read is answered 200.
+pub async fn webhook_toss(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let hint: TossWebhook = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string())
+    })?;
+    let data = hint.data.as_ref();
+    let key = data.and_then(|data| data.payment_key.as_deref());
+    if hint.event_type != "PAYMENT_STATUS_CHANGED" || key.is_none() {
+        tracing::info!(event = %hint.event_type, "Toss webhook ignored: kassa acts on PAYMENT_STATUS_CHANGED");
+        return Ok(Json(json!({ "received": true })).into_response());
+    }
+    let payment_key = PgTid::parse(key.unwrap_or_default())?;
+    let claimed = data
+        .and_then(|data| data.order_id.as_deref())
+        .and_then(|raw| OrderId::parse(raw).ok());
+    match payments::complete(
+        &state.kassa,
+        Provider::Toss,
+        &payment_key,
+        claimed.as_ref(),
+        Source::Webhook,
+    )
+    .await
+    {
+        Ok(completion) => {
+            let view = completion.view();
+            tracing::info!(payment_key = %payment_key, payment_id = %view.payment.id, status = %view.payment.status(), "Toss webhook handled");
+        }
+        Err(error) => {
+            let hinted = data.and_then(|data| data.status.as_deref()).unwrap_or("");
+            tracing::info!(payment_key = %payment_key, hinted_status = hinted, error = %error, "Toss webhook not applied");
+        }
+    }
+    Ok(Json(json!({ "received": true })).into_response())
+}
+
+/// Payple's result post, form-encoded `PCD_*` fields from the buyer's browser. Only the order,
+/// the pay type and the day are taken from it: the payment is fetched with Payple's result
+/// inquiry before anything is stored. A browser is sent on to the result page; other callers
+/// get JSON.
+pub async fn payple_result(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<
+        axum::Form<std::collections::BTreeMap<String, String>>,
+        axum::extract::rejection::FormRejection,
+    >,
+) -> Result<Response, ApiError> {
+    let axum::Form(fields) = form?;
+    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+    let wants_page = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.contains("text/html"));
+    let order_id =
+        OrderId::parse(field("PCD_PAY_OID")).map_err(|_| ApiError::not_found("order"))?;
+    if field("PCD_PAY_RST") != "success" {
+        if wants_page {
+            return Ok(
+                axum::response::Redirect::to(&format!("/payment/{order_id}?failed=1"))
+                    .into_response(),
+            );
+        }
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PAYMENT_FAILED",
+            "Payple reports the payment was not completed",
+        ));
+    }
+    let day = field("PCD_PAY_TIME").get(..8).unwrap_or_default();
+    let date = NaiveDate::parse_from_str(day, "%Y%m%d").map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_FIELD",
+            "PCD_PAY_TIME must be yyyyMMddHHmmss",
+        )
+    })?;
+    let pay_type = field("PCD_PAY_TYPE");
+    if !matches!(pay_type, "card" | "transfer") {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_FIELD",
+            "PCD_PAY_TYPE must be card or transfer",
+        ));
+    }
+    let pg_tid =
+        crate::gateway::payple::payment_ref(pay_type, date, order_id.as_str()).map_err(|_| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_FIELD",
+                "the result names no payment",
+            )
+        })?;
+    let completion = payments::complete(
+        &state.kassa,
+        Provider::Payple,
+        &pg_tid,
+        Some(&order_id),
+        Source::Redirect,
+    )
+    .await;
+    if wants_page {
+        if let Err(error) = &completion {
+            tracing::warn!(order_id = %order_id, error = %error, "Payple result not applied");
+        }
+        return Ok(
+            axum::response::Redirect::to(&format!("/payment/result/{order_id}")).into_response(),
+        );
+    }
+    Ok(completion_response(&completion?))
+}
