@@ -1,5 +1,5 @@
 //! The cancel pipeline in redb: cancel intents, their retry jobs, claims with leases, attempt
-//! outcomes, dead letters, re-drives and the idempotency keys of cancel requests.
+//! outcomes and the idempotency keys of cancel requests. Dead letters live in `dead_letters`.
 //!
 //! Invariants:
 //! - an intent, its reservation on the payment and its job are written in one transaction,
@@ -11,6 +11,7 @@
 
 use super::alerts::{AlertLevel, insert_alert};
 use super::codec::{decode, encode};
+use super::dead_letters::{DEAD_LETTER_RECORD, DeadLetterRecord};
 use super::orders::millis_to_time;
 use super::partners::{Entry, record_entry, today};
 use super::payments::{StoredPayment, append_event, clip, get_payment, put_payment, view_in_write};
@@ -24,7 +25,6 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 const INTENT_RECORD: u8 = 1;
-const DEAD_LETTER_RECORD: u8 = 1;
 const IDEMPOTENCY_RECORD: u8 = 1;
 
 /// Most characters of a PG's answer kept with a dead letter.
@@ -38,8 +38,6 @@ pub const INTENTS_PER_PAYMENT_MAX: usize = 100;
 pub const REQUEST_RUNNING_MS_MAX: i64 = 60_000;
 /// Most due jobs one claim looks at.
 pub const CLAIM_SCAN_MAX: usize = 1_000;
-/// Most dead letters one list answers.
-pub const DEAD_LETTERS_PAGE_MAX: usize = 500;
 
 #[derive(Serialize, Deserialize)]
 struct IntentRecord {
@@ -65,20 +63,6 @@ struct IntentRecord {
 }
 
 #[derive(Serialize, Deserialize)]
-struct DeadLetterRecord {
-    cancel_id: u128,
-    payment_id: u128,
-    job: String,
-    attempts: u32,
-    last_error: String,
-    last_pg_answer: String,
-    created_at_ms: i64,
-    redriven_at_ms: Option<i64>,
-    resolved_at_ms: Option<i64>,
-    resolution: Option<String>,
-}
-
-#[derive(Serialize, Deserialize)]
 struct IdempotencyRecord {
     amount: Option<i64>,
     reason: String,
@@ -91,27 +75,11 @@ struct IdempotencyRecord {
 
 /// A stored intent with where its job is.
 #[derive(Debug, Clone)]
-struct StoredIntent {
-    intent: CancelIntent,
-    job_due_ms: Option<u64>,
-    last_error: Option<String>,
-    claim_token: Option<u128>,
-}
-
-/// A job in the dead-letter table, for a human.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub id: u128,
-    pub cancel_id: CancelId,
-    pub payment_id: PaymentId,
-    pub job: String,
-    pub attempts: u32,
-    pub last_error: String,
-    pub last_pg_answer: String,
-    pub created_at: DateTime<Utc>,
-    pub redriven_at: Option<DateTime<Utc>>,
-    pub resolved_at: Option<DateTime<Utc>>,
-    pub resolution: Option<String>,
+pub(super) struct StoredIntent {
+    pub intent: CancelIntent,
+    pub job_due_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub claim_token: Option<u128>,
 }
 
 /// An intent claimed for one attempt, with its payment as it is now.
@@ -176,20 +144,11 @@ pub enum CancelRequestOutcome {
     PaymentNotFound,
 }
 
-#[derive(Debug, Clone)]
-pub enum RedriveOutcome {
-    Redriven(CancelIntent),
-    AlreadyDone(CancelIntent),
-    /// Closed by a human: nothing runs.
-    Resolved(CancelIntent),
-    NotFound,
-}
-
-fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
+pub(super) fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {error}"))
 }
 
-fn millis(at: DateTime<Utc>) -> u64 {
+pub(super) fn millis(at: DateTime<Utc>) -> u64 {
     u64::try_from(at.timestamp_millis()).unwrap_or(0)
 }
 
@@ -287,7 +246,10 @@ fn decode_intent(bytes: &[u8]) -> Result<StoredIntent, StoreError> {
     })
 }
 
-fn get_intent(txn: &WriteTransaction, id: CancelId) -> Result<Option<StoredIntent>, StoreError> {
+pub(super) fn get_intent(
+    txn: &WriteTransaction,
+    id: CancelId,
+) -> Result<Option<StoredIntent>, StoreError> {
     let bytes = txn
         .open_table(tables::CANCEL_INTENTS)?
         .get(id.as_u128())?
@@ -295,7 +257,7 @@ fn get_intent(txn: &WriteTransaction, id: CancelId) -> Result<Option<StoredInten
     bytes.map(|bytes| decode_intent(&bytes)).transpose()
 }
 
-fn put_intent(txn: &WriteTransaction, stored: &StoredIntent) -> Result<(), StoreError> {
+pub(super) fn put_intent(txn: &WriteTransaction, stored: &StoredIntent) -> Result<(), StoreError> {
     let bytes = encode_intent(stored)?;
     txn.open_table(tables::CANCEL_INTENTS)?
         .insert(stored.intent.id.as_u128(), bytes.as_slice())?;
@@ -303,7 +265,7 @@ fn put_intent(txn: &WriteTransaction, stored: &StoredIntent) -> Result<(), Store
 }
 
 /// Moves (or removes, with `None`) an intent's job.
-fn move_job(
+pub(super) fn move_job(
     txn: &WriteTransaction,
     stored: &mut StoredIntent,
     due_ms: Option<u64>,
@@ -359,7 +321,7 @@ fn intents_of(txn: &WriteTransaction, payment: PaymentId) -> Result<Vec<StoredIn
 }
 
 /// Sets the payment's status from its intents (see `Payment::settle_status`).
-fn settle(txn: &WriteTransaction, stored: &mut StoredPayment) -> Result<(), StoreError> {
+pub(super) fn settle(txn: &WriteTransaction, stored: &mut StoredPayment) -> Result<(), StoreError> {
     let intents = intents_of(txn, stored.payment.id)?;
     let open = intents
         .iter()
@@ -695,119 +657,6 @@ fn finish(
     Ok(Some((stored.intent, view_in_write(txn, payment_id)?)))
 }
 
-fn decode_dead_letter(id: u128, bytes: &[u8]) -> Result<DeadLetter, StoreError> {
-    let record: DeadLetterRecord = decode("dead letter", DEAD_LETTER_RECORD, bytes)?;
-    Ok(DeadLetter {
-        id,
-        cancel_id: CancelId::from_u128(record.cancel_id),
-        payment_id: PaymentId::from_u128(record.payment_id),
-        job: record.job,
-        attempts: record.attempts,
-        last_error: record.last_error,
-        last_pg_answer: record.last_pg_answer,
-        created_at: millis_to_time(record.created_at_ms)?,
-        redriven_at: record.redriven_at_ms.map(millis_to_time).transpose()?,
-        resolved_at: record.resolved_at_ms.map(millis_to_time).transpose()?,
-        resolution: record.resolution,
-    })
-}
-
-/// A dead letter and the intent it names.
-fn dead_letter_of(
-    txn: &WriteTransaction,
-    dead_id: u128,
-) -> Result<Option<(DeadLetterRecord, StoredIntent)>, StoreError> {
-    let bytes = txn
-        .open_table(tables::DEAD_LETTERS)?
-        .get(dead_id)?
-        .map(|value| value.value().to_vec());
-    let Some(bytes) = bytes else {
-        return Ok(None);
-    };
-    let letter: DeadLetterRecord = decode("dead letter", DEAD_LETTER_RECORD, &bytes)?;
-    let stored = get_intent(txn, CancelId::from_u128(letter.cancel_id))?
-        .ok_or_else(|| corrupt("dead letter", "names a missing cancel"))?;
-    Ok(Some((letter, stored)))
-}
-
-fn redrive(
-    txn: &WriteTransaction,
-    dead_id: u128,
-    now: DateTime<Utc>,
-) -> Result<RedriveOutcome, StoreError> {
-    let Some((mut letter, mut stored)) = dead_letter_of(txn, dead_id)? else {
-        return Ok(RedriveOutcome::NotFound);
-    };
-    match stored.intent.state {
-        IntentState::Done => return Ok(RedriveOutcome::AlreadyDone(stored.intent)),
-        // Already re-driven and not finished yet: the same job is on its way.
-        IntentState::Open => return Ok(RedriveOutcome::Redriven(stored.intent)),
-        IntentState::Resolved => return Ok(RedriveOutcome::Resolved(stored.intent)),
-        IntentState::Dead => {}
-    }
-    stored.intent.state = IntentState::Open;
-    stored.intent.queue_attempts = 0;
-    // A dead letter may have been handled by hand in the PG's console: ask the PG first.
-    stored.intent.outcome_unknown = true;
-    move_job(txn, &mut stored, Some(millis(now)))?;
-    put_intent(txn, &stored)?;
-    letter.redriven_at_ms = Some(now.timestamp_millis());
-    let bytes = encode(DEAD_LETTER_RECORD, &letter)?;
-    txn.open_table(tables::DEAD_LETTERS)?
-        .insert(dead_id, bytes.as_slice())?;
-    let Some(mut payment) = get_payment(txn, stored.intent.payment_id)? else {
-        return Err(corrupt("cancel intent", "names a missing payment"));
-    };
-    settle(txn, &mut payment)?;
-    put_payment(txn, &payment)?;
-    let detail = format!(
-        "re-driven by an operator: the same cancel (key {}) runs again",
-        stored.intent.pg_key
-    );
-    append_event(txn, payment.payment.id, now, EventKind::Redriven, &detail)?;
-    Ok(RedriveOutcome::Redriven(stored.intent))
-}
-
-/// Closes a dead letter that a human handled outside kassa: the intent is resolved, its
-/// reservation released, and nothing is sent to the PG.
-fn resolve(
-    txn: &WriteTransaction,
-    dead_id: u128,
-    note: &str,
-    now: DateTime<Utc>,
-) -> Result<RedriveOutcome, StoreError> {
-    let Some((mut letter, mut stored)) = dead_letter_of(txn, dead_id)? else {
-        return Ok(RedriveOutcome::NotFound);
-    };
-    match stored.intent.state {
-        IntentState::Done => return Ok(RedriveOutcome::AlreadyDone(stored.intent)),
-        IntentState::Resolved => return Ok(RedriveOutcome::Resolved(stored.intent)),
-        // Re-driven and running: it must finish or die again before it can be resolved.
-        IntentState::Open => return Ok(RedriveOutcome::Redriven(stored.intent)),
-        IntentState::Dead => {}
-    }
-    stored.intent.state = IntentState::Resolved;
-    move_job(txn, &mut stored, None)?;
-    put_intent(txn, &stored)?;
-    letter.resolved_at_ms = Some(now.timestamp_millis());
-    letter.resolution = Some(clip(note, ERROR_CHARS_MAX));
-    let bytes = encode(DEAD_LETTER_RECORD, &letter)?;
-    txn.open_table(tables::DEAD_LETTERS)?
-        .insert(dead_id, bytes.as_slice())?;
-    let Some(mut payment) = get_payment(txn, stored.intent.payment_id)? else {
-        return Err(corrupt("cancel intent", "names a missing payment"));
-    };
-    payment.payment.release(stored.intent.amount);
-    settle(txn, &mut payment)?;
-    put_payment(txn, &payment)?;
-    let detail = format!(
-        "{} resolved by an operator, not sent to the PG: {note}",
-        stored.intent.amount
-    );
-    append_event(txn, payment.payment.id, now, EventKind::Resolved, &detail)?;
-    Ok(RedriveOutcome::Resolved(stored.intent))
-}
-
 impl Store {
     /// Records a cancel request: balance check, reservation, intent, job and status in one
     /// transaction, answered only after it is durable.
@@ -951,26 +800,6 @@ impl Store {
             .await
     }
 
-    /// Closes a dead letter a human handled outside kassa, releasing what it held.
-    pub async fn resolve_dead_letter(
-        &self,
-        dead_id: u128,
-        note: String,
-        now: DateTime<Utc>,
-    ) -> Result<RedriveOutcome, StoreError> {
-        self.write(move |txn| resolve(txn, dead_id, &note, now))
-            .await
-    }
-
-    /// Sends a dead letter's intent again: the same intent, the same PG key.
-    pub async fn redrive(
-        &self,
-        dead_id: u128,
-        now: DateTime<Utc>,
-    ) -> Result<RedriveOutcome, StoreError> {
-        self.write(move |txn| redrive(txn, dead_id, now)).await
-    }
-
     pub async fn cancel_intent(&self, id: CancelId) -> Result<Option<CancelIntent>, StoreError> {
         self.read(move |txn| {
             let table = txn.open_table(tables::CANCEL_INTENTS)?;
@@ -1012,44 +841,6 @@ impl Store {
             first
                 .map(|ms| millis_to_time(i64::try_from(ms).unwrap_or(i64::MAX)))
                 .transpose()
-        })
-        .await
-    }
-
-    /// Dead letters newest first, below `cursor`; `pending_only` leaves out re-driven ones.
-    pub async fn dead_letters(
-        &self,
-        limit: usize,
-        cursor: Option<u128>,
-        pending_only: bool,
-    ) -> Result<(Vec<DeadLetter>, Option<u128>), StoreError> {
-        self.read(move |txn| {
-            let table = txn.open_table(tables::DEAD_LETTERS)?;
-            let high = cursor.map_or(u128::MAX, |cursor| cursor.saturating_sub(1));
-            let mut items = Vec::new();
-            let mut more = false;
-            for entry in table
-                .range(..=high)?
-                .rev()
-                .take(super::payments::LIST_SCAN_ROWS_MAX)
-            {
-                let (key, value) = entry?;
-                let letter = decode_dead_letter(key.value(), value.value())?;
-                if pending_only && (letter.redriven_at.is_some() || letter.resolved_at.is_some()) {
-                    continue;
-                }
-                if items.len() == limit.min(DEAD_LETTERS_PAGE_MAX) {
-                    more = true;
-                    break;
-                }
-                items.push(letter);
-            }
-            let next = if more {
-                items.last().map(|letter| letter.id)
-            } else {
-                None
-            };
-            Ok((items, next))
         })
         .await
     }

@@ -13,6 +13,7 @@
 mod alerts;
 mod cancels;
 mod codec;
+mod dead_letters;
 mod migrate;
 mod orders;
 mod partners;
@@ -21,9 +22,8 @@ mod sync;
 mod tables;
 
 pub use alerts::{Alert, AlertLevel, Delivery};
-pub use cancels::{
-    AttemptResult, CancelRequest, CancelRequestOutcome, Claim, DeadLetter, RedriveOutcome,
-};
+pub use cancels::{AttemptResult, CancelRequest, CancelRequestOutcome, Claim};
+pub use dead_letters::{DeadLetter, RedriveOutcome};
 pub use migrate::SCHEMA_VERSION;
 pub use orders::CreateOrderOutcome;
 pub use partners::{PartnerSettlement, StatusChange};
