@@ -20,17 +20,30 @@
     document.getElementById("result-code").textContent = result;
   }
 
+  // What asks kassa to verify the payment with its PG again, per PG.
+  function verifyUrl() {
+    if (provider === "toss") return "/api/payment/toss/confirm";
+    if (provider === "payple") return "/api/payment/payple/result";
+    return "/api/payment/portone";
+  }
+
+  function verifyRequest() {
+    if (provider === "payple") {
+      // The reference is {pay type}.{yyyyMMdd}.{order id}: the fields Payple's inquiry needs.
+      var parts = key.split(".");
+      var form = new URLSearchParams({ PCD_PAY_RST: "success", PCD_PAY_TYPE: parts[0], PCD_PAY_TIME: parts[1] + "000000", PCD_PAY_OID: order });
+      return { method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json" }, body: form.toString() };
+    }
+    var body = provider === "toss"
+      ? { paymentKey: key, orderId: order, amount: Number(box.dataset.amount) }
+      : { imp_uid: key, merchant_uid: order };
+    return { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+  }
+
   function verify() {
     if (!key || isFinal() || box.dataset.result !== "PENDING" || verifyTries >= 6) return;
     verifyTries += 1;
-    var toss = provider === "toss";
-    fetch(toss ? "/api/payment/toss/confirm" : "/api/payment/portone", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(toss
-        ? { paymentKey: key, orderId: order, amount: Number(box.dataset.amount) }
-        : { imp_uid: key, merchant_uid: order })
-    }).catch(function () {}).then(function () {
+    fetch(verifyUrl(), verifyRequest()).catch(function () {}).then(function () {
       verifyDelay *= 2;
       setTimeout(verify, verifyDelay);
     });

@@ -432,6 +432,8 @@ pub struct ResultQuery {
     payment_key: Option<String>,
     #[serde(default)]
     amount: Option<i64>,
+    #[serde(default)]
+    payple_ref: Option<String>,
 }
 
 pub async fn result_page(
@@ -454,6 +456,9 @@ pub async fn result_page(
             valid(&query.payment_key).unwrap_or_default(),
             query.amount.unwrap_or_default(),
         ),
+        Some(query) if valid(&query.payple_ref).is_some() => {
+            ("payple", valid(&query.payple_ref).unwrap_or_default(), 0)
+        }
         Some(query) => ("portone", valid(&query.imp_uid).unwrap_or_default(), 0),
         None => ("portone", String::new(), 0),
     };

@@ -377,3 +377,38 @@ async fn a_buyer_pays_with_payple_and_the_posted_result_is_verified() {
         (1, Some("payple"))
     );
 }
+
+#[tokio::test]
+async fn a_payple_result_page_asks_again_when_payple_was_down() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let (status, _) = app
+        .admin_post("/api/orders", &json!({ "order_id": "order-ppl-live", "amount": 9_900, "name": "드립백", "provider": "payple" }))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+    let paid: Value = app
+        .http
+        .post(app.url("/sandbox-pg/_control/payple/payments"))
+        .json(&json!({ "order_id": "order-ppl-live", "amount": 9_900 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    app.fault("payple.payment", "status500", 1).await;
+
+    let reference = paid["pg_tid"].as_str().unwrap();
+    browser
+        .goto(&app.url(&format!(
+            "/payment/result/order-ppl-live?payple_ref={reference}"
+        )))
+        .await;
+
+    browser
+        .wait_for("document.querySelector('#result-code').textContent === 'PAID'")
+        .await;
+    assert_eq!(app.payments_of("order-ppl-live").await.len(), 1);
+}

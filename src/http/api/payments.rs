@@ -404,11 +404,13 @@ pub async fn payple_result(
     .await;
     if wants_page {
         if let Err(error) = &completion {
-            tracing::warn!(order_id = %order_id, error = %error, "Payple result not applied");
+            tracing::warn!(order_id = %order_id, error = %error, "Payple result not applied; the result page will ask again");
         }
-        return Ok(
-            axum::response::Redirect::to(&format!("/payment/result/{order_id}")).into_response(),
-        );
+        // The result page asks again with this reference while the outcome is pending.
+        return Ok(axum::response::Redirect::to(&format!(
+            "/payment/result/{order_id}?payple_ref={pg_tid}"
+        ))
+        .into_response());
     }
     Ok(completion_response(&completion?))
 }
