@@ -1,8 +1,8 @@
 //! The scheduler: cron schedules in Asia/Seoul that start the daily jobs for the previous day.
 //!
-//! Each schedule remembers in the store the last fire time it ran for. A tick runs every
-//! schedule whose most recent fire time is later than that mark, so a run missed while kassa was
-//! stopped happens at the next start (once, for the most recent fire). The jobs it starts are
+//! Each schedule remembers in the store the last fire time it ran for. A tick runs every fire
+//! time after that mark (at most `CATCH_UP_FIRES_MAX`, oldest first), so runs missed while kassa
+//! was stopped happen at the next start; a new installation runs only the latest. The jobs it starts are
 //! idempotent (a partner settlement recomputes only REQUESTED rows), so a crash between a run
 //! and its mark repeats the run harmlessly.
 
@@ -40,106 +40,180 @@ pub struct Ran {
     pub date: chrono::NaiveDate,
 }
 
-/// Runs every schedule that is due. Answers what ran.
+/// Most missed fire times one tick catches up, oldest first (a month of daily runs).
+pub const CATCH_UP_FIRES_MAX: usize = 31;
+
+/// Runs every schedule that is due, each on its own: one failing does not hold up the other.
+/// Answers what ran; the first error, if any, after both had their turn.
 pub async fn tick(kassa: &Kassa) -> Result<Vec<Ran>, FlowError> {
     let now = kassa.env.now();
     let mut ran = Vec::new();
     let config = &kassa.config;
+    let mut first_error = None;
     if config.partner_settlement.enabled {
-        let cron = parse(&config.partner_settlement.schedule).map_err(|message| {
-            FlowError::Unprocessable {
-                code: "BAD_SCHEDULE",
-                message,
-            }
-        })?;
-        if let Some(fire) = due(kassa, "partner_settlement", &cron, now).await? {
-            let date = crate::domain::calendar::kst_date(fire)
-                .checked_sub_days(Days::new(1))
-                .unwrap_or_default();
-            partners::run(kassa, date).await?;
-            kassa
-                .store
-                .set_schedule_mark("partner_settlement", fire)
-                .await?;
-            ran.push(Ran {
-                schedule: "partner_settlement",
-                date,
-            });
+        if let Err(error) = partner_tick(kassa, now, &mut ran).await {
+            tracing::error!(error = %error, "the partner settlement schedule failed; it is tried again next tick");
+            first_error.get_or_insert(error);
         }
     }
     if config.settlement_sync.enabled {
-        let cron = parse(&config.settlement_sync.schedule).map_err(|message| {
-            FlowError::Unprocessable {
-                code: "BAD_SCHEDULE",
-                message,
-            }
-        })?;
-        if let Some(fire) = due(kassa, "settlement_sync", &cron, now).await? {
-            let date = crate::domain::calendar::kst_date(fire)
-                .checked_sub_days(Days::new(1))
-                .unwrap_or_default();
-            for provider in settlement::SETTLING_PROVIDERS {
-                if kassa.gateways.get(provider).is_none() {
-                    continue;
-                }
-                match settlement::sync(kassa, provider, date).await {
-                    Ok(_) => {}
-                    // A manual run is on: it does the same work.
-                    Err(FlowError::Conflict { .. }) => tracing::info!(
-                        provider = provider.as_str(),
-                        "settlement sync already running; the scheduled run skips it"
-                    ),
-                    Err(error) => return Err(error),
-                }
-            }
-            kassa
-                .store
-                .set_schedule_mark("settlement_sync", fire)
-                .await?;
-            ran.push(Ran {
-                schedule: "settlement_sync",
-                date,
-            });
-        } else if let Some(fire) = last_fire(&cron, now) {
-            // A run that stopped at max_pages_per_run goes on, one run per tick, until its day
-            // is complete (or its cursor expires).
-            let date = crate::domain::calendar::kst_date(fire)
-                .checked_sub_days(Days::new(1))
-                .unwrap_or_default();
-            for provider in settlement::SETTLING_PROVIDERS {
-                if kassa.gateways.get(provider).is_some()
-                    && kassa
-                        .store
-                        .sync_cursor(provider.as_str(), date, now)
-                        .await?
-                        .is_some()
-                {
-                    match settlement::sync(kassa, provider, date).await {
-                        Ok(_) | Err(FlowError::Conflict { .. }) => {}
-                        Err(error) => return Err(error),
-                    }
-                    ran.push(Ran {
-                        schedule: "settlement_sync",
-                        date,
-                    });
-                }
-            }
+        if let Err(error) = sync_tick(kassa, now, &mut ran).await {
+            tracing::error!(error = %error, "the settlement sync schedule failed; it is tried again next tick");
+            first_error.get_or_insert(error);
         }
     }
-    Ok(ran)
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(ran),
+    }
 }
 
-async fn due(
-    kassa: &Kassa,
-    name: &str,
+fn schedule(expression: &str) -> Result<Cron, FlowError> {
+    parse(expression).map_err(|message| FlowError::Unprocessable {
+        code: "BAD_SCHEDULE",
+        message,
+    })
+}
+
+/// The day a fire time settles: the KST day before it.
+fn day_before(fire: DateTime<Utc>) -> chrono::NaiveDate {
+    crate::domain::calendar::kst_date(fire)
+        .checked_sub_days(Days::new(1))
+        .unwrap_or_default()
+}
+
+/// Fire times after `mark` and not after `now`, oldest first: the last `CATCH_UP_FIRES_MAX` of
+/// them, or only the latest when the schedule never ran (a new installation).
+fn pending_fires(
     cron: &Cron,
+    mark: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>, FlowError> {
-    let Some(fire) = last_fire(cron, now) else {
-        return Ok(None);
+) -> Vec<DateTime<Utc>> {
+    let Some(latest) = last_fire(cron, now) else {
+        return Vec::new();
     };
-    let mark = kassa.store.schedule_mark(name).await?;
-    Ok(mark.is_none_or(|mark| fire > mark).then_some(fire))
+    let Some(mark) = mark else {
+        return vec![latest];
+    };
+    let mut fires = Vec::new();
+    let mut cursor = mark.with_timezone(&Seoul);
+    // Bounded: a month of daily fires is 31; a schedule firing more often keeps only the latest.
+    for _ in 0..CATCH_UP_FIRES_MAX * 48 {
+        let Ok(next) = cron.find_next_occurrence(&cursor, false) else {
+            break;
+        };
+        if next.with_timezone(&Utc) > now {
+            break;
+        }
+        fires.push(next.with_timezone(&Utc));
+        cursor = next;
+    }
+    let skip = fires.len().saturating_sub(CATCH_UP_FIRES_MAX);
+    fires.split_off(skip)
+}
+
+async fn partner_tick(
+    kassa: &Kassa,
+    now: DateTime<Utc>,
+    ran: &mut Vec<Ran>,
+) -> Result<(), FlowError> {
+    let cron = schedule(&kassa.config.partner_settlement.schedule)?;
+    let mark = kassa.store.schedule_mark("partner_settlement").await?;
+    for fire in pending_fires(&cron, mark, now) {
+        let date = day_before(fire);
+        partners::run(kassa, date).await?;
+        kassa
+            .store
+            .set_schedule_mark("partner_settlement", fire)
+            .await?;
+        ran.push(Ran {
+            schedule: "partner_settlement",
+            date,
+        });
+    }
+    Ok(())
+}
+
+/// Syncs every configured PG for `date`. True when each run either completed the day or left a
+/// cursor that later runs resume from; false when a PG must be asked again from the start.
+async fn sync_day(
+    kassa: &Kassa,
+    date: chrono::NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<bool, FlowError> {
+    let mut settled = true;
+    for provider in settlement::SETTLING_PROVIDERS {
+        if kassa.gateways.get(provider).is_none() {
+            continue;
+        }
+        match settlement::sync(kassa, provider, date).await {
+            Ok(report) if report.complete => {}
+            Ok(_) => {
+                settled &= kassa
+                    .store
+                    .sync_cursor(provider.as_str(), date, now)
+                    .await?
+                    .is_some()
+            }
+            Err(FlowError::Conflict { .. }) => {
+                tracing::info!(provider = provider.as_str(), date = %date, "a settlement sync is running; the scheduled one tries again next tick");
+                settled = false;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(settled)
+}
+
+async fn sync_tick(kassa: &Kassa, now: DateTime<Utc>, ran: &mut Vec<Ran>) -> Result<(), FlowError> {
+    let cron = schedule(&kassa.config.settlement_sync.schedule)?;
+    let mark = kassa.store.schedule_mark("settlement_sync").await?;
+    let fires = pending_fires(&cron, mark, now);
+    if fires.is_empty() {
+        // A day that stopped at max_pages_per_run goes on, one run per tick, until it is
+        // complete (or its cursor expires).
+        let Some(fire) = last_fire(&cron, now) else {
+            return Ok(());
+        };
+        let date = day_before(fire);
+        for provider in settlement::SETTLING_PROVIDERS {
+            if kassa.gateways.get(provider).is_some()
+                && kassa
+                    .store
+                    .sync_cursor(provider.as_str(), date, now)
+                    .await?
+                    .is_some()
+            {
+                match settlement::sync(kassa, provider, date).await {
+                    Ok(_) | Err(FlowError::Conflict { .. }) => {}
+                    Err(error) => return Err(error),
+                }
+                ran.push(Ran {
+                    schedule: "settlement_sync",
+                    date,
+                });
+            }
+        }
+        return Ok(());
+    }
+    for fire in fires {
+        let date = day_before(fire);
+        let settled = sync_day(kassa, date, now).await?;
+        ran.push(Ran {
+            schedule: "settlement_sync",
+            date,
+        });
+        if !settled {
+            // Not marked: the next tick asks again for this day (a re-run changes nothing it
+            // already settled).
+            return Ok(());
+        }
+        kassa
+            .store
+            .set_schedule_mark("settlement_sync", fire)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The scheduler loop, until shutdown.

@@ -104,7 +104,12 @@ pub async fn sync(
             )
             .await;
         let applied = match applied {
-            Ok(applied) => applied,
+            Ok(Some(applied)) => applied,
+            Ok(None) => {
+                failed += 1;
+                tracing::error!(provider = provider.as_str(), date = %date, "the run lost its lock while it waited on the PG; it stops without applying the page");
+                break;
+            }
             Err(error) => {
                 // The page's transaction did not commit; its cursor still points before it.
                 failed += 1;

@@ -303,10 +303,15 @@ impl Store {
         cursor_ttl_ms: i64,
         run_id: u128,
         lock_ttl_ms: i64,
-    ) -> Result<SyncCounts, StoreError> {
+    ) -> Result<Option<SyncCounts>, StoreError> {
         let provider = provider.to_owned();
         self.write(move |txn| {
             let now_ms = now.timestamp_millis();
+            // The run must still hold its lock (renewed here): one whose lease ran out while
+            // it waited on the PG applies nothing, so two runs never interleave their pages.
+            if take_lock(txn, &provider, run_id, now_ms, lock_ttl_ms)? == LockOutcome::Busy {
+                return Ok(None);
+            }
             let mut counts = SyncCounts::default();
             for line in &lines {
                 counts.add(apply_line(txn, &provider, date, line, now_ms)?);
@@ -326,9 +331,7 @@ impl Store {
                     cursors.remove(key)?;
                 }
             }
-            drop(cursors);
-            take_lock(txn, &provider, run_id, now_ms, lock_ttl_ms)?;
-            Ok(counts)
+            Ok(Some(counts))
         })
         .await
     }
@@ -351,6 +354,13 @@ impl Store {
             }
             drop(locks);
             let counts = report.counts;
+            if report.failed > 0 {
+                let message = format!(
+                    "{} settlement sync of {} stopped at a page the PG did not answer; it resumes at the next run",
+                    report.provider, report.date
+                );
+                insert_alert(txn, alert_id.wrapping_add(1), AlertLevel::Warning, "SETTLEMENT_SYNC_FAILED", &message, None, now)?;
+            }
             if counts.missing > 0 || counts.discrepancy > 0 {
                 let level = if counts.discrepancy > 0 { AlertLevel::Urgent } else { AlertLevel::Warning };
                 let message = format!(

@@ -265,13 +265,13 @@ async fn the_schedule_settles_yesterday_once_and_catches_up_after_downtime() {
         figures(row(listed["items"].as_array().unwrap(), "p-coffee")).0,
         10_000
     );
-    // Three days later (kassa was down): one run, for the most recent fire.
+    // Three days later (kassa was down): every missed day is settled, oldest first.
     app.clock.set(kst("2026-11-27T09:00:00+09:00"));
     let ran = partner_runs(&app).await;
     assert_eq!(
         ran.iter()
             .map(|run| run.date.to_string())
             .collect::<Vec<_>>(),
-        ["2026-11-26"]
+        ["2026-11-24", "2026-11-25", "2026-11-26"]
     );
 }

@@ -131,7 +131,19 @@ pub async fn run_settlement_sync(
         })?,
         None => crate::flows::settlement::yesterday(kassa),
     };
-    let report = crate::flows::settlement::sync(kassa, provider, date).await?;
+    // The run goes on (and releases its lock with its report) even if this request is dropped.
+    let run = tokio::spawn({
+        let kassa = kassa.clone();
+        async move { crate::flows::settlement::sync(&kassa, provider, date).await }
+    });
+    let report = run.await.map_err(|error| {
+        tracing::error!(error = %error, "the settlement sync task failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "an internal error happened; it has been logged",
+        )
+    })??;
     Ok(Json(report_json(&report)))
 }
 
