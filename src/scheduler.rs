@@ -50,17 +50,17 @@ pub async fn tick(kassa: &Kassa) -> Result<Vec<Ran>, FlowError> {
     let mut ran = Vec::new();
     let config = &kassa.config;
     let mut first_error = None;
-    if config.partner_settlement.enabled {
-        if let Err(error) = partner_tick(kassa, now, &mut ran).await {
-            tracing::error!(error = %error, "the partner settlement schedule failed; it is tried again next tick");
-            first_error.get_or_insert(error);
-        }
+    if config.partner_settlement.enabled
+        && let Err(error) = partner_tick(kassa, now, &mut ran).await
+    {
+        tracing::error!(error = %error, "the partner settlement schedule failed; it is tried again next tick");
+        first_error.get_or_insert(error);
     }
-    if config.settlement_sync.enabled {
-        if let Err(error) = sync_tick(kassa, now, &mut ran).await {
-            tracing::error!(error = %error, "the settlement sync schedule failed; it is tried again next tick");
-            first_error.get_or_insert(error);
-        }
+    if config.settlement_sync.enabled
+        && let Err(error) = sync_tick(kassa, now, &mut ran).await
+    {
+        tracing::error!(error = %error, "the settlement sync schedule failed; it is tried again next tick");
+        first_error.get_or_insert(error);
     }
     match first_error {
         Some(error) => Err(error),
@@ -153,7 +153,7 @@ async fn sync_day(
                     .store
                     .sync_cursor(provider.as_str(), date, now)
                     .await?
-                    .is_some()
+                    .is_some();
             }
             Err(FlowError::Conflict { .. }) => {
                 tracing::info!(provider = provider.as_str(), date = %date, "a settlement sync is running; the scheduled one tries again next tick");

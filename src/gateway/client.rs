@@ -6,6 +6,8 @@ use std::time::Duration;
 
 /// Most bytes kassa reads of one PG response; a larger one is refused as unreadable.
 pub const RESPONSE_BYTES_MAX: usize = 256 * 1024;
+/// Most bytes of one settlement page: up to 3,000 lines of a few hundred bytes each.
+pub const SETTLEMENT_PAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Longest wait for a TCP and TLS connection to a PG.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -68,24 +70,33 @@ fn without_url(error: &reqwest::Error) -> String {
 
 /// Reads a response body, refusing one larger than `RESPONSE_BYTES_MAX`.
 pub async fn read_capped(
+    response: reqwest::Response,
+    kind: CallKind,
+) -> Result<Vec<u8>, GatewayError> {
+    read_capped_to(response, kind, RESPONSE_BYTES_MAX).await
+}
+
+/// Reads a response body, refusing one larger than `bytes_max`.
+pub async fn read_capped_to(
     mut response: reqwest::Response,
     kind: CallKind,
+    bytes_max: usize,
 ) -> Result<Vec<u8>, GatewayError> {
     if response
         .content_length()
-        .is_some_and(|length| length > RESPONSE_BYTES_MAX as u64)
+        .is_some_and(|length| length > bytes_max as u64)
     {
         return Err(GatewayError::BadResponse(format!(
-            "response larger than {RESPONSE_BYTES_MAX} bytes"
+            "response larger than {bytes_max} bytes"
         )));
     }
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > RESPONSE_BYTES_MAX {
+                if body.len() + chunk.len() > bytes_max {
                     return Err(GatewayError::BadResponse(format!(
-                        "response larger than {RESPONSE_BYTES_MAX} bytes"
+                        "response larger than {bytes_max} bytes"
                     )));
                 }
                 body.extend_from_slice(&chunk);

@@ -7,7 +7,7 @@
 //! amounts are parsed strictly; no `PCD_*` secret, payer name, account or card number reaches a
 //! log line or an error message.
 
-use super::client::{CallKind, classify_send_error, read_capped};
+use super::client::{CallKind, classify_send_error};
 use super::{
     CancelReceipt, CancelRequest, GatewayError, GatewayFuture, Pacer, PaymentGateway,
     PgCancellation, PgPayment, PgStatus, SettlementKind, SettlementLine, SettlementPage,
@@ -26,6 +26,8 @@ use tokio::sync::Mutex;
 pub const AUTH_CACHE_S: i64 = 15 * 60;
 /// Longest PG message kept in an error.
 const MESSAGE_CHARS_MAX: usize = 200;
+/// Stands for an amount Payple sent that kassa cannot read: no real line adds up with it.
+const UNREADABLE: i64 = i64::MIN;
 /// Payple's code for a successful refund.
 const REFUND_OK: &str = "PAYC0000";
 
@@ -154,6 +156,17 @@ impl PaypleGateway {
         body: &Value,
         kind: CallKind,
     ) -> Result<Value, GatewayError> {
+        self.post_json_capped(url, body, kind, super::client::RESPONSE_BYTES_MAX)
+            .await
+    }
+
+    async fn post_json_capped(
+        &self,
+        url: &str,
+        body: &Value,
+        kind: CallKind,
+        bytes_max: usize,
+    ) -> Result<Value, GatewayError> {
         let response = sent(
             self.http
                 .post(url)
@@ -165,7 +178,7 @@ impl PaypleGateway {
             kind,
         )?;
         let status = response.status();
-        let bytes = read_capped(response, kind).await?;
+        let bytes = super::client::read_capped_to(response, kind, bytes_max).await?;
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Err(match kind {
                 CallKind::Mutation => {
@@ -222,6 +235,26 @@ impl PaypleGateway {
         Ok(auth)
     }
 
+    /// What a refusal means. An auth error evicts the cached AuthKey (the next call authenticates
+    /// again) and is transient; a payment Payple says it does not have is `NotFound`; anything
+    /// else is transient, so a payment is never taken for absent because Payple was busy.
+    async fn refusal(&self, purpose: Purpose, answer: &Value) -> GatewayError {
+        let code = text(answer, "PCD_PAY_CODE");
+        let described = format!(
+            "Payple refused ({}): {}",
+            clip(code),
+            clip(text(answer, "PCD_PAY_MSG"))
+        );
+        if code.starts_with("AUTH") {
+            self.auths.lock().await.remove(&purpose);
+            return GatewayError::Transient(described);
+        }
+        if code.ends_with("0404") {
+            return GatewayError::NotFound;
+        }
+        GatewayError::Transient(described)
+    }
+
     /// Result inquiry: `PCD_PAYCHK_FLAG` to the check purpose's `return_url`.
     async fn inquire(&self, pg_tid: &PgTid) -> Result<PgPayment, GatewayError> {
         let (pay_type, date, order) = split_ref(pg_tid)?;
@@ -239,7 +272,7 @@ impl PaypleGateway {
             .post_json(&auth.return_url, &body, CallKind::Query)
             .await?;
         if text(&answer, "PCD_PAY_RST") != "success" {
-            return Err(GatewayError::NotFound);
+            return Err(self.refusal(Purpose::Check, &answer).await);
         }
         let total = parse_won(text(&answer, "PCD_PAY_TOTAL"))?;
         // Payple's inquiry answer in the sandbox carries the refunded total [inferred field].
@@ -342,14 +375,15 @@ impl PaypleGateway {
         }
         self.pacer.wait_turn().await;
         let answer = self
-            .post_json(&auth.settlement_url, &body, CallKind::Query)
+            .post_json_capped(
+                &auth.settlement_url,
+                &body,
+                CallKind::Query,
+                super::client::SETTLEMENT_PAGE_BYTES_MAX,
+            )
             .await?;
         if text(&answer, "PCD_PAY_RST") != "success" {
-            return Err(GatewayError::Transient(format!(
-                "Payple refused the settlement inquiry ({}): {}",
-                clip(text(&answer, "PCD_PAY_CODE")),
-                clip(text(&answer, "PCD_PAY_MSG"))
-            )));
+            return Err(self.refusal(Purpose::Settlement, &answer).await);
         }
         let data = answer.get("PCD_DATA").cloned().unwrap_or(Value::Null);
         let content = data
@@ -357,29 +391,36 @@ impl PaypleGateway {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
+        // A line kassa cannot read is kept as an inconsistent one (a discrepancy or a missing
+        // payment), so one bad line never blocks the rest of the day.
+        let amount_of =
+            |line: &Value, field: &str| parse_won(text(line, field)).unwrap_or(UNREADABLE);
         let records = content
             .iter()
-            .map(|line| {
-                Ok(SettlementLine {
-                    kind: if text(line, "PCD_TXN_TYPE") == "CANCEL" {
-                        SettlementKind::Cancel
-                    } else {
-                        SettlementKind::Approval
-                    },
-                    order_id: text(line, "PCD_PAY_OID").to_owned(),
-                    amount: parse_won(text(line, "PCD_PAY_AMOUNT"))?,
-                    fee: parse_won(text(line, "PCD_FEE_TOTAL"))?,
-                    settle_amount: parse_won(text(line, "PCD_SETTLE_AMOUNT"))?,
-                })
+            .map(|line| SettlementLine {
+                kind: if text(line, "PCD_TXN_TYPE") == "CANCEL" {
+                    SettlementKind::Cancel
+                } else {
+                    SettlementKind::Approval
+                },
+                order_id: text(line, "PCD_PAY_OID").to_owned(),
+                amount: amount_of(line, "PCD_PAY_AMOUNT"),
+                fee: amount_of(line, "PCD_FEE_TOTAL"),
+                settle_amount: amount_of(line, "PCD_SETTLE_AMOUNT"),
             })
-            .collect::<Result<Vec<_>, GatewayError>>()?;
+            .collect();
         let has_more = match data.get("PCD_HAS_MORE") {
             Some(Value::Bool(more)) => *more,
             Some(Value::String(more)) => more == "Y" || more == "true",
             _ => false,
         };
         let last_key = text(&data, "PCD_LASTKEY");
-        let next_cursor = (has_more && !last_key.is_empty()).then(|| last_key.to_owned());
+        if has_more && last_key.is_empty() {
+            return Err(GatewayError::BadResponse(
+                "Payple says there is more but gives no PCD_LASTKEY".into(),
+            ));
+        }
+        let next_cursor = has_more.then(|| last_key.to_owned());
         Ok(SettlementPage {
             records,
             next_cursor,

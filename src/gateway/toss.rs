@@ -39,7 +39,8 @@ pub struct TossGateway {
 struct SettlementWire {
     #[serde(default)]
     order_id: String,
-    amount: i64,
+    #[serde(default)]
+    amount: Option<i64>,
     #[serde(default)]
     fee: Option<i64>,
     #[serde(default)]
@@ -229,7 +230,12 @@ impl TossGateway {
             .await
             .map_err(|error| classify_send_error(&error, CallKind::Query))?;
         let status = response.status();
-        let body = read_capped(response, CallKind::Query).await?;
+        let body = super::client::read_capped_to(
+            response,
+            CallKind::Query,
+            super::client::SETTLEMENT_PAGE_BYTES_MAX,
+        )
+        .await?;
         if !status.is_success() {
             return Err(classify(status, &body, CallKind::Query));
         }
@@ -240,15 +246,14 @@ impl TossGateway {
         let records = wire
             .into_iter()
             .map(|record| {
-                // Amounts come from the PG: sums are checked, and an overflow makes the line
-                // inconsistent (a discrepancy) rather than a panic.
-                let fee = record.fee.unwrap_or_else(|| {
-                    record
-                        .fees
-                        .iter()
-                        .flatten()
-                        .try_fold(0_i64, |sum, fee| sum.checked_add(fee.fee))
-                        .unwrap_or(i64::MIN)
+                // Amounts come from the PG and must be its own: a line without its amount, fee
+                // or payout, or whose sum overflows, stays inconsistent (a discrepancy).
+                let unreadable = i64::MIN;
+                let fee = record.fee.or_else(|| {
+                    record.fees.as_ref().and_then(|fees| {
+                        fees.iter()
+                            .try_fold(0_i64, |sum, fee| sum.checked_add(fee.fee))
+                    })
                 });
                 SettlementLine {
                     kind: if record
@@ -261,12 +266,9 @@ impl TossGateway {
                         SettlementKind::Approval
                     },
                     order_id: record.order_id,
-                    amount: record.amount,
-                    fee,
-                    settle_amount: record
-                        .pay_out_amount
-                        .or_else(|| record.amount.checked_sub(fee))
-                        .unwrap_or(i64::MIN),
+                    amount: record.amount.unwrap_or(unreadable),
+                    fee: fee.unwrap_or(unreadable),
+                    settle_amount: record.pay_out_amount.unwrap_or(unreadable),
                 }
             })
             .collect();

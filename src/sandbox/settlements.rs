@@ -184,6 +184,13 @@ pub(super) async fn toss_settlements(
             "startDate, endDate 는 필수입니다.",
         );
     };
+    if end < start {
+        return toss_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "endDate 는 startDate 이후여야 합니다.",
+        );
+    }
     let page = query.page.unwrap_or(1).max(1);
     let size = query.size.unwrap_or(100).clamp(1, TOSS_PAGE_SIZE_MAX);
     let body: Vec<Value> = {

@@ -177,6 +177,27 @@ pub(super) fn record_entry(txn: &WriteTransaction, entry: &Entry<'_>) -> Result<
     Ok(())
 }
 
+/// One partner's sales, refunds and payment count in the ledger of a day.
+fn ledger_sums(
+    txn: &WriteTransaction,
+    day: u32,
+    partner: &str,
+) -> Result<(i64, i64, u64), StoreError> {
+    let ledger = txn.open_table(tables::PARTNER_LEDGER)?;
+    let (mut gross, mut cancelled, mut count) = (0_i64, 0_i64, 0_u64);
+    for entry in ledger.range((day, partner, 0)..=(day, partner, u128::MAX))? {
+        let (_, value) = entry?;
+        let record: LedgerRecord = decode("ledger entry", LEDGER_RECORD, value.value())?;
+        if record.kind == 'R' {
+            cancelled += record.amount;
+        } else {
+            gross += record.amount;
+            count += 1;
+        }
+    }
+    Ok((gross, cancelled, count))
+}
+
 /// The day's totals per partner key ("" for payments without a partner).
 #[derive(Default)]
 struct Sums {
@@ -320,6 +341,12 @@ impl Store {
             };
             if !row.status.can_move_to(next) {
                 return Ok(StatusChange::Refused { from: row.status });
+            }
+            if row.status == PartnerSettlementStatus::Requested {
+                // Leaving REQUESTED freezes the row: recompute it from the ledger first, so an
+                // entry recorded on this day after the last run is in it, not lost.
+                let (gross, cancelled, count) = ledger_sums(txn, day, &partner)?;
+                row.figures = figures(gross, cancelled, count, row.fee_rate_bps);
             }
             row.status = next;
             row.updated_at = now;

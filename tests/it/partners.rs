@@ -160,6 +160,31 @@ async fn a_day_is_recomputed_only_while_requested_and_later_changes_land_later()
 }
 
 #[tokio::test]
+async fn a_payment_recorded_after_the_run_is_in_the_row_when_it_leaves_requested() {
+    let app = TestApp::spawn().await;
+    app.clock.set(kst("2026-11-23T10:00:00+09:00"));
+    sale(&app, "order-ps-60", 10_000, "p-coffee").await;
+    run(&app, "2026-11-23").await;
+    // A late webhook records a payment of the same day; nobody re-runs the day.
+    app.clock.set(kst("2026-11-23T22:00:00+09:00"));
+    sale(&app, "order-ps-61", 5_000, "p-coffee").await;
+
+    let (status, moved) = app
+        .admin_post(
+            "/api/admin/partner-settlements/2026-11-23:p-coffee/status",
+            &json!({ "status": "PROCESSING" }),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(
+        figures(&moved),
+        (15_000, 0, 495, 14_505, 2),
+        "frozen with everything recorded for the day"
+    );
+}
+
+#[tokio::test]
 async fn a_settlement_only_moves_forward() {
     let app = TestApp::spawn().await;
     app.clock.set(kst("2026-11-23T10:00:00+09:00"));
