@@ -185,29 +185,55 @@ pub struct SettlementPage {
     pub next_cursor: Option<String>,
 }
 
-/// Keeps calls to one PG at least `interval` apart, for every caller sharing it.
+/// Keeps calls to one PG at least `interval` apart, and at most `burst` of them within any
+/// `window`, for every caller sharing it (Payple: one a second and 20 in two minutes).
 #[derive(Debug)]
 pub struct Pacer {
     interval: std::time::Duration,
-    last: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    burst: usize,
+    window: std::time::Duration,
+    recent: tokio::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>,
 }
 
 impl Pacer {
     pub fn new(interval: std::time::Duration) -> Pacer {
+        Pacer::with_window(interval, usize::MAX, std::time::Duration::ZERO)
+    }
+
+    pub fn with_window(
+        interval: std::time::Duration,
+        burst: usize,
+        window: std::time::Duration,
+    ) -> Pacer {
         Pacer {
             interval,
-            last: tokio::sync::Mutex::new(None),
+            burst: burst.max(1),
+            window,
+            recent: tokio::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
     /// Waits until a call may be made, then counts it as made. Callers queue on the lock, so two
     /// callers never both pass within one interval.
     pub async fn wait_turn(&self) {
-        let mut last = self.last.lock().await;
-        if let Some(previous) = *last {
-            tokio::time::sleep_until(previous + self.interval).await;
+        let mut recent = self.recent.lock().await;
+        if let Some(last) = recent.back() {
+            tokio::time::sleep_until(*last + self.interval).await;
         }
-        *last = Some(tokio::time::Instant::now());
+        if recent.len() >= self.burst
+            && let Some(oldest) = recent.front()
+        {
+            tokio::time::sleep_until(*oldest + self.window).await;
+        }
+        let now = tokio::time::Instant::now();
+        while recent
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= self.window)
+            || recent.len() >= self.burst.min(1_024)
+        {
+            recent.pop_front();
+        }
+        recent.push_back(now);
     }
 }
 

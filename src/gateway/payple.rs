@@ -22,6 +22,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
+/// Payple allows at most this many settlement inquiries within `SETTLEMENT_WINDOW`.
+pub const SETTLEMENT_CALLS_PER_WINDOW: usize = 20;
+pub const SETTLEMENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
 /// Longest an `AuthKey` is reused. Payple allows sequential calls within 30 minutes of an auth.
 pub const AUTH_CACHE_S: i64 = 15 * 60;
 /// Longest PG message kept in an error.
@@ -146,7 +149,11 @@ impl PaypleGateway {
             referer: referer.to_owned(),
             clock,
             auths: Mutex::new(HashMap::new()),
-            pacer: Pacer::new(settlement_interval),
+            pacer: Pacer::with_window(
+                settlement_interval,
+                SETTLEMENT_CALLS_PER_WINDOW,
+                SETTLEMENT_WINDOW,
+            ),
         }
     }
 

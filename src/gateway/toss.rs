@@ -207,11 +207,18 @@ impl TossGateway {
         cursor: Option<&str>,
         page_size: u32,
     ) -> Result<SettlementPage, GatewayError> {
-        let page: u32 = match cursor {
-            None => 1,
-            Some(raw) => raw
-                .parse()
-                .map_err(|_| GatewayError::BadResponse(format!("cursor {raw:?} is not a page")))?,
+        // The cursor is `{page}:{size}`: a run resumes with the size the day was started with,
+        // so a change of `page_size` between runs neither skips nor repeats lines.
+        let (page, page_size): (u32, u32) = match cursor {
+            None => (1, page_size),
+            Some(raw) => {
+                let bad = || GatewayError::BadResponse(format!("cursor {raw:?} is not a page"));
+                let (page, size) = raw.split_once(':').ok_or_else(bad)?;
+                (
+                    page.parse().map_err(|_| bad())?,
+                    size.parse().map_err(|_| bad())?,
+                )
+            }
         };
         let day = date.format("%Y-%m-%d").to_string();
         let mut url = reqwest::Url::parse(&format!("{}/v1/settlements", self.base_url))
@@ -274,7 +281,7 @@ impl TossGateway {
             .collect();
         Ok(SettlementPage {
             records,
-            next_cursor: full.then(|| (page + 1).to_string()),
+            next_cursor: full.then(|| format!("{}:{page_size}", page + 1)),
         })
     }
 

@@ -22,6 +22,8 @@ const LOCK_RECORD: u8 = 1;
 const CURSOR_RECORD: u8 = 1;
 const RUN_RECORD: u8 = 1;
 const FINDING_RECORD: u8 = 1;
+/// Most findings kept for one order and kind on one day.
+pub const FINDINGS_PER_ORDER_MAX: usize = 20;
 /// Most rows a settlement or findings list answers.
 pub const SETTLEMENT_LIST_MAX: usize = 5_000;
 
@@ -142,16 +144,35 @@ fn take_lock(
     Ok(LockOutcome::Acquired)
 }
 
+/// Keeps a finding under its (day, PG, order, kind): several lines of one order and kind (two
+/// partial cancels, say) are all kept, and the same line found again by a re-run is not.
 fn record_finding(txn: &WriteTransaction, finding: &Finding) -> Result<(), StoreError> {
-    let bytes = encode(FINDING_RECORD, finding)?;
     let key = (
         date_key(finding.date),
         finding.provider.as_str(),
         finding.order_id.as_str(),
         finding.kind.as_str(),
     );
-    txn.open_table(tables::SETTLEMENT_FINDINGS)?
-        .insert(key, bytes.as_slice())?;
+    let mut table = txn.open_table(tables::SETTLEMENT_FINDINGS)?;
+    let mut kept: Vec<Finding> = match table.get(key)? {
+        Some(value) => decode("findings", FINDING_RECORD, value.value())?,
+        None => Vec::new(),
+    };
+    let same = |other: &Finding| {
+        (other.expected, other.actual, other.fee, other.settle_amount)
+            == (
+                finding.expected,
+                finding.actual,
+                finding.fee,
+                finding.settle_amount,
+            )
+    };
+    if kept.iter().any(same) || kept.len() >= FINDINGS_PER_ORDER_MAX {
+        return Ok(());
+    }
+    kept.push(finding.clone());
+    let bytes = encode(FINDING_RECORD, &kept)?;
+    table.insert(key, bytes.as_slice())?;
     Ok(())
 }
 
@@ -438,7 +459,8 @@ impl Store {
                 .take(SETTLEMENT_LIST_MAX)
             {
                 let (_, value) = entry?;
-                found.push(decode("finding", FINDING_RECORD, value.value())?);
+                let kept: Vec<Finding> = decode("findings", FINDING_RECORD, value.value())?;
+                found.extend(kept);
             }
             Ok(found)
         })

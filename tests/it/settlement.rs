@@ -148,6 +148,7 @@ async fn cancels_differing_amounts_and_unknown_orders_are_counted_and_change_no_
             { "order_id": orders[1], "amount": 9_000 },
             { "order_id": orders[2], "amount": 10_000, "fee": 330, "settle_amount": 9_000 },
             { "order_id": orders[3], "kind": "CANCEL", "amount": 10_000 },
+            { "order_id": orders[3], "kind": "CANCEL", "amount": 4_000 },
             { "order_id": "order-never-seen", "amount": 5_000 },
         ]}),
     )
@@ -155,7 +156,7 @@ async fn cancels_differing_amounts_and_unknown_orders_are_counted_and_change_no_
 
     let (_, report) = sync(&app).await;
 
-    assert_eq!(counts(&report), [1, 0, 1, 1, 2], "{report}");
+    assert_eq!(counts(&report), [1, 0, 1, 2, 2], "{report}");
     assert_eq!(report["failed"], 0);
     let settled: Vec<String> = rows(&app, "Succeed")
         .await
@@ -187,7 +188,11 @@ async fn cancels_differing_amounts_and_unknown_orders_are_counted_and_change_no_
         find(&orders[2], "DISCREPANCY").is_some(),
         "a line whose fee and payout do not add up"
     );
-    assert!(find(&orders[3], "CANCEL").is_some());
+    let cancels = findings
+        .iter()
+        .filter(|finding| finding["order_id"] == orders[3].as_str() && finding["kind"] == "CANCEL")
+        .count();
+    assert_eq!(cancels, 2, "both cancel lines of the order are kept");
     assert!(find("order-never-seen", "MISSING").is_some());
     let (_, alerts) = app.admin_get("/api/admin/alerts").await;
     assert!(
@@ -197,6 +202,13 @@ async fn cancels_differing_amounts_and_unknown_orders_are_counted_and_change_no_
             .iter()
             .any(|alert| alert["kind"] == "SETTLEMENT_MISMATCH" && alert["level"] == "URGENT")
     );
+    // A re-run finds the same lines again and keeps them once.
+    let (_, again) = sync(&app).await;
+    assert_eq!(counts(&again), [0, 1, 1, 2, 2]);
+    let (_, after) = app
+        .admin_get(&format!("/api/admin/settlement-findings?date={DAY}"))
+        .await;
+    assert_eq!(after["items"].as_array().unwrap().len(), findings.len());
 }
 
 #[tokio::test]
