@@ -111,6 +111,13 @@ impl Browser {
     }
 
     async fn call(&mut self, method: &str, params: Value) -> Value {
+        let reply = self.send(method, params).await;
+        assert!(reply.get("error").is_none(), "{method}: {reply}");
+        reply["result"].clone()
+    }
+
+    /// Sends one DevTools command and answers its whole reply, error or not.
+    async fn send(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let message = json!({ "id": id, "method": method, "params": params }).to_string();
@@ -124,20 +131,21 @@ impl Browser {
             let Message::Text(text) = frame else { continue };
             let reply: Value = serde_json::from_str(text.as_str()).unwrap();
             if reply["id"] == id {
-                assert!(reply.get("error").is_none(), "{method}: {reply}");
-                return reply["result"].clone();
+                return reply;
             }
         }
     }
 
+    /// Evaluates `expression` in the page. While the page navigates, Chromium may answer that
+    /// the context is gone; that reads as `null` (the page is not there yet), and callers poll.
     async fn eval(&mut self, expression: &str) -> Value {
-        let result = self
-            .call(
+        let reply = self
+            .send(
                 "Runtime.evaluate",
                 json!({ "expression": expression, "returnByValue": true }),
             )
             .await;
-        result["result"]["value"].clone()
+        reply["result"]["result"]["value"].clone()
     }
 
     async fn goto(&mut self, url: &str) {
