@@ -272,3 +272,22 @@ impl Gateways {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_keeps_calls_apart_and_within_the_window() {
+        let pacer = Pacer::with_window(Duration::from_secs(1), 3, Duration::from_secs(10));
+        let start = tokio::time::Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            pacer.wait_turn().await;
+            times.push(start.elapsed().as_secs());
+        }
+        // One a second, and the fourth waits until the first has left the 10-second window.
+        assert_eq!(times, [0, 1, 2, 10, 11]);
+    }
+}

@@ -362,7 +362,7 @@ pub(super) async fn settlements(
                     "PCD_PAY_TYPE": "card",
                     "PCD_PAYER_NAME": "홍길동",
                     "PCD_PAY_GOODS": "상품",
-                    "PCD_PAY_AMOUNT": line.amount.to_string(),
+                    "PCD_PAY_AMOUNT": line.raw_amount.clone().unwrap_or_else(|| line.amount.to_string()),
                     "PCD_FEE_SUPPLY": (line.fee * 10 / 11).to_string(),
                     "PCD_FEE_VAT": (line.fee - line.fee * 10 / 11).to_string(),
                     "PCD_FEE_TOTAL": line.fee.to_string(),

@@ -19,6 +19,8 @@ const TOSS_PAGE_SIZE_MAX: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Line {
+    /// The amount as the PG sends it, when a test wants it unreadable (Payple sends strings).
+    pub raw_amount: Option<String>,
     pub order_id: String,
     pub cancel: bool,
     pub amount: i64,
@@ -39,6 +41,9 @@ pub(super) struct LineInput {
     fee: Option<i64>,
     #[serde(default)]
     settle_amount: Option<i64>,
+    /// Sent as the line's amount text instead of `amount` (Payple), to test unreadable lines.
+    #[serde(default)]
+    raw_amount: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +76,7 @@ pub(super) async fn control_load(
         .map(|input| {
             let fee = input.fee.unwrap_or_else(|| default_fee(input.amount));
             Line {
+                raw_amount: input.raw_amount.clone(),
                 order_id: input.order_id.clone(),
                 cancel: input.kind.as_deref() == Some("CANCEL"),
                 amount: input.amount,
@@ -87,6 +93,7 @@ pub(super) async fn control_load(
                 .approved_on(&request.provider, request.date)
                 .into_iter()
                 .map(|(order_id, amount)| Line {
+                    raw_amount: None,
                     order_id,
                     cancel: false,
                     amount,

@@ -280,3 +280,52 @@ async fn a_payple_day_of_250_lines_syncs_over_two_runs_at_payples_pace() {
     let gap = stats["min_gap_ms"]["payple.settlements"].as_u64().unwrap();
     assert!(gap >= 1_000, "two settlement calls {gap} ms apart");
 }
+
+#[tokio::test]
+async fn a_settlement_line_kassa_cannot_read_is_a_discrepancy_and_the_day_goes_on() {
+    let app = TestApp::spawn_with(vec![("KASSA_SETTLEMENT_SYNC__PAGE_SIZE", "1".into())]).await;
+    for order_id in ["order-ppbad-1", "order-ppbad-2"] {
+        payple_order(&app, order_id, 12_000).await;
+        let paid = payple_paid(&app, order_id, 12_000).await;
+        assert_eq!(result_post(&app, &paid, 12_000).await.0, StatusCode::OK);
+    }
+    let date = crate::support::start_time()
+        .with_timezone(&chrono_tz::Asia::Seoul)
+        .date_naive()
+        .to_string();
+    let load = json!({ "provider": "payple", "date": date, "records": [
+        { "order_id": "order-ppbad-1", "amount": 12_000, "raw_amount": "12,000원" },
+        { "order_id": "order-ppbad-2", "amount": 12_000 },
+    ]});
+    let response = app
+        .http
+        .post(app.url("/sandbox-pg/_control/settlements"))
+        .json(&load)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let (status, report) = app
+        .admin_post(
+            "/api/admin/settlement-sync/run",
+            &json!({ "provider": "payple", "date": date }),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (report["discrepancy"].as_u64(), report["updated"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    assert_eq!(
+        (report["failed"].as_u64(), report["complete"].as_bool()),
+        (Some(0), Some(true))
+    );
+    let (_, findings) = app
+        .admin_get(&format!("/api/admin/settlement-findings?date={date}"))
+        .await;
+    assert_eq!(findings["items"][0]["order_id"], "order-ppbad-1");
+    assert_eq!(findings["items"][0]["kind"], "DISCREPANCY");
+}
