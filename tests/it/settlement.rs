@@ -353,3 +353,62 @@ async fn the_morning_schedule_syncs_yesterday() {
         .await;
     assert_eq!(payment["settlement_status"], "Succeed");
 }
+
+#[tokio::test]
+async fn a_run_that_lost_its_lock_applies_no_page() {
+    let app = TestApp::spawn_with(fast_sync(10)).await;
+    let orders = toss_sales(&app, "order-lost-lock", 1, 1_000).await;
+    let store = &app.kassa.store;
+    let date = chrono::NaiveDate::parse_from_str(DAY, "%Y-%m-%d").unwrap();
+    let now = app.kassa.env.now();
+    let line = kassa::domain::settlement::SettlementLine {
+        kind: kassa::domain::settlement::SettlementKind::Approval,
+        order_id: orders[0].clone(),
+        amount: 1_000,
+        fee: 33,
+        settle_amount: 967,
+    };
+    // Run 1's lease ran out and run 2 took the lock.
+    assert_eq!(
+        store.take_sync_lock("toss", 1, now, 1_000).await.unwrap(),
+        kassa::store::LockOutcome::Acquired
+    );
+    let later = now + chrono::Duration::seconds(2);
+    assert_eq!(
+        store
+            .take_sync_lock("toss", 2, later, 600_000)
+            .await
+            .unwrap(),
+        kassa::store::LockOutcome::Acquired
+    );
+
+    let stale = store
+        .apply_settlement_page(
+            "toss",
+            date,
+            vec![line.clone()],
+            Some("2:1".into()),
+            later,
+            60_000,
+            1,
+            600_000,
+        )
+        .await
+        .unwrap();
+
+    assert!(stale.is_none(), "the run without the lock applies nothing");
+    assert!(rows(&app, "Succeed").await.is_empty());
+    assert!(
+        store
+            .sync_cursor("toss", date, later)
+            .await
+            .unwrap()
+            .is_none(),
+        "and moves no cursor"
+    );
+    let holder = store
+        .apply_settlement_page("toss", date, vec![line], None, later, 60_000, 2, 600_000)
+        .await
+        .unwrap();
+    assert_eq!(holder.map(|counts| counts.updated), Some(1));
+}
