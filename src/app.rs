@@ -41,6 +41,13 @@ pub enum AppError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot copy the data file to {path}: {source}")]
+    Backup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("there is no data file at {0}; check --data-dir")]
+    NoDataFile(PathBuf),
     #[error("cannot build the PG client: {0}")]
     Client(String),
     #[error("the server failed: {0}")]
@@ -402,8 +409,13 @@ pub async fn serve_sandbox(listen: &str, env: Env) -> Result<(), AppError> {
 
 /// `kassa backup` without a server: a consistent copy of the data file, taken while holding it.
 pub fn backup_file(data_dir: &Path, out: &Path) -> Result<u64, AppError> {
+    // Opening would create an empty file where there is none: a mistyped directory is refused.
+    let file = data_dir.join("kassa.redb");
+    if !file.is_file() {
+        return Err(AppError::NoDataFile(file));
+    }
     let store = Store::open(data_dir, || [0u8; 32])?;
-    let copied = std::fs::copy(store.path(), out).map_err(|source| AppError::AdminToken {
+    let copied = std::fs::copy(store.path(), out).map_err(|source| AppError::Backup {
         path: out.to_path_buf(),
         source,
     })?;

@@ -202,50 +202,49 @@ pub(super) async fn confirm(
     sandbox.after(&injected, response).await
 }
 
+/// Answers a lookup as Toss does: faults, Basic auth, then the payment `find` picks or 404.
+async fn lookup(
+    sandbox: &Sandbox,
+    headers: &HeaderMap,
+    find: impl FnOnce(&TossState) -> Option<Value>,
+) -> Response {
+    let injected = sandbox.before("toss.payment").await;
+    if let Some(response) = fault_answer(&injected) {
+        return response;
+    }
+    if !authorised(headers) {
+        return unauthorised();
+    }
+    let found = find(&sandbox.lock().toss);
+    let response = found.map_or_else(not_found, |payment| Json(payment).into_response());
+    sandbox.after(&injected, response).await
+}
+
 pub(super) async fn get_payment(
     State(sandbox): State<Arc<Sandbox>>,
     Path(payment_key): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let injected = sandbox.before("toss.payment").await;
-    if let Some(response) = fault_answer(&injected) {
-        return response;
-    }
-    if !authorised(&headers) {
-        return unauthorised();
-    }
-    let found = sandbox
-        .lock()
-        .toss
-        .payments
-        .get(&payment_key)
-        .map(TossPayment::wire);
-    let response = found.map_or_else(not_found, |payment| Json(payment).into_response());
-    sandbox.after(&injected, response).await
+    lookup(&sandbox, &headers, |toss| {
+        toss.payments.get(&payment_key).map(TossPayment::wire)
+    })
+    .await
 }
 
+/// The latest payment of an order.
 pub(super) async fn get_by_order(
     State(sandbox): State<Arc<Sandbox>>,
     Path(order_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let injected = sandbox.before("toss.payment").await;
-    if let Some(response) = fault_answer(&injected) {
-        return response;
-    }
-    if !authorised(&headers) {
-        return unauthorised();
-    }
-    let found = sandbox
-        .lock()
-        .toss
-        .payments
-        .values()
-        .filter(|payment| payment.order_id == order_id)
-        .max_by_key(|payment| payment.requested_at)
-        .map(TossPayment::wire);
-    let response = found.map_or_else(not_found, |payment| Json(payment).into_response());
-    sandbox.after(&injected, response).await
+    lookup(&sandbox, &headers, |toss| {
+        toss.payments
+            .values()
+            .filter(|payment| payment.order_id == order_id)
+            .max_by_key(|payment| payment.requested_at)
+            .map(TossPayment::wire)
+    })
+    .await
 }
 
 #[derive(Deserialize)]

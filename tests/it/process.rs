@@ -132,6 +132,20 @@ async fn a_restarted_process_still_has_every_payment_and_a_second_process_is_ref
             .arg(dir.path())
             .output()
     };
+    let nowhere = Command::new(KASSA)
+        .args(["backup", "--out"])
+        .arg(&copy)
+        .arg("--data-dir")
+        .arg(copy_dir.path().join("typo"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!nowhere.status.success());
+    assert!(String::from_utf8_lossy(&nowhere.stderr).contains("there is no data file"));
+    assert!(
+        !copy_dir.path().join("typo").exists(),
+        "a mistyped directory is not created"
+    );
     let refused = backup().await.unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("locked by another kassa process"));
