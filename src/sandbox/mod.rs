@@ -4,11 +4,15 @@
 //!
 //! Invariant: kassa's core never calls into this module; it reaches the sandbox only over HTTP,
 //! exactly as it reaches a real PG. The sandbox keeps its state in memory, bounded by
-//! `PAYMENTS_MAX`, and its clock is the injected one, so tests can move its token expiry.
+//! `PAYMENTS_MAX`, and its clock is the injected one, so tests can move its token expiry. Where
+//! a real PG's published behaviour is known (PG-CONTRACTS §6), the sandbox does the same, so
+//! kassa's tests hold kassa to the real PGs and not to a friendlier fake.
 
 mod payple;
 mod portone;
 mod settlements;
+#[cfg(test)]
+mod tests;
 mod toss;
 
 use crate::clock::{Clock, Entropy};
@@ -36,6 +40,13 @@ pub const FAULTS_PER_ENDPOINT_MAX: usize = 1_000;
 pub const HOLD_MS_MAX: u64 = 120_000;
 /// How long a fault holds a request when the test does not say.
 pub const HOLD_MS_DEFAULT: u64 = 30_000;
+/// The HTTP statuses an `error` fault may answer: the PGs' refusals and failures, never a success.
+pub const REFUSAL_STATUS_MIN: u16 = 400;
+pub const REFUSAL_STATUS_MAX: u16 = 599;
+/// Longest error code an `error` fault may carry; real PG codes are far shorter.
+pub const REFUSAL_CODE_LEN_MAX: usize = 64;
+/// The code of an `error` fault that names none.
+const REFUSAL_CODE_DEFAULT: &str = "INVALID_REQUEST";
 
 /// A failure to inject into the next calls of one endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -49,22 +60,47 @@ pub enum FaultMode {
     Timeout,
     /// Do the work, then hold the answer until the client gives up.
     LostResponse,
+    /// Answer the PG's own refusal for a chosen code and status, without doing anything.
+    Error,
+    /// Payple refund only: refund, but report the cash receipt's cancellation as failed.
+    TaxsaveFail,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// The refusal an `error` fault answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refusal {
+    /// The status the test asked for; `None` leaves it to the PG's habit: 400 for Toss, 200 for
+    /// PortOne and Payple, which refuse inside a 200 body.
+    status: Option<StatusCode>,
+    code: String,
+}
+
+impl Refusal {
+    fn status_or(&self, usual: StatusCode) -> StatusCode {
+        self.status.unwrap_or(usual)
+    }
+}
+
+#[derive(Debug, Clone)]
 struct Fault {
     mode: FaultMode,
     hold: Duration,
+    /// What an `error` fault answers; unused by the other modes.
+    refusal: Refusal,
 }
 
 /// What a fault means for the call at hand.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Injected {
     Nothing,
     /// Answer this status without doing anything.
     Fail(StatusCode),
-    /// Do the work, then hold the answer.
-    LoseAnswer(Fault),
+    /// Do the work, then hold the answer this long.
+    LoseAnswer(Duration),
+    /// Answer the PG's own refusal without doing anything.
+    Refuse(Refusal),
+    /// Payple refund: do the work, but report the cash receipt's cancellation as failed.
+    TaxsaveFail,
 }
 
 /// The sandbox's shared state.
@@ -148,15 +184,17 @@ impl Sandbox {
                     self.hold(fault.hold).await;
                     Injected::Fail(StatusCode::GATEWAY_TIMEOUT)
                 }
-                FaultMode::LostResponse => Injected::LoseAnswer(fault),
+                FaultMode::LostResponse => Injected::LoseAnswer(fault.hold),
+                FaultMode::Error => Injected::Refuse(fault.refusal),
+                FaultMode::TaxsaveFail => Injected::TaxsaveFail,
             },
         }
     }
 
     /// After the work: a `lost_response` fault holds the answer until the client gave up.
     async fn after(&self, injected: &Injected, response: Response) -> Response {
-        if let Injected::LoseAnswer(fault) = injected {
-            self.hold(fault.hold).await;
+        if let Injected::LoseAnswer(hold) = injected {
+            self.hold(*hold).await;
         }
         response
     }
@@ -169,6 +207,18 @@ impl Sandbox {
             "payple" => state.payple.approved_on(date),
             _ => Vec::new(),
         }
+    }
+
+    /// Every refund `provider` executed on a KST day, oldest first.
+    fn refunded_on(&self, provider: &str, date: chrono::NaiveDate) -> Vec<settlements::Refund> {
+        let state = self.lock();
+        let mut refunds = match provider {
+            "toss" => state.toss.refunded_on(date),
+            "payple" => state.payple.refunded_on(date),
+            _ => Vec::new(),
+        };
+        refunds.sort_by_key(|refund| refund.at);
+        refunds
     }
 
     fn random_digits(&self, count: usize) -> String {
@@ -254,6 +304,12 @@ struct FaultRequest {
     count: usize,
     #[serde(default)]
     hold_ms: Option<u64>,
+    /// `error` only: the HTTP status to answer.
+    #[serde(default)]
+    status: Option<u16>,
+    /// `error` only: the PG's error code to answer.
+    #[serde(default)]
+    code: Option<String>,
 }
 
 fn one() -> usize {
@@ -285,6 +341,10 @@ async fn control_fault(
             &format!("endpoint must be one of {FAULT_ENDPOINTS:?}"),
         );
     }
+    let refusal = match refusal_of(&request) {
+        Ok(refusal) => refusal,
+        Err(message) => return control_error(StatusCode::BAD_REQUEST, message),
+    };
     let hold = Duration::from_millis(request.hold_ms.unwrap_or(HOLD_MS_DEFAULT).min(HOLD_MS_MAX));
     let mut state = sandbox.lock();
     let queue = state.faults.entry(request.endpoint.clone()).or_default();
@@ -293,11 +353,38 @@ async fn control_fault(
         Fault {
             mode: request.mode,
             hold,
+            refusal,
         },
         request.count.min(room),
     ));
     let queued = queue.len();
     Json(serde_json::json!({ "endpoint": request.endpoint, "queued": queued })).into_response()
+}
+
+/// The refusal a fault request describes, checked: `status` and `code` belong to `error` faults
+/// only, and `taxsave_fail` to Payple's refund only, so a mistyped test fails loudly.
+fn refusal_of(request: &FaultRequest) -> Result<Refusal, &'static str> {
+    if request.mode == FaultMode::TaxsaveFail && request.endpoint != "payple.cancel" {
+        return Err("mode taxsave_fail is for endpoint payple.cancel only");
+    }
+    if request.mode != FaultMode::Error && (request.status.is_some() || request.code.is_some()) {
+        return Err("status and code go with mode error only");
+    }
+    let status = match request.status {
+        None => None,
+        Some(status) if (REFUSAL_STATUS_MIN..=REFUSAL_STATUS_MAX).contains(&status) => {
+            Some(StatusCode::from_u16(status).map_err(|_| "status must be a valid HTTP status")?)
+        }
+        Some(_) => return Err("status must be within 400..=599"),
+    };
+    let code = request.code.as_deref().unwrap_or(REFUSAL_CODE_DEFAULT);
+    if code.is_empty() || code.len() > REFUSAL_CODE_LEN_MAX || !code.is_ascii() {
+        return Err("code must be 1 to 64 ASCII characters");
+    }
+    Ok(Refusal {
+        status,
+        code: code.to_owned(),
+    })
 }
 
 /// How many calls each endpoint has had, faults included.

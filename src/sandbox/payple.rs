@@ -1,8 +1,16 @@
 //! The sandbox's Payple: partner authentication with `return_url` and `PCD_PAY_HOST` pointing at
 //! itself, result inquiry, refund, and a settlement inquiry paged with `PCD_LASTKEY` that
 //! refuses calls less than a second apart, as a rate-limited PG would. All values are strings.
+//!
+//! As Payple's published answers show (PG-CONTRACTS §6): the auth answer's `cst_id`/`custKey`
+//! are transformed values bound to the AuthKey issued with them, and every follow-up must send
+//! those back (the partner's configured pair is refused, `AUTH0003`); the result inquiry says
+//! nothing about refunds, so only a refund's own answer or the settlement lines tell whether
+//! one went through; and a refund can succeed while its cash receipt's cancellation fails
+//! (`PCD_TAXSAVE_RST: "N"`). `PAYC0009` "already cancelled" is the sandbox's own code: Payple
+//! documents none.
 
-use super::{Injected, Sandbox, control_error};
+use super::{Injected, Refusal, Sandbox, control_error, settlements};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -24,14 +32,35 @@ const AUTH_KEY_MINUTES: i64 = 30;
 const SETTLEMENT_GAP_MS: u128 = 1_000;
 /// Most auth keys remembered.
 const AUTH_KEYS_MAX: usize = 10_000;
+/// How many random digits the transformed `cst_id` and `custKey` of an auth answer carry.
+const TRANSFORMED_CST_ID_DIGITS: usize = 12;
+const TRANSFORMED_CUST_KEY_DIGITS: usize = 24;
 
 #[derive(Debug, Default)]
 pub(super) struct PaypleState {
     /// Order id → payment.
     payments: BTreeMap<String, PayplePayment>,
-    /// AuthKey → (purpose flag, expiry).
-    auth_keys: HashMap<String, (&'static str, DateTime<Utc>)>,
+    /// AuthKey → what it was issued for and with.
+    auth_keys: HashMap<String, IssuedAuth>,
     last_settlement_call: Option<std::time::Instant>,
+}
+
+/// An AuthKey as the sandbox issued it.
+#[derive(Debug, Clone)]
+struct IssuedAuth {
+    /// The purpose flag it was issued for: `check`, `cancel` or `settlement`.
+    purpose: &'static str,
+    expires: DateTime<Utc>,
+    /// The transformed partner values issued with it; its follow-ups must send exactly these.
+    cst_id: String,
+    cust_key: String,
+}
+
+/// One executed refund.
+#[derive(Debug, Clone)]
+struct PaypleRefund {
+    amount: i64,
+    at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,10 +69,16 @@ struct PayplePayment {
     goods: String,
     pay_type: String,
     total: i64,
+    /// The refunded total, the sum of `refunds`.
     refunded: i64,
     paid_at: DateTime<Utc>,
     refunds_executed: u32,
+    refunds: Vec<PaypleRefund>,
 }
+
+/// Most refunds one payment takes. Each refunds at least 1 won, but a large payment could
+/// still hold millions; tests make a handful.
+const REFUNDS_PER_PAYMENT_MAX: usize = 1_000;
 
 impl PaypleState {
     pub(super) fn approved_on(&self, date: NaiveDate) -> Vec<(String, i64)> {
@@ -51,6 +86,25 @@ impl PaypleState {
             .values()
             .filter(|payment| payment.paid_at.with_timezone(&Seoul).date_naive() == date)
             .map(|payment| (payment.order_id.clone(), payment.total))
+            .collect()
+    }
+
+    /// Every refund executed on a KST day.
+    pub(super) fn refunded_on(&self, date: NaiveDate) -> Vec<settlements::Refund> {
+        self.payments
+            .values()
+            .flat_map(|payment| {
+                payment
+                    .refunds
+                    .iter()
+                    .filter(move |refund| refund.at.with_timezone(&Seoul).date_naive() == date)
+                    .map(|refund| settlements::Refund {
+                        order_id: payment.order_id.clone(),
+                        amount: refund.amount,
+                        at: refund.at,
+                        transaction_key: None,
+                    })
+            })
             .collect()
     }
 }
@@ -70,6 +124,35 @@ fn text<'a>(body: &'a Value, field: &str) -> &'a str {
 fn pay_error(code: &str, message: &str) -> Response {
     Json(json!({ "PCD_PAY_RST": "error", "PCD_PAY_CODE": code, "PCD_PAY_MSG": message }))
         .into_response()
+}
+
+/// The sandbox's message for a Payple code, for refusals a fault makes up.
+fn message_of(code: &str) -> &'static str {
+    match code {
+        "AUTH0003" => "가맹점 정보가 올바르지 않습니다.",
+        "AUTH0005" => "인증키가 유효하지 않습니다.",
+        "PAYC0001" => "환불키가 올바르지 않습니다.",
+        "PAYC0003" => "환불 가능 금액을 초과했습니다.",
+        "PAYC0009" => "이미 취소된 결제입니다.",
+        "PAYC0404" => "취소할 결제건이 없습니다.",
+        "PAYN0404" => "결제 내역이 없습니다.",
+        "PAYS0429" => "요청이 너무 잦습니다. 1초에 1회까지 요청할 수 있습니다.",
+        _ => "샌드박스가 주입한 오류입니다.",
+    }
+}
+
+/// What a fault answers on a follow-up endpoint, or `None` to go on. Payple refuses inside a
+/// 200 body, so an `error` fault answers 200 unless the test chose a status.
+fn fault_answer(injected: &Injected) -> Option<Response> {
+    match injected {
+        Injected::Fail(status) => Some((*status, "sandbox: injected failure").into_response()),
+        Injected::Refuse(Refusal { status, code }) => {
+            let mut response = pay_error(code, message_of(code));
+            *response.status_mut() = status.unwrap_or(StatusCode::OK);
+            Some(response)
+        }
+        Injected::Nothing | Injected::LoseAnswer(_) | Injected::TaxsaveFail => None,
+    }
 }
 
 /// This sandbox's own address as the caller reached it, for `return_url` and `PCD_PAY_HOST`.
@@ -102,17 +185,24 @@ pub(super) async fn auth(
     body: Json<AuthBody>,
 ) -> Response {
     let injected = sandbox.before("payple.auth").await;
-    if let Injected::Fail(status) = injected {
-        return (status, "sandbox: injected failure").into_response();
+    let refuse = |code: &str, message: &str| {
+        Json(json!({ "result": "error", "result_msg": message, "code": code })).into_response()
+    };
+    match &injected {
+        Injected::Fail(status) => return (*status, "sandbox: injected failure").into_response(),
+        // The auth answer refuses in its own shape, not in `PCD_*` fields.
+        Injected::Refuse(Refusal { status, code }) => {
+            let mut response = refuse(code, message_of(code));
+            *response.status_mut() = status.unwrap_or(StatusCode::OK);
+            return response;
+        }
+        Injected::Nothing | Injected::LoseAnswer(_) | Injected::TaxsaveFail => {}
     }
     let Json(body) = body;
     let referer = headers
         .get(header::REFERER)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    let refuse = |code: &str, message: &str| {
-        Json(json!({ "result": "error", "result_msg": message, "code": code })).into_response()
-    };
     if body.cst_id.is_empty() {
         return refuse("AUTH0001", "가맹점 아이디가 존재하지 않습니다.");
     }
@@ -139,25 +229,35 @@ pub(super) async fn auth(
         _ => return refuse("AUTH0005", "요청 구분값이 없습니다."),
     };
     let auth_key = format!("ak_{}", sandbox.random_digits(32));
-    let expires = sandbox.clock.now() + Duration::minutes(AUTH_KEY_MINUTES);
+    let issued = IssuedAuth {
+        purpose: flag,
+        expires: sandbox.clock.now() + Duration::minutes(AUTH_KEY_MINUTES),
+        cst_id: format!("t_{}", sandbox.random_digits(TRANSFORMED_CST_ID_DIGITS)),
+        cust_key: format!("t_{}", sandbox.random_digits(TRANSFORMED_CUST_KEY_DIGITS)),
+    };
+    let (cst_id, cust_key) = (issued.cst_id.clone(), issued.cust_key.clone());
     {
         let mut state = sandbox.lock();
         if state.payple.auth_keys.len() >= AUTH_KEYS_MAX {
             let now = sandbox.clock.now();
-            state.payple.auth_keys.retain(|_, (_, until)| *until > now);
+            state
+                .payple
+                .auth_keys
+                .retain(|_, issued| issued.expires > now);
         }
-        state
-            .payple
-            .auth_keys
-            .insert(auth_key.clone(), (flag, expires));
+        // Still full of live keys: refuse rather than grow without bound.
+        if state.payple.auth_keys.len() >= AUTH_KEYS_MAX {
+            return refuse("AUTH0005", "인증키를 더 발급할 수 없습니다.");
+        }
+        state.payple.auth_keys.insert(auth_key.clone(), issued);
     }
     let host = own_host(&sandbox, &headers);
     let answer = json!({
         "result": "success",
         "result_msg": "사용자 인증 완료",
         "server_name": "sandbox",
-        "cst_id": format!("t_{}", sandbox.random_digits(12)),
-        "custKey": format!("t_{}", sandbox.random_digits(24)),
+        "cst_id": cst_id,
+        "custKey": cust_key,
         "AuthKey": auth_key,
         "PCD_PAY_HOST": host,
         "PCD_PAY_URL": url,
@@ -167,17 +267,26 @@ pub(super) async fn auth(
 }
 
 /// Checks the partner fields of a follow-up call; `None` when they are right for `purpose`.
+/// They must be the transformed pair issued with the AuthKey they come with: the partner's own
+/// configured pair, or another AuthKey's, is refused.
 fn refused(sandbox: &Sandbox, body: &Value, purpose: &str) -> Option<Response> {
-    if text(body, "PCD_CST_ID") != SANDBOX_CST_ID || text(body, "PCD_CUST_KEY") != SANDBOX_CUST_KEY
-    {
-        return Some(pay_error("AUTH0003", "가맹점 정보가 올바르지 않습니다."));
+    let (cst_id, cust_key) = (text(body, "PCD_CST_ID"), text(body, "PCD_CUST_KEY"));
+    let wrong_partner = || Some(pay_error("AUTH0003", message_of("AUTH0003")));
+    if cst_id == SANDBOX_CST_ID || cust_key == SANDBOX_CUST_KEY {
+        return wrong_partner();
     }
     let now = sandbox.clock.now();
     let state = sandbox.lock();
-    match state.payple.auth_keys.get(text(body, "PCD_AUTH_KEY")) {
-        Some((flag, until)) if *flag == purpose && *until > now => None,
-        _ => Some(pay_error("AUTH0005", "인증키가 유효하지 않습니다.")),
+    let Some(issued) = state.payple.auth_keys.get(text(body, "PCD_AUTH_KEY")) else {
+        return Some(pay_error("AUTH0005", message_of("AUTH0005")));
+    };
+    if cst_id != issued.cst_id || cust_key != issued.cust_key {
+        return wrong_partner();
     }
+    if issued.purpose != purpose || issued.expires <= now {
+        return Some(pay_error("AUTH0005", message_of("AUTH0005")));
+    }
+    None
 }
 
 fn result_fields(payment: &PayplePayment) -> Value {
@@ -198,7 +307,6 @@ fn result_fields(payment: &PayplePayment) -> Value {
         "PCD_PAY_CARDNUM": "1234-****-****-5678",
         "PCD_PAY_CARDTRADENUM": format!("tr_{}", payment.order_id),
         "PCD_PAY_CARDAUTHNO": "00000000",
-        "PCD_REFUND_TOTAL": payment.refunded.to_string(),
     })
 }
 
@@ -208,8 +316,8 @@ pub(super) async fn check(
     Json(body): Json<Value>,
 ) -> Response {
     let injected = sandbox.before("payple.payment").await;
-    if let Injected::Fail(status) = injected {
-        return (status, "sandbox: injected failure").into_response();
+    if let Some(response) = fault_answer(&injected) {
+        return response;
     }
     if let Some(response) = refused(&sandbox, &body, "check") {
         return response;
@@ -237,8 +345,8 @@ pub(super) async fn cancel(
     Json(body): Json<Value>,
 ) -> Response {
     let injected = sandbox.before("payple.cancel").await;
-    if let Injected::Fail(status) = injected {
-        return (status, "sandbox: injected failure").into_response();
+    if let Some(response) = fault_answer(&injected) {
+        return response;
     }
     if let Some(response) = refused(&sandbox, &body, "cancel") {
         return response;
@@ -265,10 +373,14 @@ pub(super) async fn cancel(
             {
                 pay_error("PAYC0003", "환불 가능 금액을 초과했습니다.")
             }
+            (Some(payment), Ok(_)) if payment.refunds.len() >= REFUNDS_PER_PAYMENT_MAX => {
+                pay_error("PAYC0004", "이 결제건은 더 이상 부분 환불할 수 없습니다.")
+            }
             (Some(payment), Ok(amount)) => {
                 payment.refunded += amount;
                 payment.refunds_executed += 1;
-                Json(json!({
+                payment.refunds.push(PaypleRefund { amount, at: now });
+                let mut answer = json!({
                     "PCD_PAY_RST": "success",
                     "PCD_PAY_CODE": "PAYC0000",
                     "PCD_PAY_MSG": "환불성공",
@@ -279,12 +391,42 @@ pub(super) async fn cancel(
                     "PCD_REFUND_TAXTOTAL": "0",
                     "PCD_PAY_CARDTRADENUM": format!("rf_{}_{}", payment.order_id, payment.refunds_executed),
                     "PCD_PAY_TIME": pay_time(now),
-                }))
-                .into_response()
+                });
+                // The money went back; only the cash receipt's cancellation failed.
+                if matches!(injected, Injected::TaxsaveFail) {
+                    answer["PCD_TAXSAVE_RST"] = json!("N");
+                    answer["PCD_PAY_MSG"] = json!(
+                        "환불성공 (현금영수증 발급취소에 실패했습니다. 현금영수증은 별도로 취소해주세요.)"
+                    );
+                }
+                Json(answer).into_response()
             }
         }
     };
     sandbox.after(&injected, response).await
+}
+
+/// One settlement line in Payple's fields. A CANCEL line also says when the refund happened.
+fn settlement_item(date: NaiveDate, line: &settlements::Line) -> Value {
+    let noon = format!("{}120000", date.format("%Y%m%d"));
+    let mut item = json!({
+        "PCD_TXN_TYPE": if line.cancel { "CANCEL" } else { "APPROVAL" },
+        "PCD_PAY_OID": line.order_id,
+        "PCD_PAY_TIME": noon,
+        "PCD_SETTLE_DATE": date.format("%Y%m%d").to_string(),
+        "PCD_PAY_TYPE": "card",
+        "PCD_PAYER_NAME": "홍길동",
+        "PCD_PAY_GOODS": "상품",
+        "PCD_PAY_AMOUNT": line.raw_amount.clone().unwrap_or_else(|| line.amount.to_string()),
+        "PCD_FEE_SUPPLY": (line.fee * 10 / 11).to_string(),
+        "PCD_FEE_VAT": (line.fee - line.fee * 10 / 11).to_string(),
+        "PCD_FEE_TOTAL": line.fee.to_string(),
+        "PCD_SETTLE_AMOUNT": line.settle_amount.to_string(),
+    });
+    if line.cancel {
+        item["PCD_PAY_CANCEL_TIME"] = json!(line.cancel_at.map_or(noon, pay_time));
+    }
+    item
 }
 
 /// `POST /payple/php/SettlementAct.php`: a day's settlement lines, `PCD_LIMIT` at a time after
@@ -294,8 +436,8 @@ pub(super) async fn settlements(
     Json(body): Json<Value>,
 ) -> Response {
     let injected = sandbox.before("payple.settlements").await;
-    if let Injected::Fail(status) = injected {
-        return (status, "sandbox: injected failure").into_response();
+    if let Some(response) = fault_answer(&injected) {
+        return response;
     }
     if let Some(response) = refused(&sandbox, &body, "settlement") {
         return response;
@@ -344,7 +486,7 @@ pub(super) async fn settlements(
     };
     let (content, total) = {
         let state = sandbox.lock();
-        let lines: Vec<(NaiveDate, &super::settlements::Line)> = state
+        let lines: Vec<(NaiveDate, &settlements::Line)> = state
             .settlements
             .range((String::from("payple"), start)..=(String::from("payple"), end))
             .flat_map(|((_, date), lines)| lines.iter().map(move |line| (*date, line)))
@@ -353,22 +495,7 @@ pub(super) async fn settlements(
             .iter()
             .skip(offset)
             .take(limit)
-            .map(|(date, line)| {
-                json!({
-                    "PCD_TXN_TYPE": if line.cancel { "CANCEL" } else { "APPROVAL" },
-                    "PCD_PAY_OID": line.order_id,
-                    "PCD_PAY_TIME": format!("{}120000", date.format("%Y%m%d")),
-                    "PCD_SETTLE_DATE": date.format("%Y%m%d").to_string(),
-                    "PCD_PAY_TYPE": "card",
-                    "PCD_PAYER_NAME": "홍길동",
-                    "PCD_PAY_GOODS": "상품",
-                    "PCD_PAY_AMOUNT": line.raw_amount.clone().unwrap_or_else(|| line.amount.to_string()),
-                    "PCD_FEE_SUPPLY": (line.fee * 10 / 11).to_string(),
-                    "PCD_FEE_VAT": (line.fee - line.fee * 10 / 11).to_string(),
-                    "PCD_FEE_TOTAL": line.fee.to_string(),
-                    "PCD_SETTLE_AMOUNT": line.settle_amount.to_string(),
-                })
-            })
+            .map(|(date, line)| settlement_item(*date, line))
             .collect();
         (page, lines.len())
     };
@@ -402,6 +529,7 @@ fn insert(
         refunded: 0,
         paid_at,
         refunds_executed: 0,
+        refunds: Vec::new(),
     };
     let mut state = sandbox.lock();
     if state.payple.payments.len() >= super::PAYMENTS_MAX {
@@ -422,9 +550,21 @@ pub(super) struct ControlCreate {
     goods: String,
 }
 
+/// The sandbox's view of a payment for tests: the inquiry's fields plus what the inquiry never
+/// says, the refunds.
 fn control_view(payment: &PayplePayment) -> Value {
     let mut view = result_fields(payment);
     view["refunds_executed"] = json!(payment.refunds_executed);
+    view["refunded"] = json!(payment.refunded);
+    view["refunds"] = payment
+        .refunds
+        .iter()
+        .map(|refund| {
+            json!({ "amount": refund.amount, "at": refund.at.with_timezone(&Seoul).to_rfc3339() })
+        })
+        .collect();
+    // Control view only, for tests written before `refunded`; the inquiry does not carry it.
+    view["PCD_REFUND_TOTAL"] = json!(payment.refunded.to_string());
     view["pg_tid"] = json!(format!(
         "{}.{}.{}",
         payment.pay_type,
@@ -461,10 +601,26 @@ pub(super) async fn control_get(
     }
 }
 
-/// The AuthKeys the sandbox has issued, so a test can look for them in kassa's logs.
+/// The AuthKeys the sandbox has issued, and the transformed partner values issued with each, so
+/// a test can look for them in kassa's logs.
 pub(super) async fn control_auth_keys(State(sandbox): State<Arc<Sandbox>>) -> Json<Value> {
-    let keys: Vec<String> = sandbox.lock().payple.auth_keys.keys().cloned().collect();
-    Json(json!({ "auth_keys": keys }))
+    let state = sandbox.lock();
+    let keys: Vec<&String> = state.payple.auth_keys.keys().collect();
+    let issued: Vec<Value> = state
+        .payple
+        .auth_keys
+        .iter()
+        .map(|(key, issued)| {
+            json!({
+                "auth_key": key,
+                "purpose": issued.purpose,
+                "cst_id": issued.cst_id,
+                "cust_key": issued.cust_key,
+                "expires_at": issued.expires.to_rfc3339(),
+            })
+        })
+        .collect();
+    Json(json!({ "auth_keys": keys, "issued": issued }))
 }
 
 #[derive(Deserialize)]

@@ -128,7 +128,14 @@ fn fault_answer(injected: &Injected) -> Option<Response> {
             Some("sandbox: injected failure"),
             None,
         )),
-        Injected::Nothing | Injected::LoseAnswer(_) => None,
+        // PortOne refuses inside its envelope, over HTTP 200 unless the test chose a status.
+        Injected::Refuse(refusal) => Some(envelope(
+            refusal.status_or(StatusCode::OK),
+            1,
+            Some(&refusal.code),
+            None,
+        )),
+        Injected::Nothing | Injected::LoseAnswer(_) | Injected::TaxsaveFail => None,
     }
 }
 

@@ -1,12 +1,16 @@
 //! The sandbox's settlement data: a day of settlement lines per PG, loaded through the control
 //! API, and Toss's `GET /v1/settlements` that pages through them.
+//!
+//! Lines made from the sandbox's own payments follow the PG: an APPROVAL line per payment
+//! approved that KST day and a CANCEL line per refund executed that day, with a negative amount
+//! (Toss's published sign; Payple's is not documented, so it gets the same) and no fee.
 
-use super::{Injected, Sandbox, control_error};
+use super::{Sandbox, control_error};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -26,6 +30,42 @@ pub(super) struct Line {
     pub amount: i64,
     pub fee: i64,
     pub settle_amount: i64,
+    /// When a CANCEL line's refund happened; `None` reads as noon of the line's day.
+    pub cancel_at: Option<DateTime<Utc>>,
+    /// The refund's own transaction key (Toss), when the line comes from a sandbox refund.
+    pub transaction_key: Option<String>,
+}
+
+/// A refund a PG of the sandbox executed, for its CANCEL line.
+#[derive(Debug, Clone)]
+pub(super) struct Refund {
+    pub order_id: String,
+    /// The refunded won, positive.
+    pub amount: i64,
+    pub at: DateTime<Utc>,
+    pub transaction_key: Option<String>,
+}
+
+impl Line {
+    /// A refund's CANCEL line: the amount negative, no fee, the payout equal to the amount.
+    fn of_refund(refund: Refund) -> Line {
+        let amount = refund.amount.saturating_neg();
+        Line {
+            raw_amount: None,
+            order_id: refund.order_id,
+            cancel: true,
+            amount,
+            fee: 0,
+            settle_amount: amount,
+            cancel_at: Some(refund.at),
+            transaction_key: refund.transaction_key,
+        }
+    }
+}
+
+/// Noon of `date` in KST, the time a line shows when none was given.
+fn noon_kst(date: NaiveDate) -> String {
+    format!("{}T12:00:00+09:00", date.format("%Y-%m-%d"))
 }
 
 /// (PG, day) → that day's lines, in order.
@@ -44,6 +84,9 @@ pub(super) struct LineInput {
     /// Sent as the line's amount text instead of `amount` (Payple), to test unreadable lines.
     #[serde(default)]
     raw_amount: Option<String>,
+    /// CANCEL only: when the refund happened (RFC 3339).
+    #[serde(default)]
+    cancel_time: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -52,7 +95,8 @@ pub(super) struct LoadRequest {
     date: NaiveDate,
     #[serde(default)]
     records: Vec<LineInput>,
-    /// Also add an APPROVAL line for every payment the sandbox approved that day.
+    /// Also add an APPROVAL line for every payment the sandbox approved that day and a CANCEL
+    /// line for every refund it executed that day.
     #[serde(default)]
     from_payments: bool,
 }
@@ -75,15 +119,18 @@ pub(super) async fn control_load(
         .iter()
         .map(|input| {
             let fee = input.fee.unwrap_or_else(|| default_fee(input.amount));
+            let cancel = input.kind.as_deref() == Some("CANCEL");
             Line {
                 raw_amount: input.raw_amount.clone(),
                 order_id: input.order_id.clone(),
-                cancel: input.kind.as_deref() == Some("CANCEL"),
+                cancel,
                 amount: input.amount,
                 fee,
                 settle_amount: input
                     .settle_amount
                     .unwrap_or(input.amount.saturating_sub(fee)),
+                cancel_at: input.cancel_time.filter(|_| cancel),
+                transaction_key: None,
             }
         })
         .collect();
@@ -99,7 +146,15 @@ pub(super) async fn control_load(
                     amount,
                     fee: default_fee(amount),
                     settle_amount: amount - default_fee(amount),
+                    cancel_at: None,
+                    transaction_key: None,
                 }),
+        );
+        lines.extend(
+            sandbox
+                .refunded_on(&request.provider, request.date)
+                .into_iter()
+                .map(Line::of_refund),
         );
     }
     let mut state = sandbox.lock();
@@ -136,10 +191,25 @@ pub(super) struct TossQuery {
 
 fn toss_line(date: NaiveDate, line: &Line) -> Value {
     let day = date.format("%Y-%m-%d").to_string();
+    // Toss fills `cancel` on CANCEL rows, with the refunded amount positive.
+    let cancel = if line.cancel {
+        json!({
+            "cancelAmount": line.amount.saturating_abs(),
+            "canceledAt": line.cancel_at.map_or_else(
+                || noon_kst(date),
+                |at| at.with_timezone(&chrono_tz::Asia::Seoul).to_rfc3339(),
+            ),
+        })
+    } else {
+        Value::Null
+    };
     json!({
         "mId": "tosspayments_sandbox",
         "paymentKey": format!("tpk_settle_{}", line.order_id),
-        "transactionKey": format!("tx_settle_{}", line.order_id),
+        "transactionKey": line
+            .transaction_key
+            .clone()
+            .unwrap_or_else(|| format!("tx_settle_{}", line.order_id)),
         "orderId": line.order_id,
         "currency": "KRW",
         "method": "카드",
@@ -149,10 +219,10 @@ fn toss_line(date: NaiveDate, line: &Line) -> Value {
         "supplyAmount": line.fee * 10 / 11,
         "vat": line.fee - line.fee * 10 / 11,
         "payOutAmount": line.settle_amount,
-        "approvedAt": format!("{day}T12:00:00+09:00"),
+        "approvedAt": noon_kst(date),
         "soldDate": day,
         "paidOutDate": day,
-        "cancel": if line.cancel { json!({ "cancelAmount": line.amount }) } else { Value::Null },
+        "cancel": cancel,
     })
 }
 
@@ -163,12 +233,8 @@ pub(super) async fn toss_settlements(
     query: Result<Query<TossQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let injected = sandbox.before("toss.settlements").await;
-    if let Injected::Fail(status) = injected {
-        return toss_error(
-            status,
-            "FAILED_INTERNAL_SYSTEM_PROCESSING",
-            "내부 시스템 처리 작업이 실패했습니다.",
-        );
+    if let Some(response) = super::toss::fault_answer(&injected) {
+        return response;
     }
     if !super::toss::authorised(&headers) {
         return toss_error(

@@ -1,9 +1,21 @@
-//! The sandbox's Toss Payments: confirm, lookups by `paymentKey` and `orderId`, cancel with
-//! idempotent replay of a repeated `Idempotency-Key` (per key and URL, for 15 days), and a
+//! The sandbox's Toss Payments: confirm, lookups by `paymentKey` and `orderId`, cancel, and a
 //! checkout window that redirects to the shop's success or fail URL, in Toss's field names.
+//!
+//! Cancel behaves as Toss's live API was seen to (PG-CONTRACTS §3.3 and §6):
+//! - every 2xx and 4xx answer is kept under its `Idempotency-Key` (per key and URL, for 15 days)
+//!   and replayed; 5xx answers are not kept, so a retry after one is carried out;
+//! - a repeat that arrives while the first request of its key still runs answers 409
+//!   `IDEMPOTENT_REQUEST_PROCESSING` and is not kept;
+//! - partial cancels that add up to the whole leave `PARTIAL_CANCELED` with a zero balance, and
+//!   one more cancel is 403 `NOT_CANCELABLE_AMOUNT`; only a full cancel makes it `CANCELED`;
+//! - `refundableAmount` is an optimistic guard on the balance (400 on a mismatch);
+//! - two cancels of one payment less than `CONSECUTIVE_CANCEL_GAP` apart: the second is 403
+//!   `FORBIDDEN_CONSECUTIVE_REQUEST`.
+//!
+//! Invariant: a refused, replayed or fault-answered cancel changes no balance.
 
 use super::portone::{CheckoutPage, redirect_allowed};
-use super::{Injected, PAYMENTS_MAX, Sandbox, control_error};
+use super::{Injected, PAYMENTS_MAX, Refusal, Sandbox, control_error, settlements};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -14,22 +26,34 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Asia::Seoul;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The keys the sandbox accepts; kassa uses them in sandbox mode.
 pub const SANDBOX_TOSS_SECRET_KEY: &str = "test_sk_sandbox_kassa";
 pub const SANDBOX_TOSS_CLIENT_KEY: &str = "test_ck_sandbox_kassa";
 /// How long Toss remembers an `Idempotency-Key`.
 const IDEMPOTENCY_DAYS: i64 = 15;
-/// Most remembered idempotency keys; past it the oldest are forgotten.
+/// Most remembered idempotency keys; past it, new answers are not kept.
 const IDEMPOTENCY_ENTRIES_MAX: usize = 100_000;
+/// Longest `Idempotency-Key` Toss accepts.
+const IDEMPOTENCY_KEY_LEN_MAX: usize = 300;
+/// Toss processes two cancels of one payment within a second once; the sandbox refuses the
+/// second. Measured in real time, like Payple's settlement gap: it is about how kassa paces its
+/// calls, which the injected clock does not see.
+const CONSECUTIVE_CANCEL_GAP: Duration = Duration::from_secs(1);
+
+/// An (Idempotency-Key, path) pair: the scope Toss keeps an answer under.
+type Slot = (String, String);
 
 #[derive(Debug, Default)]
 pub(super) struct TossState {
     payments: BTreeMap<String, TossPayment>,
     /// (Idempotency-Key, path) → (status, body, first use).
-    replies: HashMap<(String, String), (StatusCode, Value, DateTime<Utc>)>,
+    replies: HashMap<Slot, (StatusCode, Value, DateTime<Utc>)>,
+    /// The slots of the requests still being processed, their answer held included.
+    in_flight: HashSet<Slot>,
 }
 
 impl TossState {
@@ -45,6 +69,50 @@ impl TossState {
             .map(|payment| (payment.order_id.clone(), payment.total_amount))
             .collect()
     }
+
+    /// Every refund executed on a KST day.
+    pub(super) fn refunded_on(&self, date: chrono::NaiveDate) -> Vec<settlements::Refund> {
+        self.payments
+            .values()
+            .flat_map(|payment| {
+                payment
+                    .cancels
+                    .iter()
+                    .filter(move |cancel| cancel.at.with_timezone(&Seoul).date_naive() == date)
+                    .map(|cancel| settlements::Refund {
+                        order_id: payment.order_id.clone(),
+                        amount: cancel.amount,
+                        at: cancel.at,
+                        transaction_key: Some(cancel.transaction_key.clone()),
+                    })
+            })
+            .collect()
+    }
+}
+
+/// One executed cancel, as `cancels[]` shows it.
+#[derive(Debug, Clone)]
+struct TossCancel {
+    transaction_key: String,
+    reason: String,
+    amount: i64,
+    /// The balance left after this cancel.
+    refundable_after: i64,
+    at: DateTime<Utc>,
+}
+
+impl TossCancel {
+    fn wire(&self) -> Value {
+        json!({
+            "transactionKey": self.transaction_key,
+            "cancelReason": self.reason,
+            "cancelAmount": self.amount,
+            "taxFreeAmount": 0,
+            "refundableAmount": self.refundable_after,
+            "canceledAt": kst(self.at),
+            "cancelStatus": "DONE",
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -57,10 +125,12 @@ struct TossPayment {
     status: String,
     requested_at: DateTime<Utc>,
     approved_at: Option<DateTime<Utc>>,
-    cancels: Vec<Value>,
+    cancels: Vec<TossCancel>,
     refunds_executed: u32,
     /// The `Idempotency-Key` of every cancel call, in order, for tests to inspect.
     cancel_keys: Vec<String>,
+    /// When the last cancel of this payment was processed, in real time.
+    last_cancel: Option<Instant>,
 }
 
 /// Most cancel keys remembered per payment.
@@ -89,30 +159,81 @@ impl TossPayment {
             "approvedAt": self.approved_at.map(kst),
             "isPartialCancelable": true,
             "card": { "number": "12345678****123*", "issuerCode": "71", "approveNo": "00000000" },
-            "cancels": if self.cancels.is_empty() { Value::Null } else { Value::Array(self.cancels.clone()) },
+            "cancels": if self.cancels.is_empty() {
+                Value::Null
+            } else {
+                self.cancels.iter().map(TossCancel::wire).collect()
+            },
             "failure": null,
         })
     }
+}
+
+/// Toss's message for an error code. Kassa matches codes, never messages; these are Toss's
+/// wording so logs and screens read as they would live.
+fn message_of(code: &str) -> &'static str {
+    match code {
+        "ALREADY_CANCELED_PAYMENT" => "이미 취소된 결제 입니다.",
+        "ALREADY_PROCESSED_PAYMENT" => "이미 처리된 결제 입니다.",
+        "NOT_CANCELABLE_AMOUNT" => "취소 할 수 없는 금액 입니다.",
+        "NOT_CANCELABLE_PAYMENT" => "취소 할 수 없는 결제 입니다.",
+        "FORBIDDEN_CONSECUTIVE_REQUEST" => {
+            "반복적인 요청은 허용되지 않습니다. 잠시 후 다시 시도해주세요."
+        }
+        "NOT_MATCHES_REFUNDABLE_AMOUNT" => "환불 가능 금액이 일치하지 않습니다.",
+        "IDEMPOTENT_REQUEST_PROCESSING" => "이전 멱등 요청이 처리 중입니다.",
+        "INVALID_IDEMPOTENCY_KEY" => "멱등키가 올바르지 않습니다.",
+        "NOT_FOUND_PAYMENT" => "존재하지 않는 결제 정보 입니다.",
+        "UNAUTHORIZED_KEY" => "인증되지 않은 시크릿 키 혹은 클라이언트 키 입니다.",
+        "PROVIDER_ERROR" => "일시적인 오류가 발생했습니다. 잠시 후 다시 시도해주세요.",
+        "REFUND_REJECTED" => "환불이 거절되었습니다.",
+        "FAILED_INTERNAL_SYSTEM_PROCESSING" => {
+            "내부 시스템 처리 작업이 실패했습니다. 잠시 후 다시 시도해주세요."
+        }
+        "FAILED_REFUND_PROCESS" => "환불 처리에 실패했습니다. 잠시 후 다시 시도해주세요.",
+        "INVALID_REQUEST" => "잘못된 요청입니다.",
+        _ => "샌드박스가 주입한 오류입니다.",
+    }
+}
+
+/// Toss's error body for `code`, with Toss's message for it.
+fn refusal(status: StatusCode, code: &str) -> (StatusCode, Value) {
+    (status, json!({ "code": code, "message": message_of(code) }))
+}
+
+/// The answer of an `error` fault: the status the test chose (400 by default) and Toss's body.
+fn injected_refusal(injected: &Refusal) -> (StatusCode, Value) {
+    refusal(injected.status_or(StatusCode::BAD_REQUEST), &injected.code)
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({ "code": code, "message": message }))).into_response()
 }
 
-fn fault_answer(injected: &Injected) -> Option<Response> {
-    match injected {
-        Injected::Fail(StatusCode::UNAUTHORIZED) => Some(error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED_KEY",
-            "인증되지 않은 시크릿 키 혹은 클라이언트 키 입니다.",
-        )),
-        Injected::Fail(status) => Some(error(
-            *status,
-            "FAILED_INTERNAL_SYSTEM_PROCESSING",
-            "내부 시스템 처리 작업이 실패했습니다. 잠시 후 다시 시도해주세요.",
-        )),
-        Injected::Nothing | Injected::LoseAnswer(_) => None,
+/// What a 500, 401 or timeout fault answers: Toss failing before it looks at the request.
+fn failure(status: StatusCode) -> Response {
+    if status == StatusCode::UNAUTHORIZED {
+        return unauthorised();
     }
+    error(
+        status,
+        "FAILED_INTERNAL_SYSTEM_PROCESSING",
+        message_of("FAILED_INTERNAL_SYSTEM_PROCESSING"),
+    )
+}
+
+/// A fault's answer in Toss's error body, or `None` to go on.
+pub(super) fn fault_answer(injected: &Injected) -> Option<Response> {
+    match injected {
+        Injected::Fail(status) => Some(failure(*status)),
+        Injected::Refuse(refused) => Some(answer(injected_refusal(refused))),
+        Injected::Nothing | Injected::LoseAnswer(_) | Injected::TaxsaveFail => None,
+    }
+}
+
+/// A (status, body) pair as a JSON response.
+fn answer((status, body): (StatusCode, Value)) -> Response {
+    (status, Json(body)).into_response()
 }
 
 /// Basic auth with the secret key and a trailing colon, as Toss wants it.
@@ -254,6 +375,61 @@ pub(super) struct CancelBody {
     cancel_reason: String,
     #[serde(default)]
     cancel_amount: Option<i64>,
+    /// The balance the caller expects; a cancel is refused when Toss's differs.
+    #[serde(default)]
+    refundable_amount: Option<i64>,
+}
+
+/// Whether Toss keeps an answer under its key: every 2xx and 4xx is replayed for 15 days (a 4xx
+/// refusal can never turn into a success under the same key); a 5xx is not, so a retry after
+/// one is carried out.
+fn kept(status: StatusCode) -> bool {
+    status.is_success() || status.is_client_error()
+}
+
+/// Marks a slot as being processed for as long as it lives. It is dropped when the answer has
+/// been sent, or when the client gave up and the request was dropped mid-hold, so a slot is
+/// never left busy.
+#[derive(Debug)]
+struct InFlight {
+    sandbox: Arc<Sandbox>,
+    slot: Slot,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.sandbox.lock().toss.in_flight.remove(&self.slot);
+    }
+}
+
+/// What Toss does with a request under an `Idempotency-Key`.
+enum Claim {
+    /// The slot is now this request's.
+    Mine(InFlight),
+    /// An earlier request of the slot is still running.
+    Busy,
+    /// The slot's kept answer.
+    Replay(StatusCode, Value),
+}
+
+fn claim(sandbox: &Arc<Sandbox>, slot: Slot, now: DateTime<Utc>) -> Claim {
+    let mut state = sandbox.lock();
+    state
+        .toss
+        .replies
+        .retain(|_, (_, _, first)| now - *first < chrono::Duration::days(IDEMPOTENCY_DAYS));
+    // Busy before replay: a held answer is already kept, but its request has not finished.
+    if state.toss.in_flight.contains(&slot) {
+        return Claim::Busy;
+    }
+    if let Some((status, body, _)) = state.toss.replies.get(&slot) {
+        return Claim::Replay(*status, body.clone());
+    }
+    state.toss.in_flight.insert(slot.clone());
+    Claim::Mine(InFlight {
+        sandbox: Arc::clone(sandbox),
+        slot,
+    })
 }
 
 pub(super) async fn cancel(
@@ -273,61 +449,50 @@ pub(super) async fn cancel(
         payment.cancel_keys.push(key.clone().unwrap_or_default());
     }
     let injected = sandbox.before("toss.cancel").await;
-    if let Some(response) = fault_answer(&injected) {
-        return response;
+    // A 500, 401 or timeout fault is Toss failing before it looks at the key: nothing is kept.
+    if let Injected::Fail(status) = injected {
+        return failure(status);
     }
+    // Toss scopes a key by API key too, so a call without a valid one has no slot to keep.
     if !authorised(&headers) {
         return unauthorised();
     }
     let now = sandbox.clock.now();
     let path = format!("/v1/payments/{payment_key}/cancel");
+    let mut in_flight = None;
     if let Some(key) = &key {
-        if key.is_empty() || key.len() > 300 {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_IDEMPOTENCY_KEY",
-                "멱등키가 올바르지 않습니다.",
-            );
+        if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX {
+            return answer(refusal(StatusCode::BAD_REQUEST, "INVALID_IDEMPOTENCY_KEY"));
         }
-        let earlier = {
-            let mut state = sandbox.lock();
-            state
-                .toss
-                .replies
-                .retain(|_, (_, _, first)| now - *first < chrono::Duration::days(IDEMPOTENCY_DAYS));
-            state
-                .toss
-                .replies
-                .get(&(key.clone(), path.clone()))
-                .map(|(status, body, _)| (*status, body.clone()))
-        };
-        // A repeat of a key is answered with the first answer and not executed again.
-        if let Some((status, body)) = earlier {
-            return sandbox
-                .after(&injected, (status, Json(body)).into_response())
-                .await;
+        match claim(&sandbox, (key.clone(), path.clone()), now) {
+            Claim::Mine(guard) => in_flight = Some(guard),
+            // Not kept: once the first finishes, the same key gets its answer.
+            Claim::Busy => {
+                let busy = answer(refusal(
+                    StatusCode::CONFLICT,
+                    "IDEMPOTENT_REQUEST_PROCESSING",
+                ));
+                return sandbox.after(&injected, busy).await;
+            }
+            // A repeat of a key is answered with the first answer and not executed again.
+            Claim::Replay(status, body) => {
+                return sandbox.after(&injected, answer((status, body))).await;
+            }
         }
     }
-    let transaction_key = format!("tx_{}", sandbox.random_digits(16));
-    let (status, body) = match serde_json::from_slice::<CancelBody>(&body) {
-        Err(_) => (
-            StatusCode::BAD_REQUEST,
-            json!({ "code": "INVALID_REQUEST", "message": "잘못된 요청입니다." }),
-        ),
-        Ok(request) => {
-            let mut state = sandbox.lock();
-            let outcome = match state.toss.payments.get_mut(&payment_key) {
-                None => (
-                    StatusCode::NOT_FOUND,
-                    json!({ "code": "NOT_FOUND_PAYMENT", "message": "존재하지 않는 결제 정보 입니다." }),
-                ),
-                Some(payment) => apply_cancel(payment, &request, now, &transaction_key),
-            };
-            drop(state);
-            outcome
+    let (status, body) = match &injected {
+        // An injected refusal stands where Toss's own answer would, so it is kept like one.
+        Injected::Refuse(refused) => injected_refusal(refused),
+        _ => {
+            let transaction_key = format!("tx_{}", sandbox.random_digits(16));
+            execute(&sandbox, &payment_key, &body, now, &transaction_key)
         }
     };
-    if let Some(key) = key {
+    // Kept before a lost answer is held, so the answer survives a client that gives up; the
+    // slot stays busy until the hold ends.
+    if let Some(key) = key
+        && kept(status)
+    {
         let mut state = sandbox.lock();
         if state.toss.replies.len() < IDEMPOTENCY_ENTRIES_MAX {
             state
@@ -336,9 +501,37 @@ pub(super) async fn cancel(
                 .insert((key, path), (status, body.clone(), now));
         }
     }
-    sandbox
-        .after(&injected, (status, Json(body)).into_response())
-        .await
+    let response = sandbox.after(&injected, answer((status, body))).await;
+    drop(in_flight);
+    response
+}
+
+/// Carries out one cancel request that reached Toss's cancel logic.
+fn execute(
+    sandbox: &Sandbox,
+    payment_key: &str,
+    body: &[u8],
+    now: DateTime<Utc>,
+    transaction_key: &str,
+) -> (StatusCode, Value) {
+    let Ok(request) = serde_json::from_slice::<CancelBody>(body) else {
+        return refusal(StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    };
+    let mut state = sandbox.lock();
+    let Some(payment) = state.toss.payments.get_mut(payment_key) else {
+        return refusal(StatusCode::NOT_FOUND, "NOT_FOUND_PAYMENT");
+    };
+    // Real time on purpose, as for Payple's settlement gap. A refused repeat does not move the
+    // mark, so a client that backs off a second after the first cancel gets through.
+    let started = Instant::now();
+    if payment
+        .last_cancel
+        .is_some_and(|last| started.duration_since(last) < CONSECUTIVE_CANCEL_GAP)
+    {
+        return refusal(StatusCode::FORBIDDEN, "FORBIDDEN_CONSECUTIVE_REQUEST");
+    }
+    payment.last_cancel = Some(started);
+    apply_cancel(payment, &request, now, transaction_key)
 }
 
 fn apply_cancel(
@@ -347,47 +540,42 @@ fn apply_cancel(
     now: DateTime<Utc>,
     transaction_key: &str,
 ) -> (StatusCode, Value) {
-    let refuse = |status: StatusCode, code: &str, message: &str| {
-        (status, json!({ "code": code, "message": message }))
-    };
     if payment.status == "CANCELED" {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "ALREADY_CANCELED_PAYMENT",
-            "이미 취소된 결제 입니다.",
-        );
+        return refusal(StatusCode::BAD_REQUEST, "ALREADY_CANCELED_PAYMENT");
     }
     if payment.status != "DONE" && payment.status != "PARTIAL_CANCELED" {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "NOT_CANCELABLE_PAYMENT",
-            "취소 할 수 없는 결제 입니다.",
-        );
+        return refusal(StatusCode::FORBIDDEN, "NOT_CANCELABLE_PAYMENT");
     }
+    if request
+        .refundable_amount
+        .is_some_and(|expected| expected != payment.balance_amount)
+    {
+        return refusal(StatusCode::BAD_REQUEST, "NOT_MATCHES_REFUNDABLE_AMOUNT");
+    }
+    // Partial cancels that added up to the whole leave `PARTIAL_CANCELED` with nothing left:
+    // Toss answers the next cancel with this, not with `ALREADY_CANCELED_PAYMENT`.
     let amount = request.cancel_amount.unwrap_or(payment.balance_amount);
-    if amount <= 0 || amount > payment.balance_amount {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "NOT_CANCELABLE_AMOUNT",
-            "취소 할 수 없는 금액 입니다.",
-        );
+    if payment.balance_amount == 0 || amount <= 0 || amount > payment.balance_amount {
+        return refusal(StatusCode::FORBIDDEN, "NOT_CANCELABLE_AMOUNT");
     }
+    // Only a full cancel makes a payment `CANCELED`: no amount (the whole balance), or the whole
+    // total of a payment nothing was cancelled from yet.
+    let full = request.cancel_amount.is_none()
+        || (amount == payment.total_amount && payment.cancels.is_empty());
     payment.balance_amount -= amount;
     payment.refunds_executed += 1;
-    payment.status = if payment.balance_amount == 0 {
+    payment.status = if full {
         "CANCELED".into()
     } else {
         "PARTIAL_CANCELED".into()
     };
-    payment.cancels.push(json!({
-        "transactionKey": transaction_key,
-        "cancelReason": request.cancel_reason,
-        "cancelAmount": amount,
-        "taxFreeAmount": 0,
-        "refundableAmount": payment.balance_amount,
-        "canceledAt": kst(now),
-        "cancelStatus": "DONE",
-    }));
+    payment.cancels.push(TossCancel {
+        transaction_key: transaction_key.to_owned(),
+        reason: request.cancel_reason.clone(),
+        amount,
+        refundable_after: payment.balance_amount,
+        at: now,
+    });
     (StatusCode::OK, payment.wire())
 }
 
@@ -411,6 +599,7 @@ fn insert_payment(
         cancels: Vec::new(),
         refunds_executed: 0,
         cancel_keys: Vec::new(),
+        last_cancel: None,
     };
     let mut state = sandbox.lock();
     if state.toss.payments.len() >= PAYMENTS_MAX {
