@@ -71,6 +71,7 @@ impl PaymentGateway for SettlementDouble {
                     amount: AMOUNT,
                     fee: 330,
                     settle_amount: AMOUNT - 330,
+                    cancel_at: None,
                 })
                 .collect();
             Ok(SettlementPage {
@@ -194,13 +195,13 @@ async fn main() {
     config.settlement_sync.max_pages_per_run =
         u32::try_from(payments / PAGE_SIZE as usize + 2).unwrap_or(u32::MAX);
     config.partners = partners;
-    let kassa = Kassa {
-        config: Arc::new(config),
-        store: store.clone(),
-        gateways: Gateways::default().with(Arc::new(SettlementDouble { lines: payments })),
+    let kassa = Kassa::new(
+        config,
+        store.clone(),
+        Gateways::default().with(Arc::new(SettlementDouble { lines: payments })),
         env,
-        wake: Arc::new(tokio::sync::Notify::new()),
-    };
+        reqwest::Client::new(),
+    );
 
     reset_peak();
     let rss = status_mib("VmRSS:");

@@ -63,8 +63,6 @@ pub struct App {
     sandbox: Option<Arc<Sandbox>>,
     shutdown: CancellationToken,
     generated_token: Option<PathBuf>,
-    /// The client the alert sender uses (Slack).
-    http: reqwest::Client,
     /// Whether `run` starts the retry worker and the alert sender; tests step them by hand.
     background: bool,
 }
@@ -220,13 +218,14 @@ impl App {
                 (gateways, None)
             }
         };
-        let kassa = Kassa {
-            config: Arc::new(config),
-            store,
-            gateways,
-            env,
-            wake: Arc::new(tokio::sync::Notify::new()),
-        };
+        if gateways.get(crate::domain::Provider::Payple).is_some()
+            && !config.settlement_sync.enabled
+        {
+            tracing::warn!(
+                "the settlement sync is disabled: a Payple refund whose outcome is unknown can only be closed by hand (Payple cannot be asked, and its settlement lines are the only evidence kassa reads)"
+            );
+        }
+        let kassa = Kassa::new(config, store, gateways, env, http.clone());
         let state = AppState {
             sandbox: sandbox.is_some(),
             kassa,
@@ -244,7 +243,6 @@ impl App {
             sandbox,
             shutdown,
             generated_token,
-            http,
             background: true,
         })
     }
@@ -296,7 +294,6 @@ impl App {
         let worker = self.background.then(|| {
             tokio::spawn(crate::jobs::run_worker(
                 self.state.kassa.clone(),
-                self.http.clone(),
                 shutdown.clone(),
             ))
         });
@@ -310,9 +307,21 @@ impl App {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, scheduler).await;
         }
         if let Some(worker) = worker {
-            // The worker stops at its next await point; an attempt in flight is finished or,
-            // if the process dies first, redone after its lease.
+            // The worker stops claiming; what it started goes on as tracked tasks.
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, worker).await;
+        }
+        // Attempts and jobs in flight (the worker's and the requests' inline ones) get one
+        // attempt's length to finish: a PG call is never dropped at a deadline shorter than its
+        // own timeout. What is still running after that is due again when its lease ends, and
+        // its attempt mark makes the next attempt ask first.
+        let tasks = self.state.kassa.tasks.clone();
+        tasks.close();
+        let deadline = crate::flows::cancel::attempt_length(&self.state.kassa);
+        if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                running = tasks.len(),
+                "attempts were still running at the shutdown deadline; their marks make the next attempt ask the PG first"
+            );
         }
         match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
             Ok(Ok(result)) => result.map_err(AppError::Serve),

@@ -122,6 +122,7 @@ struct RawRetry {
     tick_interval_ms: u64,
     backoff_ms: Vec<u64>,
     pg_timeout_ms: u64,
+    breaker_failures: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -268,10 +269,13 @@ impl Default for RawRetry {
     fn default() -> RawRetry {
         RawRetry {
             inline_attempts: 2,
-            queue_attempts_max: 3,
+            // About 12 hours with the default backoff: a PG maintenance window of hours must
+            // not dead-letter cancels.
+            queue_attempts_max: crate::domain::job::CANCEL_ATTEMPTS_DEFAULT,
             tick_interval_ms: 5_000,
-            backoff_ms: vec![5_000, 30_000, 120_000],
+            backoff_ms: vec![5_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000],
             pg_timeout_ms: 10_000,
+            breaker_failures: 5,
         }
     }
 }
@@ -372,6 +376,8 @@ pub struct RetryConfig {
     pub tick_interval: Duration,
     pub backoff: Vec<Duration>,
     pub pg_timeout: Duration,
+    /// Outages of one PG in a row after which its jobs pause and probe.
+    pub breaker_failures: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -698,6 +704,9 @@ fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             "retry.queue_attempts_max must be between 1 and 100",
         ));
     }
+    if !(1..=1_000).contains(&retry.breaker_failures) {
+        return Err(invalid("retry.breaker_failures must be between 1 and 1000"));
+    }
     if retry.backoff_ms.is_empty() || retry.backoff_ms.len() > BACKOFF_STEPS_MAX {
         return Err(invalid(format!(
             "retry.backoff_ms must list 1 to {BACKOFF_STEPS_MAX} delays"
@@ -718,6 +727,7 @@ fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         )?,
         backoff,
         pg_timeout: millis("retry.pg_timeout_ms", retry.pg_timeout_ms, 50..=120_000)?,
+        breaker_failures: retry.breaker_failures,
     };
     let sync = &raw.settlement_sync;
     if !(1..=10_000).contains(&sync.max_pages_per_run) {
@@ -978,7 +988,10 @@ mod tests {
             vec![
                 Duration::from_secs(5),
                 Duration::from_secs(30),
-                Duration::from_secs(120)
+                Duration::from_secs(120),
+                Duration::from_secs(600),
+                Duration::from_secs(1_800),
+                Duration::from_secs(3_600)
             ]
         );
         assert_eq!(config.settlement_sync.lock_ttl, Duration::from_secs(600));

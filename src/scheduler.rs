@@ -1,12 +1,15 @@
-//! The scheduler: cron schedules in Asia/Seoul that start the daily jobs for the previous day.
+//! The scheduler: cron schedules in Asia/Seoul that queue the daily jobs for the previous day.
+//! It only enqueues; the worker runs the jobs at its own pace, with their retries.
 //!
-//! Each schedule remembers in the store the last fire time it ran for. A tick runs every fire
-//! time after that mark (at most `CATCH_UP_FIRES_MAX`, oldest first), so runs missed while kassa
-//! was stopped happen at the next start; a new installation runs only the latest. The jobs it starts are
-//! idempotent (a partner settlement recomputes only REQUESTED rows), so a crash between a run
-//! and its mark repeats the run harmlessly.
+//! Each schedule remembers in the store the last fire time it was queued for, written in the
+//! same transaction as the jobs. A tick queues every fire time after that mark (at most
+//! `CATCH_UP_FIRES_MAX`, oldest first), so runs missed while kassa was stopped happen at the
+//! next start; a new installation queues only the latest. A day's job has a unique key, so it
+//! is never queued twice, and the jobs are idempotent (a partner settlement recomputes only
+//! REQUESTED rows, a sync skips what it settled).
 
-use crate::flows::{FlowError, Kassa, partners, settlement};
+use crate::domain::Job;
+use crate::flows::{FlowError, Kassa, settlement};
 use chrono::{DateTime, Days, Utc};
 use chrono_tz::Asia::Seoul;
 use croner::Cron;
@@ -33,7 +36,7 @@ pub fn last_fire(cron: &Cron, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         .map(|at| at.with_timezone(&Utc))
 }
 
-/// What one tick ran.
+/// What one tick queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ran {
     pub schedule: &'static str,
@@ -43,8 +46,8 @@ pub struct Ran {
 /// Most missed fire times one tick catches up, oldest first (a month of daily runs).
 pub const CATCH_UP_FIRES_MAX: usize = 31;
 
-/// Runs every schedule that is due, each on its own: one failing does not hold up the other.
-/// Answers what ran; the first error, if any, after both had their turn.
+/// Queues the jobs of every schedule that is due, each on its own: one failing does not hold
+/// up the other. Answers what was queued; the first error, if any, after both had their turn.
 pub async fn tick(kassa: &Kassa) -> Result<Vec<Ran>, FlowError> {
     let now = kassa.env.now();
     let mut ran = Vec::new();
@@ -121,10 +124,13 @@ async fn partner_tick(
     let mark = kassa.store.schedule_mark("partner_settlement").await?;
     for fire in pending_fires(&cron, mark, now) {
         let date = day_before(fire);
-        partners::run(kassa, date).await?;
+        let jobs = vec![(
+            kassa.env.new_uuid().as_u128(),
+            Job::PartnerSettlement { date },
+        )];
         kassa
             .store
-            .set_schedule_mark("partner_settlement", fire)
+            .enqueue_scheduled("partner_settlement", fire, jobs, now)
             .await?;
         ran.push(Ran {
             schedule: "partner_settlement",
@@ -134,84 +140,29 @@ async fn partner_tick(
     Ok(())
 }
 
-/// Syncs every configured PG for `date`. True when each run either completed the day or left a
-/// cursor that later runs resume from; false when a PG must be asked again from the start.
-async fn sync_day(
-    kassa: &Kassa,
-    date: chrono::NaiveDate,
-    now: DateTime<Utc>,
-) -> Result<bool, FlowError> {
-    let mut settled = true;
-    for provider in settlement::SETTLING_PROVIDERS {
-        if kassa.gateways.get(provider).is_none() {
-            continue;
-        }
-        match settlement::sync(kassa, provider, date).await {
-            Ok(report) if report.complete => {}
-            Ok(_) => {
-                settled &= kassa
-                    .store
-                    .sync_cursor(provider.as_str(), date, now)
-                    .await?
-                    .is_some();
-            }
-            Err(FlowError::Conflict { .. }) => {
-                tracing::info!(provider = provider.as_str(), date = %date, "a settlement sync is running; the scheduled one tries again next tick");
-                settled = false;
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(settled)
-}
-
 async fn sync_tick(kassa: &Kassa, now: DateTime<Utc>, ran: &mut Vec<Ran>) -> Result<(), FlowError> {
     let cron = schedule(&kassa.config.settlement_sync.schedule)?;
     let mark = kassa.store.schedule_mark("settlement_sync").await?;
-    let fires = pending_fires(&cron, mark, now);
-    if fires.is_empty() {
-        // A day that stopped at max_pages_per_run goes on, one run per tick, until it is
-        // complete (or its cursor expires).
-        let Some(fire) = last_fire(&cron, now) else {
-            return Ok(());
-        };
+    for fire in pending_fires(&cron, mark, now) {
         let date = day_before(fire);
-        for provider in settlement::SETTLING_PROVIDERS {
-            if kassa.gateways.get(provider).is_some()
-                && kassa
-                    .store
-                    .sync_cursor(provider.as_str(), date, now)
-                    .await?
-                    .is_some()
-            {
-                match settlement::sync(kassa, provider, date).await {
-                    Ok(_) | Err(FlowError::Conflict { .. }) => {}
-                    Err(error) => return Err(error),
-                }
-                ran.push(Ran {
-                    schedule: "settlement_sync",
-                    date,
-                });
-            }
-        }
-        return Ok(());
-    }
-    for fire in fires {
-        let date = day_before(fire);
-        let settled = sync_day(kassa, date, now).await?;
+        let jobs = settlement::SETTLING_PROVIDERS
+            .into_iter()
+            .filter(|provider| kassa.gateways.get(*provider).is_some())
+            .map(|provider| {
+                (
+                    kassa.env.new_uuid().as_u128(),
+                    Job::SettlementSync { provider, date },
+                )
+            })
+            .collect();
+        kassa
+            .store
+            .enqueue_scheduled("settlement_sync", fire, jobs, now)
+            .await?;
         ran.push(Ran {
             schedule: "settlement_sync",
             date,
         });
-        if !settled {
-            // Not marked: the next tick asks again for this day (a re-run changes nothing it
-            // already settled).
-            return Ok(());
-        }
-        kassa
-            .store
-            .set_schedule_mark("settlement_sync", fire)
-            .await?;
     }
     Ok(())
 }
@@ -227,12 +178,15 @@ pub async fn run_scheduler(kassa: Kassa, shutdown: CancellationToken) {
         }
         match tick(&kassa).await {
             Ok(ran) => {
-                for run in ran {
-                    tracing::info!(schedule = run.schedule, date = %run.date, "scheduled run finished");
+                for run in &ran {
+                    tracing::info!(schedule = run.schedule, date = %run.date, "scheduled run queued");
+                }
+                if !ran.is_empty() {
+                    kassa.wake.notify_one();
                 }
             }
             Err(error) => {
-                tracing::error!(error = %error, "a scheduled run failed; it is tried again next tick");
+                tracing::error!(error = %error, "a schedule could not queue its jobs; it is tried again next tick");
             }
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod calendar;
 pub mod ids;
+pub mod job;
 pub mod money;
 pub mod order;
 pub mod payment;
@@ -12,11 +13,12 @@ pub mod retry;
 pub mod settlement;
 
 pub use ids::{BuyerId, CancelId, OrderId, PartnerId, PaymentId, PgTid};
+pub use job::Job;
 pub use money::Amount;
 pub use order::{Admission, Order, OrderDraft, OrderStatus, admit};
 pub use payment::{
-    CancelIntent, CancelKind, Event, EventKind, IdempotencyKey, IntentState, Payment,
-    PaymentStatus, Provider,
+    AttemptMark, CancelIntent, CancelKind, Event, EventKind, IdempotencyKey, IntentCounts,
+    IntentState, Payment, PaymentStatus, Provider,
 };
 
 /// Why a value or a transition was refused. Each variant is a rule of the domain.

@@ -40,20 +40,25 @@ pub enum PaymentStatus {
     CancelRequested,
     PartiallyCancelled,
     Cancelled,
+    /// A refund whose outcome the PG cannot tell yet: never sent again blind.
+    CancelUnknown,
     CancelFailed,
     RollbackPending,
+    RollbackUnknown,
     RollbackRefunded,
     RollbackFailed,
 }
 
 impl PaymentStatus {
-    pub const ALL: [PaymentStatus; 8] = [
+    pub const ALL: [PaymentStatus; 10] = [
         PaymentStatus::Paid,
         PaymentStatus::CancelRequested,
         PaymentStatus::PartiallyCancelled,
         PaymentStatus::Cancelled,
+        PaymentStatus::CancelUnknown,
         PaymentStatus::CancelFailed,
         PaymentStatus::RollbackPending,
+        PaymentStatus::RollbackUnknown,
         PaymentStatus::RollbackRefunded,
         PaymentStatus::RollbackFailed,
     ];
@@ -64,8 +69,10 @@ impl PaymentStatus {
             PaymentStatus::CancelRequested => "CANCEL_REQUESTED",
             PaymentStatus::PartiallyCancelled => "PARTIALLY_CANCELLED",
             PaymentStatus::Cancelled => "CANCELLED",
+            PaymentStatus::CancelUnknown => "CANCEL_UNKNOWN",
             PaymentStatus::CancelFailed => "CANCEL_FAILED",
             PaymentStatus::RollbackPending => "ROLLBACK_PENDING",
+            PaymentStatus::RollbackUnknown => "ROLLBACK_UNKNOWN",
             PaymentStatus::RollbackRefunded => "ROLLBACK_REFUNDED",
             PaymentStatus::RollbackFailed => "ROLLBACK_FAILED",
         }
@@ -82,19 +89,53 @@ impl PaymentStatus {
         matches!(self, PaymentStatus::Paid | PaymentStatus::RollbackPending)
     }
 
-    /// The legal moves. A cancel is requested from a paid or partly cancelled payment, ends in
-    /// one of three outcomes, and a failed one can be requested again by a human (re-drive).
-    /// A rollback only ever ends refunded or failed, and a failed one can be re-driven.
+    /// The legal moves. A cancel is requested from a paid or partly cancelled payment and ends
+    /// refunded, failed (a dead letter) or unknown (the PG cannot tell yet); a failed or unknown
+    /// one is re-driven or resolved by a human, or closed by evidence (a settlement line). A
+    /// rollback ends refunded, failed or unknown, and the same humans and evidence close it.
     pub fn can_move_to(self, next: PaymentStatus) -> bool {
         use PaymentStatus as S;
         matches!(
             (self, next),
-            (S::Paid | S::PartiallyCancelled | S::CancelFailed, S::CancelRequested)
-                | (S::CancelRequested, S::PartiallyCancelled | S::Cancelled | S::CancelFailed)
-                // A human resolved the failed cancel outside kassa.
-                | (S::CancelFailed, S::Paid | S::PartiallyCancelled | S::Cancelled)
-                | (S::RollbackFailed, S::RollbackPending | S::RollbackRefunded)
-                | (S::RollbackPending, S::RollbackRefunded | S::RollbackFailed)
+            (
+                S::Paid | S::PartiallyCancelled | S::CancelFailed | S::CancelUnknown,
+                S::CancelRequested
+            ) | (
+                S::CancelRequested,
+                S::PartiallyCancelled | S::Cancelled | S::CancelFailed | S::CancelUnknown
+            )
+                // A human resolved the failed or unknown cancel, or a settlement line closed it.
+                | (
+                    S::CancelFailed,
+                    S::Paid | S::PartiallyCancelled | S::Cancelled | S::CancelUnknown
+                )
+                | (
+                    S::CancelUnknown,
+                    S::Paid | S::PartiallyCancelled | S::Cancelled | S::CancelFailed
+                )
+                | (
+                    S::RollbackFailed,
+                    S::RollbackPending | S::RollbackRefunded | S::RollbackUnknown
+                )
+                | (
+                    S::RollbackPending,
+                    S::RollbackRefunded | S::RollbackFailed | S::RollbackUnknown
+                )
+                | (
+                    S::RollbackUnknown,
+                    S::RollbackPending | S::RollbackRefunded | S::RollbackFailed
+                )
+        )
+    }
+
+    /// True for the statuses of a payment kassa refused and gives back.
+    pub fn is_rollback(self) -> bool {
+        matches!(
+            self,
+            PaymentStatus::RollbackPending
+                | PaymentStatus::RollbackUnknown
+                | PaymentStatus::RollbackRefunded
+                | PaymentStatus::RollbackFailed
         )
     }
 
@@ -127,10 +168,14 @@ pub enum EventKind {
     DeadLettered,
     Redriven,
     Resolved,
+    /// A refund's outcome is unknown and the PG cannot be asked: kassa waits for evidence.
+    OutcomeUnknown,
+    /// A new PG idempotency key, after the PG's record showed nothing refunded under the old.
+    NewKeyGeneration,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::Paid,
         EventKind::RollbackRequested,
         EventKind::CancelAttempted,
@@ -142,6 +187,8 @@ impl EventKind {
         EventKind::DeadLettered,
         EventKind::Redriven,
         EventKind::Resolved,
+        EventKind::OutcomeUnknown,
+        EventKind::NewKeyGeneration,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -157,6 +204,8 @@ impl EventKind {
             EventKind::DeadLettered => "DEAD_LETTERED",
             EventKind::Redriven => "REDRIVEN",
             EventKind::Resolved => "RESOLVED",
+            EventKind::OutcomeUnknown => "REFUND_OUTCOME_UNKNOWN",
+            EventKind::NewKeyGeneration => "NEW_KEY_GENERATION",
         }
     }
 
@@ -343,26 +392,50 @@ impl Payment {
         Ok(())
     }
 
-    /// The status that follows from the payment's intents: any dead one needs a human; any open
-    /// one is still running; otherwise the balance tells.
+    /// The status that follows from the payment's intents: a refund whose outcome is unknown
+    /// comes first (money may have moved), then one that needs a human, then one still running;
+    /// otherwise the balance tells. A rollback a human closed without a refund stays failed:
+    /// the PG kept money kassa refused.
     pub fn settle_status(
         &mut self,
         rollback: bool,
-        open_intents: usize,
-        dead_intents: usize,
+        intents: IntentCounts,
     ) -> Result<(), DomainError> {
-        let next = match (rollback, dead_intents > 0, open_intents > 0) {
-            (true, true, _) => PaymentStatus::RollbackFailed,
-            (true, false, true) => PaymentStatus::RollbackPending,
-            (true, false, false) => PaymentStatus::RollbackRefunded,
-            (false, true, _) => PaymentStatus::CancelFailed,
-            (false, false, true) => PaymentStatus::CancelRequested,
-            (false, false, false) if self.balance().is_zero() => PaymentStatus::Cancelled,
-            (false, false, false) if self.cancelled_amount.is_zero() => PaymentStatus::Paid,
-            (false, false, false) => PaymentStatus::PartiallyCancelled,
+        let next = if rollback {
+            if intents.unknown > 0 {
+                PaymentStatus::RollbackUnknown
+            } else if intents.dead > 0 || intents.resolved_unrefunded > 0 {
+                PaymentStatus::RollbackFailed
+            } else if intents.open > 0 {
+                PaymentStatus::RollbackPending
+            } else {
+                PaymentStatus::RollbackRefunded
+            }
+        } else if intents.unknown > 0 {
+            PaymentStatus::CancelUnknown
+        } else if intents.dead > 0 {
+            PaymentStatus::CancelFailed
+        } else if intents.open > 0 {
+            PaymentStatus::CancelRequested
+        } else if self.balance().is_zero() {
+            PaymentStatus::Cancelled
+        } else if self.cancelled_amount.is_zero() {
+            PaymentStatus::Paid
+        } else {
+            PaymentStatus::PartiallyCancelled
         };
         self.move_to(next)
     }
+}
+
+/// How many of a payment's intents are in each state that decides its status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IntentCounts {
+    pub open: usize,
+    pub dead: usize,
+    pub unknown: usize,
+    /// Closed by a human who said nothing was refunded.
+    pub resolved_unrefunded: usize,
 }
 
 /// Why money goes back: a merchant's cancel, or a rollback of a payment kassa cannot accept.
@@ -410,6 +483,46 @@ pub struct CancelIntent {
     /// The last attempt's outcome is unknown: the next one asks the PG before sending again.
     pub outcome_unknown: bool,
     pub pg_cancel_id: Option<String>,
+    /// Which key the intent sends now (`pg_key_now`). A new generation is made only after the
+    /// PG's record showed that nothing was refunded under the old key.
+    pub key_generation: u32,
+    /// The attempt that started and has no recorded outcome yet. Written in the claim's own
+    /// transaction, before the PG hears of the attempt; an attempt that finds one here starts
+    /// as an unknown outcome.
+    pub in_flight: Option<AttemptMark>,
+    /// When the first attempt that may have reached the PG started: a settlement line of a
+    /// refund older than this is not this intent's.
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    /// The PG answered a refusal that it keeps under the current key (Toss keeps error answers
+    /// for the key's 15 days), or a human re-drove a dead letter: the next attempt asks the PG
+    /// and, if nothing was refunded, sends under a new key generation.
+    pub new_key_if_untouched: bool,
+    /// A settlement CANCEL line was matched to this refund.
+    pub cancel_line_seen: bool,
+    /// Settlement syncs that came and went while this refund's outcome stayed unknown.
+    pub unknown_syncs: u32,
+}
+
+/// An attempt at the PG that started: its number (1 = the first) and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptMark {
+    pub number: u32,
+    pub started_at: DateTime<Utc>,
+}
+
+/// Most characters of a PG idempotency key kassa makes (Toss allows 300).
+pub const PG_KEY_CHARS_MAX: usize = 64;
+
+impl CancelIntent {
+    /// The PG idempotency key of the current generation: the intent's own key, then the same key
+    /// with the generation number after it.
+    pub fn pg_key_now(&self) -> String {
+        if self.key_generation == 0 {
+            self.pg_key.clone()
+        } else {
+            format!("{}-g{}", self.pg_key, self.key_generation)
+        }
+    }
 }
 
 /// Where a cancel intent stands.
@@ -421,7 +534,10 @@ pub enum IntentState {
     Done,
     /// Out of attempts or refused: a dead letter waits for a human.
     Dead,
-    /// Closed by a human (handled outside kassa): its reservation is released.
+    /// The PG may or may not have refunded it and cannot be asked (Payple): kassa waits for
+    /// evidence (a refund answer, a settlement CANCEL line, or a person) and sends nothing.
+    Unknown,
+    /// Closed by a human who says nothing was refunded: its reservation is released.
     Resolved,
 }
 
@@ -431,6 +547,7 @@ impl IntentState {
             IntentState::Open => "OPEN",
             IntentState::Done => "DONE",
             IntentState::Dead => "DEAD",
+            IntentState::Unknown => "UNKNOWN",
             IntentState::Resolved => "RESOLVED",
         }
     }
@@ -440,6 +557,7 @@ impl IntentState {
             IntentState::Open,
             IntentState::Done,
             IntentState::Dead,
+            IntentState::Unknown,
             IntentState::Resolved,
         ]
         .into_iter()
@@ -501,16 +619,28 @@ mod tests {
             (S::Paid, S::CancelRequested),
             (S::PartiallyCancelled, S::CancelRequested),
             (S::CancelFailed, S::CancelRequested),
+            (S::CancelUnknown, S::CancelRequested),
             (S::CancelRequested, S::PartiallyCancelled),
             (S::CancelRequested, S::Cancelled),
             (S::CancelRequested, S::CancelFailed),
+            (S::CancelRequested, S::CancelUnknown),
             (S::CancelFailed, S::Paid),
             (S::CancelFailed, S::PartiallyCancelled),
             (S::CancelFailed, S::Cancelled),
+            (S::CancelFailed, S::CancelUnknown),
+            (S::CancelUnknown, S::Paid),
+            (S::CancelUnknown, S::PartiallyCancelled),
+            (S::CancelUnknown, S::Cancelled),
+            (S::CancelUnknown, S::CancelFailed),
             (S::RollbackFailed, S::RollbackPending),
             (S::RollbackFailed, S::RollbackRefunded),
+            (S::RollbackFailed, S::RollbackUnknown),
             (S::RollbackPending, S::RollbackRefunded),
             (S::RollbackPending, S::RollbackFailed),
+            (S::RollbackPending, S::RollbackUnknown),
+            (S::RollbackUnknown, S::RollbackPending),
+            (S::RollbackUnknown, S::RollbackRefunded),
+            (S::RollbackUnknown, S::RollbackFailed),
         ];
         for from in S::ALL {
             for to in S::ALL {
@@ -573,27 +703,55 @@ mod tests {
 
     #[test]
     fn the_status_follows_from_the_intents_and_the_balance() {
+        let counts = |open, dead, unknown| IntentCounts {
+            open,
+            dead,
+            unknown,
+            resolved_unrefunded: 0,
+        };
         let mut paid = payment(PaymentStatus::Paid);
-        paid.settle_status(false, 1, 0).unwrap();
+        paid.settle_status(false, counts(1, 0, 0)).unwrap();
         assert_eq!(paid.status(), PaymentStatus::CancelRequested);
         paid.record_refund(Amount::positive(3_000).unwrap())
             .unwrap();
-        paid.settle_status(false, 0, 0).unwrap();
+        paid.settle_status(false, counts(0, 0, 0)).unwrap();
         assert_eq!(paid.status(), PaymentStatus::PartiallyCancelled);
-        paid.settle_status(false, 1, 0).unwrap();
-        paid.settle_status(false, 0, 1).unwrap();
+        paid.settle_status(false, counts(1, 0, 0)).unwrap();
+        paid.settle_status(false, counts(0, 1, 0)).unwrap();
         assert_eq!(paid.status(), PaymentStatus::CancelFailed);
-        paid.settle_status(false, 1, 0).unwrap();
+        paid.settle_status(false, counts(0, 1, 1)).unwrap();
+        assert_eq!(
+            paid.status(),
+            PaymentStatus::CancelUnknown,
+            "unknown comes first"
+        );
+        paid.settle_status(false, counts(1, 0, 0)).unwrap();
         paid.record_refund(Amount::positive(7_000).unwrap())
             .unwrap();
-        paid.settle_status(false, 0, 0).unwrap();
+        paid.settle_status(false, counts(0, 0, 0)).unwrap();
         assert_eq!(paid.status(), PaymentStatus::Cancelled);
         let mut refused = payment(PaymentStatus::RollbackPending);
-        refused.settle_status(true, 0, 1).unwrap();
+        refused.settle_status(true, counts(0, 1, 0)).unwrap();
         assert_eq!(refused.status(), PaymentStatus::RollbackFailed);
-        refused.settle_status(true, 1, 0).unwrap();
-        refused.settle_status(true, 0, 0).unwrap();
+        refused.settle_status(true, counts(1, 0, 0)).unwrap();
+        refused.settle_status(true, counts(0, 0, 1)).unwrap();
+        assert_eq!(refused.status(), PaymentStatus::RollbackUnknown);
+        refused.settle_status(true, counts(0, 0, 0)).unwrap();
         assert_eq!(refused.status(), PaymentStatus::RollbackRefunded);
+        let mut kept = payment(PaymentStatus::RollbackPending);
+        kept.settle_status(
+            true,
+            IntentCounts {
+                resolved_unrefunded: 1,
+                ..IntentCounts::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            kept.status(),
+            PaymentStatus::RollbackFailed,
+            "a rollback closed without a refund is not refunded"
+        );
     }
 
     #[test]
@@ -627,7 +785,7 @@ mod tests {
         }
 
         #[test]
-        fn any_walk_through_the_machine_only_takes_legal_steps(steps in proptest::collection::vec(0usize..8, 0..40)) {
+        fn any_walk_through_the_machine_only_takes_legal_steps(steps in proptest::collection::vec(0usize..10, 0..40)) {
             let mut current = payment(PaymentStatus::Paid);
             for step in steps {
                 let next = PaymentStatus::ALL[step];

@@ -103,6 +103,9 @@ pub struct SettlementLine {
     pub amount: i64,
     pub fee: i64,
     pub settle_amount: i64,
+    /// When the PG carried out the refund of a CANCEL line (Payple `PCD_PAY_CANCEL_TIME`,
+    /// Toss `cancel.canceledAt`), when it says.
+    pub cancel_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl SettlementLine {

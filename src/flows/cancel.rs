@@ -1,11 +1,17 @@
 //! Cancels and rollbacks: recording a cancel request, and carrying out cancel intents at the PG
-//! exactly once, inline within the request and then from the retry queue.
+//! exactly once, inline (in a task of their own that the request waits for) and then from the
+//! queue.
 //!
-//! Invariants: the intent, its reservation and its job are durable before the PG is called;
-//! every attempt sends the intent's own key and the balance kassa expects; when an outcome is
-//! unknown or the PG says "already cancelled" or refuses, kassa asks the PG and converges on its
-//! answer before it tries again; every attempt ends in exactly one recorded outcome.
+//! Invariants: the intent, its reservation and its job are durable before the PG is called, and
+//! so is the mark that attempt n started; every attempt sends the key of the intent's current
+//! generation and the balance kassa expects; when an outcome is unknown or the PG refuses,
+//! kassa asks the PG and converges on its record before it sends again, and where the PG cannot
+//! be asked (Payple) it sends nothing again and waits for evidence; a new key generation is
+//! committed only after the PG's record showed nothing refunded under the old one; a call that
+//! moves money starts only if its whole timeout fits in the attempt's lease; an attempt is
+//! never cut off by its request going away.
 
+use super::breaker::Health;
 use super::{FlowError, Kassa};
 use crate::domain::retry::RetrySchedule;
 use crate::domain::{
@@ -13,7 +19,7 @@ use crate::domain::{
     parse_text,
 };
 use crate::gateway::{CancelRequest, GatewayError, PgPayment};
-use crate::store::{AttemptResult, CancelRequestOutcome, Claim};
+use crate::store::{AttemptResult, CancelRequestOutcome, Claim, Gate};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -21,8 +27,15 @@ use std::time::Duration;
 pub const INLINE_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest an inline attempt waits for its turn behind other cancels of the same payment.
 pub const INLINE_TURN_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Longest a request waits for its inline attempts; they go on without it after that.
+pub const INLINE_WAIT_MAX: Duration = Duration::from_secs(60);
 /// Longest reason kept with a cancel.
 pub const REASON_CHARS_MAX: usize = 200;
+/// Most PG calls one attempt makes, each bounded by `retry.pg_timeout_ms`: a token or partner
+/// auth, a look at the PG's record, the cancel, a look after it, and Toss's gap between cancels.
+pub const CALLS_PER_ATTEMPT_MAX: u32 = 5;
+/// What a call that moves money needs left of its lease beyond its own timeout.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
 /// Where a cancel stands, as the API reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +44,8 @@ pub enum CancelStatus {
     PartiallyCancelled,
     Pending,
     Failed,
+    /// The PG may have refunded and cannot be asked; a person or a settlement line decides.
+    Unknown,
     /// Closed by an operator without a refund by kassa.
     Resolved,
 }
@@ -42,6 +57,7 @@ impl CancelStatus {
             CancelStatus::PartiallyCancelled => "PARTIALLY_CANCELLED",
             CancelStatus::Pending => "CANCEL_PENDING",
             CancelStatus::Failed => "CANCEL_FAILED",
+            CancelStatus::Unknown => "CANCEL_UNKNOWN",
             CancelStatus::Resolved => "CANCEL_RESOLVED",
         }
     }
@@ -55,12 +71,15 @@ pub struct CancelAnswer {
     pub status: CancelStatus,
 }
 
-/// The lease an attempt holds: long enough for a token call, the cancel and a re-query, each
-/// bounded by the PG timeout.
+/// The lease an attempt holds: every call it may make, each bounded by the PG timeout, and a
+/// margin. Also how long shutdown waits for attempts in flight.
 pub fn lease(kassa: &Kassa) -> chrono::Duration {
-    let pg_timeout = kassa.config.retry.pg_timeout;
-    chrono::Duration::from_std(pg_timeout * 4 + Duration::from_secs(5))
-        .unwrap_or(chrono::Duration::minutes(5))
+    chrono::Duration::from_std(attempt_length(kassa)).unwrap_or(chrono::Duration::minutes(5))
+}
+
+/// The longest one attempt can take.
+pub fn attempt_length(kassa: &Kassa) -> Duration {
+    kassa.config.retry.pg_timeout * (CALLS_PER_ATTEMPT_MAX + 1) + Duration::from_secs(5)
 }
 
 fn schedule(kassa: &Kassa) -> RetrySchedule {
@@ -79,6 +98,7 @@ async fn answer(kassa: &Kassa, intent: &CancelIntent) -> Result<CancelAnswer, Fl
     let status = match intent.state {
         IntentState::Open => CancelStatus::Pending,
         IntentState::Dead => CancelStatus::Failed,
+        IntentState::Unknown => CancelStatus::Unknown,
         IntentState::Resolved => CancelStatus::Resolved,
         IntentState::Done => {
             let view = kassa.store.payment(intent.payment_id).await?;
@@ -161,16 +181,52 @@ pub async fn request(
 pub enum Mode {
     /// Inside the request; `last` hands the job to the queue on failure.
     Inline { last: bool },
-    /// From the retry queue.
+    /// From the queue.
     Queue,
 }
 
-/// Makes the inline attempts of `retry.inline_attempts`, each when it is the intent's turn.
-/// Whatever is left is done by the retry worker.
+/// Makes the inline attempts of `retry.inline_attempts` in a task of their own and waits for
+/// them at most `INLINE_WAIT_MAX`: if the caller goes away (a client disconnects, a request is
+/// dropped), the attempts go on. Whatever is left is done by the queue.
 pub async fn drive_inline(kassa: &Kassa, intent: &CancelIntent) -> Result<(), FlowError> {
+    let task = {
+        let kassa_for_task = kassa.clone();
+        let intent = intent.clone();
+        kassa
+            .tasks
+            .spawn(async move { inline_attempts(&kassa_for_task, &intent).await })
+    };
+    match tokio::time::timeout(INLINE_WAIT_MAX, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => {
+            tracing::error!(cancel_id = %intent.id, error = %join, "the inline attempts stopped unexpectedly; the queue carries on");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::info!(cancel_id = %intent.id, "the inline attempts go on after the request stopped waiting");
+            Ok(())
+        }
+    }
+}
+
+async fn inline_attempts(kassa: &Kassa, intent: &CancelIntent) -> Result<(), FlowError> {
     let attempts = kassa.config.retry.inline_attempts;
     let turn_deadline = tokio::time::Instant::now() + INLINE_TURN_WAIT_MAX;
+    let provider = kassa
+        .store
+        .payment(intent.payment_id)
+        .await?
+        .map(|view| view.payment.provider);
     for attempt in 0..attempts {
+        if let Some(provider) = provider
+            && matches!(
+                kassa.breakers.gate(provider, kassa.env.now()),
+                Some(Gate::Paused(_))
+            )
+        {
+            tracing::info!(cancel_id = %intent.id, provider = provider.as_str(), "the PG's jobs are paused by the circuit breaker; the queue carries the cancel");
+            return Ok(());
+        }
         let Some(claim) = wait_for_turn(kassa, intent.id, turn_deadline).await? else {
             return Ok(());
         };
@@ -223,27 +279,54 @@ async fn wait_for_turn(
         tokio::select! {
             _ = changes.changed() => {}
             () = tokio::time::sleep_until(deadline) => {}
+            // An attempt of the same payment that finishes without a commit of its own (the
+            // in-flight mark is memory) is seen here.
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
 }
 
-/// Runs one claimed attempt and records its outcome. Answers what was recorded.
+/// Runs one claimed attempt and records its outcome. The attempt runs in a task of its own, so
+/// a panic inside it is an attempt with an unknown outcome, logged and retried within its
+/// bound. Answers what was recorded.
 pub async fn run_claim(
     kassa: &Kassa,
     claim: &Claim,
     mode: Mode,
 ) -> Result<AttemptResult, FlowError> {
-    let result = attempt(kassa, claim, mode).await;
+    let _running = kassa.store.in_flight().enter(claim.payment.id);
+    let provider = claim.payment.provider;
+    let task = {
+        let kassa = kassa.clone();
+        let claim = claim.clone();
+        tokio::spawn(async move { attempt(&kassa, &claim, mode).await })
+    };
+    let (result, health) = match task.await {
+        Ok(done) => done,
+        Err(join) => {
+            tracing::error!(payment_id = %claim.payment.id, cancel_id = %claim.intent.id, error = %join, "a refund attempt panicked; its outcome is unknown");
+            let error =
+                "the attempt stopped unexpectedly (a panic); its outcome is unknown".to_owned();
+            (
+                retry(kassa, claim, mode, error, RetryFlags::unknown(claim)),
+                Health::NotAsked,
+            )
+        }
+    };
     let now = kassa.env.now();
+    kassa.breakers.record(provider, health, now);
     match &result {
         AttemptResult::Refunded { .. } => {
-            tracing::info!(payment_id = %claim.payment.id, cancel_id = %claim.intent.id, amount = claim.intent.amount.won(), "refund confirmed by the PG");
+            tracing::info!(payment_id = %claim.payment.id, cancel_id = %claim.intent.id, amount = claim.intent.amount.won(), attempt = claim.attempt, "refund confirmed by the PG");
         }
         AttemptResult::Retry { error, due, .. } => {
-            tracing::warn!(payment_id = %claim.payment.id, cancel_id = %claim.intent.id, error = %error, next = %due.to_rfc3339(), "refund attempt failed; will retry");
+            tracing::warn!(payment_id = %claim.payment.id, cancel_id = %claim.intent.id, attempt = claim.attempt, error = %error, next = %due.to_rfc3339(), "refund attempt failed; will retry");
         }
         AttemptResult::Dead { error, .. } => {
-            tracing::error!(payment_id = %claim.payment.id, cancel_id = %claim.intent.id, error = %error, "refund moved to the dead letters; a human must look at it");
+            tracing::error!(payment_id = %claim.payment.id, cancel_id = %claim.intent.id, attempt = claim.attempt, error = %error, "refund moved to the dead letters; a human must look at it");
+        }
+        AttemptResult::Unknown { error } => {
+            tracing::error!(payment_id = %claim.payment.id, cancel_id = %claim.intent.id, attempt = claim.attempt, error = %error, "refund outcome unknown; nothing is sent again until a settlement line or a person says what happened");
         }
     }
     let record_id = kassa.env.new_uuid().as_u128();
@@ -267,12 +350,42 @@ fn describe(pg: &PgPayment) -> String {
     )
 }
 
+/// What a retry carries forward to the next attempt.
+#[derive(Debug, Clone, Copy)]
+struct RetryFlags {
+    outcome_unknown: bool,
+    new_key_if_untouched: bool,
+}
+
+impl RetryFlags {
+    /// Nothing was sent, or the PG's record was read since: the next attempt may send.
+    const KNOWN: RetryFlags = RetryFlags {
+        outcome_unknown: false,
+        new_key_if_untouched: false,
+    };
+
+    /// As the intent was: nothing this attempt did changed what is known.
+    fn unchanged(claim: &Claim) -> RetryFlags {
+        RetryFlags {
+            outcome_unknown: claim.intent.outcome_unknown,
+            new_key_if_untouched: claim.intent.new_key_if_untouched,
+        }
+    }
+
+    fn unknown(claim: &Claim) -> RetryFlags {
+        RetryFlags {
+            outcome_unknown: true,
+            new_key_if_untouched: claim.intent.new_key_if_untouched,
+        }
+    }
+}
+
 fn retry(
     kassa: &Kassa,
     claim: &Claim,
     mode: Mode,
     error: String,
-    outcome_unknown: bool,
+    flags: RetryFlags,
 ) -> AttemptResult {
     let now = kassa.env.now();
     let schedule = schedule(kassa);
@@ -284,134 +397,291 @@ fn retry(
     let after = |delay: Duration| {
         now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero())
     };
-    match mode {
-        Mode::Inline { last: false } => AttemptResult::Retry {
-            error,
-            due: now,
-            outcome_unknown,
-            queued: false,
-            alert: false,
-        },
-        Mode::Inline { last: true } => AttemptResult::Retry {
-            error,
-            due: after(schedule.delay(0, random)),
-            outcome_unknown,
-            queued: false,
-            alert: true,
-        },
+    let (due, queued, alert) = match mode {
+        Mode::Inline { last: false } => (now, false, false),
+        Mode::Inline { last: true } => (after(schedule.delay(0, random)), false, true),
         Mode::Queue => {
             let made = claim.intent.queue_attempts.saturating_add(1);
             if schedule.exhausted(made) {
-                let error = format!("{error} (after {made} queued attempts)");
-                AttemptResult::Dead {
-                    error,
+                return AttemptResult::Dead {
+                    error: format!("{error} (after {made} queued attempts)"),
                     pg_answer: String::new(),
+                    new_key_if_untouched: flags.new_key_if_untouched,
+                };
+            }
+            (after(schedule.delay(made, random)), true, true)
+        }
+    };
+    AttemptResult::Retry {
+        error,
+        due,
+        outcome_unknown: flags.outcome_unknown,
+        new_key_if_untouched: flags.new_key_if_untouched,
+        queued,
+        alert,
+    }
+}
+
+/// A retry that sent nothing and does not count: the attempt's lease had too little left for a
+/// call that moves money.
+fn not_sent(kassa: &Kassa, claim: &Claim) -> AttemptResult {
+    AttemptResult::Retry {
+        error: "not sent: too little of the attempt's lease was left for the PG's timeout".into(),
+        due: kassa.env.now(),
+        outcome_unknown: claim.intent.outcome_unknown,
+        new_key_if_untouched: claim.intent.new_key_if_untouched,
+        queued: false,
+        alert: false,
+    }
+}
+
+/// True when a call that moves money, with its whole timeout and a margin, ends before the
+/// attempt's lease does. A call once started is never cut off at a deadline.
+fn fits_in_lease(kassa: &Kassa, claim: &Claim) -> bool {
+    let needed = chrono::Duration::from_std(kassa.config.retry.pg_timeout + LEASE_MARGIN)
+        .unwrap_or(chrono::Duration::MAX);
+    kassa.env.now() + needed <= claim.lease_until
+}
+
+fn health_of(error: &GatewayError) -> Health {
+    if error.is_outage() {
+        Health::Outage
+    } else {
+        Health::Answered
+    }
+}
+
+/// One attempt. Without a guard against a repeated cancel (Payple: no key, and an inquiry that
+/// shows no refunds), an attempt after an unknown outcome sends nothing; with one, it asks the
+/// PG first, and after a refusal the PG keeps under the key it moves to a new key generation
+/// only if the record shows nothing refunded. Then it sends, and classifies the answer.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one decision per PG answer, read top to bottom"
+)]
+async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> (AttemptResult, Health) {
+    let intent = &claim.intent;
+    let payment = &claim.payment;
+    let Some(gateway) = kassa.gateways.get(payment.provider) else {
+        let dead = AttemptResult::Dead {
+            error: format!(
+                "{} is not configured in this kassa",
+                payment.provider.as_str()
+            ),
+            pg_answer: String::new(),
+            new_key_if_untouched: intent.new_key_if_untouched,
+        };
+        return (dead, Health::NotAsked);
+    };
+    let keeps = gateway.keeps_answers_under_key();
+    if !gateway.cancels_are_guarded() {
+        if intent.outcome_unknown {
+            let unknown = AttemptResult::Unknown {
+                error: "an earlier attempt was cut off after it may have reached the PG, and this PG cannot be asked whether it refunded".into(),
+            };
+            return (unknown, Health::NotAsked);
+        }
+        if !fits_in_lease(kassa, claim) {
+            return (not_sent(kassa, claim), Health::NotAsked);
+        }
+        let request = cancel_request(intent, payment);
+        return match gateway.cancel(&request).await {
+            Ok(receipt) => (refunded(receipt), Health::Answered),
+            Err(error @ (GatewayError::Transient(_) | GatewayError::Throttled(_))) => (
+                retry(kassa, claim, mode, error.to_string(), RetryFlags::KNOWN),
+                Health::Outage,
+            ),
+            Err(error @ (GatewayError::Credentials(_) | GatewayError::NotFound)) => (
+                AttemptResult::Dead {
+                    error: error.to_string(),
+                    pg_answer: String::new(),
+                    new_key_if_untouched: false,
+                },
+                Health::Answered,
+            ),
+            Err(error) => {
+                let health = health_of(&error);
+                (
+                    AttemptResult::Unknown {
+                        error: error.to_string(),
+                    },
+                    health,
+                )
+            }
+        };
+    }
+    let mut sending = intent.clone();
+    if intent.outcome_unknown || intent.new_key_if_untouched {
+        let pg = match gateway.fetch_payment(&payment.pg_tid).await {
+            Ok(pg) => pg,
+            Err(error) => {
+                let health = health_of(&error);
+                let error = format!("asking the PG first failed: {error}");
+                return (
+                    retry(kassa, claim, mode, error, RetryFlags::unchanged(claim)),
+                    health,
+                );
+            }
+        };
+        if let Some(done) = converge(intent, &pg, kassa.env.now()) {
+            return (done, Health::Answered);
+        }
+        if pg.balance() != intent.balance_before {
+            let dead = AttemptResult::Dead {
+                error: "the PG's balance matches neither before nor after this cancel".into(),
+                pg_answer: describe(&pg),
+                new_key_if_untouched: intent.new_key_if_untouched,
+            };
+            return (dead, Health::Answered);
+        }
+        if intent.new_key_if_untouched && keeps {
+            if let Some(unknown) = unknown_refund(&pg, &claim.known_refunds) {
+                let dead = AttemptResult::Dead {
+                    error: format!(
+                        "the PG's record shows a refund kassa does not know ({unknown}); a new key could refund twice"
+                    ),
+                    pg_answer: describe(&pg),
+                    new_key_if_untouched: true,
+                };
+                return (dead, Health::Answered);
+            }
+            let why = format!(
+                "the PG kept a refusal under key {}; its record shows the balance kassa expects ({}) and only the refunds kassa knows",
+                intent.pg_key_now(),
+                pg.balance()
+            );
+            match kassa
+                .store
+                .new_key_generation(claim, why, kassa.env.now())
+                .await
+            {
+                Ok(Some(updated)) => sending = updated,
+                Ok(None) => {
+                    // Another attempt holds the intent now; this one sends nothing.
+                    return (not_sent(kassa, claim), Health::Answered);
                 }
-            } else {
-                AttemptResult::Retry {
-                    error,
-                    due: after(schedule.delay(made, random)),
-                    outcome_unknown,
-                    queued: true,
-                    alert: true,
+                Err(error) => {
+                    let error = format!("the new key generation could not be stored: {error}");
+                    return (
+                        retry(kassa, claim, mode, error, RetryFlags::unchanged(claim)),
+                        Health::Answered,
+                    );
+                }
+            }
+        }
+    }
+    if !fits_in_lease(kassa, claim) {
+        return (not_sent(kassa, claim), Health::NotAsked);
+    }
+    let request = cancel_request(&sending, payment);
+    match gateway.cancel(&request).await {
+        Ok(receipt) => (refunded(receipt), Health::Answered),
+        Err(error @ GatewayError::Transient(_)) => (
+            retry(kassa, claim, mode, error.to_string(), RetryFlags::KNOWN),
+            Health::Outage,
+        ),
+        Err(error @ GatewayError::Throttled(_)) => {
+            let flags = RetryFlags {
+                outcome_unknown: false,
+                new_key_if_untouched: keeps,
+            };
+            (
+                retry(kassa, claim, mode, error.to_string(), flags),
+                Health::Outage,
+            )
+        }
+        Err(error @ (GatewayError::NotFound | GatewayError::Credentials(_))) => (
+            AttemptResult::Dead {
+                error: error.to_string(),
+                pg_answer: String::new(),
+                new_key_if_untouched: keeps,
+            },
+            Health::Answered,
+        ),
+        Err(error) => {
+            // Unknown, refused, "already cancelled", another balance or unreadable: the PG's
+            // record decides.
+            let unknown = matches!(
+                error,
+                GatewayError::UnknownOutcome(_) | GatewayError::BadResponse(_)
+            );
+            let health = health_of(&error);
+            // A refusal the PG keeps under the key: the next try needs a new one.
+            let new_key = keeps && !unknown;
+            match gateway.fetch_payment(&payment.pg_tid).await {
+                Ok(pg) => {
+                    if let Some(done) = converge(intent, &pg, kassa.env.now()) {
+                        return (done, Health::Answered);
+                    }
+                    if unknown && pg.balance() == intent.balance_before {
+                        // Nothing happened at the PG yet. The same key goes again: the PG may
+                        // still carry out the first request, and only the key stops a double.
+                        let flags = RetryFlags {
+                            outcome_unknown: true,
+                            new_key_if_untouched: false,
+                        };
+                        return (retry(kassa, claim, mode, error.to_string(), flags), health);
+                    }
+                    let dead = AttemptResult::Dead {
+                        error: error.to_string(),
+                        pg_answer: describe(&pg),
+                        new_key_if_untouched: new_key,
+                    };
+                    (dead, Health::Answered)
+                }
+                Err(query_error) => {
+                    let flags = RetryFlags {
+                        outcome_unknown: unknown,
+                        new_key_if_untouched: new_key,
+                    };
+                    let error = format!("{error}; and asking the PG failed: {query_error}");
+                    (retry(kassa, claim, mode, error, flags), health)
                 }
             }
         }
     }
 }
 
-/// One attempt: ask the PG first if the last outcome is unknown, then send the cancel, and
-/// classify what comes back.
-async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> AttemptResult {
-    let intent = &claim.intent;
-    let payment = &claim.payment;
-    let Some(gateway) = kassa.gateways.get(payment.provider) else {
-        return AttemptResult::Dead {
-            error: format!(
-                "{} is not configured in this kassa",
-                payment.provider.as_str()
-            ),
-            pg_answer: String::new(),
-        };
-    };
-    // Without a guard against a repeated cancel (Payple), every retry asks the PG first.
-    if intent.outcome_unknown || (!gateway.cancels_are_guarded() && intent.attempts > 0) {
-        match gateway.fetch_payment(&payment.pg_tid).await {
-            Ok(pg) => {
-                if let Some(done) = converge(intent, &pg, kassa.env.now()) {
-                    return done;
-                }
-                if pg.balance() != intent.balance_before {
-                    return AttemptResult::Dead {
-                        error: "the PG's balance matches neither before nor after this cancel"
-                            .into(),
-                        pg_answer: describe(&pg),
-                    };
-                }
-            }
-            Err(error) => {
-                return retry(
-                    kassa,
-                    claim,
-                    mode,
-                    format!("re-query failed: {error}"),
-                    true,
-                );
-            }
-        }
-    }
-    let request = CancelRequest {
+fn cancel_request(intent: &CancelIntent, payment: &crate::domain::Payment) -> CancelRequest {
+    CancelRequest {
         pg_tid: payment.pg_tid.clone(),
         order_id: payment.order_id.as_str().to_owned(),
         amount: intent.amount,
         balance_before: intent.balance_before,
         reason: intent.reason.clone(),
-        idempotency_key: intent.pg_key.clone(),
-    };
-    match gateway.cancel(&request).await {
-        Ok(receipt) => AttemptResult::Refunded {
-            pg_cancel_id: receipt.pg_cancel_id,
-            at: receipt.at,
-        },
-        Err(error @ GatewayError::Transient(_)) => {
-            retry(kassa, claim, mode, error.to_string(), false)
-        }
-        Err(error @ (GatewayError::NotFound | GatewayError::Credentials(_))) => {
-            AttemptResult::Dead {
-                error: error.to_string(),
-                pg_answer: String::new(),
+        idempotency_key: intent.pg_key_now(),
+    }
+}
+
+fn refunded(receipt: crate::gateway::CancelReceipt) -> AttemptResult {
+    AttemptResult::Refunded {
+        pg_cancel_id: receipt.pg_cancel_id,
+        at: receipt.at,
+        warning: receipt.warning,
+    }
+}
+
+/// A refund in the PG's record that is none of the refunds kassa knows, if there is one:
+/// matched by the PG's cancel id, or by amount for refunds kassa recorded without one.
+fn unknown_refund(pg: &PgPayment, known: &[(String, Amount)]) -> Option<String> {
+    let mut unmatched: Vec<&(String, Amount)> = known.iter().collect();
+    for entry in &pg.cancellations {
+        let by_id = unmatched
+            .iter()
+            .position(|(id, _)| !id.is_empty() && *id == entry.pg_cancel_id);
+        let by_amount = || {
+            unmatched
+                .iter()
+                .position(|(id, amount)| id.is_empty() && *amount == entry.amount)
+        };
+        match by_id.or_else(by_amount) {
+            Some(index) => {
+                unmatched.remove(index);
             }
-        }
-        Err(error) => {
-            // Unknown, refused, "already cancelled" or unreadable: the PG's record decides.
-            let unknown = matches!(
-                error,
-                GatewayError::UnknownOutcome(_) | GatewayError::BadResponse(_)
-            );
-            match gateway.fetch_payment(&payment.pg_tid).await {
-                Ok(pg) => {
-                    if let Some(done) = converge(intent, &pg, kassa.env.now()) {
-                        return done;
-                    }
-                    if unknown && pg.balance() == intent.balance_before {
-                        // Nothing happened at the PG: an ordinary retry.
-                        return retry(kassa, claim, mode, error.to_string(), false);
-                    }
-                    AttemptResult::Dead {
-                        error: error.to_string(),
-                        pg_answer: describe(&pg),
-                    }
-                }
-                Err(query_error) => retry(
-                    kassa,
-                    claim,
-                    mode,
-                    format!("{error}; and the re-query failed: {query_error}"),
-                    true,
-                ),
-            }
+            None => return Some(format!("{} ({})", entry.amount, entry.pg_cancel_id)),
         }
     }
+    None
 }
 
 /// Decides from the PG's record whether `intent` is already carried out: its balance went down
@@ -431,6 +701,7 @@ fn converge(intent: &CancelIntent, pg: &PgPayment, now: DateTime<Utc>) -> Option
             .map(|entry| entry.pg_cancel_id.clone())
             .unwrap_or_default(),
         at: last.map_or(now, |entry| entry.at),
+        warning: None,
     })
 }
 
@@ -460,6 +731,12 @@ mod tests {
             state: IntentState::Open,
             outcome_unknown: false,
             pg_cancel_id: None,
+            key_generation: 0,
+            in_flight: None,
+            first_attempt_at: None,
+            new_key_if_untouched: false,
+            cancel_line_seen: false,
+            unknown_syncs: 0,
         }
     }
 
@@ -493,5 +770,15 @@ mod tests {
             Some(AttemptResult::Refunded { .. })
         ));
         assert!(converge(&intent(30, 100), &pg(100, 60), now).is_none());
+    }
+
+    #[test]
+    fn a_refund_kassa_does_not_know_blocks_a_new_key() {
+        let won = |value| Amount::non_negative(value).unwrap();
+        let record = pg(100, 30);
+        assert_eq!(unknown_refund(&record, &[("c1".into(), won(30))]), None);
+        assert_eq!(unknown_refund(&record, &[(String::new(), won(30))]), None);
+        assert!(unknown_refund(&record, &[]).is_some());
+        assert!(unknown_refund(&record, &[("other".into(), won(30))]).is_some());
     }
 }

@@ -4,6 +4,7 @@
 //! Invariant: a PG payment is stored only after kassa fetched it from the PG itself; what a
 //! browser, a redirect or a webhook says is a hint that names which payment to fetch.
 
+pub mod breaker;
 pub mod cancel;
 pub mod orders;
 pub mod partners;
@@ -25,8 +26,36 @@ pub struct Kassa {
     pub store: Store,
     pub gateways: Gateways,
     pub env: Env,
-    /// Wakes the retry worker before its next tick (a re-drive, a new job).
+    /// Wakes the worker before its next tick (a re-drive, a new job).
     pub wake: Arc<tokio::sync::Notify>,
+    /// Every attempt and job running in the background, so shutdown can wait for them.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// One circuit breaker per PG.
+    pub breakers: Arc<breaker::Breakers>,
+    /// The client alerts are posted to Slack with (not a PG's).
+    pub http: reqwest::Client,
+}
+
+impl Kassa {
+    pub fn new(
+        config: Config,
+        store: Store,
+        gateways: Gateways,
+        env: Env,
+        http: reqwest::Client,
+    ) -> Kassa {
+        let breakers = Arc::new(breaker::Breakers::new(config.retry.breaker_failures));
+        Kassa {
+            config: Arc::new(config),
+            store,
+            gateways,
+            env,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            tasks: tokio_util::task::TaskTracker::new(),
+            breakers,
+            http,
+        }
+    }
 }
 
 /// Why a flow did not do what was asked. Each variant says what the caller can do about it.

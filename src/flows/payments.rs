@@ -291,3 +291,41 @@ async fn known(kassa: &Kassa, view: PaymentView) -> Result<Completion, FlowError
     };
     Ok(Completion::RolledBack { view, admission })
 }
+
+/// Asks the PG about a stored payment again (a re-check job). A PG record whose refundable
+/// balance differs from kassa's raises a warning for a person; what to apply from it is the
+/// webhook inbox's and the re-check sweep's to decide.
+pub async fn recheck(kassa: &Kassa, payment_id: PaymentId) -> Result<(), FlowError> {
+    let Some(view) = kassa.store.payment(payment_id).await? else {
+        return Ok(());
+    };
+    let payment = &view.payment;
+    let gateway = gateway_of(kassa, payment.provider)?;
+    if !gateway.cancels_are_guarded() {
+        // Payple's inquiry shows no refunds: it cannot tell kassa anything about the balance.
+        return Ok(());
+    }
+    let pg = gateway
+        .fetch_payment(&payment.pg_tid)
+        .await
+        .map_err(FlowError::Gateway)?;
+    if pg.balance() != payment.balance() {
+        let message = format!(
+            "payment {payment_id}: the PG holds {} refundable, kassa {}; a refund may have been made outside kassa",
+            pg.balance(),
+            payment.balance()
+        );
+        tracing::warn!(payment_id = %payment_id, pg_balance = pg.balance().won(), balance = payment.balance().won(), "the PG's record differs from kassa's");
+        kassa
+            .store
+            .raise_alert(
+                kassa.env.new_uuid().as_u128(),
+                crate::store::AlertLevel::Warning,
+                "PG_RECORD_DIFFERS",
+                &message,
+                kassa.env.now(),
+            )
+            .await?;
+    }
+    Ok(())
+}

@@ -35,6 +35,15 @@ pub enum GatewayError {
     /// The PG refused; trying again will not help.
     #[error("the PG refused ({code}): {message}")]
     Refused { code: String, message: String },
+    /// The PG answered a refusal that passes (busy, throttled): nothing was executed and a later
+    /// try may succeed. A PG that keeps answers under the idempotency key (Toss) replays it for
+    /// that key, so the later try needs a new key.
+    #[error("the PG refused for now: {0}")]
+    Throttled(String),
+    /// The PG's refundable balance is not the one kassa sent (Toss `refundableAmount`): nothing
+    /// was executed; the PG's record decides.
+    #[error("the PG's refundable balance differs from kassa's: {0}")]
+    BalanceMismatch(String),
     /// The PG says the payment is already cancelled: converge on its state.
     #[error("the PG says the payment is already cancelled")]
     AlreadyCancelled,
@@ -49,7 +58,21 @@ pub enum GatewayError {
 impl GatewayError {
     /// True when the same call may simply be made again.
     pub fn is_transient(&self) -> bool {
-        matches!(self, GatewayError::Transient(_))
+        matches!(
+            self,
+            GatewayError::Transient(_) | GatewayError::Throttled(_)
+        )
+    }
+
+    /// True when the PG was unavailable (not reached, timed out, 5xx, throttled): what the
+    /// circuit breaker counts.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::Transient(_)
+                | GatewayError::UnknownOutcome(_)
+                | GatewayError::Throttled(_)
+        )
     }
 }
 
@@ -106,7 +129,7 @@ pub struct CancelRequest {
     /// refuse the cancel when theirs differs, so a stale retry cannot refund twice.
     pub balance_before: Amount,
     pub reason: String,
-    /// The cancel intent's own key; every retry of the intent sends the same one.
+    /// The key of the intent's current generation; every retry of a generation sends it.
     pub idempotency_key: String,
 }
 
@@ -116,7 +139,9 @@ pub struct CancelReceipt {
     pub pg_cancel_id: String,
     pub amount: Amount,
     pub at: DateTime<Utc>,
-    pub payment: PgPayment,
+    /// Something that went wrong beside the refund (Payple: the cash receipt was not
+    /// cancelled), for a person to know.
+    pub warning: Option<String>,
 }
 
 /// One PG.
@@ -133,6 +158,12 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
     /// When false, every retry asks the PG what happened before it sends anything.
     fn cancels_are_guarded(&self) -> bool {
         true
+    }
+
+    /// True when the PG keeps every answer, refusals too, under the idempotency key and replays
+    /// it (Toss, for 15 days): after a refusal, only a new key can succeed.
+    fn keeps_answers_under_key(&self) -> bool {
+        false
     }
 
     /// Approves an authorised payment with the order's own amount, for PGs that need the

@@ -1,16 +1,19 @@
 //! Payple (cpay): partner authentication per operation family, result inquiry, refund and the
 //! settlement inquiry, all with string-typed `PCD_*` fields.
 //!
-//! Invariants: `cst_id`, `custKey` and the refund key are read from the config for every call
-//! and never cached; only the `AuthKey` of each purpose is, for at most `AUTH_CACHE_S`; every
-//! follow-up goes where the auth answer says (`return_url`, `PCD_PAY_HOST` + `PCD_PAY_URL`);
-//! amounts are parsed strictly; no `PCD_*` secret, payer name, account or card number reaches a
-//! log line or an error message.
+//! Invariants: the partner's own `cst_id` and `custKey` are read from the config for every
+//! authentication and never cached; a follow-up sends the `cst_id`/`custKey` that the auth
+//! answer returned (Payple transforms them), kept as secrets with that purpose's `AuthKey` for
+//! at most `AUTH_CACHE_S`; every follow-up goes where the auth answer says (`return_url`,
+//! `PCD_PAY_HOST` + `PCD_PAY_URL`); amounts are parsed strictly; a refund answer other than
+//! `PAYC0000` success or an auth refusal is an unknown outcome (Payple's other codes, "already
+//! cancelled" among them, are not documented); no `PCD_*` secret, payer name, account or card
+//! number reaches a log line or an error message.
 
 use super::client::{CallKind, classify_send_error};
 use super::{
-    CancelReceipt, CancelRequest, GatewayError, GatewayFuture, Pacer, PaymentGateway,
-    PgCancellation, PgPayment, PgStatus, SettlementKind, SettlementLine, SettlementPage,
+    CancelReceipt, CancelRequest, GatewayError, GatewayFuture, Pacer, PaymentGateway, PgPayment,
+    PgStatus, SettlementKind, SettlementLine, SettlementPage,
 };
 use crate::clock::Clock;
 use crate::domain::{Amount, PgTid, Provider};
@@ -52,10 +55,13 @@ impl Purpose {
     }
 }
 
-/// A cached authentication: the key and where the follow-up goes. No partner secret in here.
+/// A cached authentication: the key, the credentials Payple returned for the follow-up, and
+/// where the follow-up goes. The partner's own credentials are not in here.
 #[derive(Debug, Clone)]
 struct Auth {
     key: Secret,
+    cst_id: Secret,
+    cust_key: Secret,
     return_url: String,
     settlement_url: String,
     use_until: DateTime<Utc>,
@@ -81,6 +87,15 @@ fn clip(text: &str) -> String {
 /// A field as Payple sends it: a string (numbers too), or absent.
 fn text<'a>(body: &'a Value, field: &str) -> &'a str {
     body.get(field).and_then(Value::as_str).unwrap_or("")
+}
+
+/// An amount field that old official examples give as a JSON number, others as a string.
+fn number_or_text(body: &Value, field: &str) -> String {
+    match body.get(field) {
+        Some(Value::Number(number)) => number.to_string(),
+        Some(Value::String(text)) => text.clone(),
+        _ => String::new(),
+    }
 }
 
 /// Payple sends amounts as strings of digits; nothing else is an amount.
@@ -223,13 +238,21 @@ impl PaypleGateway {
             )));
         }
         let (auth_key, return_url) = (text(&answer, "AuthKey"), text(&answer, "return_url"));
+        let (cst_id, cust_key) = (text(&answer, "cst_id"), text(&answer, "custKey"));
         if auth_key.is_empty() || !return_url.starts_with("http") {
             return Err(GatewayError::BadResponse(
                 "Payple's auth answer has no AuthKey or return_url".into(),
             ));
         }
+        if cst_id.is_empty() || cust_key.is_empty() {
+            return Err(GatewayError::BadResponse(
+                "Payple's auth answer has no cst_id or custKey for the follow-up".into(),
+            ));
+        }
         let auth = Auth {
             key: Secret::new(auth_key),
+            cst_id: Secret::new(cst_id),
+            cust_key: Secret::new(cust_key),
             return_url: return_url.to_owned(),
             settlement_url: format!(
                 "{}{}",
@@ -267,8 +290,8 @@ impl PaypleGateway {
         let (pay_type, date, order) = split_ref(pg_tid)?;
         let auth = self.auth(Purpose::Check).await?;
         let body = json!({
-            "PCD_CST_ID": self.cst_id.expose(),
-            "PCD_CUST_KEY": self.cust_key.expose(),
+            "PCD_CST_ID": auth.cst_id.expose(),
+            "PCD_CUST_KEY": auth.cust_key.expose(),
             "PCD_AUTH_KEY": auth.key.expose(),
             "PCD_PAYCHK_FLAG": "Y",
             "PCD_PAY_TYPE": pay_type,
@@ -281,41 +304,20 @@ impl PaypleGateway {
         if text(&answer, "PCD_PAY_RST") != "success" {
             return Err(self.refusal(Purpose::Check, &answer).await);
         }
-        let total = parse_won(text(&answer, "PCD_PAY_TOTAL"))?;
-        // Payple's inquiry answer in the sandbox carries the refunded total [inferred field].
-        let refunded = match text(&answer, "PCD_REFUND_TOTAL") {
-            "" => 0,
-            raw => parse_won(raw)?,
-        };
+        let total = parse_won(&number_or_text(&answer, "PCD_PAY_TOTAL"))?;
         let amount = Amount::non_negative(total)
             .map_err(|error| GatewayError::BadResponse(error.to_string()))?;
-        let cancelled = Amount::non_negative(refunded)
-            .map_err(|error| GatewayError::BadResponse(error.to_string()))?;
-        if cancelled > amount {
-            return Err(GatewayError::BadResponse("refunded more than paid".into()));
-        }
-        let cancellations = if cancelled.is_zero() {
-            Vec::new()
-        } else {
-            vec![PgCancellation {
-                pg_cancel_id: String::new(),
-                amount: cancelled,
-                at: self.clock.now(),
-            }]
-        };
+        // No published inquiry answer shows refunds: this is what was paid, nothing more. Who
+        // reads it must not take "no refund shown" for "nothing refunded".
         Ok(PgPayment {
             pg_tid: pg_tid.clone(),
             order_id: text(&answer, "PCD_PAY_OID").to_owned(),
-            status: if cancelled == amount && !amount.is_zero() {
-                PgStatus::Cancelled
-            } else {
-                PgStatus::Paid
-            },
+            status: PgStatus::Paid,
             amount,
-            cancelled_amount: cancelled,
+            cancelled_amount: Amount::ZERO,
             currency: "KRW".into(),
             paid_at: pay_time(text(&answer, "PCD_PAY_TIME")),
-            cancellations,
+            cancellations: Vec::new(),
         })
     }
 
@@ -323,8 +325,8 @@ impl PaypleGateway {
         let (_, date, order) = split_ref(&request.pg_tid)?;
         let auth = self.auth(Purpose::Cancel).await?;
         let body = json!({
-            "PCD_CST_ID": self.cst_id.expose(),
-            "PCD_CUST_KEY": self.cust_key.expose(),
+            "PCD_CST_ID": auth.cst_id.expose(),
+            "PCD_CUST_KEY": auth.cust_key.expose(),
             "PCD_AUTH_KEY": auth.key.expose(),
             "PCD_REFUND_KEY": self.refund_key.expose(),
             "PCD_PAYCANCEL_FLAG": "Y",
@@ -335,27 +337,36 @@ impl PaypleGateway {
         let answer = self
             .post_json(&auth.return_url, &body, CallKind::Mutation)
             .await?;
-        if text(&answer, "PCD_PAY_RST") != "success" || text(&answer, "PCD_PAY_CODE") != REFUND_OK {
-            return Err(GatewayError::Refused {
-                code: clip(text(&answer, "PCD_PAY_CODE")),
-                message: clip(text(&answer, "PCD_PAY_MSG")),
-            });
+        let code = text(&answer, "PCD_PAY_CODE");
+        if text(&answer, "PCD_PAY_RST") != "success" || code != REFUND_OK {
+            let described = format!(
+                "Payple answered the refund with {} ({}): {}",
+                clip(text(&answer, "PCD_PAY_RST")),
+                clip(code),
+                clip(text(&answer, "PCD_PAY_MSG"))
+            );
+            if code.starts_with("AUTH") {
+                // The partner authentication was refused: the refund was not carried out.
+                self.auths.lock().await.remove(&Purpose::Cancel);
+                return Err(GatewayError::Transient(described));
+            }
+            // Payple documents no refusal codes ("already cancelled" included): what this answer
+            // means for the money is unknown, and Payple cannot be asked.
+            return Err(GatewayError::UnknownOutcome(described));
         }
-        let payment = self.inquire(&request.pg_tid).await.unwrap_or(PgPayment {
-            pg_tid: request.pg_tid.clone(),
-            order_id: order.to_owned(),
-            status: PgStatus::Paid,
-            amount: request.balance_before,
-            cancelled_amount: request.amount,
-            currency: "KRW".into(),
-            paid_at: None,
-            cancellations: Vec::new(),
+        let taxsave = text(&answer, "PCD_TAXSAVE_RST");
+        let warning = (!taxsave.is_empty() && taxsave != "Y" && taxsave != "success").then(|| {
+            format!(
+                "Payple could not cancel the cash receipt ({}): {}",
+                clip(taxsave),
+                clip(text(&answer, "PCD_PAY_MSG"))
+            )
         });
         Ok(CancelReceipt {
             pg_cancel_id: clip(text(&answer, "PCD_PAY_CARDTRADENUM")),
             amount: request.amount,
             at: pay_time(text(&answer, "PCD_PAY_TIME")).unwrap_or_else(|| self.clock.now()),
-            payment,
+            warning,
         })
     }
 
@@ -369,8 +380,8 @@ impl PaypleGateway {
         let auth = self.auth(Purpose::Settlement).await?;
         let day = date.format("%Y%m%d").to_string();
         let mut body = json!({
-            "PCD_CST_ID": self.cst_id.expose(),
-            "PCD_CUST_KEY": self.cust_key.expose(),
+            "PCD_CST_ID": auth.cst_id.expose(),
+            "PCD_CUST_KEY": auth.cust_key.expose(),
             "PCD_AUTH_KEY": auth.key.expose(),
             "PCD_SETTLEMENT_FLAG": "Y",
             "PCD_START_DATE": day,
@@ -405,6 +416,7 @@ impl PaypleGateway {
         let records = content
             .iter()
             .map(|line| SettlementLine {
+                cancel_at: pay_time(text(line, "PCD_PAY_CANCEL_TIME")),
                 kind: if text(line, "PCD_TXN_TYPE") == "CANCEL" {
                     SettlementKind::Cancel
                 } else {

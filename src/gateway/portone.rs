@@ -339,7 +339,7 @@ impl PortOneGateway {
                         .unwrap_or_default(),
                     amount: request.amount,
                     at: last.map_or_else(|| self.clock.now(), |entry| entry.at),
-                    payment,
+                    warning: None,
                 })
             }
             (_, _) if envelope.message.as_deref() == Some(ALREADY_CANCELLED_MESSAGE) => {

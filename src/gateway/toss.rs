@@ -3,8 +3,13 @@
 //! `Idempotency-Key`.
 //!
 //! Invariants: the secret key never reaches a log line or an error; a cancel always carries the
-//! intent's own key, so a repeat within Toss's 15 days replays the first answer instead of
-//! refunding again; 5xx and lost answers of a confirm or cancel are `UnknownOutcome`.
+//! key of its intent's current generation, so a repeat within Toss's 15 days replays the first
+//! answer instead of refunding again, and the balance kassa expects (`refundableAmount`), so a
+//! cancel against another balance is refused; 5xx, lost answers and 409
+//! `IDEMPOTENT_REQUEST_PROCESSING` of a confirm or cancel are `UnknownOutcome`; a 4xx refusal
+//! that passes (`FORBIDDEN_CONSECUTIVE_REQUEST`, `PROVIDER_ERROR`) is `Throttled`, because Toss
+//! replays it under the same key; two cancels of one `paymentKey` are at least
+//! `CANCEL_GAP` apart.
 
 use super::client::{CallKind, classify_send_error, read_capped};
 use super::{
@@ -22,6 +27,10 @@ use std::sync::Arc;
 
 /// Longest PG message kept in an error.
 const MESSAGE_CHARS_MAX: usize = 200;
+/// Toss processes two cancels of one payment within a second once: kassa keeps them apart.
+pub const CANCEL_GAP: std::time::Duration = std::time::Duration::from_millis(1_100);
+/// Most payments whose last cancel time is remembered for `CANCEL_GAP`.
+const CANCEL_TIMES_MAX: usize = 10_000;
 
 #[derive(Debug)]
 pub struct TossGateway {
@@ -32,6 +41,8 @@ pub struct TossGateway {
     clock: Arc<dyn Clock>,
     /// Keeps settlement pages `settlement_sync.page_interval_ms` apart.
     pacer: Pacer,
+    /// When each payment's last cancel was sent, to keep the next `CANCEL_GAP` later.
+    last_cancels: tokio::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +66,13 @@ struct SettlementWire {
 struct FeeWire {
     #[serde(default)]
     fee: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SettlementCancelWire {
+    #[serde(default)]
+    canceled_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +133,13 @@ fn to_payment(wire: PaymentWire) -> Result<PgPayment, GatewayError> {
     };
     let amount = won(wire.total_amount)?;
     let balance = won(wire.balance_amount.unwrap_or(wire.total_amount))?;
+    // Partial cancels that add up to the whole stay PARTIAL_CANCELED with nothing left.
+    let status =
+        if status == PgStatus::Paid && wire.status == "PARTIAL_CANCELED" && balance.is_zero() {
+            PgStatus::Cancelled
+        } else {
+            status
+        };
     let cancellations = wire
         .cancels
         .unwrap_or_default()
@@ -155,13 +180,21 @@ fn classify(status: reqwest::StatusCode, body: &[u8], kind: CallKind) -> Gateway
         clip(&error.message)
     );
     match error.code.as_str() {
-        "ALREADY_CANCELED_PAYMENT" => GatewayError::AlreadyCancelled,
+        // Partial cancels to zero answer NOT_CANCELABLE_AMOUNT, not ALREADY_CANCELED_PAYMENT:
+        // both are "already done" once the record shows it.
+        "ALREADY_CANCELED_PAYMENT" | "NOT_CANCELABLE_AMOUNT" => GatewayError::AlreadyCancelled,
+        "NOT_MATCHES_REFUNDABLE_AMOUNT" => GatewayError::BalanceMismatch(described),
         "NOT_FOUND_PAYMENT" | "NOT_FOUND_PAYMENT_SESSION" => GatewayError::NotFound,
         "UNAUTHORIZED_KEY" | "INVALID_API_KEY" | "INVALID_SECRET_KEY" => {
             GatewayError::Credentials(described)
         }
-        "PROVIDER_ERROR" | "FORBIDDEN_CONSECUTIVE_REQUEST" | "IDEMPOTENT_REQUEST_PROCESSING" => {
-            GatewayError::Transient(described)
+        // The first request with this key is still running: its outcome is not known yet.
+        "IDEMPOTENT_REQUEST_PROCESSING" => match kind {
+            CallKind::Mutation => GatewayError::UnknownOutcome(described),
+            CallKind::Query => GatewayError::Transient(described),
+        },
+        "PROVIDER_ERROR" | "FORBIDDEN_CONSECUTIVE_REQUEST" if !status.is_server_error() => {
+            GatewayError::Throttled(described)
         }
         _ if status.is_server_error() => match kind {
             CallKind::Mutation => GatewayError::UnknownOutcome(described),
@@ -196,6 +229,7 @@ impl TossGateway {
             authorization: Secret::new(format!("Basic {encoded}")),
             clock,
             pacer: Pacer::new(settlement_interval),
+            last_cancels: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -262,7 +296,15 @@ impl TossGateway {
                             .try_fold(0_i64, |sum, fee| sum.checked_add(fee.fee))
                     })
                 });
+                let cancel_at = record
+                    .cancel
+                    .as_ref()
+                    .and_then(|cancel| {
+                        serde_json::from_value::<SettlementCancelWire>(cancel.clone()).ok()
+                    })
+                    .and_then(|cancel| time(cancel.canceled_at.as_deref()));
                 SettlementLine {
+                    cancel_at,
                     kind: if record
                         .cancel
                         .as_ref()
@@ -337,12 +379,17 @@ impl TossGateway {
             self.base_url,
             request.pg_tid.as_str()
         );
-        let body = serde_json::json!({ "cancelReason": request.reason, "cancelAmount": request.amount.won() });
+        let body = serde_json::json!({
+            "cancelReason": request.reason,
+            "cancelAmount": request.amount.won(),
+            "refundableAmount": request.balance_before.won(),
+        });
         let builder = self
             .http
             .post(url)
             .header("Idempotency-Key", &request.idempotency_key)
             .json(&body);
+        self.keep_apart(request.pg_tid.as_str()).await;
         let payment = self.call(CallKind::Mutation, builder).await?;
         let last = payment.cancellations.last().cloned();
         Ok(CancelReceipt {
@@ -352,8 +399,22 @@ impl TossGateway {
                 .unwrap_or_default(),
             amount: request.amount,
             at: last.map_or_else(|| self.clock.now(), |cancel| cancel.at),
-            payment,
+            warning: None,
         })
+    }
+
+    /// Waits until `CANCEL_GAP` has passed since the last cancel of `payment_key`, then counts
+    /// this one as sent. Callers of one payment queue on the lock.
+    async fn keep_apart(&self, payment_key: &str) {
+        let mut last = self.last_cancels.lock().await;
+        if let Some(previous) = last.get(payment_key) {
+            tokio::time::sleep_until(*previous + CANCEL_GAP).await;
+        }
+        let now = tokio::time::Instant::now();
+        if last.len() >= CANCEL_TIMES_MAX {
+            last.retain(|_, at| now.duration_since(*at) < CANCEL_GAP);
+        }
+        last.insert(payment_key.to_owned(), now);
     }
 }
 
@@ -372,6 +433,10 @@ impl PaymentGateway for TossGateway {
 
     fn confirm<'a>(&'a self, request: &'a ConfirmRequest) -> GatewayFuture<'a, PgPayment> {
         Box::pin(self.confirm_payment(request))
+    }
+
+    fn keeps_answers_under_key(&self) -> bool {
+        true
     }
 
     fn fetch_by_order<'a>(&'a self, order_id: &'a str) -> GatewayFuture<'a, PgPayment> {
@@ -400,15 +465,50 @@ mod tests {
             classify(bad, &body("ALREADY_CANCELED_PAYMENT"), CallKind::Mutation),
             GatewayError::AlreadyCancelled
         );
-        assert!(classify(bad, &body("PROVIDER_ERROR"), CallKind::Mutation).is_transient());
-        assert!(
+        assert!(matches!(
+            classify(bad, &body("PROVIDER_ERROR"), CallKind::Mutation),
+            GatewayError::Throttled(_)
+        ));
+        assert!(matches!(
             classify(
                 reqwest::StatusCode::FORBIDDEN,
                 &body("FORBIDDEN_CONSECUTIVE_REQUEST"),
                 CallKind::Mutation
-            )
-            .is_transient()
+            ),
+            GatewayError::Throttled(_)
+        ));
+        assert!(matches!(
+            classify(
+                reqwest::StatusCode::CONFLICT,
+                &body("IDEMPOTENT_REQUEST_PROCESSING"),
+                CallKind::Mutation
+            ),
+            GatewayError::UnknownOutcome(_)
+        ));
+        assert!(matches!(
+            classify(
+                reqwest::StatusCode::INTERNAL_SERVER_ERROR,
+                &body("PROVIDER_ERROR"),
+                CallKind::Mutation
+            ),
+            GatewayError::UnknownOutcome(_)
+        ));
+        assert_eq!(
+            classify(
+                reqwest::StatusCode::FORBIDDEN,
+                &body("NOT_CANCELABLE_AMOUNT"),
+                CallKind::Mutation
+            ),
+            GatewayError::AlreadyCancelled
         );
+        assert!(matches!(
+            classify(
+                bad,
+                &body("NOT_MATCHES_REFUNDABLE_AMOUNT"),
+                CallKind::Mutation
+            ),
+            GatewayError::BalanceMismatch(_)
+        ));
         assert!(matches!(
             classify(
                 reqwest::StatusCode::FORBIDDEN,

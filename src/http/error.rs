@@ -99,9 +99,10 @@ impl From<GatewayError> for ApiError {
             {
                 (StatusCode::GATEWAY_TIMEOUT, "PG_TIMEOUT")
             }
-            GatewayError::Transient(_) | GatewayError::UnknownOutcome(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "PG_UNAVAILABLE")
-            }
+            GatewayError::Transient(_)
+            | GatewayError::UnknownOutcome(_)
+            | GatewayError::Throttled(_) => (StatusCode::SERVICE_UNAVAILABLE, "PG_UNAVAILABLE"),
+            GatewayError::BalanceMismatch(_) => (StatusCode::CONFLICT, "PG_BALANCE_DIFFERS"),
             GatewayError::Refused { .. } => (StatusCode::BAD_GATEWAY, "PG_REFUSED"),
             GatewayError::AlreadyCancelled => (StatusCode::CONFLICT, "PG_ALREADY_CANCELLED"),
             GatewayError::Credentials(_) => (StatusCode::BAD_GATEWAY, "PG_CREDENTIALS"),

@@ -72,8 +72,8 @@ pub struct Texts {
     pub bad_request: &'static str,
     pub try_later: &'static str,
     pub cancel: &'static str,
-    pub results: [(&'static str, &'static str); 9],
-    pub statuses: [(&'static str, &'static str); 8],
+    pub results: [(&'static str, &'static str); 11],
+    pub statuses: [(&'static str, &'static str); 10],
 }
 
 impl Texts {
@@ -122,12 +122,20 @@ pub static KO: Texts = Texts {
         ("CANCELLED", "결제가 취소되었습니다."),
         ("CANCEL_PENDING", "취소를 처리하고 있습니다…"),
         (
+            "CANCEL_UNKNOWN",
+            "환불 결과를 확인하고 있습니다. 확인되면 반영됩니다.",
+        ),
+        (
             "CANCEL_FAILED",
             "취소를 처리하지 못했습니다. 상점에서 확인 중입니다.",
         ),
         (
             "ROLLBACK_PENDING",
             "결제 금액이 주문과 달라 환불을 진행하고 있습니다…",
+        ),
+        (
+            "ROLLBACK_UNKNOWN",
+            "결제 금액이 주문과 달라 환불했으며, 환불 결과를 확인하고 있습니다.",
         ),
         (
             "ROLLBACK_REFUNDED",
@@ -147,8 +155,10 @@ pub static KO: Texts = Texts {
         ("CANCEL_REQUESTED", "취소요청"),
         ("PARTIALLY_CANCELLED", "부분취소"),
         ("CANCELLED", "취소완료"),
+        ("CANCEL_UNKNOWN", "환불확인중"),
         ("CANCEL_FAILED", "취소실패"),
         ("ROLLBACK_PENDING", "환불진행"),
+        ("ROLLBACK_UNKNOWN", "환불확인중"),
         ("ROLLBACK_REFUNDED", "환불완료"),
         ("ROLLBACK_FAILED", "환불실패"),
     ],
@@ -184,12 +194,20 @@ pub static EN: Texts = Texts {
         ("CANCELLED", "The payment was cancelled."),
         ("CANCEL_PENDING", "Processing the cancellation…"),
         (
+            "CANCEL_UNKNOWN",
+            "The refund is being checked; it shows here once confirmed.",
+        ),
+        (
             "CANCEL_FAILED",
             "The cancellation could not be processed; the shop is looking into it.",
         ),
         (
             "ROLLBACK_PENDING",
             "The amount did not match the order; refunding it…",
+        ),
+        (
+            "ROLLBACK_UNKNOWN",
+            "The amount did not match the order; the refund is being checked.",
         ),
         (
             "ROLLBACK_REFUNDED",
@@ -209,8 +227,10 @@ pub static EN: Texts = Texts {
         ("CANCEL_REQUESTED", "Cancel requested"),
         ("PARTIALLY_CANCELLED", "Partly cancelled"),
         ("CANCELLED", "Cancelled"),
+        ("CANCEL_UNKNOWN", "Refund being checked"),
         ("CANCEL_FAILED", "Cancel failed"),
         ("ROLLBACK_PENDING", "Refunding"),
+        ("ROLLBACK_UNKNOWN", "Refund being checked"),
         ("ROLLBACK_REFUNDED", "Refunded"),
         ("ROLLBACK_FAILED", "Refund failed"),
     ],

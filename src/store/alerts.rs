@@ -1,11 +1,12 @@
 //! The alert outbox: alerts are written in the same transaction as the event that causes them,
-//! then delivered (logged, and sent to Slack when configured) by the alert sender, and kept for
-//! the admin page.
+//! each with its delivery job in the queue, then delivered (logged once, and sent to Slack when
+//! configured) by the worker, and kept for the admin page.
 
 use super::codec::{decode, encode};
 use super::orders::millis_to_time;
+use super::queue::{JobClaim, JobOutcome, enqueue, finish_job};
 use super::{Store, StoreError, tables};
-use crate::domain::PaymentId;
+use crate::domain::{Job, PaymentId};
 use chrono::{DateTime, Utc};
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -97,8 +98,20 @@ pub(super) fn insert_alert(
     let bytes = encode(ALERT_RECORD, &record)?;
     txn.open_table(tables::ALERTS)?
         .insert(id, bytes.as_slice())?;
-    txn.open_table(tables::ALERTS_UNSENT)?.insert(id, ())?;
+    enqueue(txn, id, &Job::Alert { alert_id: id }, None, now)?;
     Ok(())
+}
+
+/// When an undelivered alert of schema 1 was to be tried next.
+pub(super) fn next_try_of(txn: &WriteTransaction, id: u128) -> Result<DateTime<Utc>, StoreError> {
+    let bytes = txn
+        .open_table(tables::ALERTS)?
+        .get(id)?
+        .map(|value| value.value().to_vec());
+    match bytes {
+        Some(bytes) => decode_alert(id, &bytes).map(|alert| alert.next_try_at),
+        None => millis_to_time(0),
+    }
 }
 
 fn decode_alert(id: u128, bytes: &[u8]) -> Result<Alert, StoreError> {
@@ -122,41 +135,58 @@ fn decode_alert(id: u128, bytes: &[u8]) -> Result<Alert, StoreError> {
 }
 
 impl Store {
-    /// Alerts waiting for delivery whose next try is due, oldest first.
-    pub async fn due_alerts(
+    /// Raises an alert on its own (not part of another change).
+    pub async fn raise_alert(
         &self,
+        id: u128,
+        level: AlertLevel,
+        kind: &str,
+        message: &str,
         now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Alert>, StoreError> {
+    ) -> Result<(), StoreError> {
+        let (kind, message) = (kind.to_owned(), message.to_owned());
+        self.write(move |txn| insert_alert(txn, id, level, &kind, &message, None, now))
+            .await
+    }
+
+    /// The alert a delivery job names.
+    pub async fn alert(&self, id: u128) -> Result<Option<Alert>, StoreError> {
         self.read(move |txn| {
-            let unsent = txn.open_table(tables::ALERTS_UNSENT)?;
             let alerts = txn.open_table(tables::ALERTS)?;
-            let mut due = Vec::new();
-            for entry in unsent.iter()?.take(super::payments::LIST_SCAN_ROWS_MAX) {
-                let (key, _) = entry?;
-                if let Some(value) = alerts.get(key.value())? {
-                    let alert = decode_alert(key.value(), value.value())?;
-                    if alert.next_try_at <= now {
-                        due.push(alert);
-                        if due.len() == limit {
-                            break;
-                        }
-                    }
-                }
-            }
-            Ok(due)
+            alerts
+                .get(id)?
+                .map(|value| decode_alert(id, value.value()))
+                .transpose()
         })
         .await
     }
 
-    /// Records a delivery attempt of alert `id`.
+    /// Records a delivery attempt of alert `id` and what follows for its job, in one
+    /// transaction.
     pub async fn alert_delivered(
         &self,
+        claim: &JobClaim,
         id: u128,
         delivery: Delivery,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let (job_id, token) = (claim.queued.id, claim.token);
         self.write(move |txn| {
+            let outcome = match &delivery {
+                Delivery::Sent => JobOutcome::Done,
+                Delivery::Failed { error, next_try } => JobOutcome::Retry {
+                    error: error.clone(),
+                    due: *next_try,
+                    counted: true,
+                },
+                Delivery::GaveUp { error } => JobOutcome::GaveUp {
+                    error: error.clone(),
+                },
+            };
+            if finish_job(txn, job_id, token, &outcome)?.is_none() {
+                // Another run took the job over; its delivery is the one recorded.
+                return Ok(());
+            }
             let bytes = txn
                 .open_table(tables::ALERTS)?
                 .get(id)?
@@ -166,27 +196,21 @@ impl Store {
             };
             let mut record: AlertRecord = decode("alert", ALERT_RECORD, &bytes)?;
             record.attempts = record.attempts.saturating_add(1);
-            let done = match &delivery {
+            match &delivery {
                 Delivery::Sent => {
                     record.sent_at_ms = Some(now.timestamp_millis());
-                    true
                 }
                 Delivery::Failed { error, next_try } => {
                     record.last_error = Some(error.chars().take(ALERT_MESSAGE_CHARS_MAX).collect());
                     record.next_try_ms = next_try.timestamp_millis();
-                    false
                 }
                 Delivery::GaveUp { error } => {
                     record.last_error = Some(error.chars().take(ALERT_MESSAGE_CHARS_MAX).collect());
-                    true
                 }
-            };
+            }
             let bytes = encode(ALERT_RECORD, &record)?;
             txn.open_table(tables::ALERTS)?
                 .insert(id, bytes.as_slice())?;
-            if done {
-                txn.open_table(tables::ALERTS_UNSENT)?.remove(id)?;
-            }
             Ok(())
         })
         .await

@@ -1,66 +1,54 @@
-//! The cancel pipeline in redb: cancel intents, their retry jobs, claims with leases, attempt
-//! outcomes and the idempotency keys of cancel requests. Dead letters live in `dead_letters`.
+//! The cancel pipeline in redb: cancel requests and their idempotency keys, claims of cancel
+//! attempts, key generations, and attempt outcomes. Intents live in `intents`, the queue and
+//! the turn rule in `queue`, dead letters in `dead_letters`.
 //!
 //! Invariants:
 //! - an intent, its reservation on the payment and its job are written in one transaction,
 //!   before any PG call;
-//! - the intents of one payment run one at a time, oldest first: only the oldest open intent can
-//!   be claimed, and only while no other intent of the payment holds an unexpired lease;
-//! - a claimed job is moved to its lease's expiry, so a crash mid-attempt makes it due again;
+//! - claiming an attempt records, in the same transaction, that attempt n started and when; an
+//!   attempt that finds its predecessor's mark still there starts as an unknown outcome;
+//! - an outcome is recorded only by the attempt that holds the intent (fenced by the attempt
+//!   number), except a refund, which is recorded whenever it is reported and never twice;
 //! - an intent is finished once: a second outcome for a finished intent changes nothing.
 
 use super::alerts::{AlertLevel, insert_alert};
 use super::codec::{decode, encode};
-use super::dead_letters::{DEAD_LETTER_RECORD, DeadLetterRecord};
-use super::orders::millis_to_time;
+use super::dead_letters::{UNKNOWN_OUTCOME_JOB, insert_dead_letter};
+use super::intents::{
+    INTENTS_PER_PAYMENT_MAX, StoredIntent, counts, get_intent, insert_intent, intents_of,
+    new_intent, put_intent,
+};
 use super::partners::{Entry, record_entry, today};
 use super::payments::{StoredPayment, append_event, clip, get_payment, put_payment, view_in_write};
+use super::queue::{
+    Gate, InFlight, JobClaim, JobOutcome, Turn, cancel_turn, claim_job, due_ids, enqueue,
+    finish_job, get_job, lease_job, millis, move_job, remove_job,
+};
 use super::{PaymentView, Store, StoreError, tables};
+use crate::domain::job::JobKind;
 use crate::domain::{
-    Amount, CancelId, CancelIntent, CancelKind, EventKind, IdempotencyKey, IntentState, Payment,
-    PaymentId, PaymentStatus,
+    Amount, AttemptMark, CancelId, CancelIntent, CancelKind, EventKind, IdempotencyKey,
+    IntentState, Job, Payment, PaymentId, PaymentStatus, Provider,
 };
 use chrono::{DateTime, Duration, Utc};
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
-const INTENT_RECORD: u8 = 1;
 const IDEMPOTENCY_RECORD: u8 = 1;
 
 /// Most characters of a PG's answer kept with a dead letter.
 pub const PG_ANSWER_CHARS_MAX: usize = 2_000;
 /// Most characters of an error kept with an intent or dead letter.
 pub const ERROR_CHARS_MAX: usize = 500;
-/// Most cancel intents one payment may have.
-pub const INTENTS_PER_PAYMENT_MAX: usize = 100;
 /// How long a cancel request's key counts as "still running" when its first request never
 /// answered (its process died): after that, repeats answer the cancel's state.
 pub const REQUEST_RUNNING_MS_MAX: i64 = 60_000;
-/// Most due jobs one claim looks at.
-pub const CLAIM_SCAN_MAX: usize = 1_000;
-
-#[derive(Serialize, Deserialize)]
-struct IntentRecord {
-    id: u128,
-    payment_id: u128,
-    kind: String,
-    amount: i64,
-    balance_before: i64,
-    reason: String,
-    pg_key: String,
-    created_at_ms: i64,
-    done_at_ms: Option<i64>,
-    attempts: u32,
-    queue_attempts: u32,
-    state: String,
-    outcome_unknown: bool,
-    pg_cancel_id: Option<String>,
-    /// Where its job sits in `JOBS` (due time), if it has one.
-    job_due_ms: Option<u64>,
-    last_error: Option<String>,
-    /// The token of the attempt that holds the intent now; a finish without it is stale.
-    claim_token: Option<u128>,
-}
+/// How long a settlement sync waits while another sync of its PG was claimed with it.
+const SYNC_WAIT_MS: u64 = 5_000;
+/// Settlement syncs without a matching CANCEL line after which an unknown refund raises an
+/// urgent alert (a missing line proves nothing, so a person must look).
+pub const UNKNOWN_SYNCS_ALERT: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct IdempotencyRecord {
@@ -71,44 +59,6 @@ struct IdempotencyRecord {
     cancel_id: Option<u128>,
     /// The request was refused as exceeding this available balance.
     exceeded_available: Option<i64>,
-}
-
-/// A stored intent with where its job is.
-#[derive(Debug, Clone)]
-pub(super) struct StoredIntent {
-    pub intent: CancelIntent,
-    pub job_due_ms: Option<u64>,
-    pub last_error: Option<String>,
-    pub claim_token: Option<u128>,
-}
-
-/// An intent claimed for one attempt, with its payment as it is now.
-#[derive(Debug, Clone)]
-pub struct Claim {
-    pub intent: CancelIntent,
-    pub payment: Payment,
-    /// Names this attempt: only its holder may record the outcome.
-    pub token: u128,
-}
-
-/// What one attempt at an intent came to.
-#[derive(Debug, Clone)]
-pub enum AttemptResult {
-    /// The PG refunded the intent's amount.
-    Refunded {
-        pg_cancel_id: String,
-        at: DateTime<Utc>,
-    },
-    /// Try again at `due`. `queued` counts it as a queue attempt; `alert` raises a warning.
-    Retry {
-        error: String,
-        due: DateTime<Utc>,
-        outcome_unknown: bool,
-        queued: bool,
-        alert: bool,
-    },
-    /// Give up: a dead letter and an urgent alert.
-    Dead { error: String, pg_answer: String },
 }
 
 /// A cancel asked for through the API.
@@ -144,202 +94,6 @@ pub enum CancelRequestOutcome {
     PaymentNotFound,
 }
 
-pub(super) fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {error}"))
-}
-
-pub(super) fn millis(at: DateTime<Utc>) -> u64 {
-    u64::try_from(at.timestamp_millis()).unwrap_or(0)
-}
-
-fn kind_of(raw: &str) -> Result<CancelKind, StoreError> {
-    [
-        CancelKind::Cancel,
-        CancelKind::RollbackAmountMismatch,
-        CancelKind::RollbackAlreadyPaid,
-    ]
-    .into_iter()
-    .find(|kind| kind.as_str() == raw)
-    .ok_or_else(|| corrupt("cancel kind", raw))
-}
-
-/// A new, open intent that has not been attempted.
-pub(super) fn new_intent(
-    id: CancelId,
-    payment_id: PaymentId,
-    kind: CancelKind,
-    amount: Amount,
-    reason: String,
-    pg_key: String,
-    now: DateTime<Utc>,
-) -> CancelIntent {
-    CancelIntent {
-        id,
-        payment_id,
-        kind,
-        amount,
-        balance_before: amount,
-        reason,
-        pg_key,
-        created_at: now,
-        done_at: None,
-        attempts: 0,
-        queue_attempts: 0,
-        state: IntentState::Open,
-        outcome_unknown: false,
-        pg_cancel_id: None,
-    }
-}
-
-fn encode_intent(stored: &StoredIntent) -> Result<Vec<u8>, StoreError> {
-    let intent = &stored.intent;
-    encode(
-        INTENT_RECORD,
-        &IntentRecord {
-            id: intent.id.as_u128(),
-            payment_id: intent.payment_id.as_u128(),
-            kind: intent.kind.as_str().to_owned(),
-            amount: intent.amount.won(),
-            balance_before: intent.balance_before.won(),
-            reason: intent.reason.clone(),
-            pg_key: intent.pg_key.clone(),
-            created_at_ms: intent.created_at.timestamp_millis(),
-            done_at_ms: intent.done_at.map(|at| at.timestamp_millis()),
-            attempts: intent.attempts,
-            queue_attempts: intent.queue_attempts,
-            state: intent.state.as_str().to_owned(),
-            outcome_unknown: intent.outcome_unknown,
-            pg_cancel_id: intent.pg_cancel_id.clone(),
-            job_due_ms: stored.job_due_ms,
-            last_error: stored.last_error.clone(),
-            claim_token: stored.claim_token,
-        },
-    )
-}
-
-fn decode_intent(bytes: &[u8]) -> Result<StoredIntent, StoreError> {
-    let record: IntentRecord = decode("cancel intent", INTENT_RECORD, bytes)?;
-    let intent = CancelIntent {
-        id: CancelId::from_u128(record.id),
-        payment_id: PaymentId::from_u128(record.payment_id),
-        kind: kind_of(&record.kind)?,
-        amount: Amount::non_negative(record.amount)
-            .map_err(|error| corrupt("cancel amount", error))?,
-        balance_before: Amount::non_negative(record.balance_before)
-            .map_err(|error| corrupt("balance", error))?,
-        reason: record.reason,
-        pg_key: record.pg_key,
-        created_at: millis_to_time(record.created_at_ms)?,
-        done_at: record.done_at_ms.map(millis_to_time).transpose()?,
-        attempts: record.attempts,
-        queue_attempts: record.queue_attempts,
-        state: IntentState::parse(&record.state)
-            .ok_or_else(|| corrupt("intent state", &record.state))?,
-        outcome_unknown: record.outcome_unknown,
-        pg_cancel_id: record.pg_cancel_id,
-    };
-    Ok(StoredIntent {
-        intent,
-        job_due_ms: record.job_due_ms,
-        last_error: record.last_error,
-        claim_token: record.claim_token,
-    })
-}
-
-pub(super) fn get_intent(
-    txn: &WriteTransaction,
-    id: CancelId,
-) -> Result<Option<StoredIntent>, StoreError> {
-    let bytes = txn
-        .open_table(tables::CANCEL_INTENTS)?
-        .get(id.as_u128())?
-        .map(|value| value.value().to_vec());
-    bytes.map(|bytes| decode_intent(&bytes)).transpose()
-}
-
-pub(super) fn put_intent(txn: &WriteTransaction, stored: &StoredIntent) -> Result<(), StoreError> {
-    let bytes = encode_intent(stored)?;
-    txn.open_table(tables::CANCEL_INTENTS)?
-        .insert(stored.intent.id.as_u128(), bytes.as_slice())?;
-    Ok(())
-}
-
-/// Moves (or removes, with `None`) an intent's job.
-pub(super) fn move_job(
-    txn: &WriteTransaction,
-    stored: &mut StoredIntent,
-    due_ms: Option<u64>,
-) -> Result<(), StoreError> {
-    let mut jobs = txn.open_table(tables::JOBS)?;
-    let id = stored.intent.id.as_u128();
-    if let Some(old) = stored.job_due_ms {
-        jobs.remove((old, id))?;
-    }
-    if let Some(due) = due_ms {
-        jobs.insert((due, id), ())?;
-    }
-    stored.job_due_ms = due_ms;
-    Ok(())
-}
-
-/// Stores a new intent with its job due now and indexes it under its payment.
-pub(super) fn insert_intent(
-    txn: &WriteTransaction,
-    intent: &CancelIntent,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let mut stored = StoredIntent {
-        intent: intent.clone(),
-        job_due_ms: None,
-        last_error: None,
-        claim_token: None,
-    };
-    move_job(txn, &mut stored, Some(millis(now)))?;
-    put_intent(txn, &stored)?;
-    txn.open_table(tables::CANCELS_BY_PAYMENT)?
-        .insert((intent.payment_id.as_u128(), intent.id.as_u128()), ())?;
-    Ok(())
-}
-
-/// A payment's intents, oldest first.
-fn intents_of(txn: &WriteTransaction, payment: PaymentId) -> Result<Vec<StoredIntent>, StoreError> {
-    let index = txn.open_table(tables::CANCELS_BY_PAYMENT)?;
-    let key = payment.as_u128();
-    let ids: Vec<u128> = index
-        .range((key, 0)..=(key, u128::MAX))?
-        .take(INTENTS_PER_PAYMENT_MAX)
-        .map(|entry| entry.map(|(key, _)| key.value().1))
-        .collect::<Result<_, _>>()?;
-    drop(index);
-    let mut intents = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(stored) = get_intent(txn, CancelId::from_u128(id))? {
-            intents.push(stored);
-        }
-    }
-    Ok(intents)
-}
-
-/// Sets the payment's status from its intents (see `Payment::settle_status`).
-pub(super) fn settle(txn: &WriteTransaction, stored: &mut StoredPayment) -> Result<(), StoreError> {
-    let intents = intents_of(txn, stored.payment.id)?;
-    let open = intents
-        .iter()
-        .filter(|stored| stored.intent.state == IntentState::Open)
-        .count();
-    let dead = intents
-        .iter()
-        .filter(|stored| stored.intent.state == IntentState::Dead)
-        .count();
-    let rollback = intents
-        .iter()
-        .any(|stored| stored.intent.kind.is_rollback());
-    stored
-        .payment
-        .settle_status(rollback, open, dead)
-        .map_err(|error| StoreError::Bug(error.to_string()))
-}
-
 fn request_cancel(
     txn: &WriteTransaction,
     request: &CancelRequest,
@@ -360,9 +114,9 @@ fn request_cancel(
         }
         let cancel = record
             .cancel_id
-            .ok_or_else(|| corrupt("idempotency key", "no cancel"))?;
+            .ok_or_else(|| StoreError::Corrupt("idempotency key without its cancel".into()))?;
         let stored = get_intent(txn, CancelId::from_u128(cancel))?
-            .ok_or_else(|| corrupt("idempotency key", "missing cancel"))?;
+            .ok_or_else(|| StoreError::Corrupt("idempotency key names a missing cancel".into()))?;
         return Ok(CancelRequestOutcome::Replay(stored.intent));
     }
     let Some(mut stored) = get_payment(txn, request.payment_id)? else {
@@ -375,6 +129,7 @@ fn request_cancel(
             | PaymentStatus::PartiallyCancelled
             | PaymentStatus::CancelRequested
             | PaymentStatus::CancelFailed
+            | PaymentStatus::CancelUnknown
             | PaymentStatus::Cancelled
     ) {
         return Ok(CancelRequestOutcome::NotCancellable(status));
@@ -401,7 +156,16 @@ fn request_cancel(
         request.pg_key.clone(),
         request.now,
     );
-    insert_intent(txn, &intent, request.now)?;
+    insert_intent(txn, &intent)?;
+    enqueue(
+        txn,
+        intent.id.as_u128(),
+        &Job::Cancel {
+            cancel_id: intent.id,
+        },
+        Some(stored.payment.provider),
+        request.now,
+    )?;
     settle(txn, &mut stored)?;
     put_payment(txn, &stored)?;
     let detail = format!(
@@ -430,85 +194,275 @@ fn request_cancel(
     Ok(CancelRequestOutcome::Created(intent))
 }
 
+/// An intent claimed for one attempt, with its payment as it is now.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub intent: CancelIntent,
+    pub payment: Payment,
+    /// This attempt's number: only it may record an outcome other than a refund.
+    pub attempt: u32,
+    /// Until when the claim holds; a call that moves money starts only if it fits.
+    pub lease_until: DateTime<Utc>,
+    /// The refunds kassa knows of this payment (PG cancel id, amount): a PG record with any
+    /// other refund is not "nothing happened".
+    pub known_refunds: Vec<(String, Amount)>,
+}
+
+/// What one attempt at an intent came to.
+#[derive(Debug, Clone)]
+pub enum AttemptResult {
+    /// The PG refunded the intent's amount. `warning` raises a warning alert with it (a refund
+    /// whose cash-receipt cancellation failed).
+    Refunded {
+        pg_cancel_id: String,
+        at: DateTime<Utc>,
+        warning: Option<String>,
+    },
+    /// Try again at `due`. `queued` counts it as a queue attempt; `alert` raises a warning.
+    /// `new_key_if_untouched`: the PG keeps this answer under the key, so the next attempt asks
+    /// and sends under a new key generation if nothing was refunded.
+    Retry {
+        error: String,
+        due: DateTime<Utc>,
+        outcome_unknown: bool,
+        new_key_if_untouched: bool,
+        queued: bool,
+        alert: bool,
+    },
+    /// Give up: a dead letter and an urgent alert.
+    Dead {
+        error: String,
+        pg_answer: String,
+        new_key_if_untouched: bool,
+    },
+    /// The PG may have refunded and cannot be asked (Payple): nothing is sent again; the
+    /// intent waits for evidence, listed with the dead letters, with an urgent alert.
+    Unknown { error: String },
+}
+
+/// A due job claimed by the worker.
+#[derive(Debug, Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "at most JOBS_IN_FLIGHT_MAX of them exist at a time"
+)]
+pub enum Claimed {
+    Cancel(Claim),
+    Other(JobClaim),
+}
+
 /// How a claim treats an intent whose turn has not come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClaimMode {
     /// The request's own inline attempt: the job may be due later, and nothing moves.
     Inline,
-    /// The retry queue: only due jobs, and a job that must wait is moved to when its turn can
-    /// come, so waiting jobs never crowd the front of the queue.
+    /// The queue: only due jobs, and a job that must wait is moved to when its turn can come,
+    /// so waiting jobs never crowd the front of the queue.
     Queue,
 }
 
-/// Earliest a postponed job is looked at again.
-const POSTPONE_MS_MIN: u64 = 1_000;
-
-/// Claims `id` for one attempt if it is open, due (from the queue), the oldest open intent of
-/// its payment, and no other intent of the payment holds a live lease.
-fn claim_one(
+fn turn_of(
     txn: &WriteTransaction,
+    in_flight: &InFlight,
+    id: CancelId,
+    now: DateTime<Utc>,
+) -> Result<Turn, StoreError> {
+    cancel_turn(
+        &txn.open_table(tables::CANCEL_INTENTS)?,
+        &txn.open_table(tables::PAYMENTS)?,
+        &txn.open_table(tables::CANCELS_BY_PAYMENT)?,
+        &txn.open_table(tables::QUEUE)?,
+        in_flight,
+        id,
+        now,
+    )
+}
+
+/// Claims cancel `id` for one attempt if it is its turn (see `queue::cancel_turn`), marking the
+/// attempt as started in this transaction.
+fn claim_cancel(
+    txn: &WriteTransaction,
+    in_flight: &InFlight,
     id: CancelId,
     now: DateTime<Utc>,
     lease: Duration,
     mode: ClaimMode,
 ) -> Result<Option<Claim>, StoreError> {
+    let job_id = id.as_u128();
+    let turn = turn_of(txn, in_flight, id, now)?;
+    let Some(mut job) = get_job(txn, job_id)? else {
+        return Ok(None);
+    };
+    match turn {
+        Turn::Closed => {
+            // Finished by another path (a late answer, a resolve): nothing left to run.
+            remove_job(txn, job_id)?;
+            return Ok(None);
+        }
+        Turn::Wait(at) => {
+            if mode == ClaimMode::Queue {
+                move_job(txn, job_id, &mut job, at)?;
+            }
+            return Ok(None);
+        }
+        Turn::Go => {}
+    }
+    if mode == ClaimMode::Queue && job.due_ms > millis(now) {
+        return Ok(None);
+    }
     let Some(mut stored) = get_intent(txn, id)? else {
         return Ok(None);
     };
-    let now_ms = millis(now);
-    let Some(due) = stored
-        .job_due_ms
-        .filter(|_| stored.intent.state == IntentState::Open)
-    else {
-        return Ok(None);
-    };
-    if mode == ClaimMode::Queue && due > now_ms {
-        return Ok(None);
-    }
     let Some(mut payment) = get_payment(txn, stored.intent.payment_id)? else {
-        return Err(corrupt("cancel intent", "names a missing payment"));
+        return Err(StoreError::Corrupt(
+            "cancel intent names a missing payment".into(),
+        ));
     };
-    // Any live lease blocks a claim, this intent's own too: another attempt (the worker's, or
-    // one whose process died) may be talking to the PG right now.
-    let held_until = payment
-        .lease
-        .filter(|(_, until)| u64::try_from(*until).unwrap_or(0) > now_ms)
-        .map(|(_, until)| u64::try_from(until).unwrap_or(0));
-    let head = intents_of(txn, stored.intent.payment_id)?
-        .into_iter()
-        .find(|other| other.intent.state == IntentState::Open);
-    let head_due = head
-        .as_ref()
-        .filter(|head| head.intent.id != id)
-        .map(|head| head.job_due_ms.unwrap_or(now_ms));
-    if held_until.is_some() || head_due.is_some() {
-        if mode == ClaimMode::Queue {
-            let wait = held_until
-                .unwrap_or(0)
-                .max(head_due.unwrap_or(0))
-                .max(now_ms + POSTPONE_MS_MIN);
-            move_job(txn, &mut stored, Some(wait))?;
-            put_intent(txn, &stored)?;
-        }
-        return Ok(None);
+    let until = now + lease;
+    let intent = &mut stored.intent;
+    // The predecessor left its mark and no outcome (cut off: a dropped request, a crash, a
+    // failed commit): what it did at the PG is unknown.
+    if intent.in_flight.is_some() {
+        intent.outcome_unknown = true;
     }
-    let until = millis(now + lease);
-    move_job(txn, &mut stored, Some(until))?;
+    intent.attempts = intent.attempts.saturating_add(1);
+    intent.in_flight = Some(AttemptMark {
+        number: intent.attempts,
+        started_at: now,
+    });
+    intent.first_attempt_at.get_or_insert(now);
     // Only this intent runs now, so the refunds kassa has confirmed are the PG's balance
     // before it; a retry of this intent computes the same balance.
-    stored.intent.balance_before = payment.payment.balance();
-    // A token unique to this claim: made from the time and the attempt count, so a re-applied
-    // write makes the same one.
-    let token = (u128::from(now_ms) << 32) | u128::from(stored.intent.attempts);
-    stored.claim_token = Some(token);
+    intent.balance_before = payment.payment.balance();
+    let attempt = intent.attempts;
+    lease_job(txn, job_id, &mut job, now, until, attempt)?;
     put_intent(txn, &stored)?;
-    payment.lease = Some((id, i64::try_from(until).unwrap_or(i64::MAX)));
+    payment.lease = Some((id, until.timestamp_millis()));
     put_payment(txn, &payment)?;
+    let known_refunds = intents_of(txn, payment.payment.id)?
+        .into_iter()
+        .filter(|other| other.intent.state == IntentState::Done)
+        .map(|other| {
+            (
+                other.intent.pg_cancel_id.unwrap_or_default(),
+                other.intent.amount,
+            )
+        })
+        .collect();
     Ok(Some(Claim {
         intent: stored.intent,
         payment: payment.payment,
-        token,
+        attempt,
+        lease_until: until,
+        known_refunds,
     }))
+}
+
+/// Sets the payment's status from its intents (see `Payment::settle_status`).
+pub(super) fn settle(txn: &WriteTransaction, stored: &mut StoredPayment) -> Result<(), StoreError> {
+    let intents = intents_of(txn, stored.payment.id)?;
+    let rollback = intents
+        .iter()
+        .any(|stored| stored.intent.kind.is_rollback());
+    stored
+        .payment
+        .settle_status(rollback, counts(&intents))
+        .map_err(|error| StoreError::Bug(error.to_string()))
+}
+
+fn label(kind: CancelKind) -> &'static str {
+    if kind.is_rollback() {
+        "rollback"
+    } else {
+        "cancel"
+    }
+}
+
+/// Records a confirmed refund of `stored`: the payment's books, the partner ledger, the event.
+pub(super) fn record_refund(
+    txn: &WriteTransaction,
+    stored: &mut StoredIntent,
+    payment: &mut StoredPayment,
+    pg_cancel_id: &str,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    how: &str,
+) -> Result<(), StoreError> {
+    let intent = &mut stored.intent;
+    payment
+        .payment
+        .record_refund(intent.amount)
+        .map_err(|error| StoreError::Bug(error.to_string()))?;
+    intent.state = IntentState::Done;
+    intent.done_at = Some(at);
+    intent.outcome_unknown = false;
+    intent.in_flight = None;
+    intent.pg_cancel_id = Some(pg_cancel_id.to_owned());
+    let payment_id = payment.payment.id;
+    let detail = format!(
+        "{} refunded (PG cancel id {}): {how}",
+        intent.amount,
+        if pg_cancel_id.is_empty() {
+            "not given"
+        } else {
+            pg_cancel_id
+        }
+    );
+    append_event(txn, payment_id, now, EventKind::Refunded, &detail)?;
+    if !intent.kind.is_rollback() {
+        // A refund lowers the partner's day it completes on, not the day of the sale.
+        let day = today(now);
+        let entry = Entry {
+            natural: day,
+            today: day,
+            partner: payment.payment.partner_id.as_ref(),
+            id: intent.id.as_u128(),
+            refund: true,
+            amount: intent.amount,
+            payment_id,
+        };
+        record_entry(txn, &entry)?;
+    }
+    remove_job(txn, intent.id.as_u128())?;
+    txn.open_table(tables::UNKNOWN_INTENTS)?
+        .remove(intent.id.as_u128())?;
+    Ok(())
+}
+
+/// Moves an intent to UNKNOWN: no job, listed with the dead letters, an urgent alert.
+pub(super) fn mark_unknown(
+    txn: &WriteTransaction,
+    stored: &mut StoredIntent,
+    payment_id: PaymentId,
+    error: &str,
+    now: DateTime<Utc>,
+    record_id: u128,
+) -> Result<(), StoreError> {
+    let intent = &mut stored.intent;
+    intent.state = IntentState::Unknown;
+    intent.unknown_syncs = 0;
+    let what = label(intent.kind);
+    let detail = format!(
+        "attempt {}: the refund's outcome is unknown and the PG cannot be asked; nothing is sent again until a settlement CANCEL line or a person says what happened: {error}",
+        intent.attempts
+    );
+    append_event(txn, payment_id, now, EventKind::OutcomeUnknown, &detail)?;
+    insert_dead_letter(txn, record_id, intent, UNKNOWN_OUTCOME_JOB, error, "", now)?;
+    let message = format!(
+        "{what} of payment {payment_id}: the refund's outcome is unknown ({error}); check the PG's console, then resolve it or re-drive it"
+    );
+    insert_alert(
+        txn,
+        record_id,
+        AlertLevel::Urgent,
+        "REFUND_OUTCOME_UNKNOWN",
+        &message,
+        Some(payment_id),
+        now,
+    )?;
+    stored.last_error = Some(clip(error, ERROR_CHARS_MAX));
+    remove_job(txn, intent.id.as_u128())?;
+    Ok(())
 }
 
 #[expect(
@@ -518,7 +472,7 @@ fn claim_one(
 fn finish(
     txn: &WriteTransaction,
     id: CancelId,
-    token: u128,
+    attempt: u32,
     result: &AttemptResult,
     now: DateTime<Utc>,
     record_id: u128,
@@ -527,79 +481,91 @@ fn finish(
         return Ok(None);
     };
     let Some(mut payment) = get_payment(txn, stored.intent.payment_id)? else {
-        return Err(corrupt("cancel intent", "names a missing payment"));
+        return Err(StoreError::Corrupt(
+            "cancel intent names a missing payment".into(),
+        ));
     };
-    if stored.intent.state != IntentState::Open || stored.claim_token != Some(token) {
-        // Finished already, or this attempt's lease ran out and another attempt took over:
-        // its outcome is not recorded (the holder's is).
-        let view = view_in_write(txn, payment.payment.id)?;
+    let payment_id = payment.payment.id;
+    let current = stored.intent.state == IntentState::Open
+        && stored
+            .intent
+            .in_flight
+            .is_some_and(|mark| mark.number == attempt);
+    // A refund the PG reports is recorded whichever attempt reports it, as long as the intent
+    // is not closed: a late answer of an attempt that was taken over is evidence too.
+    let refund_open = matches!(
+        stored.intent.state,
+        IntentState::Open | IntentState::Unknown | IntentState::Dead
+    );
+    let is_refund = matches!(result, AttemptResult::Refunded { .. });
+    if !(current || (is_refund && refund_open)) {
+        let view = view_in_write(txn, payment_id)?;
         return Ok(Some((stored.intent, view)));
     }
-    stored.claim_token = None;
-    if payment.lease.is_some_and(|(holder, _)| holder == id) {
-        payment.lease = None;
+    if current {
+        stored.intent.in_flight = None;
+        if payment.lease.is_some_and(|(holder, _)| holder == id) {
+            payment.lease = None;
+        }
     }
-    let intent = &mut stored.intent;
-    intent.attempts = intent.attempts.saturating_add(1);
-    let payment_id = payment.payment.id;
-    let label = if intent.kind.is_rollback() {
-        "rollback"
-    } else {
-        "cancel"
-    };
+    let what = label(stored.intent.kind);
     match result {
-        AttemptResult::Refunded { pg_cancel_id, at } => {
-            payment
-                .payment
-                .record_refund(intent.amount)
-                .map_err(|error| StoreError::Bug(error.to_string()))?;
-            intent.state = IntentState::Done;
-            intent.done_at = Some(*at);
-            intent.outcome_unknown = false;
-            intent.pg_cancel_id = Some(pg_cancel_id.clone());
-            let detail = format!(
-                "{} refunded by the PG (cancel id {pg_cancel_id}), attempt {}",
-                intent.amount, intent.attempts
-            );
-            append_event(txn, payment_id, now, EventKind::Refunded, &detail)?;
-            if !intent.kind.is_rollback() {
-                // A refund lowers the partner's day it completes on, not the day of the sale.
-                let partner = payment.payment.partner_id.clone();
-                let day = today(now);
-                let entry = Entry {
-                    natural: day,
-                    today: day,
-                    partner: partner.as_ref(),
-                    id: intent.id.as_u128(),
-                    refund: true,
-                    amount: intent.amount,
-                    payment_id,
-                };
-                record_entry(txn, &entry)?;
+        AttemptResult::Refunded {
+            pg_cancel_id,
+            at,
+            warning,
+        } => {
+            let was_dead = stored.intent.state == IntentState::Dead;
+            let how = if current {
+                format!("attempt {attempt}")
+            } else {
+                format!("the late answer of attempt {attempt}")
+            };
+            record_refund(txn, &mut stored, &mut payment, pg_cancel_id, *at, now, &how)?;
+            if was_dead {
+                super::dead_letters::close_letters_of(
+                    txn,
+                    id,
+                    now,
+                    "closed: the PG's late answer confirmed the refund",
+                )?;
             }
-            move_job(txn, &mut stored, None)?;
+            if let Some(warning) = warning {
+                let message =
+                    format!("{what} of payment {payment_id} was refunded, but: {warning}");
+                insert_alert(
+                    txn,
+                    record_id,
+                    AlertLevel::Warning,
+                    "REFUND_WARNING",
+                    &message,
+                    Some(payment_id),
+                    now,
+                )?;
+            }
         }
         AttemptResult::Retry {
             error,
             due,
             outcome_unknown,
+            new_key_if_untouched,
             queued,
             alert,
         } => {
+            let intent = &mut stored.intent;
             if *queued {
                 intent.queue_attempts = intent.queue_attempts.saturating_add(1);
             }
             intent.outcome_unknown = *outcome_unknown;
+            intent.new_key_if_untouched = *new_key_if_untouched;
             let detail = format!(
-                "attempt {} failed: {error}; next attempt at {}",
-                intent.attempts,
+                "attempt {attempt} failed: {error}; next attempt at {}",
                 due.to_rfc3339()
             );
             append_event(txn, payment_id, now, EventKind::CancelFailed, &detail)?;
             if *alert {
                 let message = format!(
-                    "{label} of payment {payment_id} failed (attempt {}), retrying: {error}",
-                    intent.attempts
+                    "{what} of payment {payment_id} failed (attempt {attempt}), retrying: {error}"
                 );
                 insert_alert(
                     txn,
@@ -612,32 +578,33 @@ fn finish(
                 )?;
             }
             stored.last_error = Some(clip(error, ERROR_CHARS_MAX));
-            move_job(txn, &mut stored, Some(millis(*due)))?;
+            if let Some(mut job) = get_job(txn, id.as_u128())? {
+                job.lease = None;
+                move_job(txn, id.as_u128(), &mut job, millis(*due))?;
+            }
         }
-        AttemptResult::Dead { error, pg_answer } => {
+        AttemptResult::Dead {
+            error,
+            pg_answer,
+            new_key_if_untouched,
+        } => {
+            let intent = &mut stored.intent;
             intent.state = IntentState::Dead;
-            let detail = format!(
-                "attempt {} failed: {error}; a human must look at it (dead letter)",
-                intent.attempts
-            );
+            intent.new_key_if_untouched = *new_key_if_untouched;
+            let detail =
+                format!("attempt {attempt} failed: {error}; a human must look at it (dead letter)");
             append_event(txn, payment_id, now, EventKind::DeadLettered, &detail)?;
-            let letter = DeadLetterRecord {
-                cancel_id: intent.id.as_u128(),
-                payment_id: payment_id.as_u128(),
-                job: intent.kind.as_str().to_owned(),
-                attempts: intent.attempts,
-                last_error: clip(error, ERROR_CHARS_MAX),
-                last_pg_answer: clip(pg_answer, PG_ANSWER_CHARS_MAX),
-                created_at_ms: now.timestamp_millis(),
-                redriven_at_ms: None,
-                resolved_at_ms: None,
-                resolution: None,
-            };
-            let bytes = encode(DEAD_LETTER_RECORD, &letter)?;
-            txn.open_table(tables::DEAD_LETTERS)?
-                .insert(record_id, bytes.as_slice())?;
+            insert_dead_letter(
+                txn,
+                record_id,
+                intent,
+                intent.kind.as_str(),
+                error,
+                pg_answer,
+                now,
+            )?;
             let message =
-                format!("{label} of payment {payment_id} needs a human (dead letter): {error}");
+                format!("{what} of payment {payment_id} needs a human (dead letter): {error}");
             insert_alert(
                 txn,
                 record_id,
@@ -648,13 +615,56 @@ fn finish(
                 now,
             )?;
             stored.last_error = Some(clip(error, ERROR_CHARS_MAX));
-            move_job(txn, &mut stored, None)?;
+            remove_job(txn, id.as_u128())?;
+        }
+        AttemptResult::Unknown { error } => {
+            mark_unknown(txn, &mut stored, payment_id, error, now, record_id)?;
         }
     }
     put_intent(txn, &stored)?;
     settle(txn, &mut payment)?;
     put_payment(txn, &payment)?;
     Ok(Some((stored.intent, view_in_write(txn, payment_id)?)))
+}
+
+/// Commits a new key generation for the attempt that holds the intent, after the PG's record
+/// showed nothing refunded under the old key. `None` when the attempt no longer holds it.
+fn new_key_generation(
+    txn: &WriteTransaction,
+    id: CancelId,
+    attempt: u32,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<CancelIntent>, StoreError> {
+    let Some(mut stored) = get_intent(txn, id)? else {
+        return Ok(None);
+    };
+    let holds = stored.intent.state == IntentState::Open
+        && stored
+            .intent
+            .in_flight
+            .is_some_and(|mark| mark.number == attempt);
+    if !holds {
+        return Ok(None);
+    }
+    let intent = &mut stored.intent;
+    intent.key_generation = intent.key_generation.saturating_add(1);
+    intent.new_key_if_untouched = false;
+    intent.outcome_unknown = false;
+    let detail = format!(
+        "key generation {} ({}): {why}",
+        intent.key_generation,
+        intent.pg_key_now()
+    );
+    append_event(
+        txn,
+        intent.payment_id,
+        now,
+        EventKind::NewKeyGeneration,
+        &detail,
+    )?;
+    put_intent(txn, &stored)?;
+    Ok(Some(stored.intent))
 }
 
 impl Store {
@@ -692,91 +702,58 @@ impl Store {
         .await
     }
 
-    /// Claims one intent for an attempt now (see `claim_one`); `None` when it is not its turn.
+    /// Claims one intent for an inline attempt now; `None` when it is not its turn.
     pub async fn claim_cancel(
         &self,
         id: CancelId,
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<Option<Claim>, StoreError> {
-        self.write(move |txn| claim_one(txn, id, now, lease, ClaimMode::Inline))
+        let in_flight = self.in_flight.clone();
+        self.write(move |txn| claim_cancel(txn, &in_flight, id, now, lease, ClaimMode::Inline))
             .await
     }
 
-    /// True when `id` is open and it is its turn (nothing older open, no other live lease):
-    /// a read, so waiting for a turn does not itself commit.
+    /// True when `id` is open and it is its turn: a read, so waiting for a turn does not
+    /// itself commit. The same rule as the claim.
     pub async fn cancel_turn(&self, id: CancelId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let in_flight = self.in_flight.clone();
         self.read(move |txn| {
-            let intents = txn.open_table(tables::CANCEL_INTENTS)?;
-            let Some(stored) = intents
-                .get(id.as_u128())?
-                .map(|value| decode_intent(value.value()))
-                .transpose()?
-            else {
-                return Ok(false);
-            };
-            if stored.intent.state != IntentState::Open {
-                return Ok(false);
-            }
-            let payments = txn.open_table(tables::PAYMENTS)?;
-            let Some(payment) = payments
-                .get(stored.intent.payment_id.as_u128())?
-                .map(|value| super::payments::decode_payment(value.value()))
-                .transpose()?
-            else {
-                return Ok(false);
-            };
-            if payment
-                .lease
-                .is_some_and(|(_, until)| until > now.timestamp_millis())
-            {
-                return Ok(false);
-            }
-            let index = txn.open_table(tables::CANCELS_BY_PAYMENT)?;
-            let key = stored.intent.payment_id.as_u128();
-            for entry in index
-                .range((key, 0)..=(key, u128::MAX))?
-                .take(INTENTS_PER_PAYMENT_MAX)
-            {
-                let (entry_key, _) = entry?;
-                let other = entry_key.value().1;
-                if other == id.as_u128() {
-                    return Ok(true);
-                }
-                let open = intents
-                    .get(other)?
-                    .map(|value| decode_intent(value.value()))
-                    .transpose()?;
-                if open.is_some_and(|other| other.intent.state == IntentState::Open) {
-                    return Ok(false);
-                }
-            }
-            Ok(false)
+            let turn = cancel_turn(
+                &txn.open_table(tables::CANCEL_INTENTS)?,
+                &txn.open_table(tables::PAYMENTS)?,
+                &txn.open_table(tables::CANCELS_BY_PAYMENT)?,
+                &txn.open_table(tables::QUEUE)?,
+                &in_flight,
+                id,
+                now,
+            )?;
+            Ok(turn == Turn::Go)
         })
         .await
     }
 
-    /// Claims up to `limit` due jobs, each under a lease.
+    /// Claims up to `limit` due jobs of every kind, each under its lease (`leases` by kind).
+    /// Jobs of a PG whose gate is paused move to the end of the pause without spending a try;
+    /// a probing PG lets one job through.
     pub async fn claim_due(
         &self,
         now: DateTime<Utc>,
         limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<Claim>, StoreError> {
+        leases: HashMap<JobKind, Duration>,
+        gates: HashMap<Provider, Gate>,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let in_flight = self.in_flight.clone();
         self.write(move |txn| {
-            let candidates: Vec<u128> = txn
-                .open_table(tables::JOBS)?
-                .range(..=(millis(now), u128::MAX))?
-                .take(CLAIM_SCAN_MAX)
-                .map(|entry| entry.map(|(key, _)| key.value().1))
-                .collect::<Result<_, _>>()?;
             let mut claims = Vec::new();
-            for id in candidates {
+            let mut probed: Vec<Provider> = Vec::new();
+            let mut syncing: Vec<Provider> = Vec::new();
+            for id in due_ids(txn, now)? {
                 if claims.len() == limit {
                     break;
                 }
                 // One unreadable job must not stop the others: it is logged and skipped.
-                match claim_one(txn, CancelId::from_u128(id), now, lease, ClaimMode::Queue) {
+                match claim_one(txn, &in_flight, id, now, &leases, &gates, &mut probed, &mut syncing) {
                     Ok(Some(claim)) => claims.push(claim),
                     Ok(None) => {}
                     Err(error) => tracing::error!(job = %uuid::Uuid::from_u128(id), error = %error, "a queued job cannot be claimed; skipped"),
@@ -787,7 +764,8 @@ impl Store {
         .await
     }
 
-    /// Records what an attempt came to. `record_id` names the dead letter or alert it may make.
+    /// Records what a cancel attempt came to. `record_id` names the dead letter or alert it
+    /// may make.
     pub async fn finish_attempt(
         &self,
         claim: &Claim,
@@ -795,9 +773,74 @@ impl Store {
         now: DateTime<Utc>,
         record_id: u128,
     ) -> Result<Option<(CancelIntent, PaymentView)>, StoreError> {
-        let (id, token) = (claim.intent.id, claim.token);
-        self.write(move |txn| finish(txn, id, token, &result, now, record_id))
+        let (id, attempt) = (claim.intent.id, claim.attempt);
+        self.write(move |txn| finish(txn, id, attempt, &result, now, record_id))
             .await
+    }
+
+    /// Commits a new key generation for `claim`'s attempt; answers the intent with its new key,
+    /// or `None` when the attempt no longer holds the intent.
+    pub async fn new_key_generation(
+        &self,
+        claim: &Claim,
+        why: String,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CancelIntent>, StoreError> {
+        let (id, attempt) = (claim.intent.id, claim.attempt);
+        self.write(move |txn| new_key_generation(txn, id, attempt, &why, now))
+            .await
+    }
+
+    /// Records what a non-cancel job's run came to; answers its tries so far, or `None` when
+    /// the run no longer held the job.
+    pub async fn finish_job(
+        &self,
+        claim: &JobClaim,
+        outcome: JobOutcome,
+    ) -> Result<Option<u32>, StoreError> {
+        let (id, token) = (claim.queued.id, claim.token);
+        self.write(move |txn| finish_job(txn, id, token, &outcome))
+            .await
+    }
+
+    /// Queues a job now (or at `due`); a job with a unique key already queued stays as it is.
+    pub async fn enqueue(
+        &self,
+        id: u128,
+        job: Job,
+        provider: Option<Provider>,
+        due: DateTime<Utc>,
+    ) -> Result<u128, StoreError> {
+        self.write(move |txn| enqueue(txn, id, &job, provider, due))
+            .await
+    }
+
+    /// Queues a schedule's jobs for one fire time and marks the schedule as run for it, in one
+    /// transaction: a fire is either queued and marked, or neither.
+    pub async fn enqueue_scheduled(
+        &self,
+        schedule: &str,
+        fire: DateTime<Utc>,
+        jobs: Vec<(u128, Job)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}{schedule}", tables::SCHEDULE_MARK_PREFIX);
+        self.write(move |txn| {
+            for (id, job) in &jobs {
+                enqueue(txn, *id, job, None, now)?;
+            }
+            txn.open_table(tables::META)?.insert(
+                key.as_str(),
+                fire.timestamp_millis().to_le_bytes().as_slice(),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The payments with an attempt running in this process.
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
     }
 
     pub async fn cancel_intent(&self, id: CancelId) -> Result<Option<CancelIntent>, StoreError> {
@@ -805,21 +848,26 @@ impl Store {
             let table = txn.open_table(tables::CANCEL_INTENTS)?;
             table
                 .get(id.as_u128())?
-                .map(|value| decode_intent(value.value()).map(|stored| stored.intent))
+                .map(|value| {
+                    super::intents::decode_intent(value.value()).map(|stored| stored.intent)
+                })
                 .transpose()
         })
         .await
     }
 
-    /// Intents not yet finished (open or dead), oldest first, at most `limit`.
+    /// Intents not yet finished (open, dead or unknown), oldest first, at most `limit`.
     pub async fn open_cancel_intents(&self, limit: usize) -> Result<Vec<CancelIntent>, StoreError> {
         self.read(move |txn| {
             let intents = txn.open_table(tables::CANCEL_INTENTS)?;
             let mut open = Vec::new();
-            for entry in intents.iter()? {
+            for entry in intents.iter()?.take(super::payments::LIST_SCAN_ROWS_MAX) {
                 let (_, value) = entry?;
-                let stored = decode_intent(value.value())?;
-                if stored.intent.state != IntentState::Done {
+                let stored = super::intents::decode_intent(value.value())?;
+                if !matches!(
+                    stored.intent.state,
+                    IntentState::Done | IntentState::Resolved
+                ) {
                     open.push(stored.intent);
                     if open.len() == limit {
                         break;
@@ -831,18 +879,16 @@ impl Store {
         .await
     }
 
+    /// How many jobs of each kind are queued.
+    pub async fn queue_depth(&self) -> Result<Vec<(JobKind, usize)>, StoreError> {
+        self.read(move |txn| super::queue::depth(&txn.open_table(tables::QUEUE)?))
+            .await
+    }
+
     /// When the next job is due, if any: the worker sleeps until then at most.
     pub async fn next_job_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.read(move |txn| {
-            let first = txn
-                .open_table(tables::JOBS)?
-                .first()?
-                .map(|(key, _)| key.value().0);
-            first
-                .map(|ms| millis_to_time(i64::try_from(ms).unwrap_or(i64::MAX)))
-                .transpose()
-        })
-        .await
+        self.read(move |txn| super::queue::first_due(&txn.open_table(tables::QUEUE_DUE)?))
+            .await
     }
 
     /// A payment's intents, oldest first.
@@ -853,19 +899,90 @@ impl Store {
         self.read(move |txn| {
             let index = txn.open_table(tables::CANCELS_BY_PAYMENT)?;
             let intents = txn.open_table(tables::CANCEL_INTENTS)?;
-            let key = payment.as_u128();
             let mut found = Vec::new();
-            for entry in index
-                .range((key, 0)..=(key, u128::MAX))?
-                .take(INTENTS_PER_PAYMENT_MAX)
-            {
-                let (key, _) = entry?;
-                if let Some(value) = intents.get(key.value().1)? {
-                    found.push(decode_intent(value.value())?.intent);
+            for id in super::intents::intent_ids_of(&index, payment)? {
+                if let Some(value) = intents.get(id)? {
+                    found.push(super::intents::decode_intent(value.value())?.intent);
                 }
             }
             Ok(found)
         })
         .await
     }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one claim and the limits of its batch"
+)]
+/// Claims one due job: a cancel under the turn rule, anything else as it is; a paused PG's job
+/// moves to the end of its pause.
+fn claim_one(
+    txn: &WriteTransaction,
+    in_flight: &InFlight,
+    id: u128,
+    now: DateTime<Utc>,
+    leases: &HashMap<JobKind, Duration>,
+    gates: &HashMap<Provider, Gate>,
+    probed: &mut Vec<Provider>,
+    syncing: &mut Vec<Provider>,
+) -> Result<Option<Claimed>, StoreError> {
+    let Some(mut record) = get_job(txn, id)? else {
+        return Ok(None);
+    };
+    let provider = record
+        .provider
+        .as_deref()
+        .and_then(|raw| Provider::parse(raw).ok());
+    if let Some(provider) = provider {
+        match gates.get(&provider) {
+            Some(Gate::Paused(until)) => {
+                move_job(txn, id, &mut record, millis(*until).max(millis(now) + 1))?;
+                return Ok(None);
+            }
+            Some(Gate::Probe) if probed.contains(&provider) => {
+                let soon = millis(now) + super::queue::POSTPONE_MS_MIN;
+                move_job(txn, id, &mut record, soon)?;
+                return Ok(None);
+            }
+            _ => {}
+        }
+    }
+    let kind = super::queue::kind_named(&record.kind)?;
+    // One settlement sync of a PG at a time: the others of this claim wait a little (the sync's
+    // own lock would refuse them anyway, and spend a try).
+    if kind == JobKind::SettlementSync
+        && let Some(provider) = provider
+    {
+        if syncing.contains(&provider) {
+            let later = millis(now) + SYNC_WAIT_MS;
+            move_job(txn, id, &mut record, later)?;
+            return Ok(None);
+        }
+        syncing.push(provider);
+    }
+    let lease = leases
+        .get(&kind)
+        .copied()
+        .unwrap_or_else(|| Duration::minutes(5));
+    let claimed = if kind == JobKind::Cancel {
+        claim_cancel(
+            txn,
+            in_flight,
+            CancelId::from_u128(record.target),
+            now,
+            lease,
+            ClaimMode::Queue,
+        )?
+        .map(Claimed::Cancel)
+    } else {
+        claim_job(txn, id, now, lease)?.map(Claimed::Other)
+    };
+    if claimed.is_some()
+        && let Some(provider) = provider
+        && gates.get(&provider) == Some(&Gate::Probe)
+    {
+        probed.push(provider);
+    }
+    Ok(claimed)
 }

@@ -1,16 +1,15 @@
-//! Dead letters: cancel intents that ran out of attempts or were refused, kept for a human, who
-//! re-drives them (the same intent, the same PG key, asking the PG first) or resolves them
-//! (handled outside kassa: nothing is sent, the hold on the balance is released).
+//! Dead letters: cancel intents that ran out of attempts or were refused, and refunds whose
+//! outcome is unknown (`job: "unknown_outcome"`), kept for a human. This file keeps their
+//! records; re-drives and resolves are in `redrive`.
 //!
-//! Invariant: a dead letter changes its intent only from DEAD; a re-drive or a resolve of an
-//! intent in any other state answers what it is and changes nothing.
+//! Invariant: a dead letter is written in the same transaction as its intent's move to DEAD or
+//! UNKNOWN, and closed (re-driven or resolved) in the transaction that moves the intent on.
 
-use super::cancels::{StoredIntent, corrupt, get_intent, millis, move_job, put_intent, settle};
 use super::codec::{decode, encode};
 use super::orders::millis_to_time;
-use super::payments::{append_event, clip, get_payment, put_payment};
+use super::payments::clip;
 use super::{Store, StoreError, tables};
-use crate::domain::{CancelId, CancelIntent, EventKind, IntentState, PaymentId};
+use crate::domain::{CancelId, CancelIntent, PaymentId};
 use chrono::{DateTime, Utc};
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -19,7 +18,11 @@ pub(super) const DEAD_LETTER_RECORD: u8 = 1;
 /// Most dead letters one list answers.
 pub const DEAD_LETTERS_PAGE_MAX: usize = 500;
 /// Most characters of a resolution note.
-const NOTE_CHARS_MAX: usize = 500;
+pub const NOTE_CHARS_MAX: usize = 500;
+/// The `job` of a dead letter that lists a refund whose outcome is unknown.
+pub const UNKNOWN_OUTCOME_JOB: &str = "unknown_outcome";
+/// Most dead letters looked at to close those of one intent.
+const CLOSE_SCAN_MAX: usize = 5_000;
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct DeadLetterRecord {
@@ -51,13 +54,86 @@ pub struct DeadLetter {
     pub resolution: Option<String>,
 }
 
-#[derive(Debug, Clone)]
-pub enum RedriveOutcome {
-    Redriven(CancelIntent),
-    AlreadyDone(CancelIntent),
-    /// Closed by a human: nothing runs.
-    Resolved(CancelIntent),
-    NotFound,
+/// Writes a dead letter for `intent` under `id`.
+pub(super) fn insert_dead_letter(
+    txn: &WriteTransaction,
+    id: u128,
+    intent: &CancelIntent,
+    job: &str,
+    error: &str,
+    pg_answer: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let letter = DeadLetterRecord {
+        cancel_id: intent.id.as_u128(),
+        payment_id: intent.payment_id.as_u128(),
+        job: job.to_owned(),
+        attempts: intent.attempts,
+        last_error: clip(error, super::cancels::ERROR_CHARS_MAX),
+        last_pg_answer: clip(pg_answer, super::cancels::PG_ANSWER_CHARS_MAX),
+        created_at_ms: now.timestamp_millis(),
+        redriven_at_ms: None,
+        resolved_at_ms: None,
+        resolution: None,
+    };
+    put_letter(txn, id, &letter)
+}
+
+pub(super) fn put_letter(
+    txn: &WriteTransaction,
+    id: u128,
+    letter: &DeadLetterRecord,
+) -> Result<(), StoreError> {
+    let bytes = encode(DEAD_LETTER_RECORD, letter)?;
+    txn.open_table(tables::DEAD_LETTERS)?
+        .insert(id, bytes.as_slice())?;
+    Ok(())
+}
+
+/// Marks every open dead letter of intent `cancel` resolved with `resolution` (its intent was
+/// closed by evidence: a late refund answer or a settlement line).
+pub(super) fn close_letters_of(
+    txn: &WriteTransaction,
+    cancel: CancelId,
+    now: DateTime<Utc>,
+    resolution: &str,
+) -> Result<(), StoreError> {
+    let open: Vec<(u128, DeadLetterRecord)> = {
+        let table = txn.open_table(tables::DEAD_LETTERS)?;
+        let mut found = Vec::new();
+        for entry in table.iter()?.rev().take(CLOSE_SCAN_MAX) {
+            let (key, value) = entry?;
+            let letter: DeadLetterRecord =
+                decode("dead letter", DEAD_LETTER_RECORD, value.value())?;
+            if letter.cancel_id == cancel.as_u128()
+                && letter.resolved_at_ms.is_none()
+                && letter.redriven_at_ms.is_none()
+            {
+                found.push((key.value(), letter));
+            }
+        }
+        found
+    };
+    for (id, mut letter) in open {
+        letter.resolved_at_ms = Some(now.timestamp_millis());
+        letter.resolution = Some(clip(resolution, NOTE_CHARS_MAX));
+        put_letter(txn, id, &letter)?;
+    }
+    Ok(())
+}
+
+/// A dead letter and its record, loaded for a re-drive or a resolve.
+pub(super) fn letter(
+    txn: &WriteTransaction,
+    id: u128,
+) -> Result<Option<DeadLetterRecord>, StoreError> {
+    let bytes = txn
+        .open_table(tables::DEAD_LETTERS)?
+        .get(id)?
+        .map(|value| value.value().to_vec());
+    bytes
+        .map(|bytes| decode("dead letter", DEAD_LETTER_RECORD, &bytes))
+        .transpose()
 }
 
 fn decode_dead_letter(id: u128, bytes: &[u8]) -> Result<DeadLetter, StoreError> {
@@ -77,123 +153,7 @@ fn decode_dead_letter(id: u128, bytes: &[u8]) -> Result<DeadLetter, StoreError> 
     })
 }
 
-/// A dead letter and the intent it names.
-fn dead_letter_of(
-    txn: &WriteTransaction,
-    dead_id: u128,
-) -> Result<Option<(DeadLetterRecord, StoredIntent)>, StoreError> {
-    let bytes = txn
-        .open_table(tables::DEAD_LETTERS)?
-        .get(dead_id)?
-        .map(|value| value.value().to_vec());
-    let Some(bytes) = bytes else {
-        return Ok(None);
-    };
-    let letter: DeadLetterRecord = decode("dead letter", DEAD_LETTER_RECORD, &bytes)?;
-    let stored = get_intent(txn, CancelId::from_u128(letter.cancel_id))?
-        .ok_or_else(|| corrupt("dead letter", "names a missing cancel"))?;
-    Ok(Some((letter, stored)))
-}
-
-fn redrive(
-    txn: &WriteTransaction,
-    dead_id: u128,
-    now: DateTime<Utc>,
-) -> Result<RedriveOutcome, StoreError> {
-    let Some((mut letter, mut stored)) = dead_letter_of(txn, dead_id)? else {
-        return Ok(RedriveOutcome::NotFound);
-    };
-    match stored.intent.state {
-        IntentState::Done => return Ok(RedriveOutcome::AlreadyDone(stored.intent)),
-        // Already re-driven and not finished yet: the same job is on its way.
-        IntentState::Open => return Ok(RedriveOutcome::Redriven(stored.intent)),
-        IntentState::Resolved => return Ok(RedriveOutcome::Resolved(stored.intent)),
-        IntentState::Dead => {}
-    }
-    stored.intent.state = IntentState::Open;
-    stored.intent.queue_attempts = 0;
-    // A dead letter may have been handled by hand in the PG's console: ask the PG first.
-    stored.intent.outcome_unknown = true;
-    move_job(txn, &mut stored, Some(millis(now)))?;
-    put_intent(txn, &stored)?;
-    letter.redriven_at_ms = Some(now.timestamp_millis());
-    let bytes = encode(DEAD_LETTER_RECORD, &letter)?;
-    txn.open_table(tables::DEAD_LETTERS)?
-        .insert(dead_id, bytes.as_slice())?;
-    let Some(mut payment) = get_payment(txn, stored.intent.payment_id)? else {
-        return Err(corrupt("cancel intent", "names a missing payment"));
-    };
-    settle(txn, &mut payment)?;
-    put_payment(txn, &payment)?;
-    let detail = format!(
-        "re-driven by an operator: the same cancel (key {}) runs again",
-        stored.intent.pg_key
-    );
-    append_event(txn, payment.payment.id, now, EventKind::Redriven, &detail)?;
-    Ok(RedriveOutcome::Redriven(stored.intent))
-}
-
-/// Closes a dead letter that a human handled outside kassa: the intent is resolved, its
-/// reservation released, and nothing is sent to the PG.
-fn resolve(
-    txn: &WriteTransaction,
-    dead_id: u128,
-    note: &str,
-    now: DateTime<Utc>,
-) -> Result<RedriveOutcome, StoreError> {
-    let Some((mut letter, mut stored)) = dead_letter_of(txn, dead_id)? else {
-        return Ok(RedriveOutcome::NotFound);
-    };
-    match stored.intent.state {
-        IntentState::Done => return Ok(RedriveOutcome::AlreadyDone(stored.intent)),
-        IntentState::Resolved => return Ok(RedriveOutcome::Resolved(stored.intent)),
-        // Re-driven and running: it must finish or die again before it can be resolved.
-        IntentState::Open => return Ok(RedriveOutcome::Redriven(stored.intent)),
-        IntentState::Dead => {}
-    }
-    stored.intent.state = IntentState::Resolved;
-    move_job(txn, &mut stored, None)?;
-    put_intent(txn, &stored)?;
-    letter.resolved_at_ms = Some(now.timestamp_millis());
-    letter.resolution = Some(clip(note, NOTE_CHARS_MAX));
-    let bytes = encode(DEAD_LETTER_RECORD, &letter)?;
-    txn.open_table(tables::DEAD_LETTERS)?
-        .insert(dead_id, bytes.as_slice())?;
-    let Some(mut payment) = get_payment(txn, stored.intent.payment_id)? else {
-        return Err(corrupt("cancel intent", "names a missing payment"));
-    };
-    payment.payment.release(stored.intent.amount);
-    settle(txn, &mut payment)?;
-    put_payment(txn, &payment)?;
-    let detail = format!(
-        "{} resolved by an operator, not sent to the PG: {note}",
-        stored.intent.amount
-    );
-    append_event(txn, payment.payment.id, now, EventKind::Resolved, &detail)?;
-    Ok(RedriveOutcome::Resolved(stored.intent))
-}
-
 impl Store {
-    /// Closes a dead letter a human handled outside kassa, releasing what it held.
-    pub async fn resolve_dead_letter(
-        &self,
-        dead_id: u128,
-        note: String,
-        now: DateTime<Utc>,
-    ) -> Result<RedriveOutcome, StoreError> {
-        self.write(move |txn| resolve(txn, dead_id, &note, now))
-            .await
-    }
-
-    /// Sends a dead letter's intent again: the same intent, the same PG key.
-    pub async fn redrive(
-        &self,
-        dead_id: u128,
-        now: DateTime<Utc>,
-    ) -> Result<RedriveOutcome, StoreError> {
-        self.write(move |txn| redrive(txn, dead_id, now)).await
-    }
-
     /// Dead letters newest first, below `cursor`; `pending_only` leaves out re-driven ones.
     pub async fn dead_letters(
         &self,

@@ -3,12 +3,19 @@
 //! Invariant: kassa never opens a file written by a newer schema; an older one is upgraded
 //! step by step in one transaction before anything else runs.
 
+use super::codec::decode;
+use super::intents::{INTENT_RECORD_V1, IntentRecordV1, StoredIntent, kind_of, put_intent};
+use super::orders::millis_to_time;
 use super::{StoreError, tables};
-use redb::{Database, ReadableTable};
+use crate::domain::{
+    Amount, AttemptMark, CancelId, CancelIntent, IntentState, Job, PaymentId, Provider,
+};
+use redb::{Database, ReadableTable, WriteTransaction};
 
 /// The schema this build writes. Raise it with a step in `upgrade` when a table or record
-/// changes shape.
-pub const SCHEMA_VERSION: u32 = 1;
+/// changes shape. 2: one job queue for all background work, attempt marks and key generations
+/// on cancel intents, refunds whose outcome is unknown.
+pub const SCHEMA_VERSION: u32 = 2;
 
 const VERSION_KEY: &str = "schema_version";
 const COOKIE_KEY: &str = "cookie_key";
@@ -39,7 +46,12 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
                     supported: SCHEMA_VERSION,
                 });
             }
-            Some(found) => upgrade(found)?,
+            Some(found) => {
+                drop(meta);
+                upgrade(&txn, found)?;
+                meta = txn.open_table(tables::META)?;
+                meta.insert(VERSION_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+            }
         }
         let existing = meta.get(COOKIE_KEY)?.map(|value| value.value().to_vec());
         match existing {
@@ -62,11 +74,14 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
     txn.open_table(tables::CANCEL_INTENTS)?;
     txn.open_table(tables::CANCELS_BY_PAYMENT)?;
     txn.open_table(tables::SETTLEMENTS)?;
-    txn.open_table(tables::JOBS)?;
+    txn.open_table(tables::QUEUE)?;
+    txn.open_table(tables::QUEUE_DUE)?;
+    txn.open_table(tables::QUEUE_KEYS)?;
+    txn.open_table(tables::UNKNOWN_INTENTS)?;
+    txn.open_table(tables::CANCEL_LINES_USED)?;
     txn.open_table(tables::DEAD_LETTERS)?;
     txn.open_table(tables::IDEMPOTENCY)?;
     txn.open_table(tables::ALERTS)?;
-    txn.open_table(tables::ALERTS_UNSENT)?;
     txn.open_table(tables::PARTNER_LEDGER)?;
     txn.open_table(tables::PARTNER_SETTLEMENTS)?;
     txn.open_table(tables::SYNC_LOCKS)?;
@@ -77,17 +92,160 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
     Ok(key)
 }
 
-/// Upgrades a file from `found` to `SCHEMA_VERSION`. Version 1 is the first, so there is no
-/// step yet; each future step goes here, in order.
-fn upgrade(found: u32) -> Result<(), StoreError> {
-    if found == SCHEMA_VERSION {
-        Ok(())
-    } else {
-        Err(StoreError::Corrupt(format!(
+/// Upgrades a file from `found` to `SCHEMA_VERSION`, one step at a time, in the opening
+/// transaction.
+fn upgrade(txn: &WriteTransaction, found: u32) -> Result<(), StoreError> {
+    match found {
+        SCHEMA_VERSION => Ok(()),
+        1 => upgrade_1_to_2(txn),
+        _ => Err(StoreError::Corrupt(format!(
             "schema version {found} is not one this kassa can upgrade"
-        )))
+        ))),
     }
 }
+
+/// Parts 1–3 kept the cancel queue in `jobs` and the claim in the intent, and wrote nothing
+/// that said an attempt was in flight. Every intent is rewritten with its attempt mark; a claim
+/// that never finished becomes an attempt in flight, so the next attempt asks first; an open
+/// Payple intent that was ever claimed becomes a refund whose outcome is unknown (Payple cannot
+/// be asked, so it is never sent again blind). Jobs and undelivered alerts move to the queue;
+/// dead letters keep their shape.
+fn upgrade_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let old: Vec<(u128, IntentRecordV1)> = {
+        let table = txn.open_table(tables::CANCEL_INTENTS)?;
+        let mut rows = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            rows.push((
+                key.value(),
+                decode::<IntentRecordV1>("cancel intent", INTENT_RECORD_V1, value.value())?,
+            ));
+        }
+        rows
+    };
+    for (id, record) in old {
+        migrate_intent(txn, id, record)?;
+    }
+    let jobs: Vec<(u64, u128)> = txn
+        .open_table(tables::JOBS_V1)?
+        .iter()?
+        .map(|entry| entry.map(|(key, _)| key.value()))
+        .collect::<Result<_, _>>()?;
+    let mut old_jobs = txn.open_table(tables::JOBS_V1)?;
+    for key in jobs {
+        old_jobs.remove(key)?;
+    }
+    drop(old_jobs);
+    let unsent: Vec<u128> = txn
+        .open_table(tables::ALERTS_UNSENT_V1)?
+        .iter()?
+        .map(|entry| entry.map(|(key, _)| key.value()))
+        .collect::<Result<_, _>>()?;
+    for id in unsent {
+        let now = super::alerts::next_try_of(txn, id)?;
+        super::queue::enqueue(txn, id, &Job::Alert { alert_id: id }, None, now)?;
+        txn.open_table(tables::ALERTS_UNSENT_V1)?.remove(id)?;
+    }
+    Ok(())
+}
+
+fn migrate_intent(
+    txn: &WriteTransaction,
+    id: u128,
+    record: IntentRecordV1,
+) -> Result<(), StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("part-3 cancel intent: {what}"));
+    let state = IntentState::parse(&record.state).ok_or_else(|| corrupt("state"))?;
+    let created_at = millis_to_time(record.created_at_ms)?;
+    let claimed_at = record
+        .claim_token
+        .map(|token| millis_to_time(i64::try_from(token >> 32).unwrap_or(record.created_at_ms)))
+        .transpose()?;
+    let ever_attempted = record.attempts > 0 || claimed_at.is_some();
+    let mut attempts = record.attempts;
+    let in_flight = match (state, claimed_at) {
+        (IntentState::Open, Some(started_at)) => {
+            attempts = attempts.saturating_add(1);
+            Some(AttemptMark {
+                number: attempts,
+                started_at,
+            })
+        }
+        _ => None,
+    };
+    let intent = CancelIntent {
+        id: CancelId::from_u128(id),
+        payment_id: PaymentId::from_u128(record.payment_id),
+        kind: kind_of(&record.kind)?,
+        amount: Amount::non_negative(record.amount).map_err(|_| corrupt("amount"))?,
+        balance_before: Amount::non_negative(record.balance_before)
+            .map_err(|_| corrupt("balance"))?,
+        reason: record.reason,
+        pg_key: record.pg_key,
+        created_at,
+        done_at: record.done_at_ms.map(millis_to_time).transpose()?,
+        attempts,
+        queue_attempts: record.queue_attempts,
+        state,
+        outcome_unknown: record.outcome_unknown || in_flight.is_some(),
+        pg_cancel_id: record.pg_cancel_id,
+        key_generation: 0,
+        in_flight,
+        // The earliest an attempt can have started: a settlement line before it is not its.
+        first_attempt_at: ever_attempted.then_some(created_at),
+        new_key_if_untouched: false,
+        cancel_line_seen: false,
+        unknown_syncs: 0,
+    };
+    let mut stored = StoredIntent {
+        intent,
+        last_error: record.last_error,
+    };
+    let Some(mut payment) = super::payments::get_payment(txn, stored.intent.payment_id)? else {
+        return Err(corrupt("names a missing payment"));
+    };
+    let payple = payment.payment.provider == Provider::Payple;
+    if state == IntentState::Open && payple && ever_attempted {
+        // Nothing of parts 1–3 says whether the refund reached Payple; Payple cannot be asked.
+        payment.lease = None;
+        let record_id = id ^ MIGRATED_RECORD_MASK;
+        let now = claimed_at.unwrap_or(created_at);
+        super::cancels::mark_unknown(
+            txn,
+            &mut stored,
+            payment.payment.id,
+            "opened by a kassa that did not record attempts in flight: the refund may have reached Payple",
+            now,
+            record_id,
+        )?;
+        stored.intent.in_flight = None;
+        put_intent(txn, &stored)?;
+        super::cancels::settle(txn, &mut payment)?;
+        super::payments::put_payment(txn, &payment)?;
+        return Ok(());
+    }
+    put_intent(txn, &stored)?;
+    if state == IntentState::Open {
+        let due = record
+            .job_due_ms
+            .map(|due| millis_to_time(i64::try_from(due).unwrap_or(i64::MAX)))
+            .transpose()?
+            .unwrap_or(created_at);
+        super::queue::enqueue(
+            txn,
+            id,
+            &Job::Cancel {
+                cancel_id: CancelId::from_u128(id),
+            },
+            Some(payment.payment.provider),
+            due,
+        )?;
+    }
+    Ok(())
+}
+
+/// Makes the ids of the dead letter and alert a migrated intent gets from its own id.
+const MIGRATED_RECORD_MASK: u128 = 0x0000_0000_0000_0000_0000_0000_0000_0d1e;
 
 #[cfg(test)]
 mod tests {

@@ -10,26 +10,35 @@
 //! faults (business outcomes are values), and a write that fails is taken out of its batch and
 //! the rest re-applied, so one bad request never loses or half-applies another.
 
+mod admission;
 mod alerts;
 mod cancels;
 mod codec;
 mod dead_letters;
+mod evidence;
+mod intents;
 mod migrate;
 mod orders;
 mod partners;
 mod payments;
+mod queue;
+mod redrive;
 mod sync;
 mod tables;
 
+pub use admission::{NewPgPayment, RecordOutcome};
 pub use alerts::{Alert, AlertLevel, Delivery};
-pub use cancels::{AttemptResult, CancelRequest, CancelRequestOutcome, Claim};
-pub use dead_letters::{DeadLetter, RedriveOutcome};
+pub use cancels::{
+    AttemptResult, CancelRequest, CancelRequestOutcome, Claim, Claimed, UNKNOWN_SYNCS_ALERT,
+};
+pub use dead_letters::{DeadLetter, UNKNOWN_OUTCOME_JOB};
+pub use intents::INTENTS_PER_PAYMENT_MAX;
 pub use migrate::SCHEMA_VERSION;
 pub use orders::CreateOrderOutcome;
 pub use partners::{PartnerSettlement, StatusChange};
-pub use payments::{
-    NewPgPayment, PaymentFilter, PaymentPage, PaymentView, RecordOutcome, SettlementStatus,
-};
+pub use payments::{PaymentFilter, PaymentPage, PaymentView, SettlementStatus};
+pub use queue::{Gate, InFlight, InFlightGuard, JobClaim, JobOutcome, QueuedJob};
+pub use redrive::{Redrive, RedriveOutcome, Resolution};
 pub use sync::{Finding, LockOutcome, SettlementRow, SyncCounts, SyncReport};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
@@ -102,6 +111,7 @@ pub struct Store {
     changes: watch::Receiver<u64>,
     cookie_key: Arc<[u8; 32]>,
     path: PathBuf,
+    in_flight: InFlight,
 }
 
 impl std::fmt::Debug for Store {
@@ -154,6 +164,7 @@ impl Store {
             changes,
             cookie_key: Arc::new(cookie_key),
             path,
+            in_flight: InFlight::default(),
         })
     }
 

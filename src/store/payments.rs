@@ -4,15 +4,13 @@
 //! must follow from it (the order becoming paid, its settlement row, or its cancel intent and
 //! retry job) are written in the same transaction.
 
-use super::cancels::{insert_intent, new_intent};
 use super::codec::{decode, encode};
-use super::orders::{get_order, millis_to_time, put_order};
-use super::partners::{Entry, record_entry, today};
+use super::orders::millis_to_time;
 use super::{Store, StoreError, tables};
 use crate::domain::calendar::{date_key, kst_date, kst_day_start};
 use crate::domain::{
-    Admission, Amount, BuyerId, CancelId, CancelIntent, CancelKind, Event, EventKind, OrderId,
-    PartnerId, Payment, PaymentId, PaymentStatus, PgTid, Provider, admit,
+    Amount, BuyerId, CancelId, Event, EventKind, OrderId, PartnerId, Payment, PaymentId,
+    PaymentStatus, PgTid, Provider,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use redb::{ReadableTable, WriteTransaction};
@@ -99,43 +97,6 @@ pub struct PaymentView {
     pub settlement_status: Option<SettlementStatus>,
 }
 
-/// A PG payment as verified with the PG, about to be stored. Ids are made by the caller so the
-/// write has no randomness of its own.
-#[derive(Debug, Clone)]
-pub struct NewPgPayment {
-    pub payment_id: PaymentId,
-    pub cancel_id: CancelId,
-    pub pg_key: String,
-    pub provider: Provider,
-    pub pg_tid: PgTid,
-    pub order_id: OrderId,
-    pub amount: Amount,
-    /// False when the PG charged another currency than KRW: such a payment is refused.
-    pub currency_ok: bool,
-    /// What the PG says is still refundable, for the rollback's balance check.
-    pub pg_balance: Amount,
-    pub paid_at: DateTime<Utc>,
-    pub now: DateTime<Utc>,
-    pub source: &'static str,
-}
-
-/// What storing a verified PG payment did.
-#[derive(Debug, Clone)]
-pub enum RecordOutcome {
-    /// The PG payment names an order kassa does not have; nothing was stored.
-    OrderNotFound,
-    /// This PG payment was stored before; nothing changed.
-    Known(PaymentView),
-    /// The order is now paid by this payment.
-    Paid(PaymentView),
-    /// The payment was stored as `ROLLBACK_PENDING` with a cancel intent and its retry job.
-    Rollback {
-        view: PaymentView,
-        intent: CancelIntent,
-        admission: Admission,
-    },
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct PaymentFilter {
     pub order_id: Option<OrderId>,
@@ -214,7 +175,7 @@ pub(super) fn decode_payment(bytes: &[u8]) -> Result<StoredPayment, StoreError> 
     })
 }
 
-fn pg_key(provider: Provider, pg_tid: &PgTid) -> String {
+pub(super) fn pg_key(provider: Provider, pg_tid: &PgTid) -> String {
     format!("{}:{}", provider.as_str(), pg_tid.as_str())
 }
 
@@ -329,164 +290,6 @@ pub(super) fn view_in_write(
     .ok_or_else(|| StoreError::Bug(format!("payment {id} vanished inside its transaction")))
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "the whole decision and every row it writes, in one transaction"
-)]
-fn record_pg_payment(
-    txn: &WriteTransaction,
-    new: &NewPgPayment,
-) -> Result<RecordOutcome, StoreError> {
-    let index_key = pg_key(new.provider, &new.pg_tid);
-    let known = txn
-        .open_table(tables::PAYMENTS_BY_PG)?
-        .get(index_key.as_str())?
-        .map(|id| id.value());
-    if let Some(known) = known {
-        return Ok(RecordOutcome::Known(view_in_write(
-            txn,
-            PaymentId::from_u128(known),
-        )?));
-    }
-    let Some(mut order) = get_order(&txn.open_table(tables::ORDERS)?, &new.order_id)? else {
-        return Ok(RecordOutcome::OrderNotFound);
-    };
-    let admission = if new.currency_ok {
-        admit(&order, new.amount)
-    } else {
-        Admission::RollbackAmountMismatch {
-            expected: order.draft.amount,
-            actual: new.amount,
-        }
-    };
-    let status = if admission == Admission::Accept {
-        PaymentStatus::Paid
-    } else {
-        PaymentStatus::RollbackPending
-    };
-    let mut payment = Payment::new(
-        new.payment_id,
-        new.order_id.clone(),
-        new.provider,
-        new.pg_tid.clone(),
-        new.amount,
-        new.paid_at,
-        status,
-    )
-    .map_err(|error| StoreError::Bug(error.to_string()))?;
-    payment.partner_id.clone_from(&order.draft.partner_id);
-    payment.buyer_id = order.buyer_id;
-    txn.open_table(tables::PAYMENTS_BY_PG)?
-        .insert(index_key.as_str(), new.payment_id.as_u128())?;
-    txn.open_table(tables::PAYMENTS_BY_ORDER)?
-        .insert((new.order_id.as_str(), new.payment_id.as_u128()), ())?;
-    if let Some(buyer) = order.buyer_id {
-        txn.open_table(tables::PAYMENTS_BY_BUYER)?
-            .insert((buyer.as_u128(), new.payment_id.as_u128()), ())?;
-    }
-    let paid_detail = format!(
-        "{} confirmed by {} ({})",
-        new.amount,
-        new.provider.as_str(),
-        new.source
-    );
-    append_event(txn, new.payment_id, new.now, EventKind::Paid, &paid_detail)?;
-    if admission == Admission::Accept {
-        put_payment(
-            txn,
-            &StoredPayment {
-                payment,
-                lease: None,
-            },
-        )?;
-        order.mark_paid(new.payment_id);
-        put_order(txn, &order)?;
-        let row = encode(
-            SETTLEMENT_RECORD,
-            &SettlementRecord {
-                payment_id: new.payment_id.as_u128(),
-                provider: new.provider.as_str().to_owned(),
-                amount: new.amount.won(),
-                status: SettlementStatus::Pending.as_str().to_owned(),
-                fee: None,
-                settle_amount: None,
-                order_id: new.order_id.as_str().to_owned(),
-            },
-        )?;
-        txn.open_table(tables::SETTLEMENTS)?.insert(
-            (date_key(kst_date(new.paid_at)), new.payment_id.as_u128()),
-            row.as_slice(),
-        )?;
-        let entry = Entry {
-            natural: kst_date(new.paid_at),
-            today: today(new.now),
-            partner: order.draft.partner_id.as_ref(),
-            id: new.payment_id.as_u128(),
-            refund: false,
-            amount: new.amount,
-            payment_id: new.payment_id,
-        };
-        record_entry(txn, &entry)?;
-        return Ok(RecordOutcome::Paid(view_in_write(txn, new.payment_id)?));
-    }
-    let (kind, reason) = match admission {
-        Admission::RollbackAmountMismatch { expected, actual } => (
-            CancelKind::RollbackAmountMismatch,
-            format!("amount mismatch: the order asks {expected}, the PG took {actual}"),
-        ),
-        Admission::RollbackAlreadyPaid { paid_by } => (
-            CancelKind::RollbackAlreadyPaid,
-            format!("the order is already paid by payment {paid_by}"),
-        ),
-        Admission::Accept => unreachable!("accepted payments returned above"),
-    };
-    // The whole PG balance goes back; if the PG reports nothing left, nothing is reserved.
-    let intent = new_intent(
-        new.cancel_id,
-        new.payment_id,
-        kind,
-        new.pg_balance,
-        reason.clone(),
-        new.pg_key.clone(),
-        new.now,
-    );
-    // What the PG already refunded before kassa saw the payment is not kassa's to refund again.
-    let refunded_before = new
-        .amount
-        .checked_sub(new.pg_balance)
-        .unwrap_or(Amount::ZERO);
-    if !refunded_before.is_zero() {
-        payment
-            .record_refund(refunded_before)
-            .map_err(|error| StoreError::Bug(error.to_string()))?;
-    }
-    if !new.pg_balance.is_zero() {
-        payment
-            .reserve(new.pg_balance)
-            .map_err(|error| StoreError::Bug(error.to_string()))?;
-    }
-    put_payment(
-        txn,
-        &StoredPayment {
-            payment,
-            lease: None,
-        },
-    )?;
-    append_event(
-        txn,
-        new.payment_id,
-        new.now,
-        EventKind::RollbackRequested,
-        &reason,
-    )?;
-    insert_intent(txn, &intent, new.now)?;
-    Ok(RecordOutcome::Rollback {
-        view: view_in_write(txn, new.payment_id)?,
-        intent,
-        admission,
-    })
-}
-
 /// The lowest and highest payment keys created within a KST date range: UUIDv7 keys begin with
 /// their creation time in milliseconds.
 fn key_bounds(filter: &PaymentFilter) -> (u128, u128) {
@@ -504,10 +307,6 @@ fn key_bounds(filter: &PaymentFilter) -> (u128, u128) {
 }
 
 impl Store {
-    pub async fn record_pg_payment(&self, new: NewPgPayment) -> Result<RecordOutcome, StoreError> {
-        self.write(move |txn| record_pg_payment(txn, &new)).await
-    }
-
     pub async fn payment(&self, id: PaymentId) -> Result<Option<PaymentView>, StoreError> {
         self.read(move |txn| {
             load_view(

@@ -8,6 +8,7 @@
 
 use super::alerts::{AlertLevel, insert_alert};
 use super::codec::{decode, encode};
+use super::evidence::Evidence;
 use super::orders::get_order;
 use super::payments::{SETTLEMENT_RECORD, SettlementRecord, decode_payment};
 use super::{Store, StoreError, tables};
@@ -241,7 +242,16 @@ fn apply_line(
     };
     if line.kind == SettlementKind::Cancel {
         counts.cancel_skipped = 1;
-        tracing::warn!(provider, order_id = %line.order_id, amount = line.amount, "settlement CANCEL line kept for refund reconciliation");
+        let now = super::orders::millis_to_time(now_ms)?;
+        match super::evidence::apply_cancel_line(txn, provider, line, now)? {
+            Evidence::Known | Evidence::Used | Evidence::ClosedUnknown => {}
+            Evidence::Ambiguous => {
+                tracing::warn!(provider, order_id = %line.order_id, amount = line.amount, "a settlement CANCEL line could be an unknown refund's or a recorded one's; left to a person");
+            }
+            Evidence::Unexplained => {
+                tracing::warn!(provider, order_id = %line.order_id, amount = line.amount, "settlement CANCEL line of a refund kassa does not know; kept for refund reconciliation");
+            }
+        }
         record_finding(txn, &finding("CANCEL", None))?;
         return Ok(counts);
     }
@@ -374,6 +384,9 @@ impl Store {
                 locks.remove(key.as_str())?;
             }
             drop(locks);
+            if report.complete {
+                super::evidence::count_sync(txn, &report.provider, report.date, alert_id.wrapping_add(2), now)?;
+            }
             let counts = report.counts;
             if report.failed > 0 {
                 let message = format!(

@@ -40,9 +40,28 @@ pub const CANCELS_BY_PAYMENT: TableDefinition<(u128, u128), ()> =
 /// (KST date as `yyyymmdd`, payment id) → settlement row: one per paid payment, scanned by day.
 pub const SETTLEMENTS: TableDefinition<(u32, u128), &[u8]> = TableDefinition::new("settlements");
 
-/// (due time in Unix ms, cancel id) → (): the retry queue. A claimed job moves to its lease's
-/// expiry, so a job whose worker died is due again when the lease runs out.
-pub const JOBS: TableDefinition<(u64, u128), ()> = TableDefinition::new("jobs");
+/// Schema 1 only (read by the migration): (due time in Unix ms, cancel id) → (), the cancel
+/// retry queue of parts 1–3.
+pub const JOBS_V1: TableDefinition<(u64, u128), ()> = TableDefinition::new("jobs");
+
+/// Job id → job record: the one durable queue of all background work (cancel attempts,
+/// re-checks, alert deliveries, settlement-sync days, partner-settlement days).
+pub const QUEUE: TableDefinition<u128, &[u8]> = TableDefinition::new("queue");
+
+/// (due time in Unix ms, job id) → (): the queue in the order jobs are due. A claimed job moves
+/// to its lease's expiry, so a job whose worker died is due again when the lease runs out.
+pub const QUEUE_DUE: TableDefinition<(u64, u128), ()> = TableDefinition::new("queue_due");
+
+/// A job's unique name (`settlement_sync:payple:20261122`) → its job id: a day is queued once.
+pub const QUEUE_KEYS: TableDefinition<&str, u128> = TableDefinition::new("queue_keys");
+
+/// Cancel id → (): intents whose refund outcome is unknown, waiting for evidence.
+pub const UNKNOWN_INTENTS: TableDefinition<u128, ()> = TableDefinition::new("unknown_intents");
+
+/// `"{provider}:{order id}:{cancel time ms}:{amount}"` → cancel id: a settlement CANCEL line
+/// that was matched to a refund, so one line is never used twice.
+pub const CANCEL_LINES_USED: TableDefinition<&str, u128> =
+    TableDefinition::new("cancel_lines_used");
 
 /// Dead-letter id (UUIDv7) → dead letter record: jobs that need a human.
 pub const DEAD_LETTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("dead_letters");
@@ -53,8 +72,9 @@ pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idem
 /// Alert id (UUIDv7) → alert record: the outbox of alerts, kept for the admin page.
 pub const ALERTS: TableDefinition<u128, &[u8]> = TableDefinition::new("alerts");
 
-/// Alert id → (): alerts not yet delivered.
-pub const ALERTS_UNSENT: TableDefinition<u128, ()> = TableDefinition::new("alerts_unsent");
+/// Schema 1 only (read by the migration): alert id → (), alerts not yet delivered. Delivery is
+/// a queued job now.
+pub const ALERTS_UNSENT_V1: TableDefinition<u128, ()> = TableDefinition::new("alerts_unsent");
 
 /// (KST day, partner id or "", payment or cancel id) → ledger entry: every accepted payment
 /// and every completed refund, on the day it counts for partner settlement.

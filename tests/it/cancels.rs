@@ -81,7 +81,7 @@ async fn a_lost_answer_is_resolved_by_asking_the_pg_and_refunds_once() {
 
 #[tokio::test]
 async fn a_pg_failing_five_times_ends_in_a_dead_letter_and_a_redrive_refunds_once() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with_short_retries().await;
     let (payment_id, imp_uid) = app.paid("order-dead-1", 15_000).await;
     app.fault("portone.cancel", "status500", 5).await;
 
@@ -149,6 +149,8 @@ async fn a_pg_failing_five_times_ends_in_a_dead_letter_and_a_redrive_refunds_onc
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(app.payment(&payment_id).await["status"], "CANCEL_REQUESTED");
+    // Five failures in a row opened the PG's circuit breaker: the re-drive waits for its probe.
+    app.advance_ms(61_000);
     assert_eq!(app.run_jobs().await, 1);
 
     let payment = app.payment(&payment_id).await;
@@ -403,7 +405,7 @@ async fn cancel_requests_are_checked_before_anything_is_stored() {
 
 #[tokio::test]
 async fn a_rollback_the_pg_keeps_refusing_is_retried_then_dead_lettered() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with_short_retries().await;
     app.create_order("order-rb-1", 15_000).await;
     let imp_uid = app.pg_payment("order-rb-1", 10).await;
     app.fault("portone.cancel", "status500", 5).await;
@@ -423,6 +425,8 @@ async fn a_rollback_the_pg_keeps_refusing_is_retried_then_dead_lettered() {
     let id = letters["items"][0]["id"].as_str().unwrap().to_owned();
     app.admin_post(&format!("/api/admin/dead-letters/{id}/redrive"), &json!({}))
         .await;
+    // Five failures in a row opened the PG's circuit breaker: the re-drive waits for its probe.
+    app.advance_ms(61_000);
     assert_eq!(app.run_jobs().await, 1);
     assert_eq!(
         app.payment(&payment_id).await["status"],
@@ -502,32 +506,16 @@ async fn alerts_reach_slack_and_a_failed_delivery_is_retried_later() {
     app.fault("portone.cancel", "status401", 2).await;
     app.cancel(&payment_id, "key-slack", &json!({ "reason": "refund" }))
         .await;
-    let http = kassa::gateway::client::build(Duration::from_secs(2)).unwrap();
 
-    assert_eq!(
-        kassa::jobs::deliver_alerts(&app.kassa, &http)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(app.run_all_jobs().await.others, 1);
     assert!(
         received.lock().unwrap().is_empty(),
         "Slack failed the first call"
     );
-    assert_eq!(
-        kassa::jobs::deliver_alerts(&app.kassa, &http)
-            .await
-            .unwrap(),
-        0,
-        "the retry waits"
-    );
-    app.advance_ms(61_000);
-    assert_eq!(
-        kassa::jobs::deliver_alerts(&app.kassa, &http)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(app.run_all_jobs().await.others, 0, "the retry waits");
+    // The second try waits a minute, plus up to 10 % jitter.
+    app.advance_ms(70_000);
+    assert_eq!(app.run_all_jobs().await.others, 1);
 
     let texts = received.lock().unwrap().clone();
     assert_eq!(texts.len(), 1);
@@ -535,13 +523,7 @@ async fn alerts_reach_slack_and_a_failed_delivery_is_retried_later() {
         texts[0].contains("URGENT") && texts[0].contains(&payment_id),
         "{texts:?}"
     );
-    assert_eq!(
-        kassa::jobs::deliver_alerts(&app.kassa, &http)
-            .await
-            .unwrap(),
-        0,
-        "sent once"
-    );
+    assert_eq!(app.run_all_jobs().await.others, 0, "sent once");
     let (_, alerts) = app.admin_get("/api/admin/alerts").await;
     assert!(alerts["items"][0]["sent_at"].is_string());
     assert_eq!(alerts["items"][0]["attempts"], 2);
@@ -643,7 +625,7 @@ async fn a_resolved_dead_letter_releases_its_hold_without_calling_the_pg() {
     let (status, body) = app
         .admin_post(
             &format!("/api/admin/dead-letters/{id}/resolve"),
-            &json!({ "note": "the buyer keeps the goods" }),
+            &json!({ "outcome": "not_refunded", "note": "the buyer keeps the goods" }),
         )
         .await;
 
@@ -707,7 +689,10 @@ async fn an_intent_the_worker_holds_cannot_be_claimed_again_until_its_lease_ends
     let lease = chrono::Duration::seconds(30);
 
     // The worker claims the job first.
-    let claims = store.claim_due(now, 8, lease).await.unwrap();
+    let claims = store
+        .claim_due(now, 8, leases(lease), std::collections::HashMap::new())
+        .await
+        .unwrap();
     assert_eq!(claims.len(), 1);
 
     assert!(
@@ -722,9 +707,28 @@ async fn an_intent_the_worker_holds_cannot_be_claimed_again_until_its_lease_ends
             .is_none(),
         "no second attempt at once"
     );
-    assert!(store.claim_due(now, 8, lease).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_due(now, 8, leases(lease), std::collections::HashMap::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A worker that died: once its lease ends, the job can be claimed again.
     let later = now + chrono::Duration::seconds(31);
     assert!(store.cancel_turn(intent.id, later).await.unwrap());
-    assert_eq!(store.claim_due(later, 8, lease).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .claim_due(later, 8, leases(lease), std::collections::HashMap::new())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn leases(
+    lease: chrono::Duration,
+) -> std::collections::HashMap<kassa::domain::job::JobKind, chrono::Duration> {
+    std::collections::HashMap::from([(kassa::domain::job::JobKind::Cancel, lease)])
 }

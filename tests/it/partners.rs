@@ -252,9 +252,11 @@ async fn payments_a_second_apart_across_kst_midnight_land_on_two_days() {
     assert_eq!(orders, ["order-ps-41"]);
 }
 
-/// One scheduler tick; answers the partner settlement runs it made.
+/// One scheduler tick and the worker's step after it; answers the partner settlement runs the
+/// tick queued.
 async fn partner_runs(app: &TestApp) -> Vec<kassa::scheduler::Ran> {
     let ran = kassa::scheduler::tick(&app.kassa).await.unwrap();
+    app.run_all_jobs().await;
     ran.into_iter()
         .filter(|run| run.schedule == "partner_settlement")
         .collect()

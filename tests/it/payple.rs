@@ -117,52 +117,409 @@ async fn a_tampered_payple_payment_is_refunded_through_payple() {
     );
 }
 
+/// A paid Payple payment of `amount` for a new order; answers its payment id.
+async fn payple_payment(app: &TestApp, order_id: &str, amount: i64) -> String {
+    payple_order(app, order_id, amount).await;
+    let paid = payple_paid(app, order_id, amount).await;
+    let (status, payment) = result_post(app, &paid, amount).await;
+    assert_eq!(status, StatusCode::OK, "{payment}");
+    payment["payment_id"].as_str().unwrap().to_owned()
+}
+
+/// Loads the sandbox's settlement lines of `date` (an APPROVAL line per payment and a CANCEL
+/// line per refund it made that day) and runs kassa's Payple sync of that day.
+async fn payple_sync(app: &TestApp, date: &str) -> Value {
+    let response = app
+        .http
+        .post(app.url("/sandbox-pg/_control/settlements"))
+        .json(&json!({ "provider": "payple", "date": date, "from_payments": true }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let (status, report) = app
+        .admin_post(
+            "/api/admin/settlement-sync/run",
+            &json!({ "provider": "payple", "date": date }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    report
+}
+
+async fn letter_of(app: &TestApp, payment_id: &str) -> Value {
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    letters["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|letter| letter["payment_id"] == payment_id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 #[tokio::test]
-async fn payple_refunds_without_a_key_ask_payple_before_every_retry_and_refund_once() {
+async fn a_payple_refund_whose_answer_is_lost_is_never_sent_again_and_its_settlement_line_closes_it()
+ {
     let app = TestApp::spawn().await;
-    payple_order(&app, "order-pp-3", 20_000).await;
-    let paid = payple_paid(&app, "order-pp-3", 20_000).await;
-    let (_, payment) = result_post(&app, &paid, 20_000).await;
-    let payment_id = payment["payment_id"].as_str().unwrap();
-    // The refund is made but its answer is lost; then the PG fails once more.
+    let payment_id = payple_payment(&app, "order-pp-3", 20_000).await;
+    // Payple carries the refund out, and its answer never reaches kassa.
     app.fault("payple.cancel", "lost_response", 1).await;
-    app.fault("payple.payment", "status500", 1).await;
-    let inquiries = app.pg_calls("payple.payment").await;
 
     let (status, body) = app
         .cancel(
-            payment_id,
+            &payment_id,
             "pp-key-1",
             &json!({ "amount": 5_000, "reason": "partial" }),
         )
         .await;
 
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(body["status"], "PARTIALLY_CANCELLED");
-    let state = payple_state(&app, "order-pp-3").await;
-    assert_eq!(state["refunds_executed"], 1, "{state}");
+    assert_eq!(body["status"], "CANCEL_UNKNOWN");
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "CANCEL_UNKNOWN", "{payment}");
     assert_eq!(
-        app.pg_calls("payple.cancel").await,
-        1,
-        "the second attempt found the refund by asking"
+        payment["cancelled_amount"], 0,
+        "not recorded without evidence"
     );
-    assert!(app.pg_calls("payple.payment").await >= inquiries + 2);
-
-    // A plain failure is retried, and the retry asks Payple first.
-    app.fault("payple.cancel", "status500", 1).await;
-    let (_, body) = app
-        .cancel(
-            payment_id,
-            "pp-key-2",
-            &json!({ "amount": 5_000, "reason": "partial" }),
-        )
-        .await;
-    assert_eq!(body["status"], "PARTIALLY_CANCELLED");
     assert_eq!(
         payple_state(&app, "order-pp-3").await["refunds_executed"],
-        2
+        1
     );
-    assert_eq!(app.payment(payment_id).await["cancelled_amount"], 10_000);
+    let letter = letter_of(&app, &payment_id).await;
+    assert_eq!(letter["job"], "unknown_outcome", "{letter}");
+    let (_, alerts) = app.admin_get("/api/admin/alerts").await;
+    assert!(
+        alerts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|alert| alert["level"] == "URGENT" && alert["kind"] == "REFUND_OUTCOME_UNKNOWN"),
+        "{alerts}"
+    );
+
+    // Hours go by: nothing sends the refund again, and a re-drive needs the console checked.
+    for _ in 0..6 {
+        app.advance_ms(3_600_000);
+        app.run_jobs().await;
+    }
+    let id = letter["id"].as_str().unwrap();
+    let (status, refused) = app
+        .admin_post(&format!("/api/admin/dead-letters/{id}/redrive"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "CONSOLE_CHECK_REQUIRED");
+    assert_eq!(app.pg_calls("payple.cancel").await, 1, "never sent again");
+    let (status, _) = app
+        .cancel(
+            &payment_id,
+            "pp-key-1b",
+            &json!({ "amount": 15_001, "reason": "too much" }),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the unknown refund still holds its amount"
+    );
+
+    // The next morning's settlement shows Payple's CANCEL line: that is the evidence.
+    let report = payple_sync(&app, "2026-11-23").await;
+    assert_eq!(report["cancel_skipped"], 1, "{report}");
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED", "{payment}");
+    assert_eq!(payment["cancelled_amount"], 5_000);
+    let refunded = payment["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["kind"] == "REFUNDED")
+        .unwrap();
+    assert!(
+        refunded["detail"].as_str().unwrap().contains("settlement"),
+        "{refunded}"
+    );
+    assert!(letter_of(&app, &payment_id).await["resolved_at"].is_string());
+    // A re-run of the same day uses the line once.
+    payple_sync(&app, "2026-11-23").await;
+    assert_eq!(app.payment(&payment_id).await["cancelled_amount"], 5_000);
+    assert_eq!(
+        payple_state(&app, "order-pp-3").await["refunds_executed"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_payple_refund_goes_on_when_the_client_drops_the_request() {
+    let app = TestApp::spawn().await;
+    let payment_id = payple_payment(&app, "order-pp-drop", 20_000).await;
+    // Payple answers after 300 ms (within kassa's 400 ms PG timeout); the client gives up first.
+    app.fault_held("payple.cancel", "lost_response", 1, 300)
+        .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+
+    let dropped = impatient
+        .post(app.url(&format!("/api/payments/{payment_id}/cancel")))
+        .bearer_auth(crate::support::ADMIN_TOKEN)
+        .header("idempotency-key", "pp-drop")
+        .json(&json!({ "amount": 5_000, "reason": "partial" }))
+        .send()
+        .await;
+    assert!(dropped.is_err(), "the client went away mid-attempt");
+
+    let mut payment = app.payment(&payment_id).await;
+    for _ in 0..50 {
+        if payment["status"] != "CANCEL_REQUESTED" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        payment = app.payment(&payment_id).await;
+    }
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED", "{payment}");
+    assert_eq!(payment["cancelled_amount"], 5_000);
+    assert_eq!(
+        payple_state(&app, "order-pp-drop").await["refunds_executed"],
+        1
+    );
+    assert_eq!(app.run_jobs().await, 0, "nothing left to do");
+}
+
+#[tokio::test]
+async fn a_payple_attempt_slower_than_its_lease_is_the_only_attempt_and_its_answer_counts_once() {
+    let app = TestApp::spawn().await;
+    let payment_id = payple_payment(&app, "order-pp-slow", 20_000).await;
+    app.fault_held("payple.cancel", "lost_response", 1, 300)
+        .await;
+
+    let request = {
+        let http = app.http.clone();
+        let url = app.url(&format!("/api/payments/{payment_id}/cancel"));
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(crate::support::ADMIN_TOKEN)
+                .header("idempotency-key", "pp-slow")
+                .json(&json!({ "amount": 5_000, "reason": "partial" }))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    // While Payple holds the refund's answer, the attempt's lease runs out.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    app.advance_ms(30 * 60_000);
+    assert_eq!(
+        app.run_jobs().await,
+        0,
+        "no second attempt while the first is still talking to Payple"
+    );
+
+    let body = request.await.unwrap();
+    assert_eq!(body["status"], "PARTIALLY_CANCELLED", "{body}");
+    app.advance_ms(30 * 60_000);
+    assert_eq!(app.run_jobs().await, 0);
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["cancelled_amount"], 5_000);
+    assert_eq!(app.pg_calls("payple.cancel").await, 1);
+    assert_eq!(
+        payple_state(&app, "order-pp-slow").await["refunds_executed"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_payple_refund_is_sent_again_only_after_the_console_is_checked() {
+    let app = TestApp::spawn().await;
+    let payment_id = payple_payment(&app, "order-pp-check", 20_000).await;
+    // The PG never saw it this time: the request timed out before Payple acted.
+    app.fault("payple.cancel", "timeout", 1).await;
+    let (_, body) = app
+        .cancel(&payment_id, "pp-check", &json!({ "reason": "full" }))
+        .await;
+    assert_eq!(body["status"], "CANCEL_UNKNOWN", "{body}");
+    assert_eq!(
+        payple_state(&app, "order-pp-check").await["refunds_executed"],
+        0
+    );
+    let id = letter_of(&app, &payment_id).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (status, body) = app
+        .admin_post(
+            &format!("/api/admin/dead-letters/{id}/redrive"),
+            &json!({ "console_checked": true, "note": "no refund in Payple's console" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(app.run_jobs().await, 1);
+
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "CANCELLED", "{payment}");
+    assert_eq!(
+        payple_state(&app, "order-pp-check").await["refunds_executed"],
+        1
+    );
+    let redriven = payment["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["kind"] == "REDRIVEN")
+        .unwrap();
+    assert!(
+        redriven["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no refund in Payple's console"),
+        "{redriven}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_payple_refund_resolved_as_refunded_counts_like_a_confirmed_one() {
+    let app = TestApp::spawn().await;
+    let body = json!({ "order_id": "order-pp-res", "amount": 20_000, "name": "원두", "provider": "payple", "partner_id": "p-coffee" });
+    let (status, body) = app.admin_post("/api/orders", &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let paid = payple_paid(&app, "order-pp-res", 20_000).await;
+    let (_, payment) = result_post(&app, &paid, 20_000).await;
+    let payment_id = payment["payment_id"].as_str().unwrap().to_owned();
+    app.fault("payple.cancel", "lost_response", 1).await;
+    app.cancel(
+        &payment_id,
+        "pp-res",
+        &json!({ "amount": 8_000, "reason": "partial" }),
+    )
+    .await;
+    let id = letter_of(&app, &payment_id).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (status, body) = app
+        .admin_post(
+            &format!("/api/admin/dead-letters/{id}/resolve"),
+            &json!({ "outcome": "refunded", "pg_ref": "rf_console_1", "note": "seen in Payple's console" }),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "CANCEL_REFUNDED");
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED");
+    assert_eq!(payment["cancelled_amount"], 8_000);
+    let (_, ledger) = app
+        .admin_post(
+            "/api/admin/partner-settlements/run",
+            &json!({ "date": "2026-11-23" }),
+        )
+        .await;
+    let cancelled: i64 = ledger["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["cancelled"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        cancelled, 8_000,
+        "the refund reaches the partner ledger: {ledger}"
+    );
+    assert_eq!(app.pg_calls("payple.cancel").await, 1);
+}
+
+#[tokio::test]
+async fn a_payple_refund_whose_cash_receipt_was_not_cancelled_is_a_refund_and_a_warning() {
+    let app = TestApp::spawn().await;
+    let payment_id = payple_payment(&app, "order-pp-tax", 20_000).await;
+    app.fault("payple.cancel", "taxsave_fail", 1).await;
+
+    let (_, body) = app
+        .cancel(&payment_id, "pp-tax", &json!({ "reason": "full" }))
+        .await;
+
+    assert_eq!(body["status"], "CANCELLED", "{body}");
+    let (_, alerts) = app.admin_get("/api/admin/alerts").await;
+    assert!(
+        alerts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|alert| alert["level"] == "WARNING"
+                && alert["kind"] == "REFUND_WARNING"
+                && alert["message"].as_str().unwrap().contains("cash receipt")),
+        "{alerts}"
+    );
+}
+
+#[tokio::test]
+async fn payple_follow_ups_echo_the_credentials_the_auth_answer_returned() {
+    let app = TestApp::spawn().await;
+    // The sandbox refuses a follow-up with the partner's own cst_id/custKey, as Payple does.
+    let payment_id = payple_payment(&app, "order-pp-echo", 3_000).await;
+    let (_, body) = app
+        .cancel(&payment_id, "pp-echo", &json!({ "reason": "full" }))
+        .await;
+    assert_eq!(body["status"], "CANCELLED", "{body}");
+    let auth: Value = app
+        .http
+        .post(app.url("/sandbox-pg/payple/php/auth.php"))
+        .header("referer", "https://shop.example")
+        .json(&json!({ "cst_id": kassa::sandbox::SANDBOX_CST_ID, "custKey": kassa::sandbox::SANDBOX_CUST_KEY, "PCD_PAYCHK_FLAG": "Y" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(auth["cst_id"], kassa::sandbox::SANDBOX_CST_ID);
+    let configured: Value = app
+        .http
+        .post(auth["return_url"].as_str().unwrap())
+        .json(&json!({
+            "PCD_CST_ID": kassa::sandbox::SANDBOX_CST_ID,
+            "PCD_CUST_KEY": kassa::sandbox::SANDBOX_CUST_KEY,
+            "PCD_AUTH_KEY": auth["AuthKey"],
+            "PCD_PAYCHK_FLAG": "Y",
+            "PCD_PAY_TYPE": "card",
+            "PCD_PAY_OID": "order-pp-echo",
+            "PCD_PAY_DATE": "20261123",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(configured["PCD_PAY_RST"], "error", "{configured}");
+    let echoed: Value = app
+        .http
+        .post(auth["return_url"].as_str().unwrap())
+        .json(&json!({
+            "PCD_CST_ID": auth["cst_id"],
+            "PCD_CUST_KEY": auth["custKey"],
+            "PCD_AUTH_KEY": auth["AuthKey"],
+            "PCD_PAYCHK_FLAG": "Y",
+            "PCD_PAY_TYPE": "card",
+            "PCD_PAY_OID": "order-pp-echo",
+            "PCD_PAY_DATE": "20261123",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echoed["PCD_PAY_RST"], "success", "{echoed}");
+    assert!(
+        echoed.get("PCD_REFUND_TOTAL").is_none(),
+        "Payple's inquiry shows no refunds: {echoed}"
+    );
 }
 
 #[tokio::test]

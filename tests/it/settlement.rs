@@ -340,6 +340,16 @@ async fn the_morning_schedule_syncs_yesterday() {
     app.clock.set(kst("2026-11-24T08:00:00+09:00"));
 
     let ran = kassa::scheduler::tick(&app.kassa).await.unwrap();
+    assert_eq!(
+        rows(&app, "Succeed").await.len(),
+        0,
+        "the scheduler only queues"
+    );
+    // Two days are queued (the catch-up fire and today's); one sync of a PG runs at a time.
+    for _ in 0..3 {
+        app.run_all_jobs().await;
+        app.advance_ms(10_000);
+    }
 
     assert!(
         ran.iter()
@@ -367,6 +377,7 @@ async fn a_run_that_lost_its_lock_applies_no_page() {
         amount: 1_000,
         fee: 33,
         settle_amount: 967,
+        cancel_at: None,
     };
     // Run 1's lease ran out and run 2 took the lock.
     assert_eq!(

@@ -36,15 +36,39 @@ pub struct TestApp {
 /// Settings a test may change before the app starts, as `KASSA_*` environment pairs.
 pub type Settings = Vec<(&'static str, String)>;
 
+/// Three queued tries, 5 s, 30 s and 2 min apart.
+pub fn short_retries() -> Settings {
+    vec![
+        ("KASSA_RETRY__QUEUE_ATTEMPTS_MAX", "3".into()),
+        ("KASSA_RETRY__BACKOFF_MS", "[5000, 30000, 120000]".into()),
+    ]
+}
+
 impl TestApp {
     pub async fn spawn() -> TestApp {
         TestApp::spawn_with(Vec::new()).await
+    }
+
+    /// The retry policy of parts 1–3 (three queued tries over about 2.5 minutes), for tests that
+    /// walk a job to its dead letter.
+    pub async fn spawn_with_short_retries() -> TestApp {
+        TestApp::spawn_with(short_retries()).await
     }
 
     pub async fn spawn_with(settings: Settings) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().to_path_buf();
         let mut app = TestApp::start(&data_dir, &settings).await;
+        app.dir = Some(dir);
+        app
+    }
+
+    /// Starts on a copy of the data file `fixture` (one written by an older kassa).
+    pub async fn spawn_on_copy_of(fixture: &Path) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(fixture, dir.path().join("kassa.redb")).unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let mut app = TestApp::start(&data_dir, &Vec::new()).await;
         app.dir = Some(dir);
         app
     }
@@ -270,7 +294,40 @@ impl TestApp {
 
     /// Makes the next `count` calls of a sandbox endpoint fail with `mode`.
     pub async fn fault(&self, endpoint: &str, mode: &str, count: usize) {
-        let body = json!({ "endpoint": endpoint, "mode": mode, "count": count, "hold_ms": 3000 });
+        self.fault_with(
+            json!({ "endpoint": endpoint, "mode": mode, "count": count, "hold_ms": 3000 }),
+        )
+        .await;
+    }
+
+    /// A fault that holds the call `hold_ms`: with `lost_response` shorter than the PG timeout,
+    /// a slow answer that arrives.
+    pub async fn fault_held(&self, endpoint: &str, mode: &str, count: usize, hold_ms: u64) {
+        self.fault_with(
+            json!({ "endpoint": endpoint, "mode": mode, "count": count, "hold_ms": hold_ms }),
+        )
+        .await;
+    }
+
+    /// Makes the next `count` calls of an endpoint answer the PG's own error `code` with
+    /// `status`, doing nothing (a Toss 4xx is kept under its Idempotency-Key, as Toss does).
+    pub async fn fault_error(&self, endpoint: &str, status: u16, code: &str, count: usize) {
+        self.fault_with(json!({ "endpoint": endpoint, "mode": "error", "status": status, "code": code, "count": count }))
+            .await;
+    }
+
+    /// Clears every queued fault: the PG answers normally again.
+    pub async fn clear_faults(&self) {
+        let response = self
+            .http
+            .delete(self.url("/sandbox-pg/_control/faults"))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    async fn fault_with(&self, body: Value) {
         let response = self
             .http
             .post(self.url("/sandbox-pg/_control/faults"))
@@ -324,8 +381,13 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// One step of the retry worker: attempts every due job. Answers how many ran.
+    /// One step of the worker: runs every due job. Answers how many cancel attempts ran.
     pub async fn run_jobs(&self) -> usize {
+        self.run_all_jobs().await.cancels
+    }
+
+    /// One step of the worker, with what ran of each kind.
+    pub async fn run_all_jobs(&self) -> kassa::jobs::Ran {
         kassa::jobs::run_due_jobs(&self.kassa).await.unwrap()
     }
 
@@ -380,4 +442,45 @@ impl Drop for TestApp {
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+/// What kassa logged while the guard lives, on this thread (a `#[tokio::test]` runtime runs the
+/// server, the attempts and the test on one thread).
+pub struct Logs {
+    buffer: Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Clone)]
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    pub fn capture() -> Logs {
+        let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = LogWriter(buffer.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        Logs {
+            buffer,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buffer.lock().unwrap()).into_owned()
+    }
 }

@@ -155,13 +155,57 @@ pub async fn dead_letters(
     ))
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveBody {
+    /// The admin looked in the PG's console and saw no refund for this cancel. Required to send
+    /// again a refund whose outcome is unknown.
+    #[serde(default)]
+    console_checked: bool,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+fn intent_json(intent: &crate::domain::CancelIntent, status: &str) -> Value {
+    json!({ "cancel_id": intent.id.to_string(), "payment_id": intent.payment_id.to_string(), "status": status })
+}
+
+/// `POST /api/admin/dead-letters/{id}/redrive` with an optional body
+/// `{"console_checked"?, "note"?}`.
 pub async fn redrive(
     State(state): State<AppState>,
     _: Admin,
     ApiPath(id): ApiPath<String>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let id = parse_record_id(&id).ok_or_else(|| ApiError::not_found("dead letter"))?;
-    match state.kassa.store.redrive(id, state.kassa.env.now()).await? {
+    let body: RedriveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RedriveBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_FIELD",
+                format!("the re-drive body is {{\"console_checked\"?, \"note\"?}}: {error}"),
+            )
+        })?
+    };
+    let note = body
+        .note
+        .as_deref()
+        .filter(|note| !note.trim().is_empty())
+        .map(|note| crate::domain::parse_text("note", note, 500))
+        .transpose()?;
+    let request = crate::store::Redrive {
+        console_checked: body.console_checked,
+        note,
+    };
+    match state
+        .kassa
+        .store
+        .redrive(id, request, state.kassa.env.now())
+        .await?
+    {
         crate::store::RedriveOutcome::NotFound => Err(ApiError::not_found("dead letter")),
         crate::store::RedriveOutcome::Resolved(intent) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -173,12 +217,20 @@ pub async fn redrive(
             "CANCEL_ALREADY_DONE",
             format!("cancel {} was already carried out", intent.id),
         )),
+        crate::store::RedriveOutcome::ConsoleCheckRequired(intent) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "CONSOLE_CHECK_REQUIRED",
+            format!(
+                "the refund of cancel {} may have gone through and the PG cannot be asked: look in the PG's console first; if it shows no refund, re-drive with {{\"console_checked\": true, \"note\": \"...\"}}, if it does, resolve it as refunded",
+                intent.id
+            ),
+        )),
         crate::store::RedriveOutcome::Redriven(intent) => {
-            tracing::info!(cancel_id = %intent.id, payment_id = %intent.payment_id, "dead letter re-driven");
+            tracing::info!(cancel_id = %intent.id, payment_id = %intent.payment_id, console_checked = body.console_checked, "dead letter re-driven");
             state.kassa.wake.notify_one();
             Ok((
                 StatusCode::ACCEPTED,
-                Json(json!({ "cancel_id": intent.id.to_string(), "payment_id": intent.payment_id.to_string(), "status": "CANCEL_PENDING" })),
+                Json(intent_json(&intent, "CANCEL_PENDING")),
             )
                 .into_response())
         }
@@ -188,11 +240,15 @@ pub async fn redrive(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveBody {
+    outcome: String,
+    #[serde(default)]
+    pg_ref: Option<String>,
     note: String,
 }
 
-/// Closes a dead letter handled outside kassa (refunded in the PG's console, or not to be
-/// refunded): nothing is sent to the PG and what it held is released.
+/// `POST /api/admin/dead-letters/{id}/resolve` `{"outcome": "refunded" | "not_refunded",
+/// "pg_ref"?, "note"}`: a person says what they did. "refunded" records the refund like a
+/// PG-confirmed one; "not_refunded" releases what the cancel held. Nothing is sent to the PG.
 pub async fn resolve_dead_letter(
     State(state): State<AppState>,
     _: Admin,
@@ -201,10 +257,28 @@ pub async fn resolve_dead_letter(
 ) -> Result<Response, ApiError> {
     let id = parse_record_id(&id).ok_or_else(|| ApiError::not_found("dead letter"))?;
     let note = crate::domain::parse_text("note", &body.note, 500)?;
+    let resolution = match body.outcome.as_str() {
+        "refunded" => crate::store::Resolution::Refunded {
+            pg_ref: body
+                .pg_ref
+                .as_deref()
+                .filter(|pg_ref| !pg_ref.trim().is_empty())
+                .map(|pg_ref| crate::domain::parse_text("pg_ref", pg_ref, 100))
+                .transpose()?,
+        },
+        "not_refunded" => crate::store::Resolution::NotRefunded,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_FIELD",
+                "outcome must be \"refunded\" or \"not_refunded\"",
+            ));
+        }
+    };
     match state
         .kassa
         .store
-        .resolve_dead_letter(id, note, state.kassa.env.now())
+        .resolve_dead_letter(id, resolution, note, state.kassa.env.now())
         .await?
     {
         crate::store::RedriveOutcome::NotFound => Err(ApiError::not_found("dead letter")),
@@ -213,7 +287,8 @@ pub async fn resolve_dead_letter(
             "CANCEL_ALREADY_DONE",
             format!("cancel {} was already carried out", intent.id),
         )),
-        crate::store::RedriveOutcome::Redriven(intent) => Err(ApiError::new(
+        crate::store::RedriveOutcome::Redriven(intent)
+        | crate::store::RedriveOutcome::ConsoleCheckRequired(intent) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "CANCEL_RUNNING",
             format!(
@@ -222,9 +297,13 @@ pub async fn resolve_dead_letter(
             ),
         )),
         crate::store::RedriveOutcome::Resolved(intent) => {
-            tracing::info!(cancel_id = %intent.id, payment_id = %intent.payment_id, "dead letter resolved by an operator");
-            Ok(Json(json!({ "cancel_id": intent.id.to_string(), "payment_id": intent.payment_id.to_string(), "status": "CANCEL_RESOLVED" }))
-                .into_response())
+            tracing::info!(cancel_id = %intent.id, payment_id = %intent.payment_id, outcome = %body.outcome, "dead letter resolved by an operator");
+            let status = if intent.state == crate::domain::IntentState::Done {
+                "CANCEL_REFUNDED"
+            } else {
+                "CANCEL_RESOLVED"
+            };
+            Ok(Json(intent_json(&intent, status)).into_response())
         }
     }
 }

@@ -1,0 +1,216 @@
+//! Settlement CANCEL lines as evidence of refunds. A line is matched to one refund of its order:
+//! first to a refund kassa recorded at the same time, then to a refund whose outcome is unknown
+//! (which the line closes as refunded), else it is a refund kassa does not know.
+//!
+//! Invariants: a line is used once (`CANCEL_LINES_USED`); it closes an unknown refund only when
+//! its order, PG and absolute amount match, its cancel time is not before the attempt started,
+//! and no recorded refund of the same amount could own it instead. Anything doubtful is left to
+//! a person.
+
+use super::alerts::{AlertLevel, insert_alert};
+use super::cancels::{UNKNOWN_SYNCS_ALERT, record_refund, settle};
+use super::dead_letters::close_letters_of;
+use super::intents::{StoredIntent, get_intent, intents_of, put_intent};
+use super::payments::{get_payment, put_payment};
+use super::{StoreError, tables};
+use crate::domain::calendar::kst_date;
+use crate::domain::settlement::SettlementLine;
+use crate::domain::{CancelId, IntentState, PaymentId, Provider};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use redb::{ReadableTable, WriteTransaction};
+
+/// How far a PG's refund time may lie from the time kassa recorded for the same refund: Payple
+/// reports whole seconds.
+const SAME_REFUND_S: i64 = 1;
+/// Most unknown refunds one sync looks at.
+const UNKNOWN_SCAN_MAX: usize = 1_000;
+
+/// What a CANCEL line showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Evidence {
+    /// A refund kassa recorded.
+    Known,
+    /// It closed a refund whose outcome was unknown.
+    ClosedUnknown,
+    /// It could be an unknown refund's or a recorded one's: left to a person.
+    Ambiguous,
+    /// No refund kassa knows of (a refund in the PG's console, or a line without its time).
+    Unexplained,
+    /// Used before (a re-run of the same day).
+    Used,
+}
+
+fn line_key(provider: &str, line: &SettlementLine, at: DateTime<Utc>, amount: i64) -> String {
+    format!(
+        "{provider}:{}:{}:{amount}",
+        line.order_id,
+        at.timestamp_millis()
+    )
+}
+
+/// Matches a CANCEL line to a refund (see the module's invariants).
+#[expect(
+    clippy::too_many_lines,
+    reason = "the whole matching rule and what it writes, read top to bottom"
+)]
+pub(super) fn apply_cancel_line(
+    txn: &WriteTransaction,
+    provider: &str,
+    line: &SettlementLine,
+    now: DateTime<Utc>,
+) -> Result<Evidence, StoreError> {
+    let (Some(at), Some(amount)) = (line.cancel_at, line.amount.checked_abs()) else {
+        return Ok(Evidence::Unexplained);
+    };
+    let key = line_key(provider, line, at, amount);
+    if txn
+        .open_table(tables::CANCEL_LINES_USED)?
+        .get(key.as_str())?
+        .is_some()
+    {
+        return Ok(Evidence::Used);
+    }
+    let Ok(provider_kind) = Provider::parse(provider) else {
+        return Ok(Evidence::Unexplained);
+    };
+    let payments: Vec<u128> = {
+        let index = txn.open_table(tables::PAYMENTS_BY_ORDER)?;
+        index
+            .range((line.order_id.as_str(), 0)..=(line.order_id.as_str(), u128::MAX))?
+            .take(super::payments::PAYMENTS_PER_ORDER_MAX)
+            .map(|entry| entry.map(|(key, _)| key.value().1))
+            .collect::<Result<_, _>>()?
+    };
+    let slack = Duration::seconds(SAME_REFUND_S);
+    let mut exact = None;
+    let mut unknown: Vec<StoredIntent> = Vec::new();
+    let mut recorded: Vec<StoredIntent> = Vec::new();
+    for payment_id in payments {
+        let payment_id = PaymentId::from_u128(payment_id);
+        let Some(payment) = get_payment(txn, payment_id)? else {
+            continue;
+        };
+        if payment.payment.provider != provider_kind {
+            continue;
+        }
+        for stored in intents_of(txn, payment_id)? {
+            let intent = &stored.intent;
+            if intent.amount.won() != amount || intent.cancel_line_seen {
+                continue;
+            }
+            let started_before = intent
+                .first_attempt_at
+                .is_none_or(|started| started <= at + slack);
+            match intent.state {
+                IntentState::Done => {
+                    if exact.is_none()
+                        && intent
+                            .done_at
+                            .is_some_and(|done| (done - at).num_seconds().abs() <= SAME_REFUND_S)
+                    {
+                        exact = Some(stored.clone());
+                    } else if started_before {
+                        recorded.push(stored);
+                    }
+                }
+                IntentState::Unknown if intent.first_attempt_at.is_some() && started_before => {
+                    unknown.push(stored);
+                }
+                _ => {}
+            }
+        }
+    }
+    let (mut chosen, evidence) = match (exact, unknown.is_empty(), recorded.is_empty()) {
+        (Some(known), _, _) => (known, Evidence::Known),
+        (None, false, true) => (unknown.remove(0), Evidence::ClosedUnknown),
+        (None, false, false) => return Ok(Evidence::Ambiguous),
+        (None, true, false) => (recorded.remove(0), Evidence::Known),
+        (None, true, true) => return Ok(Evidence::Unexplained),
+    };
+    txn.open_table(tables::CANCEL_LINES_USED)?
+        .insert(key.as_str(), chosen.intent.id.as_u128())?;
+    chosen.intent.cancel_line_seen = true;
+    if evidence == Evidence::ClosedUnknown {
+        let Some(mut payment) = get_payment(txn, chosen.intent.payment_id)? else {
+            return Err(StoreError::Corrupt(
+                "cancel intent names a missing payment".into(),
+            ));
+        };
+        record_refund(
+            txn,
+            &mut chosen,
+            &mut payment,
+            "",
+            at,
+            now,
+            &format!(
+                "the PG's settlement shows the refund (a {provider} CANCEL line of {} at {})",
+                line.amount,
+                at.to_rfc3339()
+            ),
+        )?;
+        close_letters_of(
+            txn,
+            chosen.intent.id,
+            now,
+            "closed: a settlement CANCEL line shows the refund",
+        )?;
+        put_intent(txn, &chosen)?;
+        settle(txn, &mut payment)?;
+        put_payment(txn, &payment)?;
+        tracing::info!(provider, order_id = %line.order_id, cancel_id = %chosen.intent.id, "a settlement CANCEL line closed a refund whose outcome was unknown");
+    } else {
+        put_intent(txn, &chosen)?;
+    }
+    Ok(evidence)
+}
+
+/// Counts a completed sync of `provider` for `date` against every unknown refund of that PG it
+/// could have shown; one that reaches `UNKNOWN_SYNCS_ALERT` raises an urgent alert once.
+pub(super) fn count_sync(
+    txn: &WriteTransaction,
+    provider: &str,
+    date: NaiveDate,
+    alert_base: u128,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let ids: Vec<u128> = txn
+        .open_table(tables::UNKNOWN_INTENTS)?
+        .iter()?
+        .take(UNKNOWN_SCAN_MAX)
+        .map(|entry| entry.map(|(key, _)| key.value()))
+        .collect::<Result<_, _>>()?;
+    for (index, id) in ids.into_iter().enumerate() {
+        let Some(mut stored) = get_intent(txn, CancelId::from_u128(id))? else {
+            continue;
+        };
+        let Some(payment) = get_payment(txn, stored.intent.payment_id)? else {
+            continue;
+        };
+        let shown = stored
+            .intent
+            .first_attempt_at
+            .is_some_and(|started| kst_date(started) <= date);
+        if payment.payment.provider.as_str() != provider || !shown {
+            continue;
+        }
+        stored.intent.unknown_syncs = stored.intent.unknown_syncs.saturating_add(1);
+        if stored.intent.unknown_syncs == UNKNOWN_SYNCS_ALERT {
+            let message = format!(
+                "payment {}: after {UNKNOWN_SYNCS_ALERT} settlement syncs no CANCEL line shows the refund whose outcome is unknown; a missing line proves nothing: check {provider}'s console, then resolve or re-drive it",
+                payment.payment.id
+            );
+            insert_alert(
+                txn,
+                alert_base.wrapping_add(u128::try_from(index).unwrap_or(0)),
+                AlertLevel::Urgent,
+                "REFUND_STILL_UNKNOWN",
+                &message,
+                Some(payment.payment.id),
+                now,
+            )?;
+        }
+        put_intent(txn, &stored)?;
+    }
+    Ok(())
+}
