@@ -121,6 +121,13 @@ impl App {
                 key
             })?
         };
+        let released = store.release_leases(env.now()).await?;
+        if released > 0 {
+            tracing::warn!(
+                jobs = released,
+                "jobs held by a kassa that stopped mid-attempt are due now; their attempt marks make the next attempts ask the PG first"
+            );
+        }
         let (admin_token, generated_token) = admin_token(&config, &env)?;
         let listener =
             TcpListener::bind(&config.listen)

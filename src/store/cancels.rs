@@ -838,6 +838,43 @@ impl Store {
         .await
     }
 
+    /// Makes every leased job due now and lets go of every payment's lease. Called once at
+    /// start, before anything runs: kassa is the only process on its data file, so a lease
+    /// found then belongs to a process that died, and the attempt marks, not the leases, say
+    /// what its attempts may have done. Answers how many jobs were released.
+    pub async fn release_leases(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.write(move |txn| {
+            let leased: Vec<u128> = {
+                let queue = txn.open_table(tables::QUEUE)?;
+                let mut leased = Vec::new();
+                for entry in queue.iter()?.take(super::payments::LIST_SCAN_ROWS_MAX) {
+                    let (key, value) = entry?;
+                    let record: super::queue::JobRecord =
+                        decode("job", super::queue::JOB_RECORD, value.value())?;
+                    if record.lease.is_some() {
+                        leased.push(key.value());
+                    }
+                }
+                leased
+            };
+            for id in &leased {
+                if let Some(mut record) = get_job(txn, *id)? {
+                    record.lease = None;
+                    move_job(txn, *id, &mut record, millis(now))?;
+                }
+                if let Some(stored) = get_intent(txn, CancelId::from_u128(*id))?
+                    && let Some(mut payment) = get_payment(txn, stored.intent.payment_id)?
+                    && payment.lease.is_some()
+                {
+                    payment.lease = None;
+                    put_payment(txn, &payment)?;
+                }
+            }
+            Ok(leased.len())
+        })
+        .await
+    }
+
     /// The payments with an attempt running in this process.
     pub fn in_flight(&self) -> &InFlight {
         &self.in_flight

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-const JOB_RECORD: u8 = 1;
+pub(super) const JOB_RECORD: u8 = 1;
 /// Most due jobs one claim looks at.
 pub const CLAIM_SCAN_MAX: usize = 1_000;
 /// Shortest wait before a job whose turn has not come is looked at again.

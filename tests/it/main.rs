@@ -7,6 +7,7 @@
 mod bad_input;
 mod browser;
 mod cancels;
+mod exactly_once;
 mod mypage;
 mod partners;
 mod payments;

@@ -683,3 +683,151 @@ async fn no_secret_or_payer_data_reaches_a_log_line_in_a_full_sync_or_a_failed_a
         );
     }
 }
+
+#[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario from start to finish")]
+async fn a_payple_refund_cut_off_by_sigkill_is_never_sent_again_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sandbox = Command::new(KASSA);
+    sandbox
+        .args(["sandbox-pg", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let (_sandbox, pg) = spawn_listening(sandbox).await;
+    let with_payple = |data_dir: &Path| {
+        let mut command = kassa_with_payple(data_dir, &pg, kassa::sandbox::SANDBOX_CUST_KEY);
+        command
+            .env("RUST_LOG", "info")
+            .env("KASSA_RETRY__INLINE_ATTEMPTS", "1")
+            .env("KASSA_RETRY__TICK_INTERVAL_MS", "100")
+            .env("KASSA_RETRY__PG_TIMEOUT_MS", "5000");
+        command
+    };
+    let (mut first, base) = spawn_listening(with_payple(dir.path())).await;
+    let http = crate::support::http_client();
+    let created = http
+        .post(format!("{base}/api/orders"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "order_id": "order-kill-pp", "amount": 20_000, "name": "원두", "provider": "payple" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let paid: Value = http
+        .post(format!("{pg}/_control/payple/payments"))
+        .json(&json!({ "order_id": "order-kill-pp", "amount": 20_000, "goods": "원두" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let form = [
+        ("PCD_PAY_RST", "success".to_owned()),
+        ("PCD_PAY_CODE", "PAYN0000".to_owned()),
+        ("PCD_PAY_OID", "order-kill-pp".to_owned()),
+        ("PCD_PAY_TYPE", "card".to_owned()),
+        (
+            "PCD_PAY_TIME",
+            paid["PCD_PAY_TIME"].as_str().unwrap().to_owned(),
+        ),
+        ("PCD_PAY_TOTAL", "20000".to_owned()),
+    ];
+    let payment: Value = http
+        .post(format!("{base}/api/payment/payple/result"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(form).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let payment_id = payment["payment_id"].as_str().unwrap().to_owned();
+    // Payple carries the refund out and holds its answer; kassa is killed while it waits.
+    let fault = json!({ "endpoint": "payple.cancel", "mode": "lost_response", "count": 1, "hold_ms": 60_000 });
+    let response = http
+        .post(format!("{pg}/_control/faults"))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let cancel = {
+        let http = http.clone();
+        let url = format!("{base}/api/payments/{payment_id}/cancel");
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .header("idempotency-key", "kill-pp")
+                .json(&json!({ "amount": 5_000, "reason": "partial" }))
+                .send()
+                .await
+        })
+    };
+    let refunded = |http: reqwest::Client, pg: String| async move {
+        let state: Value = http
+            .get(format!("{pg}/_control/payple/payments/order-kill-pp"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        state["refunds_executed"].as_u64().unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while refunded(http.clone(), pg.clone()).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refund reached Payple"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().await.unwrap();
+    first.wait().await.unwrap();
+    assert!(
+        cancel.await.unwrap().is_err(),
+        "the request died with kassa"
+    );
+
+    let (_second, base) = spawn_listening(with_payple(dir.path())).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let payment: Value = http
+            .get(format!("{base}/api/payments/{payment_id}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let status = payment["status"].as_str().unwrap().to_owned();
+        if status != "CANCEL_REQUESTED" {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted kassa took the cut-off attempt up: {payment}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        status, "CANCEL_UNKNOWN",
+        "the mark of the cut-off attempt makes the next one wait for evidence"
+    );
+    // However long it runs, the refund is not sent again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(refunded(http.clone(), pg.clone()).await, 1);
+    let stats: Value = http
+        .get(format!("{pg}/_control/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["calls"]["payple.cancel"], 1, "{stats}");
+}

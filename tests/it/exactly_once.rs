@@ -1,0 +1,237 @@
+//! Every refund exactly once, the hard cases: an attempt taken over after its lease whose late
+//! answer still counts once, a PG down for hours, and a data file of part 3 whose claimed
+//! Payple refund nobody can vouch for.
+
+use crate::support::{Logs, TestApp};
+use kassa::domain::job::JobKind;
+use kassa::store::{AttemptResult, Claimed};
+use serde_json::json;
+use std::collections::HashMap;
+
+/// How many cancels and lookups PortOne has been asked for.
+async fn calls(app: &TestApp) -> u64 {
+    app.pg_calls("portone.cancel").await + app.pg_calls("portone.payment").await
+}
+
+fn leases(lease: chrono::Duration) -> HashMap<JobKind, chrono::Duration> {
+    HashMap::from([(JobKind::Cancel, lease)])
+}
+
+#[tokio::test]
+async fn a_late_refund_answer_of_an_attempt_that_was_taken_over_is_recorded_once() {
+    let app = TestApp::spawn().await;
+    let (payment_id, _) = app.paid("order-late-1", 15_000).await;
+    let store = &app.kassa.store;
+    let now = app.kassa.env.now();
+    let request = kassa::store::CancelRequest {
+        payment_id: kassa::domain::PaymentId::parse(&payment_id).unwrap(),
+        key: kassa::domain::IdempotencyKey::parse("late-key").unwrap(),
+        amount: None,
+        reason: "refund".into(),
+        cancel_id: kassa::domain::CancelId::from_uuid(app.kassa.env.new_uuid()),
+        pg_key: "late-pg-key".into(),
+        now,
+    };
+    let kassa::store::CancelRequestOutcome::Created(intent) =
+        store.request_cancel(request).await.unwrap()
+    else {
+        panic!("the cancel is recorded");
+    };
+    let lease = chrono::Duration::seconds(30);
+    let first = store
+        .claim_cancel(intent.id, now, lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.attempt, 1);
+    assert!(!first.intent.outcome_unknown);
+
+    // Attempt 1 hangs past its lease (its process froze); the queue takes the intent over.
+    let later = now + chrono::Duration::seconds(31);
+    let claims = store
+        .claim_due(later, 8, leases(lease), HashMap::new())
+        .await
+        .unwrap();
+    let Some(Claimed::Cancel(second)) = claims.into_iter().next() else {
+        panic!("the job is due again once its lease ran out");
+    };
+    assert_eq!(second.attempt, 2);
+    assert!(
+        second.intent.outcome_unknown,
+        "its predecessor left its mark and no outcome: attempt 2 asks the PG first"
+    );
+
+    // Attempt 1's answer arrives after all: the PG refunded.
+    let refunded = AttemptResult::Refunded {
+        pg_cancel_id: "cancel-late".into(),
+        at: later,
+        warning: None,
+    };
+    store
+        .finish_attempt(&first, refunded.clone(), later, 1)
+        .await
+        .unwrap();
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "CANCELLED", "{payment}");
+    assert_eq!(payment["cancelled_amount"], 15_000);
+
+    // Attempt 2's own outcome, and the same late answer once more, change nothing.
+    let retry = AttemptResult::Retry {
+        error: "the PG timed out".into(),
+        due: later,
+        outcome_unknown: true,
+        new_key_if_untouched: false,
+        queued: true,
+        alert: false,
+    };
+    store
+        .finish_attempt(&second, retry, later, 2)
+        .await
+        .unwrap();
+    store
+        .finish_attempt(&first, refunded, later, 3)
+        .await
+        .unwrap();
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "CANCELLED");
+    assert_eq!(payment["cancelled_amount"], 15_000);
+    let refunds = payment["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["kind"] == "REFUNDED")
+        .count();
+    assert_eq!(refunds, 1, "{payment}");
+    let queued = store.queue_depth().await.unwrap();
+    assert!(
+        queued
+            .iter()
+            .any(|(kind, count)| *kind == JobKind::Cancel && *count == 0),
+        "{queued:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_pg_down_for_two_hours_dead_letters_nothing_and_every_cancel_is_done_when_it_returns() {
+    let logs = Logs::capture();
+    let app = TestApp::spawn().await;
+    let mut payments = Vec::new();
+    for n in 0..8 {
+        payments.push(app.paid(&format!("order-down-{n}"), 10_000).await);
+    }
+    // A maintenance window: PortOne answers every cancel and every lookup with a 500.
+    app.fault("portone.cancel", "status500", 1_000).await;
+    app.fault("portone.payment", "status500", 1_000).await;
+    for (n, (payment_id, _)) in payments.iter().enumerate() {
+        let (_, body) = app
+            .cancel(
+                payment_id,
+                &format!("down-{n}"),
+                &json!({ "reason": "refund" }),
+            )
+            .await;
+        assert_eq!(body["status"], "CANCEL_PENDING", "{body}");
+    }
+    let before = calls(&app).await;
+
+    for _ in 0..24 {
+        app.advance_ms(5 * 60_000);
+        app.run_jobs().await;
+    }
+
+    let during = calls(&app).await - before;
+    assert!(
+        during <= 14,
+        "the circuit breaker paused eight cancels' jobs instead of spending their tries: {during} calls in two hours"
+    );
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    assert!(letters["items"].as_array().unwrap().is_empty(), "{letters}");
+    let text = logs.text();
+    assert!(text.contains("circuit breaker open"), "{text}");
+
+    app.clear_faults().await;
+    for _ in 0..20 {
+        let mut done = 0;
+        for (payment_id, _) in &payments {
+            if app.payment(payment_id).await["status"] == "CANCELLED" {
+                done += 1;
+            }
+        }
+        if done == payments.len() {
+            break;
+        }
+        app.advance_ms(10 * 60_000);
+        app.run_jobs().await;
+    }
+    for (payment_id, imp_uid) in &payments {
+        assert_eq!(app.payment(payment_id).await["status"], "CANCELLED");
+        assert_eq!(app.pg_state(imp_uid).await["refunds_executed"], 1);
+    }
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    assert!(letters["items"].as_array().unwrap().is_empty());
+    assert!(logs.text().contains("circuit breaker closed"));
+}
+
+#[tokio::test]
+async fn a_part_3_data_file_opens_with_its_claimed_payple_refund_as_unknown() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/part3.redb");
+    let app = TestApp::spawn_on_copy_of(&fixture).await;
+
+    let payple = app.payments_of("order-fx-payple").await;
+    assert_eq!(payple.len(), 1);
+    let payple_id = payple[0]["payment_id"].as_str().unwrap().to_owned();
+    let payment = app.payment(&payple_id).await;
+    assert_eq!(payment["status"], "CANCEL_UNKNOWN", "{payment}");
+    assert!(
+        payment["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|event| event["kind"] == "REFUND_OUTCOME_UNKNOWN"),
+        "{payment}"
+    );
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    let letters = letters["items"].as_array().unwrap().clone();
+    assert!(
+        letters
+            .iter()
+            .any(|letter| letter["payment_id"] == payple_id.as_str()
+                && letter["job"] == "unknown_outcome"),
+        "{letters:?}"
+    );
+    let dead = app.payments_of("order-fx-dead").await;
+    assert!(
+        letters.iter().any(
+            |letter| letter["payment_id"] == dead[0]["payment_id"] && letter["job"] == "CANCEL"
+        ),
+        "the part-3 dead letter carried over: {letters:?}"
+    );
+    let queued: HashMap<JobKind, usize> = app
+        .kassa
+        .store
+        .queue_depth()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        queued[&JobKind::Cancel],
+        1,
+        "the queued PortOne cancel carried over"
+    );
+    assert!(queued[&JobKind::Alert] > 0, "undelivered alerts are queued");
+    let portone = app.payments_of("order-fx-portone").await;
+    assert_eq!(portone[0]["status"], "CANCEL_REQUESTED");
+
+    // Nothing sends the Payple refund again, however long kassa runs.
+    for _ in 0..3 {
+        app.advance_ms(3_600_000);
+        app.run_all_jobs().await;
+    }
+    assert_eq!(app.pg_calls("payple.cancel").await, 0);
+    assert_eq!(app.payment(&payple_id).await["status"], "CANCEL_UNKNOWN");
+    // The migrated file opens again as it is.
+    let app = app.restart().await;
+    assert_eq!(app.payment(&payple_id).await["status"], "CANCEL_UNKNOWN");
+}
