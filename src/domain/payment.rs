@@ -514,6 +514,40 @@ pub struct AttemptMark {
 pub const PG_KEY_CHARS_MAX: usize = 64;
 
 impl CancelIntent {
+    /// A new, open intent that has not been attempted, held against `amount` of the balance.
+    pub fn new(
+        id: CancelId,
+        payment_id: PaymentId,
+        kind: CancelKind,
+        amount: Amount,
+        reason: String,
+        pg_key: String,
+        now: DateTime<Utc>,
+    ) -> CancelIntent {
+        CancelIntent {
+            id,
+            payment_id,
+            kind,
+            amount,
+            balance_before: amount,
+            reason,
+            pg_key,
+            created_at: now,
+            done_at: None,
+            attempts: 0,
+            queue_attempts: 0,
+            state: IntentState::Open,
+            outcome_unknown: false,
+            pg_cancel_id: None,
+            key_generation: 0,
+            in_flight: None,
+            first_attempt_at: None,
+            new_key_if_untouched: false,
+            cancel_line_seen: false,
+            unknown_syncs: 0,
+        }
+    }
+
     /// The PG idempotency key of the current generation: the intent's own key, then the same key
     /// with the generation number after it.
     pub fn pg_key_now(&self) -> String {

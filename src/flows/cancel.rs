@@ -716,28 +716,17 @@ mod tests {
     }
 
     fn intent(amount: i64, balance_before: i64) -> CancelIntent {
-        CancelIntent {
-            id: CancelId::from_u128(1),
-            payment_id: PaymentId::from_u128(2),
-            kind: CancelKind::Cancel,
-            amount: won(amount),
-            balance_before: won(balance_before),
-            reason: String::new(),
-            pg_key: "k".into(),
-            created_at: DateTime::UNIX_EPOCH,
-            done_at: None,
-            attempts: 0,
-            queue_attempts: 0,
-            state: IntentState::Open,
-            outcome_unknown: false,
-            pg_cancel_id: None,
-            key_generation: 0,
-            in_flight: None,
-            first_attempt_at: None,
-            new_key_if_untouched: false,
-            cancel_line_seen: false,
-            unknown_syncs: 0,
-        }
+        let mut intent = CancelIntent::new(
+            CancelId::from_u128(1),
+            PaymentId::from_u128(2),
+            CancelKind::Cancel,
+            won(amount),
+            String::new(),
+            "k".into(),
+            DateTime::UNIX_EPOCH,
+        );
+        intent.balance_before = won(balance_before);
+        intent
     }
 
     fn pg(amount: i64, cancelled: i64) -> PgPayment {

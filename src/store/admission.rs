@@ -6,19 +6,19 @@
 //! Invariant: one PG payment (provider, PG id) is stored once, whoever reports it.
 
 use super::codec::encode;
-use super::intents::{insert_intent, new_intent};
+use super::intents::insert_intent;
 use super::orders::{get_order, put_order};
 use super::partners::{Entry, record_entry, today};
 use super::payments::{
     PaymentView, SETTLEMENT_RECORD, SettlementRecord, SettlementStatus, StoredPayment,
     append_event, pg_key, put_payment, view_in_write,
 };
-use super::queue::enqueue;
+use super::queue::enqueue_cancel;
 use super::{Store, StoreError, tables};
 use crate::domain::calendar::{date_key, kst_date};
 use crate::domain::{
-    Admission, Amount, CancelId, CancelIntent, CancelKind, EventKind, Job, OrderId, Payment,
-    PaymentId, PaymentStatus, PgTid, Provider, admit,
+    Admission, Amount, CancelId, CancelIntent, CancelKind, EventKind, OrderId, Payment, PaymentId,
+    PaymentStatus, PgTid, Provider, admit,
 };
 use chrono::{DateTime, Utc};
 use redb::{ReadableTable, WriteTransaction};
@@ -176,7 +176,7 @@ fn record_pg_payment(
         Admission::Accept => unreachable!("accepted payments returned above"),
     };
     // The whole PG balance goes back; if the PG reports nothing left, nothing is reserved.
-    let intent = new_intent(
+    let intent = CancelIntent::new(
         new.cancel_id,
         new.payment_id,
         kind,
@@ -215,15 +215,7 @@ fn record_pg_payment(
         &reason,
     )?;
     insert_intent(txn, &intent)?;
-    enqueue(
-        txn,
-        intent.id.as_u128(),
-        &Job::Cancel {
-            cancel_id: intent.id,
-        },
-        Some(new.provider),
-        new.now,
-    )?;
+    enqueue_cancel(txn, intent.id, new.provider, new.now)?;
     Ok(RecordOutcome::Rollback {
         view: view_in_write(txn, new.payment_id)?,
         intent,

@@ -13,16 +13,16 @@
 
 use super::alerts::{AlertLevel, insert_alert};
 use super::codec::{decode, encode};
-use super::dead_letters::{UNKNOWN_OUTCOME_JOB, insert_dead_letter};
+use super::dead_letters::{ERROR_CHARS_MAX, UNKNOWN_OUTCOME_JOB, insert_dead_letter};
 use super::intents::{
     INTENTS_PER_PAYMENT_MAX, StoredIntent, counts, get_intent, insert_intent, intents_of,
-    new_intent, put_intent,
+    put_intent,
 };
 use super::partners::{Entry, record_entry, today};
 use super::payments::{StoredPayment, append_event, clip, get_payment, put_payment, view_in_write};
 use super::queue::{
     Gate, InFlight, JobClaim, JobOutcome, Turn, cancel_turn, claim_job, due_ids, enqueue,
-    finish_job, get_job, lease_job, millis, move_job, remove_job,
+    enqueue_cancel, finish_job, get_job, lease_job, millis, move_job, remove_job,
 };
 use super::{PaymentView, Store, StoreError, tables};
 use crate::domain::job::JobKind;
@@ -37,10 +37,6 @@ use std::collections::HashMap;
 
 const IDEMPOTENCY_RECORD: u8 = 1;
 
-/// Most characters of a PG's answer kept with a dead letter.
-pub const PG_ANSWER_CHARS_MAX: usize = 2_000;
-/// Most characters of an error kept with an intent or dead letter.
-pub const ERROR_CHARS_MAX: usize = 500;
 /// How long a cancel request's key counts as "still running" when its first request never
 /// answered (its process died): after that, repeats answer the cancel's state.
 pub const REQUEST_RUNNING_MS_MAX: i64 = 60_000;
@@ -147,7 +143,7 @@ fn request_cancel(
         .payment
         .reserve(amount)
         .map_err(|error| StoreError::Bug(error.to_string()))?;
-    let intent = new_intent(
+    let intent = CancelIntent::new(
         request.cancel_id,
         request.payment_id,
         CancelKind::Cancel,
@@ -157,15 +153,7 @@ fn request_cancel(
         request.now,
     );
     insert_intent(txn, &intent)?;
-    enqueue(
-        txn,
-        intent.id.as_u128(),
-        &Job::Cancel {
-            cancel_id: intent.id,
-        },
-        Some(stored.payment.provider),
-        request.now,
-    )?;
+    enqueue_cancel(txn, intent.id, stored.payment.provider, request.now)?;
     settle(txn, &mut stored)?;
     put_payment(txn, &stored)?;
     let detail = format!(
@@ -578,10 +566,9 @@ fn finish(
                 )?;
             }
             stored.last_error = Some(clip(error, ERROR_CHARS_MAX));
-            if let Some(mut job) = get_job(txn, id.as_u128())? {
-                job.lease = None;
-                move_job(txn, id.as_u128(), &mut job, millis(*due))?;
-            }
+            // Moves the job to its next try, lease released (or queues it again, should it be
+            // missing: an open intent always has its job).
+            enqueue_cancel(txn, id, payment.payment.provider, *due)?;
         }
         AttemptResult::Dead {
             error,

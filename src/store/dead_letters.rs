@@ -19,6 +19,10 @@ pub(super) const DEAD_LETTER_RECORD: u8 = 1;
 pub const DEAD_LETTERS_PAGE_MAX: usize = 500;
 /// Most characters of a resolution note.
 pub const NOTE_CHARS_MAX: usize = 500;
+/// Most characters of a PG's answer kept with a dead letter.
+pub const PG_ANSWER_CHARS_MAX: usize = 2_000;
+/// Most characters of an error kept with an intent or dead letter.
+pub const ERROR_CHARS_MAX: usize = 500;
 /// The `job` of a dead letter that lists a refund whose outcome is unknown.
 pub const UNKNOWN_OUTCOME_JOB: &str = "unknown_outcome";
 /// Most dead letters looked at to close those of one intent.
@@ -69,8 +73,8 @@ pub(super) fn insert_dead_letter(
         payment_id: intent.payment_id.as_u128(),
         job: job.to_owned(),
         attempts: intent.attempts,
-        last_error: clip(error, super::cancels::ERROR_CHARS_MAX),
-        last_pg_answer: clip(pg_answer, super::cancels::PG_ANSWER_CHARS_MAX),
+        last_error: clip(error, ERROR_CHARS_MAX),
+        last_pg_answer: clip(pg_answer, PG_ANSWER_CHARS_MAX),
         created_at_ms: now.timestamp_millis(),
         redriven_at_ms: None,
         resolved_at_ms: None,

@@ -11,7 +11,7 @@ use super::{StoreError, tables};
 use crate::domain::{
     Amount, AttemptMark, CancelId, CancelIntent, CancelKind, IntentCounts, IntentState, PaymentId,
 };
-use chrono::{DateTime, Utc};
+
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
@@ -88,40 +88,6 @@ pub(super) fn kind_of(raw: &str) -> Result<CancelKind, StoreError> {
     .into_iter()
     .find(|kind| kind.as_str() == raw)
     .ok_or_else(|| corrupt("cancel kind", raw))
-}
-
-/// A new, open intent that has not been attempted.
-pub(super) fn new_intent(
-    id: CancelId,
-    payment_id: PaymentId,
-    kind: CancelKind,
-    amount: Amount,
-    reason: String,
-    pg_key: String,
-    now: DateTime<Utc>,
-) -> CancelIntent {
-    CancelIntent {
-        id,
-        payment_id,
-        kind,
-        amount,
-        balance_before: amount,
-        reason,
-        pg_key,
-        created_at: now,
-        done_at: None,
-        attempts: 0,
-        queue_attempts: 0,
-        state: IntentState::Open,
-        outcome_unknown: false,
-        pg_cancel_id: None,
-        key_generation: 0,
-        in_flight: None,
-        first_attempt_at: None,
-        new_key_if_untouched: false,
-        cancel_line_seen: false,
-        unknown_syncs: 0,
-    }
 }
 
 pub(super) fn encode_intent(stored: &StoredIntent) -> Result<Vec<u8>, StoreError> {

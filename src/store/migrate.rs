@@ -231,15 +231,7 @@ fn migrate_intent(
             .map(|due| millis_to_time(i64::try_from(due).unwrap_or(i64::MAX)))
             .transpose()?
             .unwrap_or(created_at);
-        super::queue::enqueue(
-            txn,
-            id,
-            &Job::Cancel {
-                cancel_id: CancelId::from_u128(id),
-            },
-            Some(payment.payment.provider),
-            due,
-        )?;
+        super::queue::enqueue_cancel(txn, CancelId::from_u128(id), payment.payment.provider, due)?;
     }
     Ok(())
 }

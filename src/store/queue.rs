@@ -297,6 +297,23 @@ pub(super) fn enqueue(
     Ok(id)
 }
 
+/// Queues (or moves) the job of cancel intent `cancel` to `due`; its id is the intent's.
+pub(super) fn enqueue_cancel(
+    txn: &WriteTransaction,
+    cancel: CancelId,
+    provider: Provider,
+    due: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    enqueue(
+        txn,
+        cancel.as_u128(),
+        &Job::Cancel { cancel_id: cancel },
+        Some(provider),
+        due,
+    )
+    .map(|_| ())
+}
+
 /// Takes a job out of the queue (done, given up, or its work closed otherwise).
 pub(super) fn remove_job(txn: &WriteTransaction, id: u128) -> Result<(), StoreError> {
     let Some(record) = get_job(txn, id)? else {

@@ -7,12 +7,12 @@
 //! was refunded. "Refunded" records the refund exactly as a PG-confirmed one.
 
 use super::cancels::{record_refund, settle};
-use super::dead_letters::{NOTE_CHARS_MAX, letter, put_letter};
-use super::intents::{get_intent, put_intent};
+use super::dead_letters::{DeadLetterRecord, NOTE_CHARS_MAX, letter, put_letter};
+use super::intents::{StoredIntent, get_intent, put_intent};
 use super::payments::{append_event, clip, get_payment, put_payment};
-use super::queue::enqueue;
+use super::queue::enqueue_cancel;
 use super::{Store, StoreError};
-use crate::domain::{CancelId, CancelIntent, EventKind, IntentState, Job};
+use crate::domain::{CancelId, CancelIntent, EventKind, IntentState};
 use chrono::{DateTime, Utc};
 use redb::WriteTransaction;
 
@@ -45,19 +45,30 @@ pub enum RedriveOutcome {
     NotFound,
 }
 
+/// A dead letter and the intent it names.
+fn letter_and_intent(
+    txn: &WriteTransaction,
+    dead_id: u128,
+) -> Result<Option<(DeadLetterRecord, StoredIntent)>, StoreError> {
+    let Some(letter) = letter(txn, dead_id)? else {
+        return Ok(None);
+    };
+    let Some(stored) = get_intent(txn, CancelId::from_u128(letter.cancel_id))? else {
+        return Err(StoreError::Corrupt(
+            "dead letter names a missing cancel".into(),
+        ));
+    };
+    Ok(Some((letter, stored)))
+}
+
 fn redrive(
     txn: &WriteTransaction,
     dead_id: u128,
     request: &Redrive,
     now: DateTime<Utc>,
 ) -> Result<RedriveOutcome, StoreError> {
-    let Some(mut letter) = letter(txn, dead_id)? else {
+    let Some((mut letter, mut stored)) = letter_and_intent(txn, dead_id)? else {
         return Ok(RedriveOutcome::NotFound);
-    };
-    let Some(mut stored) = get_intent(txn, CancelId::from_u128(letter.cancel_id))? else {
-        return Err(StoreError::Corrupt(
-            "dead letter names a missing cancel".into(),
-        ));
     };
     let unknown = match stored.intent.state {
         IntentState::Done => return Ok(RedriveOutcome::AlreadyDone(stored.intent)),
@@ -106,15 +117,7 @@ fn redrive(
                 .unwrap_or_default()
         )
     };
-    enqueue(
-        txn,
-        intent.id.as_u128(),
-        &Job::Cancel {
-            cancel_id: intent.id,
-        },
-        Some(payment.payment.provider),
-        now,
-    )?;
+    enqueue_cancel(txn, intent.id, payment.payment.provider, now)?;
     put_intent(txn, &stored)?;
     letter.redriven_at_ms = Some(now.timestamp_millis());
     if let Some(note) = &note {
@@ -134,13 +137,8 @@ fn resolve(
     note: &str,
     now: DateTime<Utc>,
 ) -> Result<RedriveOutcome, StoreError> {
-    let Some(mut letter) = letter(txn, dead_id)? else {
+    let Some((mut letter, mut stored)) = letter_and_intent(txn, dead_id)? else {
         return Ok(RedriveOutcome::NotFound);
-    };
-    let Some(mut stored) = get_intent(txn, CancelId::from_u128(letter.cancel_id))? else {
-        return Err(StoreError::Corrupt(
-            "dead letter names a missing cancel".into(),
-        ));
     };
     match stored.intent.state {
         IntentState::Done => return Ok(RedriveOutcome::AlreadyDone(stored.intent)),

@@ -672,20 +672,7 @@ async fn an_intent_the_worker_holds_cannot_be_claimed_again_until_its_lease_ends
     let (payment_id, _) = app.paid("order-lease-1", 15_000).await;
     let store = &app.kassa.store;
     let now = app.kassa.env.now();
-    let request = kassa::store::CancelRequest {
-        payment_id: kassa::domain::PaymentId::parse(&payment_id).unwrap(),
-        key: kassa::domain::IdempotencyKey::parse("lease-key").unwrap(),
-        amount: None,
-        reason: "refund".into(),
-        cancel_id: kassa::domain::CancelId::from_uuid(app.kassa.env.new_uuid()),
-        pg_key: "lease-pg-key".into(),
-        now,
-    };
-    let kassa::store::CancelRequestOutcome::Created(intent) =
-        store.request_cancel(request).await.unwrap()
-    else {
-        panic!("the cancel is recorded");
-    };
+    let intent = app.store_cancel(&payment_id, "lease-key").await;
     let lease = chrono::Duration::seconds(30);
 
     // The worker claims the job first.

@@ -23,20 +23,7 @@ async fn a_late_refund_answer_of_an_attempt_that_was_taken_over_is_recorded_once
     let (payment_id, _) = app.paid("order-late-1", 15_000).await;
     let store = &app.kassa.store;
     let now = app.kassa.env.now();
-    let request = kassa::store::CancelRequest {
-        payment_id: kassa::domain::PaymentId::parse(&payment_id).unwrap(),
-        key: kassa::domain::IdempotencyKey::parse("late-key").unwrap(),
-        amount: None,
-        reason: "refund".into(),
-        cancel_id: kassa::domain::CancelId::from_uuid(app.kassa.env.new_uuid()),
-        pg_key: "late-pg-key".into(),
-        now,
-    };
-    let kassa::store::CancelRequestOutcome::Created(intent) =
-        store.request_cancel(request).await.unwrap()
-    else {
-        panic!("the cancel is recorded");
-    };
+    let intent = app.store_cancel(&payment_id, "late-key").await;
     let lease = chrono::Duration::seconds(30);
     let first = store
         .claim_cancel(intent.id, now, lease)

@@ -263,6 +263,17 @@ async fn a_first_start_without_a_token_makes_one_readable_only_by_its_owner() {
     child.kill().await.unwrap();
 }
 
+/// The sandbox PG as a process of its own, so that it outlives a killed kassa.
+async fn spawn_sandbox() -> (Child, String) {
+    let mut sandbox = Command::new(KASSA);
+    sandbox
+        .args(["sandbox-pg", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    spawn_listening(sandbox).await
+}
+
 /// kassa pointed at a separate sandbox PG process, as at a real PortOne, with fast retries.
 fn kassa_with_pg(data_dir: &Path, pg_base: &str) -> Command {
     let mut command = kassa(data_dir);
@@ -287,13 +298,7 @@ fn kassa_with_pg(data_dir: &Path, pg_base: &str) -> Command {
 #[expect(clippy::too_many_lines, reason = "one scenario from start to finish")]
 async fn cancels_accepted_before_a_sigkill_all_finish_after_the_restart_none_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sandbox = Command::new(KASSA);
-    sandbox
-        .args(["sandbox-pg", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let (_sandbox, pg) = spawn_listening(sandbox).await;
+    let (_sandbox, pg) = spawn_sandbox().await;
     let (mut first, base) = spawn_listening(kassa_with_pg(dir.path(), &pg)).await;
     let http = crate::support::http_client();
 
@@ -688,13 +693,7 @@ async fn no_secret_or_payer_data_reaches_a_log_line_in_a_full_sync_or_a_failed_a
 #[expect(clippy::too_many_lines, reason = "one scenario from start to finish")]
 async fn a_payple_refund_cut_off_by_sigkill_is_never_sent_again_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sandbox = Command::new(KASSA);
-    sandbox
-        .args(["sandbox-pg", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let (_sandbox, pg) = spawn_listening(sandbox).await;
+    let (_sandbox, pg) = spawn_sandbox().await;
     let with_payple = |data_dir: &Path| {
         let mut command = kassa_with_payple(data_dir, &pg, kassa::sandbox::SANDBOX_CUST_KEY);
         command

@@ -381,6 +381,24 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Records a full cancel of `payment_id` straight in the store, with no attempt yet, as the
+    /// cancel API does before its first attempt; answers the intent.
+    pub async fn store_cancel(&self, payment_id: &str, key: &str) -> kassa::domain::CancelIntent {
+        let request = kassa::store::CancelRequest {
+            payment_id: kassa::domain::PaymentId::parse(payment_id).unwrap(),
+            key: kassa::domain::IdempotencyKey::parse(key).unwrap(),
+            amount: None,
+            reason: "refund".into(),
+            cancel_id: kassa::domain::CancelId::from_uuid(self.kassa.env.new_uuid()),
+            pg_key: format!("{key}-pg"),
+            now: self.kassa.env.now(),
+        };
+        match self.kassa.store.request_cancel(request).await.unwrap() {
+            kassa::store::CancelRequestOutcome::Created(intent) => intent,
+            other => panic!("the cancel is not recorded: {other:?}"),
+        }
+    }
+
     /// One step of the worker: runs every due job. Answers how many cancel attempts ran.
     pub async fn run_jobs(&self) -> usize {
         self.run_all_jobs().await.cancels
