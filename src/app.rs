@@ -232,7 +232,8 @@ impl App {
                 "the settlement sync is disabled: a Payple refund whose outcome is unknown can only be closed by hand (Payple cannot be asked, and its settlement lines are the only evidence kassa reads)"
             );
         }
-        let kassa = Kassa::new(config, store, gateways, env, http.clone());
+        let mut kassa = Kassa::new(config, store, gateways, env, http.clone());
+        kassa.shutdown = shutdown.clone();
         let state = AppState {
             sandbox: sandbox.is_some(),
             kassa,
@@ -313,9 +314,10 @@ impl App {
         if let Some(scheduler) = scheduler {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, scheduler).await;
         }
+        let attempt_length = crate::flows::cancel::attempt_length(&self.state.kassa);
         if let Some(worker) = worker {
-            // The worker stops claiming; what it started goes on as tracked tasks.
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, worker).await;
+            // The worker claims nothing more; the round it is in ends within one attempt.
+            let _ = tokio::time::timeout(attempt_length + SHUTDOWN_GRACE, worker).await;
         }
         // Attempts and jobs in flight (the worker's and the requests' inline ones) get one
         // attempt's length to finish: a PG call is never dropped at a deadline shorter than its
@@ -323,8 +325,10 @@ impl App {
         // its attempt mark makes the next attempt ask first.
         let tasks = self.state.kassa.tasks.clone();
         tasks.close();
-        let deadline = crate::flows::cancel::attempt_length(&self.state.kassa);
-        if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(attempt_length, tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 running = tasks.len(),
                 "attempts were still running at the shutdown deadline; their marks make the next attempt ask the PG first"

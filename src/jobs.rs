@@ -75,7 +75,8 @@ pub async fn run_due_jobs(kassa: &Kassa) -> Result<Ran, FlowError> {
     let mut ran = Ran::default();
     let mut count = 0;
     // Claim only as many as run at once, so no lease ticks away while its job waits to start.
-    while count < JOBS_PER_TICK_MAX {
+    // Nothing new is claimed once shutdown began: an attempt started then could be cut off.
+    while count < JOBS_PER_TICK_MAX && !kassa.shutdown.is_cancelled() {
         let now = kassa.env.now();
         let claims = kassa
             .store

@@ -18,8 +18,8 @@ use crate::domain::{
     Amount, CancelId, CancelIntent, IdempotencyKey, IntentState, PaymentId, PaymentStatus,
     parse_text,
 };
-use crate::gateway::{CancelRequest, GatewayError, PgPayment};
-use crate::store::{AttemptResult, CancelRequestOutcome, Claim, Gate};
+use crate::gateway::{CancelRequest, GatewayError, PgCancellation, PgPayment};
+use crate::store::{AttemptResult, CancelRequestOutcome, Claim, Gate, KnownRefund};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -189,6 +189,11 @@ pub enum Mode {
 /// them at most `INLINE_WAIT_MAX`: if the caller goes away (a client disconnects, a request is
 /// dropped), the attempts go on. Whatever is left is done by the queue.
 pub async fn drive_inline(kassa: &Kassa, intent: &CancelIntent) -> Result<(), FlowError> {
+    if kassa.shutdown.is_cancelled() {
+        // Shutting down: an attempt started now could be cut off. The job is queued; the next
+        // start runs it.
+        return Ok(());
+    }
     let task = {
         let kassa_for_task = kassa.clone();
         let intent = intent.clone();
@@ -218,6 +223,9 @@ async fn inline_attempts(kassa: &Kassa, intent: &CancelIntent) -> Result<(), Flo
         .await?
         .map(|view| view.payment.provider);
     for attempt in 0..attempts {
+        if kassa.shutdown.is_cancelled() {
+            return Ok(());
+        }
         if let Some(provider) = provider
             && matches!(
                 kassa.breakers.gate(provider, kassa.env.now()),
@@ -257,6 +265,9 @@ async fn wait_for_turn(
 ) -> Result<Option<Claim>, FlowError> {
     let mut changes = kassa.store.changes();
     loop {
+        if kassa.shutdown.is_cancelled() {
+            return Ok(None);
+        }
         changes.borrow_and_update();
         // Look first (a read); claim (a write) only when it is our turn, so waiting does not
         // commit and wake every waiter, this one included.
@@ -403,9 +414,16 @@ fn retry(
         Mode::Queue => {
             let made = claim.intent.queue_attempts.saturating_add(1);
             if schedule.exhausted(made) {
+                let error = format!("{error} (after {made} queued attempts)");
+                // Out of tries with the outcome unknown at a PG that cannot be asked: the refund
+                // may have gone through, so it waits for evidence, never for a blind re-drive.
+                if flags.outcome_unknown && !guarded(kassa, claim) {
+                    return AttemptResult::Unknown { error };
+                }
                 return AttemptResult::Dead {
-                    error: format!("{error} (after {made} queued attempts)"),
+                    error,
                     pg_answer: String::new(),
+                    outcome_unknown: flags.outcome_unknown,
                     new_key_if_untouched: flags.new_key_if_untouched,
                 };
             }
@@ -419,6 +437,24 @@ fn retry(
         new_key_if_untouched: flags.new_key_if_untouched,
         queued,
         alert,
+    }
+}
+
+/// True when the payment's PG has a guard against a repeated cancel (a key or a balance check).
+fn guarded(kassa: &Kassa, claim: &Claim) -> bool {
+    kassa
+        .gateways
+        .get(claim.payment.provider)
+        .is_none_or(|gateway| gateway.cancels_are_guarded())
+}
+
+/// A dead letter whose outcome is known (the PG answered, or nothing was sent).
+fn dead(error: String, pg_answer: String, new_key_if_untouched: bool) -> AttemptResult {
+    AttemptResult::Dead {
+        error,
+        pg_answer,
+        outcome_unknown: false,
+        new_key_if_untouched,
     }
 }
 
@@ -462,16 +498,20 @@ fn health_of(error: &GatewayError) -> Health {
 async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> (AttemptResult, Health) {
     let intent = &claim.intent;
     let payment = &claim.payment;
+    let known = &claim.known_refunds;
     let Some(gateway) = kassa.gateways.get(payment.provider) else {
-        let dead = AttemptResult::Dead {
-            error: format!(
-                "{} is not configured in this kassa",
-                payment.provider.as_str()
-            ),
+        let error = format!(
+            "{} is not configured in this kassa",
+            payment.provider.as_str()
+        );
+        let unknown = intent.outcome_unknown;
+        let result = AttemptResult::Dead {
+            error,
             pg_answer: String::new(),
+            outcome_unknown: unknown,
             new_key_if_untouched: intent.new_key_if_untouched,
         };
-        return (dead, Health::NotAsked);
+        return (result, Health::NotAsked);
     };
     let keeps = gateway.keeps_answers_under_key();
     if !gateway.cancels_are_guarded() {
@@ -492,11 +532,7 @@ async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> (AttemptResult, He
                 Health::Outage,
             ),
             Err(error @ (GatewayError::Credentials(_) | GatewayError::NotFound)) => (
-                AttemptResult::Dead {
-                    error: error.to_string(),
-                    pg_answer: String::new(),
-                    new_key_if_untouched: false,
-                },
+                dead(error.to_string(), String::new(), false),
                 Health::Answered,
             ),
             Err(error) => {
@@ -523,27 +559,22 @@ async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> (AttemptResult, He
                 );
             }
         };
-        if let Some(done) = converge(intent, &pg, kassa.env.now()) {
+        if let Some(done) = converge(intent, &pg, known, kassa.env.now()) {
             return (done, Health::Answered);
         }
         if pg.balance() != intent.balance_before {
-            let dead = AttemptResult::Dead {
-                error: "the PG's balance matches neither before nor after this cancel".into(),
-                pg_answer: describe(&pg),
-                new_key_if_untouched: intent.new_key_if_untouched,
-            };
-            return (dead, Health::Answered);
+            let error = "the PG's balance matches neither before nor after this cancel".to_owned();
+            return (
+                dead(error, describe(&pg), intent.new_key_if_untouched),
+                Health::Answered,
+            );
         }
         if intent.new_key_if_untouched && keeps {
-            if let Some(unknown) = unknown_refund(&pg, &claim.known_refunds) {
-                let dead = AttemptResult::Dead {
-                    error: format!(
-                        "the PG's record shows a refund kassa does not know ({unknown}); a new key could refund twice"
-                    ),
-                    pg_answer: describe(&pg),
-                    new_key_if_untouched: true,
-                };
-                return (dead, Health::Answered);
+            if let Some(unknown) = unknown_refund(&pg, known) {
+                let error = format!(
+                    "the PG's record shows a refund kassa does not know ({unknown}); a new key could refund twice"
+                );
+                return (dead(error, describe(&pg), true), Health::Answered);
             }
             let why = format!(
                 "the PG kept a refusal under key {}; its record shows the balance kassa expects ({}) and only the refunds kassa knows",
@@ -573,17 +604,28 @@ async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> (AttemptResult, He
     if !fits_in_lease(kassa, claim) {
         return (not_sent(kassa, claim), Health::NotAsked);
     }
+    // Sent under a key whose earlier request may still be carried out: what the PG answers to
+    // this one cannot say that request will not go through.
+    let key_in_doubt = sending.outcome_unknown;
     let request = cancel_request(&sending, payment);
     match gateway.cancel(&request).await {
         Ok(receipt) => (refunded(receipt), Health::Answered),
-        Err(error @ GatewayError::Transient(_)) => (
-            retry(kassa, claim, mode, error.to_string(), RetryFlags::KNOWN),
-            Health::Outage,
-        ),
-        Err(error @ GatewayError::Throttled(_)) => {
+        Err(error @ GatewayError::Transient(_)) => {
             let flags = RetryFlags {
-                outcome_unknown: false,
-                new_key_if_untouched: keeps,
+                outcome_unknown: key_in_doubt,
+                new_key_if_untouched: false,
+            };
+            (
+                retry(kassa, claim, mode, error.to_string(), flags),
+                Health::Outage,
+            )
+        }
+        Err(error @ GatewayError::Throttled(_)) => {
+            // A refusal kept under the key needs a new one, unless the key's earlier request may
+            // still run: then the key stays and stays in doubt.
+            let flags = RetryFlags {
+                outcome_unknown: key_in_doubt,
+                new_key_if_untouched: keeps && !key_in_doubt,
             };
             (
                 retry(kassa, claim, mode, error.to_string(), flags),
@@ -594,6 +636,7 @@ async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> (AttemptResult, He
             AttemptResult::Dead {
                 error: error.to_string(),
                 pg_answer: String::new(),
+                outcome_unknown: key_in_doubt,
                 new_key_if_untouched: keeps,
             },
             Health::Answered,
@@ -610,7 +653,7 @@ async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> (AttemptResult, He
             let new_key = keeps && !unknown;
             match gateway.fetch_payment(&payment.pg_tid).await {
                 Ok(pg) => {
-                    if let Some(done) = converge(intent, &pg, kassa.env.now()) {
+                    if let Some(done) = converge(intent, &pg, known, kassa.env.now()) {
                         return (done, Health::Answered);
                     }
                     if unknown && pg.balance() == intent.balance_before {
@@ -622,16 +665,17 @@ async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> (AttemptResult, He
                         };
                         return (retry(kassa, claim, mode, error.to_string(), flags), health);
                     }
-                    let dead = AttemptResult::Dead {
+                    let result = AttemptResult::Dead {
                         error: error.to_string(),
                         pg_answer: describe(&pg),
+                        outcome_unknown: unknown || key_in_doubt,
                         new_key_if_untouched: new_key,
                     };
-                    (dead, Health::Answered)
+                    (result, Health::Answered)
                 }
                 Err(query_error) => {
                     let flags = RetryFlags {
-                        outcome_unknown: unknown,
+                        outcome_unknown: unknown || key_in_doubt,
                         new_key_if_untouched: new_key,
                     };
                     let error = format!("{error}; and asking the PG failed: {query_error}");
@@ -661,46 +705,72 @@ fn refunded(receipt: crate::gateway::CancelReceipt) -> AttemptResult {
     }
 }
 
-/// A refund in the PG's record that is none of the refunds kassa knows, if there is one:
-/// matched by the PG's cancel id, or by amount for refunds kassa recorded without one.
-fn unknown_refund(pg: &PgPayment, known: &[(String, Amount)]) -> Option<String> {
-    let mut unmatched: Vec<&(String, Amount)> = known.iter().collect();
+/// How far apart the PG's and kassa's clocks may be when a refund's time in the PG's record is
+/// compared with when kassa's attempt started.
+pub const PG_CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// True when `entry` in the PG's record is the refund kassa recorded as `known`: the same PG
+/// cancel id (or none given), amount, and time within a second when both have one.
+fn is_known(entry: &PgCancellation, known: &KnownRefund) -> bool {
+    let same_id = known.pg_cancel_id.is_empty() || known.pg_cancel_id == entry.pg_cancel_id;
+    let same_time = entry.at == DateTime::UNIX_EPOCH
+        || known
+            .at
+            .is_none_or(|at| (at - entry.at).num_seconds().abs() <= 1);
+    same_id && same_time && known.amount == entry.amount
+}
+
+/// The refunds in the PG's record that are none of the refunds kassa knows.
+fn unknown_entries<'a>(pg: &'a PgPayment, known: &[KnownRefund]) -> Vec<&'a PgCancellation> {
+    let mut unmatched: Vec<&KnownRefund> = known.iter().collect();
+    let mut unknown = Vec::new();
     for entry in &pg.cancellations {
-        let by_id = unmatched
-            .iter()
-            .position(|(id, _)| !id.is_empty() && *id == entry.pg_cancel_id);
-        let by_amount = || {
-            unmatched
-                .iter()
-                .position(|(id, amount)| id.is_empty() && *amount == entry.amount)
-        };
-        match by_id.or_else(by_amount) {
+        match unmatched.iter().position(|known| is_known(entry, known)) {
             Some(index) => {
                 unmatched.remove(index);
             }
-            None => return Some(format!("{} ({})", entry.amount, entry.pg_cancel_id)),
+            None => unknown.push(entry),
         }
     }
-    None
+    unknown
+}
+
+/// A refund in the PG's record that is none of the refunds kassa knows, if there is one.
+fn unknown_refund(pg: &PgPayment, known: &[KnownRefund]) -> Option<String> {
+    unknown_entries(pg, known)
+        .first()
+        .map(|entry| format!("{} ({})", entry.amount, entry.pg_cancel_id))
 }
 
 /// Decides from the PG's record whether `intent` is already carried out: its balance went down
-/// by exactly the intent's amount from the balance the intent was sent against.
-fn converge(intent: &CancelIntent, pg: &PgPayment, now: DateTime<Utc>) -> Option<AttemptResult> {
+/// by exactly the intent's amount from the balance the intent was sent against, and, where the
+/// PG lists its refunds, one of them is a refund of this amount that kassa does not know and
+/// that was made no earlier than this intent's first attempt. A full cancel is done once the
+/// balance is gone, whoever emptied it.
+fn converge(
+    intent: &CancelIntent,
+    pg: &PgPayment,
+    known: &[KnownRefund],
+    now: DateTime<Utc>,
+) -> Option<AttemptResult> {
     let expected_after = intent.balance_before.checked_sub(intent.amount)?;
     if pg.balance() != expected_after {
         return None;
     }
-    let last = pg
-        .cancellations
-        .iter()
-        .rev()
-        .find(|entry| entry.amount == intent.amount);
+    let started = intent.first_attempt_at.map(|at| at - PG_CLOCK_SLACK);
+    let fresh = unknown_entries(pg, known).into_iter().rev().find(|entry| {
+        entry.amount == intent.amount
+            && (entry.at == DateTime::UNIX_EPOCH || started.is_none_or(|start| entry.at >= start))
+    });
+    let (pg_cancel_id, at) = match fresh {
+        Some(entry) => (entry.pg_cancel_id.clone(), entry.at),
+        None if pg.cancellations.is_empty() || expected_after.is_zero() => (String::new(), now),
+        None => return None,
+    };
+    let at = if at == DateTime::UNIX_EPOCH { now } else { at };
     Some(AttemptResult::Refunded {
-        pg_cancel_id: last
-            .map(|entry| entry.pg_cancel_id.clone())
-            .unwrap_or_default(),
-        at: last.map_or(now, |entry| entry.at),
+        pg_cancel_id,
+        at,
         warning: None,
     })
 }
@@ -746,28 +816,52 @@ mod tests {
         }
     }
 
+    fn known(id: &str, amount: i64) -> KnownRefund {
+        KnownRefund {
+            pg_cancel_id: id.into(),
+            amount: won(amount),
+            at: Some(DateTime::UNIX_EPOCH),
+        }
+    }
+
     #[test]
     fn a_refund_counts_as_done_only_when_the_pg_balance_moved_by_exactly_its_amount() {
         let now = DateTime::UNIX_EPOCH;
         assert!(matches!(
-            converge(&intent(100, 100), &pg(100, 100), now),
+            converge(&intent(100, 100), &pg(100, 100), &[], now),
             Some(AttemptResult::Refunded { .. })
         ));
-        assert!(converge(&intent(100, 100), &pg(100, 0), now).is_none());
+        assert!(converge(&intent(100, 100), &pg(100, 0), &[], now).is_none());
         assert!(matches!(
-            converge(&intent(30, 100), &pg(100, 30), now),
+            converge(&intent(30, 100), &pg(100, 30), &[], now),
             Some(AttemptResult::Refunded { .. })
         ));
-        assert!(converge(&intent(30, 100), &pg(100, 60), now).is_none());
+        assert!(converge(&intent(30, 100), &pg(100, 60), &[], now).is_none());
+    }
+
+    #[test]
+    fn a_refund_kassa_already_recorded_is_never_taken_for_another_intents() {
+        let now = DateTime::UNIX_EPOCH;
+        // 30 of 100 are refunded at the PG, and kassa recorded exactly that refund (c1) for
+        // another intent: a second intent of 30 sent against 100 is not done by it.
+        assert!(converge(&intent(30, 100), &pg(100, 30), &[known("c1", 30)], now).is_none());
+        assert!(converge(&intent(30, 100), &pg(100, 30), &[known("c9", 30)], now).is_some());
+        // A refund older than this intent's first attempt (a console refund) is not its.
+        let mut record = pg(100, 30);
+        record.cancellations[0].at = DateTime::UNIX_EPOCH + chrono::TimeDelta::seconds(1);
+        let mut late = intent(30, 100);
+        late.first_attempt_at = Some(DateTime::UNIX_EPOCH + chrono::TimeDelta::hours(1));
+        assert!(converge(&late, &record, &[], now).is_none());
+        late.first_attempt_at = Some(DateTime::UNIX_EPOCH);
+        assert!(converge(&late, &record, &[], now).is_some());
     }
 
     #[test]
     fn a_refund_kassa_does_not_know_blocks_a_new_key() {
-        let won = |value| Amount::non_negative(value).unwrap();
         let record = pg(100, 30);
-        assert_eq!(unknown_refund(&record, &[("c1".into(), won(30))]), None);
-        assert_eq!(unknown_refund(&record, &[(String::new(), won(30))]), None);
+        assert_eq!(unknown_refund(&record, &[known("c1", 30)]), None);
+        assert_eq!(unknown_refund(&record, &[known("", 30)]), None);
         assert!(unknown_refund(&record, &[]).is_some());
-        assert!(unknown_refund(&record, &[("other".into(), won(30))]).is_some());
+        assert!(unknown_refund(&record, &[known("other", 30)]).is_some());
     }
 }

@@ -34,6 +34,8 @@ pub struct Kassa {
     pub breakers: Arc<breaker::Breakers>,
     /// The client alerts are posted to Slack with (not a PG's).
     pub http: reqwest::Client,
+    /// Cancelled when kassa shuts down: no new attempt or job starts after it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Kassa {
@@ -54,6 +56,7 @@ impl Kassa {
             tasks: tokio_util::task::TaskTracker::new(),
             breakers,
             http,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 }

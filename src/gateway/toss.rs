@@ -200,7 +200,11 @@ fn classify(status: reqwest::StatusCode, body: &[u8], kind: CallKind) -> Gateway
             CallKind::Mutation => GatewayError::UnknownOutcome(described),
             CallKind::Query => GatewayError::Transient(described),
         },
-        _ if status == reqwest::StatusCode::TOO_MANY_REQUESTS => GatewayError::Transient(described),
+        // A 429 is an answer too, which Toss may keep under the key like any other.
+        _ if status == reqwest::StatusCode::TOO_MANY_REQUESTS => match kind {
+            CallKind::Mutation => GatewayError::Throttled(described),
+            CallKind::Query => GatewayError::Transient(described),
+        },
         _ if status == reqwest::StatusCode::UNAUTHORIZED => GatewayError::Credentials(described),
         code => GatewayError::Refused {
             code: if code.is_empty() {

@@ -191,9 +191,18 @@ pub struct Claim {
     pub attempt: u32,
     /// Until when the claim holds; a call that moves money starts only if it fits.
     pub lease_until: DateTime<Utc>,
-    /// The refunds kassa knows of this payment (PG cancel id, amount): a PG record with any
-    /// other refund is not "nothing happened".
-    pub known_refunds: Vec<(String, Amount)>,
+    /// The refunds kassa knows of this payment: a PG record with any other refund is not
+    /// "nothing happened", and a refund kassa knows is not this intent's.
+    pub known_refunds: Vec<KnownRefund>,
+}
+
+/// A refund kassa recorded, as the PG's record would show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownRefund {
+    /// The PG's cancel id (empty when kassa learned the refund without one).
+    pub pg_cancel_id: String,
+    pub amount: Amount,
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// What one attempt at an intent came to.
@@ -217,10 +226,12 @@ pub enum AttemptResult {
         queued: bool,
         alert: bool,
     },
-    /// Give up: a dead letter and an urgent alert.
+    /// Give up: a dead letter and an urgent alert. `outcome_unknown`: what the last send did is
+    /// not known (a re-drive asks first; until then the payment's other cancels wait).
     Dead {
         error: String,
         pg_answer: String,
+        outcome_unknown: bool,
         new_key_if_untouched: bool,
     },
     /// The PG may have refunded and cannot be asked (Payple): nothing is sent again; the
@@ -306,6 +317,17 @@ fn claim_cancel(
             "cancel intent names a missing payment".into(),
         ));
     };
+    // Every read comes before the first write: a claim that fails part-way in a batch of claims
+    // must leave nothing behind (the others of the batch commit).
+    let known_refunds = intents_of(txn, payment.payment.id)?
+        .into_iter()
+        .filter(|other| other.intent.state == IntentState::Done)
+        .map(|other| KnownRefund {
+            pg_cancel_id: other.intent.pg_cancel_id.unwrap_or_default(),
+            amount: other.intent.amount,
+            at: other.intent.done_at,
+        })
+        .collect();
     let until = now + lease;
     let intent = &mut stored.intent;
     // The predecessor left its mark and no outcome (cut off: a dropped request, a crash, a
@@ -327,16 +349,6 @@ fn claim_cancel(
     put_intent(txn, &stored)?;
     payment.lease = Some((id, until.timestamp_millis()));
     put_payment(txn, &payment)?;
-    let known_refunds = intents_of(txn, payment.payment.id)?
-        .into_iter()
-        .filter(|other| other.intent.state == IntentState::Done)
-        .map(|other| {
-            (
-                other.intent.pg_cancel_id.unwrap_or_default(),
-                other.intent.amount,
-            )
-        })
-        .collect();
     Ok(Some(Claim {
         intent: stored.intent,
         payment: payment.payment,
@@ -573,10 +585,12 @@ fn finish(
         AttemptResult::Dead {
             error,
             pg_answer,
+            outcome_unknown,
             new_key_if_untouched,
         } => {
             let intent = &mut stored.intent;
             intent.state = IntentState::Dead;
+            intent.outcome_unknown = *outcome_unknown;
             intent.new_key_if_untouched = *new_key_if_untouched;
             let detail =
                 format!("attempt {attempt} failed: {error}; a human must look at it (dead letter)");
@@ -958,6 +972,7 @@ fn claim_one(
         .provider
         .as_deref()
         .and_then(|raw| Provider::parse(raw).ok());
+    let kind = super::queue::kind_named(&record.kind)?;
     if let Some(provider) = provider {
         match gates.get(&provider) {
             Some(Gate::Paused(until)) => {
@@ -972,7 +987,6 @@ fn claim_one(
             _ => {}
         }
     }
-    let kind = super::queue::kind_named(&record.kind)?;
     // One settlement sync of a PG at a time: the others of this claim wait a little (the sync's
     // own lock would refuse them anyway, and spend a try).
     if kind == JobKind::SettlementSync

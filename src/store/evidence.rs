@@ -120,6 +120,15 @@ pub(super) fn apply_cancel_line(
             }
         }
     }
+    // Unknown refunds of more than one payment of the order (a cancel and a rollback of the
+    // same amount): the line cannot say whose it is.
+    if unknown
+        .iter()
+        .any(|other| other.intent.payment_id != unknown[0].intent.payment_id)
+        && exact.is_none()
+    {
+        return Ok(Evidence::Ambiguous);
+    }
     let (mut chosen, evidence) = match (exact, unknown.is_empty(), recorded.is_empty()) {
         (Some(known), _, _) => (known, Evidence::Known),
         (None, false, true) => (unknown.remove(0), Evidence::ClosedUnknown),

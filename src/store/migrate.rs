@@ -205,7 +205,17 @@ fn migrate_intent(
         return Err(corrupt("names a missing payment"));
     };
     let payple = payment.payment.provider == Provider::Payple;
-    if state == IntentState::Open && payple && ever_attempted {
+    // Parts 1–3 read a refund total from Payple's inquiry that Payple never sends, so a Payple
+    // refund they tried may have gone through once or more, whether it is open or dead now.
+    if matches!(state, IntentState::Open | IntentState::Dead) && payple && ever_attempted {
+        if state == IntentState::Dead {
+            super::dead_letters::close_letters_of(
+                txn,
+                stored.intent.id,
+                created_at,
+                "superseded: the refund's outcome is unknown (listed again as unknown_outcome)",
+            )?;
+        }
         // Nothing of parts 1–3 says whether the refund reached Payple; Payple cannot be asked.
         payment.lease = None;
         let record_id = id ^ MIGRATED_RECORD_MASK;

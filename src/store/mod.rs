@@ -29,7 +29,8 @@ mod tables;
 pub use admission::{NewPgPayment, RecordOutcome};
 pub use alerts::{Alert, AlertLevel, Delivery};
 pub use cancels::{
-    AttemptResult, CancelRequest, CancelRequestOutcome, Claim, Claimed, UNKNOWN_SYNCS_ALERT,
+    AttemptResult, CancelRequest, CancelRequestOutcome, Claim, Claimed, KnownRefund,
+    UNKNOWN_SYNCS_ALERT,
 };
 pub use dead_letters::{DeadLetter, UNKNOWN_OUTCOME_JOB};
 pub use intents::INTENTS_PER_PAYMENT_MAX;

@@ -29,6 +29,8 @@ pub(super) const JOB_RECORD: u8 = 1;
 pub const CLAIM_SCAN_MAX: usize = 1_000;
 /// Shortest wait before a job whose turn has not come is looked at again.
 pub const POSTPONE_MS_MIN: u64 = 1_000;
+/// How long a cancel held back by a dead letter in doubt waits before it looks again.
+pub const BLOCKED_MS: u64 = 60_000;
 /// Most characters of an error kept with a job.
 pub const JOB_ERROR_CHARS_MAX: usize = 500;
 
@@ -319,11 +321,12 @@ pub(super) fn remove_job(txn: &WriteTransaction, id: u128) -> Result<(), StoreEr
     let Some(record) = get_job(txn, id)? else {
         return Ok(());
     };
+    // Read everything first: a failure must not leave a job half removed.
+    let unique = job_of(&record)?.unique_key();
     txn.open_table(tables::QUEUE_DUE)?
         .remove((record.due_ms, id))?;
     txn.open_table(tables::QUEUE)?.remove(id)?;
-    let job = job_of(&record)?;
-    if let Some(key) = job.unique_key() {
+    if let Some(key) = unique {
         let mut keys = txn.open_table(tables::QUEUE_KEYS)?;
         let current = keys.get(key.as_str())?.map(|value| value.value());
         if current == Some(id) {
@@ -465,25 +468,51 @@ pub(super) fn cancel_turn(
     if in_flight.contains(payment_id) {
         return Ok(Turn::Wait(soon));
     }
+    // The oldest open intent goes first, except that an intent whose last outcome is unknown
+    // (open, or dead and not yet re-driven) holds every other intent of the payment back: until
+    // the PG's record has been read for it, the balance the others would be sent against is not
+    // known, and its refund could be taken for theirs.
+    let mut first_open = None;
+    let mut in_doubt = None;
     for other in intent_ids_of(index, payment_id)? {
-        if other == id.as_u128() {
-            return Ok(Turn::Go);
-        }
-        let open = intents
+        let Some(stored) = intents
             .get(other)?
             .map(|value| decode_intent(value.value()))
             .transpose()?
-            .is_some_and(|other| other.intent.state == IntentState::Open);
-        if open {
-            let head_due = queue
-                .get(other)?
-                .map(|value| decode::<JobRecord>("job", JOB_RECORD, value.value()))
-                .transpose()?
-                .map_or(soon, |job| job.due_ms);
-            return Ok(Turn::Wait(head_due.max(soon)));
+        else {
+            continue;
+        };
+        let intent = &stored.intent;
+        let doubtful = intent.outcome_unknown || intent.in_flight.is_some();
+        if intent.state == IntentState::Open && first_open.is_none() {
+            first_open = Some(other);
+        }
+        if doubtful
+            && matches!(intent.state, IntentState::Open | IntentState::Dead)
+            && in_doubt.is_none()
+        {
+            in_doubt = Some((other, intent.state));
         }
     }
-    Ok(Turn::Closed)
+    let due_of = |other: u128| -> Result<u64, StoreError> {
+        Ok(queue
+            .get(other)?
+            .map(|value| decode::<JobRecord>("job", JOB_RECORD, value.value()))
+            .transpose()?
+            .map_or(soon, |job| job.due_ms)
+            .max(soon))
+    };
+    match in_doubt {
+        Some((doubtful, _)) if doubtful == id.as_u128() => Ok(Turn::Go),
+        // A dead letter in doubt waits for a person; look again now and then.
+        Some((_, IntentState::Dead)) => Ok(Turn::Wait(millis(now) + BLOCKED_MS)),
+        Some((doubtful, _)) => Ok(Turn::Wait(due_of(doubtful)?)),
+        None if first_open == Some(id.as_u128()) => Ok(Turn::Go),
+        None => match first_open {
+            Some(head) => Ok(Turn::Wait(due_of(head)?)),
+            None => Ok(Turn::Closed),
+        },
+    }
 }
 
 /// How many jobs of each kind are queued.

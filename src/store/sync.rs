@@ -147,7 +147,8 @@ fn take_lock(
 
 /// Keeps a finding under its (day, PG, order, kind): several lines of one order and kind (two
 /// partial cancels, say) are all kept, and the same line found again by a re-run is not.
-fn record_finding(txn: &WriteTransaction, finding: &Finding) -> Result<(), StoreError> {
+/// Answers whether it was new.
+fn record_finding(txn: &WriteTransaction, finding: &Finding) -> Result<bool, StoreError> {
     let key = (
         date_key(finding.date),
         finding.provider.as_str(),
@@ -169,12 +170,22 @@ fn record_finding(txn: &WriteTransaction, finding: &Finding) -> Result<(), Store
             )
     };
     if kept.iter().any(same) || kept.len() >= FINDINGS_PER_ORDER_MAX {
-        return Ok(());
+        return Ok(false);
     }
     kept.push(finding.clone());
     let bytes = encode(FINDING_RECORD, &kept)?;
     table.insert(key, bytes.as_slice())?;
-    Ok(())
+    Ok(true)
+}
+
+/// An alert id for something found at `now_ms` about `what`: time-ordered like the others
+/// (the top 48 bits are the time), and the same when a write is applied again.
+fn found_alert_id(now_ms: i64, what: &str) -> u128 {
+    // FNV-1a: a stable hash, so a re-applied write makes the same id.
+    let hash = what.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (u128::from(u64::try_from(now_ms).unwrap_or(0)) << 80) | u128::from(hash)
 }
 
 /// A settlement row's key: (KST day, payment id).
@@ -243,16 +254,46 @@ fn apply_line(
     if line.kind == SettlementKind::Cancel {
         counts.cancel_skipped = 1;
         let now = super::orders::millis_to_time(now_ms)?;
-        match super::evidence::apply_cancel_line(txn, provider, line, now)? {
-            Evidence::Known | Evidence::Used | Evidence::ClosedUnknown => {}
-            Evidence::Ambiguous => {
-                tracing::warn!(provider, order_id = %line.order_id, amount = line.amount, "a settlement CANCEL line could be an unknown refund's or a recorded one's; left to a person");
-            }
-            Evidence::Unexplained => {
-                tracing::warn!(provider, order_id = %line.order_id, amount = line.amount, "settlement CANCEL line of a refund kassa does not know; kept for refund reconciliation");
-            }
+        let evidence = super::evidence::apply_cancel_line(txn, provider, line, now)?;
+        let new = record_finding(txn, &finding("CANCEL", None))?;
+        // A refund at the PG that kassa cannot put to one of its own is money a person must
+        // account for: refunded twice, refunded in the console, or a wrong "not refunded".
+        let (level, message) = match evidence {
+            Evidence::Known | Evidence::Used | Evidence::ClosedUnknown => return Ok(counts),
+            Evidence::Ambiguous => (
+                AlertLevel::Urgent,
+                format!(
+                    "{provider} settlement of {date}: a CANCEL line of {} for order {} could be more than one refund's (one whose outcome is unknown, or one kassa recorded); compare with the PG's console and resolve it",
+                    line.amount, line.order_id
+                ),
+            ),
+            Evidence::Unexplained => (
+                AlertLevel::Warning,
+                format!(
+                    "{provider} settlement of {date}: a CANCEL line of {} for order {} is no refund kassa knows (a refund in the PG's console?)",
+                    line.amount, line.order_id
+                ),
+            ),
+        };
+        tracing::warn!(provider, order_id = %line.order_id, amount = line.amount, "{message}");
+        if new {
+            let id = found_alert_id(
+                now_ms,
+                &format!(
+                    "{provider}:{date}:{}:{}:{:?}",
+                    line.order_id, line.amount, line.cancel_at
+                ),
+            );
+            insert_alert(
+                txn,
+                id,
+                level,
+                "SETTLEMENT_CANCEL_LINE",
+                &message,
+                None,
+                now,
+            )?;
         }
-        record_finding(txn, &finding("CANCEL", None))?;
         return Ok(counts);
     }
     let Some((key, mut row)) = row_of_order(txn, provider, &line.order_id)? else {

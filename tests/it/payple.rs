@@ -686,3 +686,63 @@ async fn a_settlement_line_kassa_cannot_read_is_a_discrepancy_and_the_day_goes_o
     assert_eq!(findings["items"][0]["order_id"], "order-ppbad-1");
     assert_eq!(findings["items"][0]["kind"], "DISCREPANCY");
 }
+
+#[tokio::test]
+async fn a_cancel_line_that_is_no_refund_kassa_knows_raises_an_alert() {
+    let app = TestApp::spawn().await;
+    let payment_id = payple_payment(&app, "order-pp-stray", 20_000).await;
+    // Payple's settlement shows a refund kassa never asked for (made in Payple's console).
+    let response = app
+        .http
+        .post(app.url("/sandbox-pg/_control/settlements"))
+        .json(&json!({ "provider": "payple", "date": "2026-11-23", "records": [
+            { "order_id": "order-pp-stray", "kind": "CANCEL", "amount": -3_000, "fee": 0, "settle_amount": -3_000,
+              "cancel_time": "2026-11-23T13:00:00+09:00" },
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let (status, report) = app
+        .admin_post(
+            "/api/admin/settlement-sync/run",
+            &json!({ "provider": "payple", "date": "2026-11-23" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+
+    let (_, alerts) = app.admin_get("/api/admin/alerts").await;
+    let stray: Vec<&Value> = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|alert| alert["kind"] == "SETTLEMENT_CANCEL_LINE")
+        .collect();
+    assert_eq!(stray.len(), 1, "{alerts}");
+    assert!(
+        stray[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("order-pp-stray")
+    );
+    assert_eq!(
+        app.payment(&payment_id).await["cancelled_amount"],
+        0,
+        "nothing is guessed"
+    );
+    // A re-run of the day finds the same line and alerts once.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    app.admin_post(
+        "/api/admin/settlement-sync/run",
+        &json!({ "provider": "payple", "date": "2026-11-23" }),
+    )
+    .await;
+    let (_, alerts) = app.admin_get("/api/admin/alerts").await;
+    let count = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|alert| alert["kind"] == "SETTLEMENT_CANCEL_LINE")
+        .count();
+    assert_eq!(count, 1);
+}

@@ -521,3 +521,61 @@ async fn every_toss_cancel_says_the_balance_kassa_expects() {
         "{letters}"
     );
 }
+
+#[tokio::test]
+async fn a_redriven_cancel_never_takes_a_later_cancels_refund_for_its_own() {
+    let app = TestApp::spawn().await;
+    let (payment_id, key) = toss_paid(&app, "order-toss-two", 20_000).await;
+    // Cancel A is refused with kassa's keys and becomes a dead letter; nothing was refunded.
+    app.fault_error("toss.cancel", 401, "UNAUTHORIZED_KEY", 1)
+        .await;
+    let (_, a) = app
+        .cancel(
+            &payment_id,
+            "toss-two-a",
+            &json!({ "amount": 5_000, "reason": "first" }),
+        )
+        .await;
+    assert_eq!(a["status"], "CANCEL_FAILED", "{a}");
+    // Cancel B of the same amount is carried out, but its answer is lost and Toss cannot be
+    // asked for a while: its outcome is unknown.
+    app.fault("toss.cancel", "lost_response", 1).await;
+    app.fault("toss.payment", "status500", 4).await;
+    let (_, b) = app
+        .cancel(
+            &payment_id,
+            "toss-two-b",
+            &json!({ "amount": 5_000, "reason": "second" }),
+        )
+        .await;
+    assert_eq!(b["status"], "CANCEL_PENDING", "{b}");
+    assert_eq!(app.toss_state(&key).await["refundsExecuted"], 1);
+
+    // A is re-driven while B is still in doubt: B is settled first, from Toss's record, and
+    // only then does A run against the balance that is really left.
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    let id = letters["items"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .admin_post(&format!("/api/admin/dead-letters/{id}/redrive"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    app.clear_faults().await;
+    for _ in 0..10 {
+        if app.payment(&payment_id).await["cancelled_amount"] == 10_000 {
+            break;
+        }
+        app.advance_ms(11 * 60_000);
+        app.run_jobs().await;
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    }
+
+    let state = app.toss_state(&key).await;
+    assert_eq!(state["refundsExecuted"], 2, "{state}");
+    assert_eq!(state["balanceAmount"], 10_000);
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED", "{payment}");
+    assert_eq!(
+        payment["cancelled_amount"], 10_000,
+        "kassa's books are the PG's: each cancel is its own refund"
+    );
+}
