@@ -72,6 +72,8 @@ impl PaymentGateway for SettlementDouble {
                     fee: 330,
                     settle_amount: AMOUNT - 330,
                     cancel_at: None,
+                    pg_ref: None,
+                    pg_cancel_id: None,
                 })
                 .collect();
             Ok(SettlementPage {

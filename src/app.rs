@@ -14,7 +14,7 @@ use crate::gateway::{Gateways, client};
 use crate::http::state::AppState;
 use crate::sandbox::{self, Sandbox};
 use crate::secret::Secret;
-use crate::store::{Store, StoreError};
+use crate::store::{StorageFaults, Store, StoreError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +52,11 @@ pub enum AppError {
     Client(String),
     #[error("the server failed: {0}")]
     Serve(std::io::Error),
+    /// The store refuses writes after a storage fault: kassa stopped so that it is restarted.
+    #[error(
+        "the data file refuses writes after a storage fault ({reason}); kassa stopped so that it can be restarted (every write it answered is on disk)"
+    )]
+    StorageRefused { reason: String },
 }
 
 /// A built, not yet running kassa.
@@ -101,6 +106,26 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Opens the store of `config.data_dir` with the environment's clock (which stamps storage
+/// faults) and randomness (which makes a new file's cookie key).
+fn open_store(
+    config: &Config,
+    env: &Env,
+    faults: Option<StorageFaults>,
+) -> Result<Store, StoreError> {
+    let entropy = env.entropy.clone();
+    let new_key = move || {
+        let mut key = [0u8; 32];
+        entropy.fill(&mut key);
+        key
+    };
+    let clock = env.clock.clone();
+    match faults {
+        None => Store::open_with_clock(&config.data_dir, clock, new_key),
+        Some(faults) => Store::open_with_faults(&config.data_dir, clock, faults, new_key),
+    }
+}
+
 /// The address a local client uses to reach a listener bound to `addr`.
 fn loopback(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
@@ -111,16 +136,27 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
 }
 
 impl App {
-    #[expect(clippy::too_many_lines, reason = "the wiring reads top to bottom")]
     pub async fn build(config: Config, env: Env) -> Result<App, AppError> {
-        let store = {
-            let env = env.clone();
-            Store::open(&config.data_dir, move || {
-                let mut key = [0u8; 32];
-                env.entropy.fill(&mut key);
-                key
-            })?
-        };
+        App::build_on(config, env, None).await
+    }
+
+    /// For tests of storage faults only: `build` on a store whose writes, syncs and commits fail
+    /// when `faults` says so (`Store::open_with_faults`).
+    pub async fn build_on_failing_storage(
+        config: Config,
+        env: Env,
+        faults: StorageFaults,
+    ) -> Result<App, AppError> {
+        App::build_on(config, env, Some(faults)).await
+    }
+
+    #[expect(clippy::too_many_lines, reason = "the wiring reads top to bottom")]
+    async fn build_on(
+        config: Config,
+        env: Env,
+        faults: Option<StorageFaults>,
+    ) -> Result<App, AppError> {
+        let store = open_store(&config, &env, faults)?;
         let released = store.release_leases(env.now()).await?;
         if released > 0 {
             tracing::warn!(
@@ -234,6 +270,20 @@ impl App {
         }
         let mut kassa = Kassa::new(config, store, gateways, env, http.clone());
         kassa.shutdown = shutdown.clone();
+        // The re-check sweep queues itself again after each run; this queues the first one
+        // (a unique job: nothing changes when it is queued already).
+        let first_sweep = kassa.env.now()
+            + chrono::TimeDelta::from_std(kassa.config.recheck.interval)
+                .unwrap_or(chrono::TimeDelta::minutes(1));
+        kassa
+            .store
+            .enqueue(
+                kassa.env.new_uuid().as_u128(),
+                crate::domain::Job::Sweep,
+                None,
+                first_sweep,
+            )
+            .await?;
         let state = AppState {
             sandbox: sandbox.is_some(),
             kassa,
@@ -289,7 +339,8 @@ impl App {
     }
 
     /// Serves until the shutdown token is cancelled, then gives in-flight requests
-    /// `SHUTDOWN_GRACE` to finish.
+    /// `SHUTDOWN_GRACE` to finish. If the store refuses writes first, shuts down the same way and
+    /// answers `AppError::StorageRefused`, so that `kassa serve` exits non-zero and is restarted.
     pub async fn run(self) -> Result<(), AppError> {
         let router = crate::http::router(self.state.clone(), self.sandbox.map(sandbox::router));
         let shutdown = self.shutdown.clone();
@@ -310,22 +361,39 @@ impl App {
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .into_future(),
         );
-        shutdown.cancelled().await;
-        if let Some(scheduler) = scheduler {
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, scheduler).await;
+        let store = self.state.kassa.store.clone();
+        let refused = tokio::select! {
+            () = shutdown.cancelled() => None,
+            fault = store.writes_refused() => Some(fault),
+        };
+        if let Some(fault) = &refused {
+            // Nothing can be stored any more (redb fails every operation until it is reopened),
+            // so kassa stops the ordered way; a restart reopens and repairs the file.
+            tracing::error!(
+                reason = %fault.reason,
+                since = %fault.since,
+                "the data file refuses writes; kassa is shutting down so that it is restarted"
+            );
+            shutdown.cancel();
         }
+        // One deadline for the whole shutdown (the packaged unit's TimeoutStopSec is longer):
+        // the attempts in flight get one attempt's length, everything else shares the grace.
         let attempt_length = crate::flows::cancel::attempt_length(&self.state.kassa);
+        let deadline = tokio::time::Instant::now() + attempt_length + SHUTDOWN_GRACE;
+        if let Some(scheduler) = scheduler {
+            let _ = tokio::time::timeout_at(deadline, scheduler).await;
+        }
         if let Some(worker) = worker {
             // The worker claims nothing more; the round it is in ends within one attempt.
-            let _ = tokio::time::timeout(attempt_length + SHUTDOWN_GRACE, worker).await;
+            let _ = tokio::time::timeout_at(deadline, worker).await;
         }
-        // Attempts and jobs in flight (the worker's and the requests' inline ones) get one
-        // attempt's length to finish: a PG call is never dropped at a deadline shorter than its
-        // own timeout. What is still running after that is due again when its lease ends, and
-        // its attempt mark makes the next attempt ask first.
+        // Attempts and jobs in flight (the worker's and the requests' inline ones) finish: a PG
+        // call is never dropped at a deadline shorter than its own timeout. What is still
+        // running at the deadline is due again at the next start, and its attempt mark makes
+        // the next attempt ask first.
         let tasks = self.state.kassa.tasks.clone();
         tasks.close();
-        if tokio::time::timeout(attempt_length, tasks.wait())
+        if tokio::time::timeout_at(deadline, tasks.wait())
             .await
             .is_err()
         {
@@ -334,7 +402,9 @@ impl App {
                 "attempts were still running at the shutdown deadline; their marks make the next attempt ask the PG first"
             );
         }
-        match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        // The server has had the whole time to finish its requests; a last moment more.
+        let server_deadline = deadline.max(tokio::time::Instant::now() + SHUTDOWN_GRACE / 10);
+        let served = match tokio::time::timeout_at(server_deadline, server).await {
             Ok(Ok(result)) => result.map_err(AppError::Serve),
             Ok(Err(join)) => Err(AppError::Serve(std::io::Error::other(join.to_string()))),
             Err(_) => {
@@ -343,6 +413,17 @@ impl App {
                 );
                 Ok(())
             }
+        };
+        match refused {
+            Some(fault) => {
+                if let Err(error) = served {
+                    tracing::error!(error = %error, "the server failed while shutting down");
+                }
+                Err(AppError::StorageRefused {
+                    reason: fault.reason,
+                })
+            }
+            None => served,
         }
     }
 }

@@ -59,6 +59,7 @@ struct RawConfig {
     settlement_sync: RawSettlementSync,
     partner_settlement: RawPartnerSettlement,
     alerts: RawAlerts,
+    recheck: RawRecheck,
     partners: Vec<RawPartner>,
     products: Vec<RawProduct>,
 }
@@ -135,6 +136,15 @@ struct RawSettlementSync {
     page_size: u32,
     cursor_ttl_hours: u64,
     lock_ttl_s: u64,
+    cancel_line_wait_days: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRecheck {
+    interval_ms: u64,
+    ready_order_max_age_h: u32,
+    active_days: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,6 +190,7 @@ impl Default for RawConfig {
             settlement_sync: RawSettlementSync::default(),
             partner_settlement: RawPartnerSettlement::default(),
             alerts: RawAlerts::default(),
+            recheck: RawRecheck::default(),
             partners: vec![
                 RawPartner {
                     id: "p-coffee".into(),
@@ -290,6 +301,17 @@ impl Default for RawSettlementSync {
             page_size: 100,
             cursor_ttl_hours: 24,
             lock_ttl_s: 600,
+            cancel_line_wait_days: 5,
+        }
+    }
+}
+
+impl Default for RawRecheck {
+    fn default() -> RawRecheck {
+        RawRecheck {
+            interval_ms: 60_000,
+            ready_order_max_age_h: 72,
+            active_days: 7,
         }
     }
 }
@@ -325,6 +347,7 @@ pub struct Config {
     pub settlement_sync: SettlementSyncConfig,
     pub partner_settlement: PartnerSettlementConfig,
     pub alerts: AlertsConfig,
+    pub recheck: RecheckConfig,
     pub partners: Vec<Partner>,
     pub products: Vec<Product>,
     /// The effective config as TOML with secrets redacted, made once from the raw values so
@@ -389,6 +412,16 @@ pub struct SettlementSyncConfig {
     pub page_size: u32,
     pub cursor_ttl: Duration,
     pub lock_ttl: Duration,
+    /// A refund kassa made with no CANCEL line after this many days raises an alert.
+    pub cancel_line_wait_days: u32,
+}
+
+/// The re-check sweep: kassa asks the PGs itself, in case a browser call or webhook was lost.
+#[derive(Debug, Clone)]
+pub struct RecheckConfig {
+    pub interval: Duration,
+    pub ready_order_max_age: Duration,
+    pub active: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -761,6 +794,30 @@ fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             sync.lock_ttl_s.saturating_mul(1_000),
             1_000..=86_400_000,
         )?,
+        cancel_line_wait_days: sync.cancel_line_wait_days,
+    };
+    if !(1..=60).contains(&sync.cancel_line_wait_days) {
+        return Err(invalid(
+            "settlement_sync.cancel_line_wait_days must be between 1 and 60",
+        ));
+    }
+    let recheck = &raw.recheck;
+    if !(1..=24 * 31).contains(&recheck.ready_order_max_age_h) {
+        return Err(invalid(
+            "recheck.ready_order_max_age_h must be between 1 and 744",
+        ));
+    }
+    if !(1..=90).contains(&recheck.active_days) {
+        return Err(invalid("recheck.active_days must be between 1 and 90"));
+    }
+    let recheck = RecheckConfig {
+        interval: millis(
+            "recheck.interval_ms",
+            recheck.interval_ms,
+            1_000..=86_400_000,
+        )?,
+        ready_order_max_age: Duration::from_secs(u64::from(recheck.ready_order_max_age_h) * 3_600),
+        active: Duration::from_secs(u64::from(recheck.active_days) * 86_400),
     };
     let partner_settlement = PartnerSettlementConfig {
         enabled: raw.partner_settlement.enabled,
@@ -791,6 +848,7 @@ fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         settlement_sync,
         partner_settlement,
         alerts,
+        recheck,
         partners,
         products,
     })

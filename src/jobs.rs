@@ -179,6 +179,8 @@ async fn finish(kassa: &Kassa, claim: &JobClaim, outcome: JobOutcome) -> Result<
     let kind = claim.queued.job.kind();
     match &outcome {
         JobOutcome::Done => {}
+        // The sweep queues itself again each time: not a failure.
+        JobOutcome::Retry { .. } if kind == JobKind::Sweep => {}
         JobOutcome::Retry { error, due, .. } => {
             tracing::warn!(job = kind.as_str(), error = %error, next = %due.to_rfc3339(), "a job failed; it runs again later");
         }
@@ -223,9 +225,26 @@ async fn work(kassa: &Kassa, claim: &JobClaim) -> Result<Option<JobOutcome>, Flo
             deliver_alert(kassa, claim, *alert_id).await?;
             Ok(None)
         }
-        Job::Recheck { payment_id } => {
-            crate::flows::payments::recheck(kassa, *payment_id).await?;
+        Job::Recheck {
+            provider,
+            pg_tid,
+            order_id,
+        } => {
+            crate::flows::recheck::recheck(kassa, *provider, pg_tid, order_id.as_ref()).await?;
             Ok(Some(JobOutcome::Done))
+        }
+        Job::Sweep => {
+            if let Err(error) = crate::flows::recheck::sweep(kassa).await {
+                tracing::warn!(error = %error, "the re-check sweep failed; it runs again at its interval");
+            }
+            // The sweep queues itself again, whatever happened: it is how kassa keeps asking.
+            let interval = chrono::TimeDelta::from_std(kassa.config.recheck.interval)
+                .unwrap_or(chrono::TimeDelta::minutes(1));
+            Ok(Some(JobOutcome::Retry {
+                error: "next sweep".into(),
+                due: now + interval,
+                counted: false,
+            }))
         }
         Job::SettlementSync { provider, date } => {
             match settlement::sync(kassa, *provider, *date).await {

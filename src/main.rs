@@ -66,6 +66,11 @@ struct ServeArgs {
     data_dir: Option<PathBuf>,
 }
 
+/// The exit status when the data file refused writes after a storage fault: non-zero, so that
+/// systemd (`Restart=on-failure`) starts kassa again, and apart from other failures (1) and a bad
+/// config (2), so that an operator can tell them apart.
+const EXIT_STORAGE_REFUSED: u8 = 3;
+
 fn load(overrides: &Overrides) -> Result<Config, ExitCode> {
     Config::load(overrides).map_err(|error| {
         eprintln!("kassa: {error}");
@@ -138,6 +143,10 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error @ app::AppError::StorageRefused { .. }) => {
+            eprintln!("kassa: {error}");
+            ExitCode::from(EXIT_STORAGE_REFUSED)
+        }
         Err(error) => {
             eprintln!("kassa: {error}");
             ExitCode::FAILURE

@@ -7,7 +7,7 @@
   if (!box) return;
   var texts = JSON.parse(document.getElementById("result-texts").textContent || "{}");
   var order = box.dataset.order, key = box.dataset.key, provider = box.dataset.provider;
-  var finals = ["PAID", "CANCELLED", "CANCEL_UNKNOWN", "CANCEL_FAILED", "ROLLBACK_UNKNOWN", "ROLLBACK_REFUNDED", "ROLLBACK_FAILED", "SYSTEM_ERROR"];
+  var finals = ["PAID", "CANCELLED", "CANCEL_UNKNOWN", "CANCEL_FAILED", "ROLLBACK_UNKNOWN", "ROLLBACK_REFUNDED", "ROLLBACK_FAILED", "EXPIRED", "SYSTEM_ERROR"];
   var pollDelay = 1000, verifyDelay = 1000, verifyTries = 0;
 
   function isFinal() { return finals.indexOf(box.dataset.result) >= 0; }

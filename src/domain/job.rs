@@ -5,7 +5,7 @@
 //! completion) changes nothing the first run did not.
 
 use super::retry::RetrySchedule;
-use super::{CancelId, PaymentId, Provider};
+use super::{CancelId, OrderId, PgTid, Provider};
 use chrono::NaiveDate;
 use std::time::Duration;
 
@@ -14,8 +14,17 @@ use std::time::Duration;
 pub enum Job {
     /// An attempt at a cancel intent (a merchant's cancel or a rollback).
     Cancel { cancel_id: CancelId },
-    /// Ask the PG about a payment again and apply what it says.
-    Recheck { payment_id: PaymentId },
+    /// Ask the PG about one of its payments (named by a webhook, a settlement line, the
+    /// sweep) and apply what the PG says: store it if kassa does not have it, import refunds
+    /// made outside kassa if it does. `order_id` is what the hint claimed, checked, not trusted.
+    Recheck {
+        provider: Provider,
+        pg_tid: PgTid,
+        order_id: Option<OrderId>,
+    },
+    /// The re-check sweep: READY orders and recently active payments asked about again. It
+    /// queues itself again every `recheck.interval_ms`.
+    Sweep,
     /// Deliver an alert (log it once, and post it to Slack when configured).
     Alert { alert_id: u128 },
     /// The settlement sync of one PG for one KST day.
@@ -29,15 +38,17 @@ pub enum Job {
 pub enum JobKind {
     Cancel,
     Recheck,
+    Sweep,
     Alert,
     SettlementSync,
     PartnerSettlement,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         JobKind::Cancel,
         JobKind::Recheck,
+        JobKind::Sweep,
         JobKind::Alert,
         JobKind::SettlementSync,
         JobKind::PartnerSettlement,
@@ -47,6 +58,7 @@ impl JobKind {
         match self {
             JobKind::Cancel => "cancel",
             JobKind::Recheck => "recheck",
+            JobKind::Sweep => "sweep",
             JobKind::Alert => "alert",
             JobKind::SettlementSync => "settlement_sync",
             JobKind::PartnerSettlement => "partner_settlement",
@@ -63,7 +75,10 @@ impl JobKind {
                 seconds(&[5, 30, 120, 600, 1_800, 3_600]),
                 CANCEL_ATTEMPTS_DEFAULT,
             ),
-            JobKind::Recheck => RetrySchedule::new(seconds(&[30, 120, 600, 1_800, 3_600]), 12),
+            // A hint whose PG is down is asked again for about a day.
+            JobKind::Recheck => RetrySchedule::new(seconds(&[30, 120, 600, 1_800, 3_600]), 28),
+            // The sweep runs again at its interval whatever happened; a failed run only waits.
+            JobKind::Sweep => RetrySchedule::new(seconds(&[60, 300]), u32::MAX),
             // One minute, then doubling to about an hour: eight tries over about four hours.
             JobKind::Alert => RetrySchedule::new(
                 seconds(&[30, 60, 120, 240, 480, 960, 1_920, 3_600]),
@@ -86,6 +101,7 @@ impl Job {
         match self {
             Job::Cancel { .. } => JobKind::Cancel,
             Job::Recheck { .. } => JobKind::Recheck,
+            Job::Sweep => JobKind::Sweep,
             Job::Alert { .. } => JobKind::Alert,
             Job::SettlementSync { .. } => JobKind::SettlementSync,
             Job::PartnerSettlement { .. } => JobKind::PartnerSettlement,
@@ -104,7 +120,11 @@ impl Job {
             Job::PartnerSettlement { date } => {
                 Some(format!("partner_settlement:{}", date.format("%Y%m%d")))
             }
-            Job::Cancel { .. } | Job::Recheck { .. } | Job::Alert { .. } => None,
+            Job::Recheck {
+                provider, pg_tid, ..
+            } => Some(format!("recheck:{}:{}", provider.as_str(), pg_tid.as_str())),
+            Job::Sweep => Some("sweep".to_owned()),
+            Job::Cancel { .. } | Job::Alert { .. } => None,
         }
     }
 }

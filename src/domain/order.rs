@@ -1,9 +1,11 @@
 //! Orders: what a buyer is asked to pay. An order is paid at most once.
 //!
 //! Invariant: an order moves READY → PAID exactly once, through `admit`; every other PG payment
-//! for it is refused and rolled back.
+//! for it is refused and rolled back. A READY order nobody paid becomes EXPIRED after the PG was
+//! asked once more; a payment the PG still reports for it later pays it like a READY one (the
+//! buyer's money was taken).
 
-use super::{Amount, BuyerId, OrderId, PartnerId, PaymentId, Provider};
+use super::{Amount, BuyerId, DomainError, OrderId, PartnerId, PaymentId, Provider};
 use chrono::{DateTime, Utc};
 
 /// Longest order name shown to the buyer and sent to the PG.
@@ -11,10 +13,68 @@ pub const ORDER_NAME_CHARS_MAX: usize = 100;
 /// Longest buyer e-mail kept with an order.
 pub const BUYER_EMAIL_CHARS_MAX: usize = 254;
 
+/// Toss `orderId`: 6 to 64 characters of letters, digits, `-` and `_` (Toss refuses others).
+pub const TOSS_ORDER_ID_CHARS_MIN: usize = 6;
+pub const TOSS_ORDER_ID_CHARS_MAX: usize = 64;
+/// PortOne V1 `merchant_uid`: 40 characters is a safe documented limit. PortOne passes the id on
+/// to the PG behind it, and those PGs cut long ids at different lengths.
+pub const PORTONE_ORDER_ID_CHARS_MAX: usize = 40;
+/// Payple `PCD_PAY_OID`: up to 50 characters of letters, digits, `-` and `_`.
+pub const PAYPLE_ORDER_ID_CHARS_MAX: usize = 50;
+
+/// What one PG takes as an order id, within what `OrderId` already holds (letters, digits, `-`
+/// and `_`): only the length differs from PG to PG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderIdRule {
+    pub chars_min: usize,
+    pub chars_max: usize,
+    /// The rule in words for the error; it names the PG and the limit.
+    pub text: &'static str,
+}
+
+impl OrderIdRule {
+    /// The rule of the PG an order is paid through. The texts repeat the constants' numbers,
+    /// which a test holds them to.
+    pub fn of(provider: Provider) -> OrderIdRule {
+        match provider {
+            Provider::Toss => OrderIdRule {
+                chars_min: TOSS_ORDER_ID_CHARS_MIN,
+                chars_max: TOSS_ORDER_ID_CHARS_MAX,
+                text: "Toss order ids are 6 to 64 characters of letters, digits, - and _",
+            },
+            Provider::PortOne => OrderIdRule {
+                chars_min: 1,
+                chars_max: PORTONE_ORDER_ID_CHARS_MAX,
+                text: "PortOne order ids (merchant_uid) are 1 to 40 characters of letters, digits, - and _",
+            },
+            Provider::Payple => OrderIdRule {
+                chars_min: 1,
+                chars_max: PAYPLE_ORDER_ID_CHARS_MAX,
+                text: "Payple order ids (PCD_PAY_OID) are 1 to 50 characters of letters, digits, - and _",
+            },
+        }
+    }
+
+    /// Checks `order_id` against this PG's limits.
+    pub fn check(self, order_id: &OrderId) -> Result<(), DomainError> {
+        // An `OrderId` is ASCII, so its bytes are its characters.
+        let length = order_id.as_str().len();
+        if (self.chars_min..=self.chars_max).contains(&length) {
+            Ok(())
+        } else {
+            Err(DomainError::InvalidId {
+                what: "order id",
+                why: self.text,
+            })
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderStatus {
     Ready,
     Paid,
+    Expired,
 }
 
 impl OrderStatus {
@@ -22,6 +82,7 @@ impl OrderStatus {
         match self {
             OrderStatus::Ready => "READY",
             OrderStatus::Paid => "PAID",
+            OrderStatus::Expired => "EXPIRED",
         }
     }
 }
@@ -64,11 +125,12 @@ impl Order {
         buyer_id: Option<BuyerId>,
         created_at: DateTime<Utc>,
         paid_payment_id: Option<PaymentId>,
+        expired: bool,
     ) -> Order {
-        let status = if paid_payment_id.is_some() {
-            OrderStatus::Paid
-        } else {
-            OrderStatus::Ready
+        let status = match (paid_payment_id, expired) {
+            (Some(_), _) => OrderStatus::Paid,
+            (None, true) => OrderStatus::Expired,
+            (None, false) => OrderStatus::Ready,
         };
         Order {
             draft,
@@ -93,9 +155,19 @@ impl Order {
 
     /// Marks the order paid by `payment`. Only `admit` decides that this is allowed.
     pub fn mark_paid(&mut self, payment: PaymentId) {
-        debug_assert_eq!(self.status, OrderStatus::Ready);
+        debug_assert_ne!(self.status, OrderStatus::Paid);
         self.status = OrderStatus::Paid;
         self.paid_payment_id = Some(payment);
+    }
+
+    /// Marks a READY order EXPIRED: nobody paid it, and the PG had nothing when asked once more.
+    /// Answers false (and changes nothing) for an order that is not READY.
+    pub fn expire(&mut self) -> bool {
+        if self.status != OrderStatus::Ready {
+            return false;
+        }
+        self.status = OrderStatus::Expired;
+        true
     }
 }
 
@@ -141,6 +213,40 @@ mod tests {
             None,
             DateTime::UNIX_EPOCH,
         )
+    }
+
+    #[test]
+    fn each_pg_takes_order_ids_of_its_own_length() {
+        let id = |raw: &str| OrderId::parse(raw).unwrap();
+        let short = id("1042");
+        assert!(OrderIdRule::of(Provider::PortOne).check(&short).is_ok());
+        assert!(OrderIdRule::of(Provider::Payple).check(&short).is_ok());
+        let error = OrderIdRule::of(Provider::Toss).check(&short).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "order id is invalid: Toss order ids are 6 to 64 characters of letters, digits, - and _"
+        );
+        assert!(OrderIdRule::of(Provider::Toss).check(&id("104200")).is_ok());
+        let long = id(&"a".repeat(41));
+        assert!(OrderIdRule::of(Provider::PortOne).check(&long).is_err());
+        assert!(OrderIdRule::of(Provider::Payple).check(&long).is_ok());
+        assert!(
+            OrderIdRule::of(Provider::Payple)
+                .check(&id(&"a".repeat(51)))
+                .is_err()
+        );
+        assert!(
+            OrderIdRule::of(Provider::Toss)
+                .check(&id(&"a".repeat(64)))
+                .is_ok()
+        );
+        let generated = OrderId::generate(uuid::Uuid::from_u128(7));
+        for provider in Provider::ALL {
+            let rule = OrderIdRule::of(provider);
+            assert!(rule.check(&generated).is_ok(), "{}", provider.as_str());
+            let limits = format!("{} to {} characters", rule.chars_min, rule.chars_max);
+            assert!(rule.text.contains(&limits), "{}", rule.text);
+        }
     }
 
     #[test]

@@ -104,6 +104,9 @@ impl PaymentStatus {
                 S::CancelRequested,
                 S::PartiallyCancelled | S::Cancelled | S::CancelFailed | S::CancelUnknown
             )
+                // A refund made outside kassa (the PG's console), found in the PG's record.
+                | (S::Paid, S::PartiallyCancelled | S::Cancelled)
+                | (S::PartiallyCancelled, S::Cancelled)
                 // A human resolved the failed or unknown cancel, or a settlement line closed it.
                 | (
                     S::CancelFailed,
@@ -462,6 +465,10 @@ impl CancelKind {
 
 /// The decision to give money back, stored before the PG is called. Its `pg_key` is the PG
 /// idempotency key of this intent and every retry of it reuses the same key.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each flag is a separate fact an attempt decides on; they are not a state machine"
+)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelIntent {
     pub id: CancelId,
@@ -499,6 +506,8 @@ pub struct CancelIntent {
     pub new_key_if_untouched: bool,
     /// A settlement CANCEL line was matched to this refund.
     pub cancel_line_seen: bool,
+    /// An alert said no CANCEL line came for this refund within `cancel_line_wait_days`.
+    pub missing_line_alerted: bool,
     /// Settlement syncs that came and went while this refund's outcome stayed unknown.
     pub unknown_syncs: u32,
 }
@@ -544,6 +553,7 @@ impl CancelIntent {
             first_attempt_at: None,
             new_key_if_untouched: false,
             cancel_line_seen: false,
+            missing_line_alerted: false,
             unknown_syncs: 0,
         }
     }
@@ -654,6 +664,9 @@ mod tests {
             (S::PartiallyCancelled, S::CancelRequested),
             (S::CancelFailed, S::CancelRequested),
             (S::CancelUnknown, S::CancelRequested),
+            (S::Paid, S::PartiallyCancelled),
+            (S::Paid, S::Cancelled),
+            (S::PartiallyCancelled, S::Cancelled),
             (S::CancelRequested, S::PartiallyCancelled),
             (S::CancelRequested, S::Cancelled),
             (S::CancelRequested, S::CancelFailed),

@@ -106,6 +106,12 @@ pub struct SettlementLine {
     /// When the PG carried out the refund of a CANCEL line (Payple `PCD_PAY_CANCEL_TIME`,
     /// Toss `cancel.canceledAt`), when it says.
     pub cancel_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The PG payment the line is of, as kassa names PG payments (Toss `paymentKey`; Payple
+    /// `{type}.{yyyyMMdd}.{order id}`), when the line says: what a payment kassa never heard of
+    /// is asked about with.
+    pub pg_ref: Option<String>,
+    /// The PG's own id of the refund a CANCEL line is of (Toss `transactionKey`), when given.
+    pub pg_cancel_id: Option<String>,
 }
 
 impl SettlementLine {

@@ -19,7 +19,9 @@ use crate::domain::{
     parse_text,
 };
 use crate::gateway::{CancelRequest, GatewayError, PgCancellation, PgPayment};
-use crate::store::{AttemptResult, CancelRequestOutcome, Claim, Gate, KnownRefund};
+use crate::store::{
+    AttemptResult, CancelRequestOutcome, Claim, Gate, KnownRefund, RedriveOutcome, Resolution,
+};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -176,6 +178,86 @@ pub async fn request(
     }
 }
 
+/// What a person says they did about a dead letter or an unknown refund. A refund they say
+/// they made is checked against the PG's record where the PG can be asked: a record that does
+/// not show it is a 409 with what the PG shows, and nothing changes.
+pub async fn resolve(
+    kassa: &Kassa,
+    dead_id: u128,
+    resolution: Resolution,
+    note: String,
+) -> Result<RedriveOutcome, FlowError> {
+    let resolution = match resolution {
+        Resolution::Refunded { pg_ref, at } => {
+            let (pg_ref, shown_at) = check_refund_at_pg(kassa, dead_id, pg_ref).await?;
+            Resolution::Refunded {
+                pg_ref,
+                at: shown_at.or(at),
+            }
+        }
+        other @ Resolution::NotRefunded => other,
+    };
+    Ok(kassa
+        .store
+        .resolve_dead_letter(dead_id, resolution, note, kassa.env.now())
+        .await?)
+}
+
+/// Asks the PG whether it shows the refund a person says they made; answers the PG's cancel id
+/// to keep (theirs, or the one the record shows) and when the PG made the refund.
+async fn check_refund_at_pg(
+    kassa: &Kassa,
+    dead_id: u128,
+    pg_ref: Option<String>,
+) -> Result<(Option<String>, Option<DateTime<Utc>>), FlowError> {
+    let unchecked = (pg_ref.clone(), None);
+    let Some(letter) = kassa.store.dead_letter(dead_id).await? else {
+        return Ok(unchecked);
+    };
+    let Some(intent) = kassa.store.cancel_intent(letter.cancel_id).await? else {
+        return Ok(unchecked);
+    };
+    if !matches!(intent.state, IntentState::Dead | IntentState::Unknown) {
+        // The store answers what it is (done, running, resolved).
+        return Ok(unchecked);
+    }
+    let Some(view) = kassa.store.payment(intent.payment_id).await? else {
+        return Ok(unchecked);
+    };
+    let Some(gateway) = kassa.gateways.get(view.payment.provider) else {
+        return Ok(unchecked);
+    };
+    if !gateway.cancels_are_guarded() {
+        // Payple cannot be asked: the person's word, from its console, is the evidence.
+        return Ok(unchecked);
+    }
+    let pg = gateway
+        .fetch_payment(&view.payment.pg_tid)
+        .await
+        .map_err(FlowError::Gateway)?;
+    let intents = kassa.store.intents_of_payment(intent.payment_id).await?;
+    let known = known_refunds(&intents);
+    let shown = unknown_entries(&pg, &known)
+        .into_iter()
+        .find(|entry| entry.amount == intent.amount);
+    match shown {
+        Some(entry) => {
+            let id = pg_ref
+                .or_else(|| (!entry.pg_cancel_id.is_empty()).then(|| entry.pg_cancel_id.clone()));
+            let at = (entry.at != DateTime::UNIX_EPOCH).then_some(entry.at);
+            Ok((id, at))
+        }
+        None => Err(FlowError::Conflict {
+            code: "PG_RECORD_CONTRADICTS",
+            message: format!(
+                "the PG's record shows no refund of {} that kassa has not recorded already; nothing was changed. {}",
+                intent.amount,
+                describe(&pg)
+            ),
+        }),
+    }
+}
+
 /// How an attempt was started, which decides what a failure leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -319,7 +401,7 @@ pub async fn run_claim(
             let error =
                 "the attempt stopped unexpectedly (a panic); its outcome is unknown".to_owned();
             (
-                retry(kassa, claim, mode, error, RetryFlags::unknown(claim)),
+                retry(kassa, claim, mode, error, RetryFlags::UNKNOWN),
                 Health::NotAsked,
             )
         }
@@ -383,12 +465,12 @@ impl RetryFlags {
         }
     }
 
-    fn unknown(claim: &Claim) -> RetryFlags {
-        RetryFlags {
-            outcome_unknown: true,
-            new_key_if_untouched: claim.intent.new_key_if_untouched,
-        }
-    }
+    /// The attempt was cut off (a panic) after it may have sent: its key is in doubt, so it is
+    /// kept, whatever the claim said before the attempt (it may have moved to a new one).
+    const UNKNOWN: RetryFlags = RetryFlags {
+        outcome_unknown: true,
+        new_key_if_untouched: false,
+    };
 }
 
 fn retry(
@@ -446,6 +528,27 @@ fn guarded(kassa: &Kassa, claim: &Claim) -> bool {
         .gateways
         .get(claim.payment.provider)
         .is_none_or(|gateway| gateway.cancels_are_guarded())
+}
+
+/// The PG's balance is not the one this cancel was sent against. When it went down by exactly
+/// this cancel's amount but no refund in the record can be taken for it (a refund kassa knows,
+/// or one older than the cancel), the dead letter is in doubt: this cancel may be the one.
+fn balance_moved(intent: &CancelIntent, pg: &PgPayment) -> AttemptResult {
+    let moved = intent
+        .balance_before
+        .checked_sub(intent.amount)
+        .is_some_and(|after| pg.balance() == after);
+    let error = if moved {
+        "the PG's balance went down by this cancel's amount, but its record shows no refund kassa can take for it; a person must compare it with the PG's console".to_owned()
+    } else {
+        "the PG's balance matches neither before nor after this cancel".to_owned()
+    };
+    AttemptResult::Dead {
+        error,
+        pg_answer: describe(pg),
+        outcome_unknown: moved || intent.outcome_unknown,
+        new_key_if_untouched: intent.new_key_if_untouched && !moved,
+    }
 }
 
 /// A dead letter whose outcome is known (the PG answered, or nothing was sent).
@@ -563,11 +666,7 @@ async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> (AttemptResult, He
             return (done, Health::Answered);
         }
         if pg.balance() != intent.balance_before {
-            let error = "the PG's balance matches neither before nor after this cancel".to_owned();
-            return (
-                dead(error, describe(&pg), intent.new_key_if_untouched),
-                Health::Answered,
-            );
+            return (balance_moved(intent, &pg), Health::Answered);
         }
         if intent.new_key_if_untouched && keeps {
             if let Some(unknown) = unknown_refund(&pg, known) {
@@ -637,7 +736,7 @@ async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> (AttemptResult, He
                 error: error.to_string(),
                 pg_answer: String::new(),
                 outcome_unknown: key_in_doubt,
-                new_key_if_untouched: keeps,
+                new_key_if_untouched: keeps && !key_in_doubt,
             },
             Health::Answered,
         ),
@@ -649,8 +748,9 @@ async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> (AttemptResult, He
                 GatewayError::UnknownOutcome(_) | GatewayError::BadResponse(_)
             );
             let health = health_of(&error);
-            // A refusal the PG keeps under the key: the next try needs a new one.
-            let new_key = keeps && !unknown;
+            // A refusal the PG keeps under the key: the next try needs a new one, unless the
+            // key's earlier request may still run.
+            let new_key = keeps && !unknown && !key_in_doubt;
             match gateway.fetch_payment(&payment.pg_tid).await {
                 Ok(pg) => {
                     if let Some(done) = converge(intent, &pg, known, kassa.env.now()) {
@@ -665,11 +765,17 @@ async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> (AttemptResult, He
                         };
                         return (retry(kassa, claim, mode, error.to_string(), flags), health);
                     }
+                    let moved = intent
+                        .balance_before
+                        .checked_sub(intent.amount)
+                        .is_some_and(|after| pg.balance() == after);
                     let result = AttemptResult::Dead {
                         error: error.to_string(),
                         pg_answer: describe(&pg),
-                        outcome_unknown: unknown || key_in_doubt,
-                        new_key_if_untouched: new_key,
+                        // The balance went down by this cancel's amount and no refund in the
+                        // record can be taken for it: whether it was this cancel is not known.
+                        outcome_unknown: unknown || key_in_doubt || moved,
+                        new_key_if_untouched: new_key && !moved,
                     };
                     (result, Health::Answered)
                 }
@@ -712,16 +818,37 @@ pub const PG_CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// True when `entry` in the PG's record is the refund kassa recorded as `known`: the same PG
 /// cancel id (or none given), amount, and time within a second when both have one.
 fn is_known(entry: &PgCancellation, known: &KnownRefund) -> bool {
+    if known.amount != entry.amount {
+        return false;
+    }
+    // An id that names this refund alone decides, whatever the times say (a person's resolve
+    // records when they resolved, not when the PG refunded).
+    if entry.id_is_unique && !known.pg_cancel_id.is_empty() {
+        return known.pg_cancel_id == entry.pg_cancel_id;
+    }
     let same_id = known.pg_cancel_id.is_empty() || known.pg_cancel_id == entry.pg_cancel_id;
     let same_time = entry.at == DateTime::UNIX_EPOCH
         || known
             .at
             .is_none_or(|at| (at - entry.at).num_seconds().abs() <= 1);
-    same_id && same_time && known.amount == entry.amount
+    same_id && same_time
+}
+
+/// The refunds kassa recorded among `intents`, as the PG's record would show them.
+pub fn known_refunds(intents: &[CancelIntent]) -> Vec<KnownRefund> {
+    intents
+        .iter()
+        .filter(|intent| intent.state == IntentState::Done)
+        .map(|intent| KnownRefund {
+            pg_cancel_id: intent.pg_cancel_id.clone().unwrap_or_default(),
+            amount: intent.amount,
+            at: intent.done_at,
+        })
+        .collect()
 }
 
 /// The refunds in the PG's record that are none of the refunds kassa knows.
-fn unknown_entries<'a>(pg: &'a PgPayment, known: &[KnownRefund]) -> Vec<&'a PgCancellation> {
+pub fn unknown_entries<'a>(pg: &'a PgPayment, known: &[KnownRefund]) -> Vec<&'a PgCancellation> {
     let mut unmatched: Vec<&KnownRefund> = known.iter().collect();
     let mut unknown = Vec::new();
     for entry in &pg.cancellations {
@@ -810,6 +937,7 @@ mod tests {
             paid_at: None,
             cancellations: vec![PgCancellation {
                 pg_cancel_id: "c1".into(),
+                id_is_unique: true,
                 amount: won(cancelled),
                 at: DateTime::UNIX_EPOCH,
             }],

@@ -9,6 +9,7 @@ pub mod cancel;
 pub mod orders;
 pub mod partners;
 pub mod payments;
+pub mod recheck;
 pub mod result;
 pub mod settlement;
 

@@ -1,7 +1,7 @@
 //! Creating orders, from the admin API or from a product on the payment page.
 
 use super::{FlowError, Kassa};
-use crate::domain::order::{BUYER_EMAIL_CHARS_MAX, ORDER_NAME_CHARS_MAX};
+use crate::domain::order::{BUYER_EMAIL_CHARS_MAX, ORDER_NAME_CHARS_MAX, OrderIdRule};
 use crate::domain::{Amount, BuyerId, OrderDraft, OrderId, PartnerId, Provider, parse_text};
 use crate::store::CreateOrderOutcome;
 
@@ -16,7 +16,8 @@ pub struct OrderRequest {
     pub provider: Option<String>,
 }
 
-/// Checks a request against the domain rules and the config (known partner, usable PG).
+/// Checks a request against the domain rules and the config (known partner, usable PG), and
+/// its order id against the limits of the order's PG.
 pub fn draft(kassa: &Kassa, request: &OrderRequest) -> Result<OrderDraft, FlowError> {
     let order_id = match &request.order_id {
         Some(raw) => OrderId::parse(raw)?,
@@ -60,6 +61,8 @@ pub fn draft(kassa: &Kassa, request: &OrderRequest) -> Result<OrderDraft, FlowEr
             message: format!("{} is not configured in this kassa", provider.as_str()),
         });
     }
+    // `OrderId` holds what some PG takes; the order's own PG may take less (Toss: at least 6).
+    OrderIdRule::of(provider).check(&order_id)?;
     Ok(OrderDraft {
         order_id,
         amount,

@@ -32,6 +32,8 @@ pub enum Source {
     Browser,
     Redirect,
     Webhook,
+    /// kassa asked the PG itself: the re-check sweep, or a settlement line.
+    Recheck,
 }
 
 impl Source {
@@ -40,6 +42,7 @@ impl Source {
             Source::Browser => "browser completion",
             Source::Redirect => "checkout redirect",
             Source::Webhook => "webhook",
+            Source::Recheck => "re-check",
         }
     }
 }
@@ -59,6 +62,19 @@ pub async fn complete(
     if let Some(view) = kassa.store.payment_by_pg(provider, pg_tid).await? {
         check_claim(&view.payment.order_id, claimed_order)?;
         return known(kassa, view).await;
+    }
+    if provider == Provider::Payple
+        && let Some(order_id) = claimed_order
+    {
+        // A Payple payment is identified by its order (PCD_PAY_OID): a second post for the same
+        // order, whatever type or date it claims, is the same payment, never a second one.
+        let stored = kassa.store.payments_of_order(order_id).await?;
+        if let Some(view) = stored
+            .into_iter()
+            .find(|view| view.payment.provider == Provider::Payple)
+        {
+            return known(kassa, view).await;
+        }
     }
     let gateway = gateway_of(kassa, provider)?;
     let pg = gateway
@@ -172,7 +188,7 @@ pub async fn confirm_toss(
 }
 
 /// Stores a payment fetched from (or confirmed by) the PG, once, against its order.
-async fn store_fetched(
+pub(super) async fn store_fetched(
     kassa: &Kassa,
     provider: Provider,
     pg_tid: &PgTid,
@@ -290,42 +306,4 @@ async fn known(kassa: &Kassa, view: PaymentView) -> Result<Completion, FlowError
         },
     };
     Ok(Completion::RolledBack { view, admission })
-}
-
-/// Asks the PG about a stored payment again (a re-check job). A PG record whose refundable
-/// balance differs from kassa's raises a warning for a person; what to apply from it is the
-/// webhook inbox's and the re-check sweep's to decide.
-pub async fn recheck(kassa: &Kassa, payment_id: PaymentId) -> Result<(), FlowError> {
-    let Some(view) = kassa.store.payment(payment_id).await? else {
-        return Ok(());
-    };
-    let payment = &view.payment;
-    let gateway = gateway_of(kassa, payment.provider)?;
-    if !gateway.cancels_are_guarded() {
-        // Payple's inquiry shows no refunds: it cannot tell kassa anything about the balance.
-        return Ok(());
-    }
-    let pg = gateway
-        .fetch_payment(&payment.pg_tid)
-        .await
-        .map_err(FlowError::Gateway)?;
-    if pg.balance() != payment.balance() {
-        let message = format!(
-            "payment {payment_id}: the PG holds {} refundable, kassa {}; a refund may have been made outside kassa",
-            pg.balance(),
-            payment.balance()
-        );
-        tracing::warn!(payment_id = %payment_id, pg_balance = pg.balance().won(), balance = payment.balance().won(), "the PG's record differs from kassa's");
-        kassa
-            .store
-            .raise_alert(
-                kassa.env.new_uuid().as_u128(),
-                crate::store::AlertLevel::Warning,
-                "PG_RECORD_DIFFERS",
-                &message,
-                kassa.env.now(),
-            )
-            .await?;
-    }
-    Ok(())
 }

@@ -26,6 +26,8 @@ pub enum OrderResult {
     RollbackUnknown,
     RollbackRefunded,
     RollbackFailed,
+    /// Nobody paid the order, and the PG had nothing when asked once more.
+    Expired,
     SystemError,
 }
 
@@ -42,6 +44,7 @@ impl OrderResult {
             OrderResult::RollbackUnknown => "ROLLBACK_UNKNOWN",
             OrderResult::RollbackRefunded => "ROLLBACK_REFUNDED",
             OrderResult::RollbackFailed => "ROLLBACK_FAILED",
+            OrderResult::Expired => "EXPIRED",
             OrderResult::SystemError => "SYSTEM_ERROR",
         }
     }
@@ -98,6 +101,11 @@ pub async fn outcome(kassa: &Kassa, order_id: &OrderId) -> Result<OrderOutcome, 
             order_id: order_id.clone(),
             result: OrderResult::SystemError,
             payment_id: order.paid_payment_id(),
+        },
+        None if order.status() == crate::domain::OrderStatus::Expired => OrderOutcome {
+            order_id: order_id.clone(),
+            result: OrderResult::Expired,
+            payment_id: None,
         },
         None => OrderOutcome {
             order_id: order_id.clone(),

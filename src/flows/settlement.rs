@@ -157,6 +157,7 @@ pub async fn sync(
             report.clone(),
             kassa.env.new_uuid().as_u128(),
             kassa.env.now(),
+            chrono::Duration::days(i64::from(settings.cancel_line_wait_days)),
         )
         .await?;
     Ok(report)

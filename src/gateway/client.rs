@@ -30,6 +30,19 @@ pub fn build(timeout: Duration) -> Result<reqwest::Client, String> {
         .map_err(|error| error.to_string())
 }
 
+/// `base` with `segments` appended as path segments, each percent-encoded by the URL builder, so
+/// an id can never reach another path of the PG's host (`..`, `/`, `\`, `?` stay inside its
+/// segment).
+pub fn url_with(base: &str, segments: &[&str]) -> Result<reqwest::Url, GatewayError> {
+    let mut url = reqwest::Url::parse(base)
+        .map_err(|error| GatewayError::BadResponse(format!("the PG base URL: {error}")))?;
+    url.path_segments_mut()
+        .map_err(|()| GatewayError::BadResponse("the PG base URL cannot have a path".into()))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
 /// Whether the call may have changed something at the PG. For a query, a lost answer is
 /// harmless; for a cancel, it means the outcome is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,5 +117,26 @@ pub async fn read_capped_to(
             Ok(None) => return Ok(body),
             Err(error) => return Err(classify_send_error(&error, kind)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_stay_inside_their_path_segment() {
+        let url = url_with(
+            "https://api.pg.example/v1/",
+            &["payments", "../users/getToken"],
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://api.pg.example/v1/payments/..%2Fusers%2FgetToken"
+        );
+        let url = url_with("https://api.pg.example", &["payments", "a\\b?c#d"]).unwrap();
+        assert_eq!(url.path(), "/payments/a%5Cb%3Fc%23d");
+        assert_eq!(url.query(), None);
     }
 }

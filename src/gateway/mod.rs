@@ -92,6 +92,10 @@ pub enum PgStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgCancellation {
     pub pg_cancel_id: String,
+    /// True when `pg_cancel_id` names this refund alone (Toss `transactionKey`, PortOne
+    /// `cancellation_id`); false when it is shared by the payment's refunds (PortOne's `pg_tid`
+    /// in older bodies), so only amount and time tell them apart.
+    pub id_is_unique: bool,
     pub amount: Amount,
     pub at: DateTime<Utc>,
 }
@@ -191,6 +195,18 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
             Err(GatewayError::Refused {
                 code: "NOT_SUPPORTED".into(),
                 message: "this PG has no settlement API".into(),
+            })
+        })
+    }
+
+    /// Every paid payment the PG holds for an order id (PortOne's `findAll`); PGs that cannot
+    /// list them answer `Refused`.
+    fn find_paid_by_order<'a>(&'a self, order_id: &'a str) -> GatewayFuture<'a, Vec<PgPayment>> {
+        let _ = order_id;
+        Box::pin(async {
+            Err(GatewayError::Refused {
+                code: "NOT_SUPPORTED".into(),
+                message: "this PG cannot list payments by order".into(),
             })
         })
     }

@@ -307,16 +307,34 @@ impl PaypleGateway {
         let total = parse_won(&number_or_text(&answer, "PCD_PAY_TOTAL"))?;
         let amount = Amount::non_negative(total)
             .map_err(|error| GatewayError::BadResponse(error.to_string()))?;
+        // The payment is what Payple answers, not what was asked: its type and day come from the
+        // answer, so a request that named another type or day names another payment.
+        let answered_type = text(&answer, "PCD_PAY_TYPE");
+        let answered_oid = text(&answer, "PCD_PAY_OID");
+        let paid_at = pay_time(text(&answer, "PCD_PAY_TIME"));
+        let answered = match paid_at {
+            Some(at) if !answered_type.is_empty() && answered_oid == order => payment_ref(
+                answered_type,
+                at.with_timezone(&Seoul).date_naive(),
+                answered_oid,
+            )?,
+            _ => {
+                return Err(GatewayError::BadResponse(
+                    "Payple's inquiry answer does not name the payment's type, time and order"
+                        .into(),
+                ));
+            }
+        };
         // No published inquiry answer shows refunds: this is what was paid, nothing more. Who
         // reads it must not take "no refund shown" for "nothing refunded".
         Ok(PgPayment {
-            pg_tid: pg_tid.clone(),
+            pg_tid: answered,
             order_id: text(&answer, "PCD_PAY_OID").to_owned(),
             status: PgStatus::Paid,
             amount,
             cancelled_amount: Amount::ZERO,
             currency: "KRW".into(),
-            paid_at: pay_time(text(&answer, "PCD_PAY_TIME")),
+            paid_at,
             cancellations: Vec::new(),
         })
     }
@@ -417,6 +435,20 @@ impl PaypleGateway {
             .iter()
             .map(|line| SettlementLine {
                 cancel_at: pay_time(text(line, "PCD_PAY_CANCEL_TIME")),
+                pg_cancel_id: None,
+                pg_ref: pay_time(text(line, "PCD_PAY_TIME")).and_then(|at| {
+                    let pay_type = match text(line, "PCD_PAY_TYPE") {
+                        "" => "card",
+                        other => other,
+                    };
+                    payment_ref(
+                        pay_type,
+                        at.with_timezone(&Seoul).date_naive(),
+                        text(line, "PCD_PAY_OID"),
+                    )
+                    .ok()
+                    .map(|reference| reference.as_str().to_owned())
+                }),
                 kind: if text(line, "PCD_TXN_TYPE") == "CANCEL" {
                     SettlementKind::Cancel
                 } else {

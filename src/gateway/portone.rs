@@ -23,6 +23,8 @@ use tokio::sync::Mutex;
 pub const TOKEN_MARGIN_S: i64 = 60;
 /// Longest PG message kept in an error.
 const MESSAGE_CHARS_MAX: usize = 200;
+/// Most paid payments of one order kassa reads from `findAll`.
+const FOUND_PER_ORDER_MAX: usize = 20;
 /// PortOne's answer to a cancel of a fully cancelled payment.
 const ALREADY_CANCELLED_MESSAGE: &str = "이미 전액취소된 주문입니다.";
 
@@ -147,6 +149,7 @@ fn to_payment(wire: PaymentResponse) -> Result<PgPayment, GatewayError> {
                     .clone()
                     .or_else(|| entry.pg_tid.clone())
                     .unwrap_or_default(),
+                id_is_unique: entry.cancellation_id.is_some(),
                 amount: won(&entry.amount)?,
                 at: unix(entry.cancelled_at).unwrap_or(DateTime::UNIX_EPOCH),
             })
@@ -276,10 +279,10 @@ impl PortOneGateway {
     }
 
     async fn get_payment(&self, pg_tid: &PgTid) -> Result<PgPayment, GatewayError> {
-        let url = format!("{}/payments/{}", self.base_url, pg_tid.as_str());
+        let url = super::client::url_with(&self.base_url, &["payments", pg_tid.as_str()])?;
         let (status, body) = self
             .send(CallKind::Query, |token| {
-                self.http.get(&url).bearer_auth(token.expose())
+                self.http.get(url.clone()).bearer_auth(token.expose())
             })
             .await?;
         if status == reqwest::StatusCode::NOT_FOUND {
@@ -293,6 +296,39 @@ impl PortOneGateway {
         let envelope: Envelope<PaymentResponse> = parse(&body)?;
         match (envelope.code, envelope.response) {
             (0, Some(payment)) => to_payment(payment),
+            (code, _) => Err(GatewayError::Refused {
+                code: code.to_string(),
+                message: clip(envelope.message.as_deref().unwrap_or("")),
+            }),
+        }
+    }
+
+    /// Every paid payment of an order (`GET /payments/findAll/{merchant_uid}/paid`): the way to
+    /// find a payment kassa never heard of (the buyer closed the window, the webhook was lost).
+    async fn find_paid(&self, order_id: &str) -> Result<Vec<PgPayment>, GatewayError> {
+        let url =
+            super::client::url_with(&self.base_url, &["payments", "findAll", order_id, "paid"])?;
+        let (status, body) = self
+            .send(CallKind::Query, |token| {
+                self.http.get(url.clone()).bearer_auth(token.expose())
+            })
+            .await?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(GatewayError::Transient(format!(
+                "PortOne answered {status}"
+            )));
+        }
+        let envelope: Envelope<Vec<PaymentResponse>> = parse(&body)?;
+        match (envelope.code, envelope.response) {
+            (0, Some(list)) => list
+                .into_iter()
+                .take(FOUND_PER_ORDER_MAX)
+                .map(to_payment)
+                .collect(),
+            (0, None) => Ok(Vec::new()),
             (code, _) => Err(GatewayError::Refused {
                 code: code.to_string(),
                 message: clip(envelope.message.as_deref().unwrap_or("")),
@@ -364,5 +400,9 @@ impl PaymentGateway for PortOneGateway {
 
     fn cancel<'a>(&'a self, request: &'a CancelRequest) -> GatewayFuture<'a, CancelReceipt> {
         Box::pin(self.cancel_payment(request))
+    }
+
+    fn find_paid_by_order<'a>(&'a self, order_id: &'a str) -> GatewayFuture<'a, Vec<PgPayment>> {
+        Box::pin(self.find_paid(order_id))
     }
 }

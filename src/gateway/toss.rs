@@ -45,34 +45,61 @@ pub struct TossGateway {
     last_cancels: tokio::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SettlementWire {
-    #[serde(default)]
-    order_id: String,
-    #[serde(default)]
-    amount: Option<i64>,
-    #[serde(default)]
-    fee: Option<i64>,
-    #[serde(default)]
-    fees: Option<Vec<FeeWire>>,
-    #[serde(default)]
-    pay_out_amount: Option<i64>,
-    #[serde(default)]
-    cancel: Option<serde_json::Value>,
+/// Stands for an amount Toss sent that kassa cannot read: no real line adds up with it, so the
+/// line stays a discrepancy instead of failing its page.
+const UNREADABLE: i64 = i64::MIN;
+
+/// A whole number of won as Toss sends it in settlement lines: a JSON integer, or (in its own
+/// docs' example) a string of digits. Anything else is `None`.
+fn won_of(value: Option<&serde_json::Value>) -> Option<i64> {
+    match value? {
+        serde_json::Value::Number(number) => number.as_i64(),
+        serde_json::Value::String(text) => {
+            let digits = text.strip_prefix('-').unwrap_or(text);
+            if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            text.parse().ok()
+        }
+        _ => None,
+    }
 }
 
-#[derive(Deserialize)]
-struct FeeWire {
-    #[serde(default)]
-    fee: i64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SettlementCancelWire {
-    #[serde(default)]
-    canceled_at: Option<String>,
+/// One settlement line, read field by field so that one odd line never fails its page:
+/// amounts as numbers or strings of digits; the fee as `fee`, or the sum of `fees[]`; a CANCEL
+/// line by its filled `cancel` object or its negative amount.
+fn settlement_line(line: &serde_json::Value) -> SettlementLine {
+    let text = |field: &str| line.get(field).and_then(serde_json::Value::as_str);
+    let amount = won_of(line.get("amount"));
+    let fee = won_of(line.get("fee")).or_else(|| {
+        line.get("fees")?
+            .as_array()?
+            .iter()
+            .try_fold(0_i64, |sum, fee| sum.checked_add(won_of(fee.get("fee"))?))
+    });
+    let cancel = line.get("cancel").filter(|cancel| !cancel.is_null());
+    let is_cancel = cancel.is_some() || amount.is_some_and(|amount| amount < 0);
+    SettlementLine {
+        kind: if is_cancel {
+            SettlementKind::Cancel
+        } else {
+            SettlementKind::Approval
+        },
+        order_id: text("orderId").unwrap_or_default().to_owned(),
+        amount: amount.unwrap_or(UNREADABLE),
+        fee: fee.unwrap_or(UNREADABLE),
+        settle_amount: won_of(line.get("payOutAmount")).unwrap_or(UNREADABLE),
+        cancel_at: time(
+            cancel
+                .and_then(|cancel| cancel.get("canceledAt"))
+                .and_then(serde_json::Value::as_str),
+        ),
+        pg_ref: text("paymentKey").map(str::to_owned),
+        pg_cancel_id: text("transactionKey")
+            .filter(|_| is_cancel)
+            .map(str::to_owned),
+    }
 }
 
 #[derive(Deserialize)]
@@ -147,6 +174,7 @@ fn to_payment(wire: PaymentWire) -> Result<PgPayment, GatewayError> {
         .map(|cancel| {
             Ok(PgCancellation {
                 pg_cancel_id: cancel.transaction_key.clone().unwrap_or_default(),
+                id_is_unique: cancel.transaction_key.is_some(),
                 amount: won(cancel.cancel_amount)?,
                 at: time(cancel.canceled_at.as_deref()).unwrap_or(DateTime::UNIX_EPOCH),
             })
@@ -284,47 +312,11 @@ impl TossGateway {
         if !status.is_success() {
             return Err(classify(status, &body, CallKind::Query));
         }
-        let wire: Vec<SettlementWire> = serde_json::from_slice(&body).map_err(|error| {
+        let wire: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|error| {
             GatewayError::BadResponse(format!("not a Toss settlement list: {error}"))
         })?;
         let full = wire.len() >= usize::try_from(page_size).unwrap_or(usize::MAX);
-        let records = wire
-            .into_iter()
-            .map(|record| {
-                // Amounts come from the PG and must be its own: a line without its amount, fee
-                // or payout, or whose sum overflows, stays inconsistent (a discrepancy).
-                let unreadable = i64::MIN;
-                let fee = record.fee.or_else(|| {
-                    record.fees.as_ref().and_then(|fees| {
-                        fees.iter()
-                            .try_fold(0_i64, |sum, fee| sum.checked_add(fee.fee))
-                    })
-                });
-                let cancel_at = record
-                    .cancel
-                    .as_ref()
-                    .and_then(|cancel| {
-                        serde_json::from_value::<SettlementCancelWire>(cancel.clone()).ok()
-                    })
-                    .and_then(|cancel| time(cancel.canceled_at.as_deref()));
-                SettlementLine {
-                    cancel_at,
-                    kind: if record
-                        .cancel
-                        .as_ref()
-                        .is_some_and(|cancel| !cancel.is_null())
-                    {
-                        SettlementKind::Cancel
-                    } else {
-                        SettlementKind::Approval
-                    },
-                    order_id: record.order_id,
-                    amount: record.amount.unwrap_or(unreadable),
-                    fee: fee.unwrap_or(unreadable),
-                    settle_amount: record.pay_out_amount.unwrap_or(unreadable),
-                }
-            })
-            .collect();
+        let records = wire.iter().map(settlement_line).collect();
         Ok(SettlementPage {
             records,
             next_cursor: full.then(|| format!("{}:{page_size}", page + 1)),
@@ -352,17 +344,12 @@ impl TossGateway {
     }
 
     async fn get(&self, pg_tid: &PgTid) -> Result<PgPayment, GatewayError> {
-        let url = format!("{}/v1/payments/{}", self.base_url, pg_tid.as_str());
+        let url = super::client::url_with(&self.base_url, &["v1", "payments", pg_tid.as_str()])?;
         self.call(CallKind::Query, self.http.get(url)).await
     }
 
     async fn get_by_order(&self, order_id: &str) -> Result<PgPayment, GatewayError> {
-        let mut url = reqwest::Url::parse(&format!("{}/v1/payments/orders/", self.base_url))
-            .map_err(|error| GatewayError::BadResponse(error.to_string()))?;
-        url.path_segments_mut()
-            .map_err(|()| GatewayError::BadResponse("base URL".into()))?
-            .pop_if_empty()
-            .push(order_id);
+        let url = super::client::url_with(&self.base_url, &["v1", "payments", "orders", order_id])?;
         self.call(CallKind::Query, self.http.get(url)).await
     }
 
@@ -378,11 +365,10 @@ impl TossGateway {
     }
 
     async fn cancel_payment(&self, request: &CancelRequest) -> Result<CancelReceipt, GatewayError> {
-        let url = format!(
-            "{}/v1/payments/{}/cancel",
-            self.base_url,
-            request.pg_tid.as_str()
-        );
+        let url = super::client::url_with(
+            &self.base_url,
+            &["v1", "payments", request.pg_tid.as_str(), "cancel"],
+        )?;
         let body = serde_json::json!({
             "cancelReason": request.reason,
             "cancelAmount": request.amount.won(),
@@ -558,6 +544,35 @@ mod tests {
             classify(bad, b"not json", CallKind::Mutation),
             GatewayError::Refused { .. }
         ));
+    }
+
+    #[test]
+    fn settlement_lines_in_every_published_shape_are_read() {
+        let lines: Vec<serde_json::Value> = serde_json::from_str(
+            r#"[
+              {"orderId":"o-1","paymentKey":"k1","amount":15000,"fee":495,"payOutAmount":14505},
+              {"orderId":"o-2","amount":15000,"fees":[{"type":"BASE","fee":"450"},{"type":"ETC","fee":"45"}],"payOutAmount":14505},
+              {"orderId":"o-3","amount":-5000,"fee":0,"payOutAmount":-5000,"cancel":{"cancelAmount":5000,"canceledAt":"2026-11-23T13:00:00+09:00"}},
+              {"orderId":"o-4","amount":"15,000","fee":"x","payOutAmount":null}
+            ]"#,
+        )
+        .unwrap();
+        let read: Vec<SettlementLine> = lines.iter().map(settlement_line).collect();
+        assert_eq!((read[0].fee, read[0].pg_ref.as_deref()), (495, Some("k1")));
+        assert!(read[0].is_consistent());
+        assert_eq!(read[1].fee, 495, "the sum of fees[] given as strings");
+        assert!(read[1].is_consistent());
+        assert_eq!(read[2].kind, SettlementKind::Cancel);
+        assert_eq!(read[2].amount, -5_000);
+        assert_eq!(
+            read[2].cancel_at.unwrap().to_rfc3339(),
+            "2026-11-23T04:00:00+00:00"
+        );
+        assert_eq!(
+            read[3].amount, UNREADABLE,
+            "an unreadable line is kept, not fatal"
+        );
+        assert!(!read[3].is_consistent());
     }
 
     #[test]

@@ -119,14 +119,24 @@ impl From<GatewayError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
-        tracing::error!(error = ?error, "store failed");
         if matches!(error, StoreError::Closed) {
-            ApiError::new(
+            return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SHUTTING_DOWN",
                 "kassa is shutting down; try again shortly",
-            )
-        } else {
+            );
+        }
+        if matches!(error, StoreError::Refused(_) | StoreError::NotCommitted(_)) {
+            // The store logs its fault itself, once a minute; /healthz says it too.
+            tracing::warn!(error = %error, "a write was not stored");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "STORE_UNAVAILABLE",
+                "kassa cannot store anything right now; nothing was changed, try again shortly",
+            );
+        }
+        tracing::error!(error = ?error, "store failed");
+        {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL",

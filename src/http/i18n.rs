@@ -72,7 +72,7 @@ pub struct Texts {
     pub bad_request: &'static str,
     pub try_later: &'static str,
     pub cancel: &'static str,
-    pub results: [(&'static str, &'static str); 11],
+    pub results: [(&'static str, &'static str); 12],
     pub statuses: [(&'static str, &'static str); 10],
 }
 
@@ -145,6 +145,7 @@ pub static KO: Texts = Texts {
             "ROLLBACK_FAILED",
             "환불을 처리하지 못했습니다. 상점에서 확인 중입니다.",
         ),
+        ("EXPIRED", "결제되지 않은 채 기한이 지난 주문입니다."),
         (
             "SYSTEM_ERROR",
             "일시적인 오류가 발생했습니다. 상점에 문의해 주세요.",
@@ -217,6 +218,7 @@ pub static EN: Texts = Texts {
             "ROLLBACK_FAILED",
             "The refund could not be processed; the shop is looking into it.",
         ),
+        ("EXPIRED", "This order expired without being paid."),
         (
             "SYSTEM_ERROR",
             "A temporary error happened; please contact the shop.",

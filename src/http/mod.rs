@@ -46,6 +46,10 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         .route("/api/payment/toss/confirm", post(api::confirm_toss))
         .route("/api/payment/payple/result", post(api::payple_result))
         .route("/api/webhooks/toss", post(api::webhook_toss))
+        .route(
+            "/api/webhooks/payple",
+            post(api::webhook_payple).head(api::webhook_payple_head),
+        )
         .route("/api/payments", get(api::list_payments))
         .route("/api/payments/{payment_id}", get(api::get_payment))
         .route("/api/payment/list", get(api::list_own_payments))

@@ -238,6 +238,19 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/portone/users/getToken", post(portone::get_token))
         .route("/portone/payments/cancel", post(portone::cancel))
         .route("/portone/payments/{imp_uid}", get(portone::get_payment))
+        .route("/portone/payments/find/{merchant_uid}", get(portone::find))
+        .route(
+            "/portone/payments/find/{merchant_uid}/{payment_status}",
+            get(portone::find_in_status),
+        )
+        .route(
+            "/portone/payments/findAll/{merchant_uid}",
+            get(portone::find_all),
+        )
+        .route(
+            "/portone/payments/findAll/{merchant_uid}/{payment_status}",
+            get(portone::find_all_in_status),
+        )
         .route(
             "/portone/checkout",
             get(portone::checkout_page).post(portone::checkout_decide),
@@ -246,6 +259,10 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route(
             "/_control/portone/payments/{imp_uid}",
             get(portone::control_get),
+        )
+        .route(
+            "/_control/portone/payments/{imp_uid}/refund",
+            post(portone::control_refund),
         )
         .route(
             "/_control/faults",
@@ -278,11 +295,20 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
             "/_control/payple/payments/{order_id}",
             get(payple::control_get),
         )
+        .route(
+            "/_control/payple/payments/{order_id}/refund",
+            post(payple::control_refund),
+        )
+        .route("/_control/payple/webhook", post(payple::control_webhook))
         .route("/_control/payple/auth-keys", get(payple::control_auth_keys))
         .route("/toss/v1/settlements", get(settlements::toss_settlements))
         .route(
             "/_control/toss/payments/{payment_key}",
             get(toss::control_get),
+        )
+        .route(
+            "/_control/toss/payments/{payment_key}/refund",
+            post(toss::control_refund),
         )
         .with_state(sandbox)
 }
@@ -316,7 +342,9 @@ fn one() -> usize {
     1
 }
 
-/// The endpoints faults can be put on.
+/// The endpoints faults can be put on. `portone.payment` covers every PortOne lookup: by
+/// `imp_uid` and by order (`find`, `findAll`), so a test's faults on lookups reach them all;
+/// `toss.payment` likewise covers both Toss lookups. The control API takes no faults.
 const FAULT_ENDPOINTS: [&str; 11] = [
     "portone.token",
     "portone.payment",

@@ -9,6 +9,12 @@
 //! one went through; and a refund can succeed while its cash receipt's cancellation fails
 //! (`PCD_TAXSAVE_RST: "N"`). `PAYC0009` "already cancelled" is the sandbox's own code: Payple
 //! documents none.
+//!
+//! Two control calls play what Payple does on its own (§4.4): a console refund, made behind
+//! kassa's back and counted like any refund (and, like any, invisible in the inquiry), and a
+//! webhook notice, sent as Payple sends one: a `HEAD`, then the form-encoded `POST`, each given
+//! `WEBHOOK_TIMEOUT`. A notice is unsigned, so it is only a claim. Invariant: notices go to
+//! loopback addresses only, so the sandbox can never be used to send requests elsewhere.
 
 use super::{Injected, Refusal, Sandbox, control_error, settlements};
 use axum::Json;
@@ -56,6 +62,11 @@ struct IssuedAuth {
     cust_key: String,
 }
 
+/// How long Payple gives a webhook URL to answer each of its requests.
+const WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most `fields` a webhook control call may add or replace.
+const WEBHOOK_FIELDS_MAX: usize = 64;
+
 /// One executed refund.
 #[derive(Debug, Clone)]
 struct PaypleRefund {
@@ -72,7 +83,10 @@ struct PayplePayment {
     /// The refunded total, the sum of `refunds`.
     refunded: i64,
     paid_at: DateTime<Utc>,
+    /// Every executed refund, API and console alike.
     refunds_executed: u32,
+    /// The refunds made in Payple's console, behind kassa's back.
+    console_refunds: u32,
     refunds: Vec<PaypleRefund>,
 }
 
@@ -420,7 +434,7 @@ fn settlement_item(date: NaiveDate, line: &settlements::Line) -> Value {
         "PCD_PAY_AMOUNT": line.raw_amount.clone().unwrap_or_else(|| line.amount.to_string()),
         "PCD_FEE_SUPPLY": (line.fee * 10 / 11).to_string(),
         "PCD_FEE_VAT": (line.fee - line.fee * 10 / 11).to_string(),
-        "PCD_FEE_TOTAL": line.fee.to_string(),
+        "PCD_FEE_TOTAL": line.raw_fee.clone().unwrap_or_else(|| line.fee.to_string()),
         "PCD_SETTLE_AMOUNT": line.settle_amount.to_string(),
     });
     if line.cancel {
@@ -529,6 +543,7 @@ fn insert(
         refunded: 0,
         paid_at,
         refunds_executed: 0,
+        console_refunds: 0,
         refunds: Vec::new(),
     };
     let mut state = sandbox.lock();
@@ -555,6 +570,7 @@ pub(super) struct ControlCreate {
 fn control_view(payment: &PayplePayment) -> Value {
     let mut view = result_fields(payment);
     view["refunds_executed"] = json!(payment.refunds_executed);
+    view["console_refunds"] = json!(payment.console_refunds);
     view["refunded"] = json!(payment.refunded);
     view["refunds"] = payment
         .refunds
@@ -599,6 +615,183 @@ pub(super) async fn control_get(
         Some(payment) => Json(control_view(payment)).into_response(),
         None => control_error(StatusCode::NOT_FOUND, "no such payment"),
     }
+}
+
+#[derive(Deserialize)]
+pub(super) struct ConsoleRefund {
+    /// The won to refund; none refunds all that is left.
+    #[serde(default)]
+    amount: Option<i64>,
+}
+
+/// `POST /_control/payple/payments/{order_id}/refund`: a refund made in Payple's console. It
+/// counts as a refund in every view and becomes a CANCEL line of its day, like one kassa asked
+/// for; the inquiry does not show it, as it shows no refund.
+pub(super) async fn control_refund(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path(order_id): Path<String>,
+    Json(request): Json<ConsoleRefund>,
+) -> Response {
+    let now = sandbox.clock.now();
+    let mut state = sandbox.lock();
+    let Some(payment) = state.payple.payments.get_mut(&order_id) else {
+        return control_error(StatusCode::NOT_FOUND, "no such payment");
+    };
+    let left = payment.total - payment.refunded;
+    let amount = request.amount.unwrap_or(left);
+    if !(1..=left).contains(&amount) {
+        return control_error(
+            StatusCode::BAD_REQUEST,
+            &format!("amount must be within 1..={left}, what is left to refund"),
+        );
+    }
+    if payment.refunds.len() >= REFUNDS_PER_PAYMENT_MAX {
+        return control_error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the payment holds its maximum number of refunds",
+        );
+    }
+    payment.refunded += amount;
+    payment.refunds_executed += 1;
+    payment.console_refunds += 1;
+    payment.refunds.push(PaypleRefund { amount, at: now });
+    Json(control_view(payment)).into_response()
+}
+
+/// What a webhook notice reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum NoticeKind {
+    /// The payment's result, as the result post carries it.
+    #[default]
+    Payment,
+    /// A refund's result: the payment's fields, the refunded won and when.
+    Cancel,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WebhookRequest {
+    order_id: String,
+    url: String,
+    #[serde(default)]
+    kind: NoticeKind,
+    /// Fields added to the notice or replacing its own, to forge a claim kassa must check.
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
+}
+
+/// Whether `url` is an `http(s)` address on this machine's loopback: the only place the sandbox
+/// sends notices to, so that it is nobody's relay.
+fn loopback(url: &str) -> Option<reqwest::Url> {
+    let url = reqwest::Url::parse(url).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    let host = url.host_str()?;
+    let on_loopback = host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|address| address.is_loopback());
+    on_loopback.then_some(url)
+}
+
+/// The form fields of a notice: the result post's, and for a cancel the refund Payple claims:
+/// the payment's latest refund, or, when it has none, all of it now (a claim with nothing
+/// behind it, which kassa must not take alone).
+fn notice_fields(
+    payment: &PayplePayment,
+    kind: NoticeKind,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, String> {
+    let mut fields: BTreeMap<String, String> = match result_fields(payment) {
+        Value::Object(map) => map
+            .into_iter()
+            .map(|(name, value)| (name, value.as_str().unwrap_or_default().to_owned()))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    if kind == NoticeKind::Cancel {
+        let (amount, at) = payment
+            .refunds
+            .last()
+            .map_or((payment.total, now), |refund| (refund.amount, refund.at));
+        fields.insert("PCD_REFUND_TOTAL".into(), amount.to_string());
+        fields.insert("PCD_PAY_CANCEL_TIME".into(), pay_time(at));
+    }
+    fields
+}
+
+/// The outcome of one request of a notice: the status the URL answered, or why there was none.
+fn outcome(result: Result<reqwest::Response, reqwest::Error>) -> (Value, Option<String>) {
+    match result {
+        Ok(response) => (json!(response.status().as_u16()), None),
+        Err(error) if error.is_timeout() => (Value::Null, Some("timed out".into())),
+        Err(error) => (Value::Null, Some(error.to_string())),
+    }
+}
+
+/// `POST /_control/payple/webhook`: sends a payment's notice to `url` as Payple would, a `HEAD`
+/// and then the form-encoded `POST`, and answers the statuses the URL gave (`null` with an
+/// error when it gave none).
+pub(super) async fn control_webhook(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(request): Json<WebhookRequest>,
+) -> Response {
+    let Some(url) = loopback(&request.url) else {
+        return control_error(
+            StatusCode::BAD_REQUEST,
+            "url must be an http(s) address on 127.0.0.1, localhost or [::1]",
+        );
+    };
+    if request.fields.len() > WEBHOOK_FIELDS_MAX {
+        return control_error(StatusCode::BAD_REQUEST, "too many fields");
+    }
+    let now = sandbox.clock.now();
+    let fields = {
+        let state = sandbox.lock();
+        let Some(payment) = state.payple.payments.get(&request.order_id) else {
+            return control_error(StatusCode::NOT_FOUND, "no such payment");
+        };
+        let mut fields = notice_fields(payment, request.kind, now);
+        fields.extend(request.fields);
+        fields
+    };
+    let Ok(body) = serde_urlencoded::to_string(&fields) else {
+        return control_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the notice cannot be encoded",
+        );
+    };
+    // kassa installs the same provider for its own client; whichever comes first stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // No redirects: a loopback URL must not hand the notice on to another host.
+    let client = match reqwest::Client::builder()
+        .timeout(WEBHOOK_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("payple-sandbox-webhook")
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => return control_error(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()),
+    };
+    let (head_status, head_error) = outcome(client.head(url.clone()).send().await);
+    let (post_status, post_error) = outcome(
+        client
+            .post(url)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await,
+    );
+    Json(json!({
+        "head_status": head_status,
+        "post_status": post_status,
+        "head_error": head_error,
+        "post_error": post_error,
+        "sent": fields,
+    }))
+    .into_response()
 }
 
 /// The AuthKeys the sandbox has issued, and the transformed partner values issued with each, so

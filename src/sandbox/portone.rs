@@ -1,5 +1,15 @@
-//! The sandbox's PortOne V1: `/users/getToken`, `GET /payments/{imp_uid}`, `POST /payments/cancel`
+//! The sandbox's PortOne V1: `/users/getToken`, `GET /payments/{imp_uid}`, the lookups by order
+//! (`GET /payments/find/{merchant_uid}[/{payment_status}]` and `findAll`), `POST /payments/cancel`
 //! and a checkout window, in PortOne's own envelope and field names.
+//!
+//! As PortOne's published bodies show (PG-CONTRACTS §6): a payment made with `legacy: true`
+//! answers as the 2018–2023 API did, without `sandbox`, `channel`, `pg_id`, `started_at` and
+//! `cancel_history[].cancellation_id`, with an `imps_` id, an integer `card_type`, an unknown field,
+//! and `\/` and `\uXXXX` escapes. A console refund (a control call) is a cancel made behind
+//! kassa's back: it changes the payment as an API cancel does and is counted apart.
+//!
+//! Invariant: the lookups by order change nothing, and faults put on `portone.payment` answer
+//! them as they answer `GET /payments/{imp_uid}`: one endpoint name covers every lookup.
 
 use super::{Injected, PAYMENTS_MAX, Sandbox, control_error};
 use askama::Template;
@@ -9,7 +19,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,13 +32,20 @@ const TOKEN_LIFETIME_S: i64 = 30 * 60;
 const TOKEN_EXTENSION_S: i64 = 5 * 60;
 const TOKEN_EXTEND_WITHIN_S: i64 = 60;
 
+/// The statuses a payment can have, and the ones the lookups by order filter on.
+const PAYMENT_STATUSES: [&str; 4] = ["ready", "paid", "failed", "cancelled"];
+/// The reason a console refund shows when the test gives none.
+const CONSOLE_REFUND_REASON: &str = "관리자 콘솔 취소";
+
 #[derive(Debug, Default)]
 pub(super) struct PortOneState {
     token: Option<(String, i64)>,
     payments: BTreeMap<String, SandboxPayment>,
+    /// How many payments were made so far: orders payments of one `started_at` second.
+    made: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 struct CancelEntry {
     pg_tid: String,
     amount: i64,
@@ -36,6 +53,23 @@ struct CancelEntry {
     reason: String,
     cancellation_id: String,
     receipt_url: String,
+}
+
+impl CancelEntry {
+    /// A `cancel_history[]` entry; a legacy one has no `cancellation_id`, as a 2022 KCP one.
+    fn wire(&self, legacy: bool) -> serde_json::Value {
+        let mut entry = json!({
+            "pg_tid": self.pg_tid,
+            "amount": self.amount,
+            "cancelled_at": self.cancelled_at,
+            "reason": self.reason,
+            "receipt_url": self.receipt_url,
+        });
+        if !legacy {
+            entry["cancellation_id"] = json!(self.cancellation_id);
+        }
+        entry
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -50,13 +84,21 @@ struct SandboxPayment {
     paid_at: i64,
     failed_at: i64,
     cancelled_at: i64,
+    started_at: i64,
+    /// The order the payment was made in, for payments started in the same second.
+    made: u64,
+    /// Answered in the shape of the 2018–2023 API (see the module comment).
+    legacy: bool,
     cancel_history: Vec<CancelEntry>,
+    /// Every executed cancel, API and console alike.
     refunds_executed: u32,
+    /// The cancels made in the PG's console, behind kassa's back.
+    console_refunds: u32,
 }
 
 impl SandboxPayment {
     fn wire(&self) -> serde_json::Value {
-        json!({
+        let mut wire = json!({
             "imp_uid": self.imp_uid,
             "merchant_uid": self.merchant_uid,
             "name": self.name,
@@ -67,16 +109,80 @@ impl SandboxPayment {
             "pay_method": "card",
             "pg_provider": "sandbox",
             "pg_tid": format!("sandbox_{}", self.imp_uid),
-            "channel": "pc",
-            "sandbox": true,
             "paid_at": self.paid_at,
             "failed_at": self.failed_at,
             "cancelled_at": self.cancelled_at,
-            "cancel_history": self.cancel_history,
+            "cancel_history": self
+                .cancel_history
+                .iter()
+                .map(|entry| entry.wire(self.legacy))
+                .collect::<Vec<_>>(),
             "card_name": "샌드박스카드",
             "card_number": "********1234",
-        })
+            "receipt_url": "https://sandbox.invalid/receipt",
+        });
+        if self.legacy {
+            // What a 2018 body has instead of the fields the 2026 schema marks required.
+            wire["card_type"] = json!(0);
+            wire["emb_pg_provider"] = serde_json::Value::Null;
+        } else {
+            wire["channel"] = json!("pc");
+            wire["pg_id"] = json!("sandbox_mid");
+            wire["sandbox"] = json!(true);
+            wire["started_at"] = json!(self.started_at);
+        }
+        wire
     }
+
+    /// Whether a lookup by order with this status filter finds the payment.
+    fn has_status(&self, status: Option<&str>) -> bool {
+        status.is_none_or(|status| self.status == status)
+    }
+
+    fn balance(&self) -> i64 {
+        self.amount - self.cancel_amount
+    }
+
+    /// Records one executed cancel of `amount` (checked by the caller against the balance).
+    fn record_cancel(&mut self, amount: i64, reason: String, now: i64, cancellation_id: String) {
+        self.cancel_amount += amount;
+        self.refunds_executed += 1;
+        self.cancel_history.push(CancelEntry {
+            pg_tid: format!("sandbox_{}", self.imp_uid),
+            amount,
+            cancelled_at: now,
+            reason,
+            cancellation_id,
+            receipt_url: String::new(),
+        });
+        if self.cancel_amount == self.amount {
+            self.status = "cancelled".into();
+            self.cancelled_at = now;
+        }
+    }
+}
+
+/// Serialises JSON as PHP's `json_encode` did for PortOne's old API: `/` as `\/` and every
+/// non-ASCII character as `\uXXXX` (UTF-16 units). Outside strings JSON has neither, so the
+/// whole text can be rewritten character by character.
+fn php_escaped(value: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let plain = value.to_string();
+    let mut escaped = String::with_capacity(plain.len());
+    for character in plain.chars() {
+        if character == '/' {
+            escaped.push_str("\\/");
+        } else if character.is_ascii() {
+            escaped.push(character);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in character.encode_utf16(&mut units) {
+                // Writing to a String cannot fail.
+                let _ = write!(escaped, "\\u{unit:04x}");
+            }
+        }
+    }
+    escaped
 }
 
 fn envelope(
@@ -94,6 +200,29 @@ fn envelope(
 
 fn ok(response: &serde_json::Value) -> Response {
     envelope(StatusCode::OK, 0, None, Some(response))
+}
+
+/// A success envelope around `response`, escaped as the old API did when `legacy`.
+fn ok_as(response: &serde_json::Value, legacy: bool) -> Response {
+    if !legacy {
+        return ok(response);
+    }
+    let body = php_escaped(&json!({ "code": 0, "message": null, "response": response }));
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn not_found() -> Response {
+    envelope(
+        StatusCode::NOT_FOUND,
+        -1,
+        Some("존재하지 않는 결제정보입니다."),
+        None,
+    )
 }
 
 fn refused(message: &str) -> Response {
@@ -228,17 +357,120 @@ pub(super) async fn get_payment(
         .portone
         .payments
         .get(&imp_uid)
-        .map(SandboxPayment::wire);
+        .map(|payment| (payment.wire(), payment.legacy));
     let response = match found {
-        Some(payment) => ok(&payment),
-        None => envelope(
-            StatusCode::NOT_FOUND,
-            -1,
-            Some("존재하지 않는 결제정보입니다."),
-            None,
-        ),
+        Some((payment, legacy)) => ok_as(&payment, legacy),
+        None => not_found(),
     };
     sandbox.after(&injected, response).await
+}
+
+/// How many payments a lookup by order answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Many {
+    /// `find`: the latest one, or 404.
+    Latest,
+    /// `findAll`: every one, latest first; an empty list when none.
+    All,
+}
+
+/// The payments of `merchant_uid` in `status` (any when `None`), latest started first. PortOne
+/// sorts by `-started` unless told otherwise; the sandbox knows no other sorting.
+fn of_order<'a>(
+    payments: &'a BTreeMap<String, SandboxPayment>,
+    merchant_uid: &str,
+    status: Option<&str>,
+) -> Vec<&'a SandboxPayment> {
+    let mut found: Vec<&SandboxPayment> = payments
+        .values()
+        .filter(|payment| payment.merchant_uid == merchant_uid && payment.has_status(status))
+        .collect();
+    found.sort_by_key(|payment| std::cmp::Reverse((payment.started_at, payment.made)));
+    found
+}
+
+/// Answers a lookup by order as PortOne does: faults (those of `portone.payment`), the token,
+/// the status filter, then the payment(s).
+async fn lookup_by_order(
+    sandbox: &Sandbox,
+    headers: &HeaderMap,
+    merchant_uid: &str,
+    status: Option<&str>,
+    many: Many,
+) -> Response {
+    let injected = sandbox.before("portone.payment").await;
+    if let Some(response) = fault_answer(&injected) {
+        return response;
+    }
+    if !authorised(sandbox, headers) {
+        return envelope(StatusCode::UNAUTHORIZED, -1, Some("Unauthorized"), None);
+    }
+    if status.is_some_and(|status| !PAYMENT_STATUSES.contains(&status)) {
+        return envelope(
+            StatusCode::BAD_REQUEST,
+            -1,
+            Some("payment_status 는 ready, paid, failed, cancelled 중 하나여야 합니다."),
+            None,
+        );
+    }
+    let response = {
+        let state = sandbox.lock();
+        let found = of_order(&state.portone.payments, merchant_uid, status);
+        let legacy = found.iter().any(|payment| payment.legacy);
+        match (many, found.first()) {
+            (Many::Latest, None) => not_found(),
+            (Many::Latest, Some(latest)) => ok_as(&latest.wire(), latest.legacy),
+            (Many::All, _) => {
+                let all: Vec<serde_json::Value> =
+                    found.iter().map(|payment| payment.wire()).collect();
+                ok_as(&json!(all), legacy)
+            }
+        }
+    };
+    sandbox.after(&injected, response).await
+}
+
+/// `GET /payments/find/{merchant_uid}`: the latest started payment of an order.
+pub(super) async fn find(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path(merchant_uid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    lookup_by_order(&sandbox, &headers, &merchant_uid, None, Many::Latest).await
+}
+
+/// `GET /payments/find/{merchant_uid}/{payment_status}`: the latest of an order in a status.
+pub(super) async fn find_in_status(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path((merchant_uid, status)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    lookup_by_order(
+        &sandbox,
+        &headers,
+        &merchant_uid,
+        Some(&status),
+        Many::Latest,
+    )
+    .await
+}
+
+/// `GET /payments/findAll/{merchant_uid}`: every payment of an order, latest first.
+pub(super) async fn find_all(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path(merchant_uid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    lookup_by_order(&sandbox, &headers, &merchant_uid, None, Many::All).await
+}
+
+/// `GET /payments/findAll/{merchant_uid}/{payment_status}`: every one of an order in a status.
+pub(super) async fn find_all_in_status(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path((merchant_uid, status)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    lookup_by_order(&sandbox, &headers, &merchant_uid, Some(&status), Many::All).await
 }
 
 #[derive(Deserialize)]
@@ -297,7 +529,7 @@ fn apply_cancel(
     now: i64,
     cancellation_id: String,
 ) -> Response {
-    let balance = payment.amount - payment.cancel_amount;
+    let balance = payment.balance();
     if payment.status == "cancelled" || (payment.status == "paid" && balance == 0) {
         return refused("이미 전액취소된 주문입니다.");
     }
@@ -315,34 +547,39 @@ fn apply_cancel(
     if amount < 0 || amount > balance {
         return refused("취소요청금액이 취소가능잔액보다 큽니다.");
     }
-    payment.cancel_amount += amount;
-    payment.refunds_executed += 1;
-    payment.cancel_history.push(CancelEntry {
-        pg_tid: format!("sandbox_{}", payment.imp_uid),
+    payment.record_cancel(
         amount,
-        cancelled_at: now,
-        reason: request.reason.clone().unwrap_or_default(),
+        request.reason.clone().unwrap_or_default(),
+        now,
         cancellation_id,
-        receipt_url: String::new(),
-    });
-    if payment.cancel_amount == payment.amount {
-        payment.status = "cancelled".into();
-        payment.cancelled_at = now;
-    }
-    ok(&payment.wire())
+    );
+    ok_as(&payment.wire(), payment.legacy)
 }
 
-fn insert_payment(
-    sandbox: &Sandbox,
-    merchant_uid: &str,
-    name: &str,
+/// What a new payment is made of.
+struct NewPayment<'a> {
+    merchant_uid: &'a str,
+    name: &'a str,
     amount: i64,
-    status: &str,
-    currency: &str,
-) -> Result<SandboxPayment, &'static str> {
+    status: &'a str,
+    currency: &'a str,
+    legacy: bool,
+}
+
+fn insert_payment(sandbox: &Sandbox, new: &NewPayment<'_>) -> Result<SandboxPayment, &'static str> {
+    let NewPayment {
+        merchant_uid,
+        name,
+        amount,
+        status,
+        currency,
+        legacy,
+    } = *new;
     let now = sandbox.clock.now().timestamp();
-    let imp_uid = format!("imp_{}", sandbox.random_digits(12));
-    let payment = SandboxPayment {
+    // 2018's ids began `imps_`; kassa must take either.
+    let prefix = if legacy { "imps" } else { "imp" };
+    let imp_uid = format!("{prefix}_{}", sandbox.random_digits(12));
+    let mut payment = SandboxPayment {
         imp_uid: imp_uid.clone(),
         merchant_uid: merchant_uid.to_owned(),
         name: name.to_owned(),
@@ -357,13 +594,19 @@ fn insert_payment(
         },
         failed_at: if status == "failed" { now } else { 0 },
         cancelled_at: if status == "cancelled" { now } else { 0 },
+        started_at: now,
+        made: 0,
+        legacy,
         cancel_history: Vec::new(),
         refunds_executed: 0,
+        console_refunds: 0,
     };
     let mut state = sandbox.lock();
     if state.portone.payments.len() >= PAYMENTS_MAX {
         return Err("the sandbox holds its maximum number of payments; restart it");
     }
+    state.portone.made += 1;
+    payment.made = state.portone.made;
     state.portone.payments.insert(imp_uid, payment.clone());
     Ok(payment)
 }
@@ -378,6 +621,9 @@ pub(super) struct ControlCreate {
     currency: String,
     #[serde(default)]
     name: String,
+    /// Answer this payment in the shape of PortOne's 2018–2023 API (PG-CONTRACTS §6).
+    #[serde(default)]
+    legacy: bool,
 }
 
 fn paid() -> String {
@@ -392,23 +638,21 @@ pub(super) async fn control_create(
     State(sandbox): State<Arc<Sandbox>>,
     Json(request): Json<ControlCreate>,
 ) -> Response {
-    if !matches!(
-        request.status.as_str(),
-        "paid" | "ready" | "failed" | "cancelled"
-    ) {
+    if !PAYMENT_STATUSES.contains(&request.status.as_str()) {
         return control_error(
             StatusCode::BAD_REQUEST,
             "status must be paid, ready, failed or cancelled",
         );
     }
-    match insert_payment(
-        &sandbox,
-        &request.merchant_uid,
-        &request.name,
-        request.amount,
-        &request.status,
-        &request.currency,
-    ) {
+    let new = NewPayment {
+        merchant_uid: &request.merchant_uid,
+        name: &request.name,
+        amount: request.amount,
+        status: &request.status,
+        currency: &request.currency,
+        legacy: request.legacy,
+    };
+    match insert_payment(&sandbox, &new) {
         Ok(payment) => (StatusCode::CREATED, Json(control_view(&payment))).into_response(),
         Err(message) => control_error(StatusCode::INSUFFICIENT_STORAGE, message),
     }
@@ -417,7 +661,52 @@ pub(super) async fn control_create(
 fn control_view(payment: &SandboxPayment) -> serde_json::Value {
     let mut view = payment.wire();
     view["refunds_executed"] = json!(payment.refunds_executed);
+    view["console_refunds"] = json!(payment.console_refunds);
+    view["legacy"] = json!(payment.legacy);
     view
+}
+
+#[derive(Deserialize)]
+pub(super) struct ConsoleRefund {
+    /// The won to refund; none refunds the whole balance.
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /_control/portone/payments/{imp_uid}/refund`: a cancel made in PortOne's console, with
+/// no checksum and without kassa knowing. It shows in `cancel_history` and `cancel_amount` as
+/// an API cancel does, and the payment becomes `cancelled` when nothing is left.
+pub(super) async fn control_refund(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path(imp_uid): Path<String>,
+    Json(request): Json<ConsoleRefund>,
+) -> Response {
+    let now = sandbox.clock.now().timestamp();
+    let cancellation_id = format!("cancel_{}", sandbox.random_digits(12));
+    let mut state = sandbox.lock();
+    let Some(payment) = state.portone.payments.get_mut(&imp_uid) else {
+        return control_error(StatusCode::NOT_FOUND, "no such payment");
+    };
+    // The amount first: a cancelled payment has a zero balance, so any amount is out of range.
+    let balance = payment.balance();
+    let amount = request.amount.unwrap_or(balance);
+    if !(1..=balance).contains(&amount) {
+        return control_error(
+            StatusCode::BAD_REQUEST,
+            &format!("amount must be within 1..={balance}, the payment's balance"),
+        );
+    }
+    if payment.status != "paid" {
+        return control_error(StatusCode::CONFLICT, "only a paid payment can be refunded");
+    }
+    let reason = request
+        .reason
+        .unwrap_or_else(|| CONSOLE_REFUND_REASON.to_owned());
+    payment.record_cancel(amount, reason, now, cancellation_id);
+    payment.console_refunds += 1;
+    Json(control_view(payment)).into_response()
 }
 
 pub(super) async fn control_get(
@@ -511,14 +800,15 @@ pub(super) async fn checkout_decide(
     }
     let approve = form.decision == "approve";
     let status = if approve { "paid" } else { "failed" };
-    let payment = match insert_payment(
-        &sandbox,
-        &form.merchant_uid,
-        &form.name,
-        form.amount,
+    let new = NewPayment {
+        merchant_uid: &form.merchant_uid,
+        name: &form.name,
+        amount: form.amount,
         status,
-        "KRW",
-    ) {
+        currency: "KRW",
+        legacy: false,
+    };
+    let payment = match insert_payment(&sandbox, &new) {
         Ok(payment) => payment,
         Err(message) => return (StatusCode::INSUFFICIENT_STORAGE, message).into_response(),
     };

@@ -4,6 +4,12 @@
 //! Lines made from the sandbox's own payments follow the PG: an APPROVAL line per payment
 //! approved that KST day and a CANCEL line per refund executed that day, with a negative amount
 //! (Toss's published sign; Payple's is not documented, so it gets the same) and no fee.
+//!
+//! Toss's lines come in the shapes PG-CONTRACTS §6 lists, chosen per load: `api` (what the live
+//! API sends: numbers and a top-level `fee`) or `docs` (Toss's docs example: no top-level `fee`,
+//! `fees[]` with the fee as a string). A CANCEL line has negative amounts and a filled `cancel{}`
+//! in both. `raw_amount`/`raw_fee` put any text where the amount or fee goes, for unreadable
+//! lines. Invariant: a line keeps the shape it was loaded with.
 
 use super::{Sandbox, control_error};
 use axum::Json;
@@ -21,10 +27,28 @@ pub const LINES_PER_DAY_MAX: usize = 1_000_000;
 /// Toss's largest page.
 const TOSS_PAGE_SIZE_MAX: usize = 10_000;
 
+/// How a Toss settlement line is written (PG-CONTRACTS §6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum TossShape {
+    /// As the live API answers: every amount a number, and a top-level `fee`.
+    #[default]
+    Api,
+    /// As Toss's docs example: no top-level `fee`; `fees[]` of `BASE` and `ETC` with the fee as
+    /// a string of digits.
+    Docs,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Line {
-    /// The amount as the PG sends it, when a test wants it unreadable (Payple sends strings).
+    /// The amount as the PG sends it, when a test wants it unreadable (Payple sends strings;
+    /// Toss gets the text in place of its number).
     pub raw_amount: Option<String>,
+    /// The fee as the PG sends it, verbatim: Toss's `fee` (`fees[BASE].fee` in the docs shape),
+    /// Payple's `PCD_FEE_TOTAL`.
+    pub raw_fee: Option<String>,
+    /// Toss only: how the line is written.
+    pub shape: TossShape,
     pub order_id: String,
     pub cancel: bool,
     pub amount: i64,
@@ -48,10 +72,12 @@ pub(super) struct Refund {
 
 impl Line {
     /// A refund's CANCEL line: the amount negative, no fee, the payout equal to the amount.
-    fn of_refund(refund: Refund) -> Line {
+    fn of_refund(refund: Refund, shape: TossShape) -> Line {
         let amount = refund.amount.saturating_neg();
         Line {
             raw_amount: None,
+            raw_fee: None,
+            shape,
             order_id: refund.order_id,
             cancel: true,
             amount,
@@ -81,9 +107,12 @@ pub(super) struct LineInput {
     fee: Option<i64>,
     #[serde(default)]
     settle_amount: Option<i64>,
-    /// Sent as the line's amount text instead of `amount` (Payple), to test unreadable lines.
+    /// Sent as the line's amount text instead of `amount`, to test unreadable lines.
     #[serde(default)]
     raw_amount: Option<String>,
+    /// Sent verbatim as the line's fee instead of `fee`, to test unreadable lines.
+    #[serde(default)]
+    raw_fee: Option<String>,
     /// CANCEL only: when the refund happened (RFC 3339).
     #[serde(default)]
     cancel_time: Option<DateTime<Utc>>,
@@ -99,6 +128,9 @@ pub(super) struct LoadRequest {
     /// line for every refund it executed that day.
     #[serde(default)]
     from_payments: bool,
+    /// Toss only: how this load's lines are written; `api` when not said.
+    #[serde(default)]
+    toss_shape: Option<TossShape>,
 }
 
 /// A PG's fee in the sandbox: 3.3 %, rounded down.
@@ -114,6 +146,14 @@ pub(super) async fn control_load(
     if !matches!(request.provider.as_str(), "toss" | "payple") {
         return control_error(StatusCode::BAD_REQUEST, "provider must be toss or payple");
     }
+    // Loud rather than ignored, so a test that means Toss but says Payple fails.
+    if request.toss_shape.is_some() && request.provider != "toss" {
+        return control_error(
+            StatusCode::BAD_REQUEST,
+            "toss_shape is for provider toss only",
+        );
+    }
+    let shape = request.toss_shape.unwrap_or_default();
     let mut lines: Vec<Line> = request
         .records
         .iter()
@@ -122,6 +162,8 @@ pub(super) async fn control_load(
             let cancel = input.kind.as_deref() == Some("CANCEL");
             Line {
                 raw_amount: input.raw_amount.clone(),
+                raw_fee: input.raw_fee.clone(),
+                shape,
                 order_id: input.order_id.clone(),
                 cancel,
                 amount: input.amount,
@@ -141,6 +183,8 @@ pub(super) async fn control_load(
                 .into_iter()
                 .map(|(order_id, amount)| Line {
                     raw_amount: None,
+                    raw_fee: None,
+                    shape,
                     order_id,
                     cancel: false,
                     amount,
@@ -154,7 +198,7 @@ pub(super) async fn control_load(
             sandbox
                 .refunded_on(&request.provider, request.date)
                 .into_iter()
-                .map(Line::of_refund),
+                .map(|refund| Line::of_refund(refund, shape)),
         );
     }
     let mut state = sandbox.lock();
@@ -203,7 +247,11 @@ fn toss_line(date: NaiveDate, line: &Line) -> Value {
     } else {
         Value::Null
     };
-    json!({
+    let amount = line
+        .raw_amount
+        .as_ref()
+        .map_or_else(|| json!(line.amount), |raw| json!(raw));
+    let mut item = json!({
         "mId": "tosspayments_sandbox",
         "paymentKey": format!("tpk_settle_{}", line.order_id),
         "transactionKey": line
@@ -213,9 +261,8 @@ fn toss_line(date: NaiveDate, line: &Line) -> Value {
         "orderId": line.order_id,
         "currency": "KRW",
         "method": "카드",
-        "amount": line.amount,
+        "amount": amount,
         "interestFee": 0,
-        "fee": line.fee,
         "supplyAmount": line.fee * 10 / 11,
         "vat": line.fee - line.fee * 10 / 11,
         "payOutAmount": line.settle_amount,
@@ -223,7 +270,23 @@ fn toss_line(date: NaiveDate, line: &Line) -> Value {
         "soldDate": day,
         "paidOutDate": day,
         "cancel": cancel,
-    })
+    });
+    match line.shape {
+        TossShape::Api => {
+            item["fee"] = line
+                .raw_fee
+                .as_ref()
+                .map_or_else(|| json!(line.fee), |raw| json!(raw));
+        }
+        TossShape::Docs => {
+            let base = line.raw_fee.clone().unwrap_or_else(|| line.fee.to_string());
+            item["fees"] = json!([
+                { "type": "BASE", "fee": base },
+                { "type": "ETC", "fee": "0" },
+            ]);
+        }
+    }
+    item
 }
 
 /// Toss's `GET /v1/settlements?startDate=&endDate=&page=&size=`: a JSON array per page.

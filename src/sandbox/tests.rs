@@ -660,3 +660,791 @@ async fn settlement_lines_from_payments_carry_a_cancel_line_per_refund_of_the_da
         ]
     );
 }
+
+impl Pg {
+    /// A call answered as raw text, to see how a body is written and not only what it says.
+    async fn raw(&self, method: &str, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// A PortOne access token, as `Bearer …`.
+    async fn portone_bearer(&self) -> String {
+        let body =
+            json!({ "imp_key": super::SANDBOX_IMP_KEY, "imp_secret": super::SANDBOX_IMP_SECRET });
+        let (status, answer) = self
+            .call("POST", "/portone/users/getToken", &[], Some(&body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        format!(
+            "Bearer {}",
+            answer["response"]["access_token"].as_str().unwrap()
+        )
+    }
+
+    /// A PortOne payment made through the control API; answers its control view.
+    async fn portone_made(&self, body: Value) -> Value {
+        let (status, made) = self
+            .call("POST", "/_control/portone/payments", &[], Some(&body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{made}");
+        made
+    }
+
+    async fn portone_get(&self, bearer: &str, path: &str) -> (StatusCode, Value) {
+        self.call("GET", path, &[("authorization", bearer)], None)
+            .await
+    }
+
+    async fn console_refund(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call("POST", path, &[], Some(&body)).await
+    }
+
+    async fn load_settlements(&self, load: Value) -> (StatusCode, Value) {
+        self.call("POST", "/_control/settlements", &[], Some(&load))
+            .await
+    }
+
+    async fn toss_lines(&self, day: &str) -> Vec<Value> {
+        let auth = toss_auth();
+        let (status, lines) = self
+            .call(
+                "GET",
+                &format!("/toss/v1/settlements?startDate={day}&endDate={day}"),
+                &[("authorization", &auth)],
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{lines}");
+        lines.as_array().unwrap().clone()
+    }
+
+    /// One day of Payple's settlement lines.
+    async fn payple_lines(&self, day: &str) -> Vec<Value> {
+        let settle = self.payple_auth("PCD_SETTLEMENT_FLAG").await;
+        let ask = json!({
+            "PCD_CST_ID": settle["cst_id"], "PCD_CUST_KEY": settle["custKey"],
+            "PCD_AUTH_KEY": settle["AuthKey"], "PCD_SETTLEMENT_FLAG": "Y",
+            "PCD_START_DATE": day, "PCD_END_DATE": day,
+        });
+        let (_, answer) = self
+            .call("POST", "/payple/php/SettlementAct.php", &[], Some(&ask))
+            .await;
+        answer["PCD_DATA"]["PCD_CONTENT"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .clone()
+    }
+}
+
+#[tokio::test]
+async fn portone_find_answers_the_latest_payment_of_an_order_and_find_all_every_one() {
+    let pg = pg();
+    let bearer = pg.portone_bearer().await;
+    let paid = pg
+        .portone_made(json!({ "merchant_uid": "order-f1", "amount": 1_000 }))
+        .await;
+    pg.clock.advance(chrono::Duration::seconds(30));
+    // A later failed try of the same order hides the paid one from a find without status.
+    let failed = pg
+        .portone_made(json!({ "merchant_uid": "order-f1", "amount": 1_000, "status": "failed" }))
+        .await;
+    pg.portone_made(json!({ "merchant_uid": "order-other", "amount": 1_000 }))
+        .await;
+
+    let (status, latest) = pg
+        .portone_get(&bearer, "/portone/payments/find/order-f1")
+        .await;
+    assert_eq!(
+        (status, &latest["code"], &latest["response"]["imp_uid"]),
+        (StatusCode::OK, &json!(0), &failed["imp_uid"])
+    );
+    let (_, in_paid) = pg
+        .portone_get(&bearer, "/portone/payments/find/order-f1/paid")
+        .await;
+    assert_eq!(in_paid["response"]["imp_uid"], paid["imp_uid"]);
+    assert_eq!(in_paid["response"]["started_at"], paid["started_at"]);
+
+    let (status, all) = pg
+        .portone_get(&bearer, "/portone/payments/findAll/order-f1")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&Value> = all["response"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|payment| &payment["imp_uid"])
+        .collect();
+    assert_eq!(ids, [&failed["imp_uid"], &paid["imp_uid"]], "latest first");
+    let (_, only_paid) = pg
+        .portone_get(&bearer, "/portone/payments/findAll/order-f1/paid")
+        .await;
+    assert_eq!(only_paid["response"].as_array().unwrap().len(), 1);
+    let (status, none) = pg
+        .portone_get(&bearer, "/portone/payments/findAll/order-f1/cancelled")
+        .await;
+    assert_eq!((status, &none["response"]), (StatusCode::OK, &json!([])));
+
+    // Nothing in that status: 404 in the envelope, as an unknown `imp_uid` gets.
+    let (status, missing) = pg
+        .portone_get(&bearer, "/portone/payments/find/order-f1/cancelled")
+        .await;
+    let (unknown_status, unknown) = pg.portone_get(&bearer, "/portone/payments/imp_nope").await;
+    assert_eq!((status, &missing), (unknown_status, &unknown));
+    assert_eq!(
+        (status, &missing["code"]),
+        (StatusCode::NOT_FOUND, &json!(-1))
+    );
+    let (status, _) = pg
+        .portone_get(&bearer, "/portone/payments/find/order-f1/refunded")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = pg
+        .call("GET", "/portone/payments/find/order-f1", &[], None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Faults on `portone.payment` reach the lookups by order too.
+    assert_eq!(
+        pg.fault(&json!({ "endpoint": "portone.payment", "mode": "status500", "count": 2 }))
+            .await,
+        StatusCode::OK
+    );
+    for path in [
+        "/portone/payments/find/order-f1/paid",
+        "/portone/payments/findAll/order-f1",
+    ] {
+        let (status, body) = pg.portone_get(&bearer, path).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (StatusCode::INTERNAL_SERVER_ERROR, &json!(-1))
+        );
+    }
+    let (_, stats) = pg.call("GET", "/_control/stats", &[], None).await;
+    assert_eq!(stats["calls"]["portone.payment"], 11, "every lookup counts");
+}
+
+#[tokio::test]
+async fn a_legacy_portone_payment_answers_in_the_old_apis_shape() {
+    let pg = pg();
+    let bearer = pg.portone_bearer().await;
+    let made = pg
+        .portone_made(json!({ "merchant_uid": "order-old", "amount": 5_000, "name": "옛 상품", "legacy": true }))
+        .await;
+    let imp_uid = made["imp_uid"].as_str().unwrap().to_owned();
+    assert!(imp_uid.starts_with("imps_"), "{imp_uid}");
+    let (status, _) = pg
+        .console_refund(
+            &format!("/_control/portone/payments/{imp_uid}/refund"),
+            json!({ "amount": 2_000 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, text) = pg
+        .raw(
+            "GET",
+            &format!("/portone/payments/{imp_uid}"),
+            &[("authorization", &bearer)],
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.contains(r"https:\/\/"), "{text}");
+    assert!(text.contains(r"\uc61b"), "{text}");
+    assert!(text.is_ascii());
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let payment = &body["response"];
+    assert_eq!(payment["name"], "옛 상품");
+    for absent in ["sandbox", "channel", "pg_id", "started_at"] {
+        assert!(payment.get(absent).is_none(), "{absent} in {payment}");
+    }
+    assert_eq!(payment["card_type"], 0);
+    assert!(payment.get("emb_pg_provider").is_some_and(Value::is_null));
+    let entry = payment["cancel_history"][0].as_object().unwrap();
+    let mut keys: Vec<&str> = entry.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["amount", "cancelled_at", "pg_tid", "reason", "receipt_url"]
+    );
+
+    // The lookups by order answer it the same way; a current payment keeps every field.
+    let (_, text) = pg
+        .raw(
+            "GET",
+            "/portone/payments/findAll/order-old",
+            &[("authorization", &bearer)],
+        )
+        .await;
+    assert!(
+        text.contains(r"\/") && !text.contains("cancellation_id"),
+        "{text}"
+    );
+    let current = pg
+        .portone_made(json!({ "merchant_uid": "order-new", "amount": 5_000 }))
+        .await;
+    assert!(current["imp_uid"].as_str().unwrap().starts_with("imp_"));
+    for present in ["sandbox", "channel", "pg_id", "started_at"] {
+        assert!(current.get(present).is_some(), "{present} missing");
+    }
+}
+
+#[tokio::test]
+async fn a_portone_console_refund_is_a_cancel_kassa_never_asked_for() {
+    let pg = pg();
+    let bearer = pg.portone_bearer().await;
+    let made = pg
+        .portone_made(json!({ "merchant_uid": "order-c1", "amount": 10_000 }))
+        .await;
+    let imp_uid = made["imp_uid"].as_str().unwrap();
+    let path = format!("/_control/portone/payments/{imp_uid}/refund");
+    for bad in [0, -1, 10_001] {
+        let (status, _) = pg.console_refund(&path, json!({ "amount": bad })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+
+    let (status, part) = pg.console_refund(&path, json!({ "amount": 3_000 })).await;
+
+    assert_eq!(status, StatusCode::OK, "{part}");
+    assert_eq!(
+        (
+            &part["status"],
+            &part["cancel_amount"],
+            &part["console_refunds"]
+        ),
+        (&json!("paid"), &json!(3_000), &json!(1))
+    );
+    assert!(part["cancel_history"][0]["cancellation_id"].is_string());
+    // What kassa sees: the refund is on the payment, with nothing on kassa's side asked.
+    let (_, seen) = pg
+        .portone_get(&bearer, &format!("/portone/payments/{imp_uid}"))
+        .await;
+    assert_eq!(seen["response"]["cancel_amount"], 3_000);
+    assert_eq!(seen["response"]["cancel_history"][0]["amount"], 3_000);
+
+    let (_, rest) = pg.console_refund(&path, json!({})).await;
+    assert_eq!(
+        (
+            &rest["status"],
+            &rest["cancel_amount"],
+            &rest["refunds_executed"],
+            &rest["console_refunds"]
+        ),
+        (&json!("cancelled"), &json!(10_000), &json!(2), &json!(2))
+    );
+    let (status, _) = pg.console_refund(&path, json!({ "amount": 1 })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "nothing is left");
+    let (_, gone) = pg
+        .portone_get(&bearer, "/portone/payments/find/order-c1/cancelled")
+        .await;
+    assert_eq!(gone["response"]["imp_uid"], json!(imp_uid));
+
+    let failed = pg
+        .portone_made(json!({ "merchant_uid": "order-c2", "amount": 1_000, "status": "failed" }))
+        .await;
+    let (status, _) = pg
+        .console_refund(
+            &format!(
+                "/_control/portone/payments/{}/refund",
+                failed["imp_uid"].as_str().unwrap()
+            ),
+            json!({ "amount": 1_000 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = pg
+        .console_refund("/_control/portone/payments/imp_nope/refund", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_toss_console_refund_follows_the_cancel_rule_and_shows_in_the_settlement() {
+    let pg = pg();
+    let key = pg.toss_done("order-tc-1", 10_000).await;
+    let (status, _) = pg
+        .toss_cancel(
+            &key,
+            Some("api"),
+            json!({ "cancelReason": "r", "cancelAmount": 1_000 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let path = format!("/_control/toss/payments/{key}/refund");
+    for bad in [0, 9_001] {
+        let (status, _) = pg.console_refund(&path, json!({ "amount": bad })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    pg.clock.advance(chrono::Duration::minutes(10));
+
+    // Right after an API cancel: the console knows no consecutive-cancel gap.
+    let (status, part) = pg.console_refund(&path, json!({ "amount": 4_000 })).await;
+
+    assert_eq!(status, StatusCode::OK, "{part}");
+    assert_eq!(
+        (
+            &part["status"],
+            &part["balanceAmount"],
+            &part["consoleRefunds"]
+        ),
+        (&json!("PARTIAL_CANCELED"), &json!(5_000), &json!(1))
+    );
+    let cancels = part["cancels"].as_array().unwrap();
+    assert_eq!(cancels.len(), 2);
+    assert_ne!(cancels[0]["transactionKey"], cancels[1]["transactionKey"]);
+    assert_eq!(
+        (&cancels[1]["cancelAmount"], &cancels[1]["refundableAmount"]),
+        (&json!(4_000), &json!(5_000))
+    );
+    let (_, rest) = pg.console_refund(&path, json!({})).await;
+    assert_eq!(
+        (&rest["status"], &rest["balanceAmount"]),
+        (&json!("CANCELED"), &json!(0))
+    );
+    assert_eq!(
+        (
+            &rest["refundsExecuted"],
+            &rest["consoleRefunds"],
+            &rest["console_refunds"]
+        ),
+        (&json!(3), &json!(2), &json!(2))
+    );
+    let (status, _) = pg.console_refund(&path, json!({ "amount": 1 })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "nothing is left");
+
+    // Partial console refunds that add up to the whole stay PARTIAL_CANCELED, as API ones do.
+    let whole = pg.toss_done("order-tc-2", 2_000).await;
+    let path = format!("/_control/toss/payments/{whole}/refund");
+    pg.console_refund(&path, json!({ "amount": 500 })).await;
+    let (_, zero) = pg.console_refund(&path, json!({ "amount": 1_500 })).await;
+    assert_eq!(
+        (&zero["status"], &zero["balanceAmount"]),
+        (&json!("PARTIAL_CANCELED"), &json!(0))
+    );
+    let waiting = pg
+        .call(
+            "POST",
+            "/_control/toss/payments",
+            &[],
+            Some(&json!({ "orderId": "order-tc-3", "amount": 1_000 })),
+        )
+        .await
+        .1;
+    let (status, _) = pg
+        .console_refund(
+            &format!(
+                "/_control/toss/payments/{}/refund",
+                waiting["paymentKey"].as_str().unwrap()
+            ),
+            json!({ "amount": 1_000 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "not confirmed yet");
+
+    let (status, _) = pg
+        .load_settlements(
+            json!({ "provider": "toss", "date": "2026-11-23", "from_payments": true }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let lines = pg.toss_lines("2026-11-23").await;
+    let keys: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["orderId"] == "order-tc-1" && !line["cancel"].is_null())
+        .map(|line| &line["transactionKey"])
+        .collect();
+    let expected: Vec<&Value> = rest["cancels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cancel| &cancel["transactionKey"])
+        .collect();
+    assert_eq!(keys, expected);
+}
+
+#[tokio::test]
+async fn a_payple_console_refund_counts_and_becomes_a_cancel_line_but_not_an_inquiry_field() {
+    let pg = pg();
+    let paid = pg.payple_paid("order-pc-1", 9_000).await;
+    let path = "/_control/payple/payments/order-pc-1/refund";
+    for bad in [0, 9_001] {
+        let (status, _) = pg.console_refund(path, json!({ "amount": bad })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    pg.clock.advance(chrono::Duration::minutes(30));
+
+    let (status, view) = pg.console_refund(path, json!({ "amount": 2_000 })).await;
+
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(
+        (
+            &view["refunds_executed"],
+            &view["console_refunds"],
+            &view["refunded"]
+        ),
+        (&json!(1), &json!(1), &json!(2_000))
+    );
+    assert_eq!(
+        view["refunds"],
+        json!([{ "amount": 2_000, "at": "2026-11-23T12:30:00+09:00" }])
+    );
+    // A refund kassa asks for afterwards sees only what is left.
+    let auth = pg.payple_auth("PCD_PAYCANCEL_FLAG").await;
+    let too_much = pg.payple_refund(&auth, &paid, 8_000).await;
+    assert_eq!(too_much["PCD_PAY_CODE"], "PAYC0003");
+    let check = pg.payple_auth("PCD_PAYCHK_FLAG").await;
+    let inquiry = json!({
+        "PCD_CST_ID": check["cst_id"], "PCD_CUST_KEY": check["custKey"], "PCD_AUTH_KEY": check["AuthKey"],
+        "PCD_PAYCHK_FLAG": "Y", "PCD_PAY_TYPE": "card", "PCD_PAY_OID": "order-pc-1",
+        "PCD_PAY_DATE": "20261123",
+    });
+    let (_, answer) = pg
+        .call("POST", "/payple/php/PayChkAct.php", &[], Some(&inquiry))
+        .await;
+    assert_eq!(answer["PCD_PAY_RST"], "success");
+    assert!(answer.get("PCD_REFUND_TOTAL").is_none(), "{answer}");
+
+    let (status, _) = pg
+        .load_settlements(
+            json!({ "provider": "payple", "date": "2026-11-23", "from_payments": true }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let lines = pg.payple_lines("20261123").await;
+    let cancel = lines
+        .iter()
+        .find(|line| line["PCD_TXN_TYPE"] == "CANCEL")
+        .unwrap();
+    assert_eq!(
+        (
+            &cancel["PCD_PAY_OID"],
+            &cancel["PCD_PAY_AMOUNT"],
+            &cancel["PCD_PAY_CANCEL_TIME"]
+        ),
+        (
+            &json!("order-pc-1"),
+            &json!("-2000"),
+            &json!("20261123123000")
+        )
+    );
+    let (status, _) = pg
+        .console_refund("/_control/payple/payments/order-none/refund", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// What a webhook receiver on loopback was sent: (method, content type, body) per request.
+type Received = Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+/// A webhook receiver on a free loopback port that answers `post_status` to a POST; answers its
+/// URL and what it received.
+async fn webhook_receiver(post_status: StatusCode) -> (String, Received) {
+    let received: Received = Arc::default();
+    let seen = received.clone();
+    let app = Router::new().route(
+        "/hook",
+        axum::routing::any(move |request: Request<Body>| {
+            let seen = seen.clone();
+            async move {
+                let method = request.method().to_string();
+                let content_type = request
+                    .headers()
+                    .get("content-type")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                let bytes = axum::body::to_bytes(request.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                let status = if method == "POST" {
+                    post_status
+                } else {
+                    StatusCode::OK
+                };
+                seen.lock().unwrap().push((
+                    method,
+                    content_type,
+                    String::from_utf8(bytes.to_vec()).unwrap(),
+                ));
+                status
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}/hook"), received)
+}
+
+fn form_of(body: &str) -> std::collections::BTreeMap<String, String> {
+    serde_urlencoded::from_str(body).unwrap()
+}
+
+#[tokio::test]
+async fn a_payple_webhook_notice_is_a_head_then_a_form_post_of_the_result_fields() {
+    let pg = pg();
+    pg.payple_paid("order-wh-1", 7_000).await;
+    let (url, received) = webhook_receiver(StatusCode::OK).await;
+
+    let (status, answer) = pg
+        .call(
+            "POST",
+            "/_control/payple/webhook",
+            &[],
+            Some(&json!({ "order_id": "order-wh-1", "url": url })),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        (&answer["head_status"], &answer["post_status"]),
+        (&json!(200), &json!(200))
+    );
+    let requests = received.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].0, "HEAD");
+    let (method, content_type, body) = &requests[1];
+    assert_eq!(
+        (method.as_str(), content_type.as_str()),
+        ("POST", "application/x-www-form-urlencoded")
+    );
+    let form = form_of(body);
+    for (field, value) in [
+        ("PCD_PAY_RST", "success"),
+        ("PCD_PAY_CODE", "PAYN0000"),
+        ("PCD_PAY_OID", "order-wh-1"),
+        ("PCD_PAY_TYPE", "card"),
+        ("PCD_PAY_TIME", "20261123120000"),
+        ("PCD_PAY_TOTAL", "7000"),
+    ] {
+        assert_eq!(form.get(field).map(String::as_str), Some(value), "{field}");
+    }
+    assert!(form.contains_key("PCD_PAY_CARDNAME") && form.contains_key("PCD_PAY_GOODS"));
+    assert!(!form.contains_key("PCD_REFUND_TOTAL"));
+    assert_eq!(answer["sent"]["PCD_PAY_OID"], "order-wh-1");
+}
+
+#[tokio::test]
+async fn a_payple_cancel_notice_claims_the_latest_refund_and_reports_what_the_url_answered() {
+    let pg = pg();
+    pg.payple_paid("order-wh-2", 7_000).await;
+    pg.payple_paid("order-wh-3", 3_000).await;
+    pg.clock.advance(chrono::Duration::minutes(5));
+    pg.console_refund(
+        "/_control/payple/payments/order-wh-2/refund",
+        json!({ "amount": 1_500 }),
+    )
+    .await;
+    let (url, received) = webhook_receiver(StatusCode::INTERNAL_SERVER_ERROR).await;
+    let notice = |order_id: &str| json!({ "order_id": order_id, "url": url.replace("127.0.0.1", "localhost"), "kind": "cancel" });
+
+    let (status, answer) = pg
+        .call(
+            "POST",
+            "/_control/payple/webhook",
+            &[],
+            Some(&notice("order-wh-2")),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        (&answer["head_status"], &answer["post_status"]),
+        (&json!(200), &json!(500))
+    );
+    let form = form_of(&received.lock().unwrap()[1].2);
+    assert_eq!(
+        (
+            form["PCD_PAY_OID"].as_str(),
+            form["PCD_REFUND_TOTAL"].as_str(),
+            form["PCD_PAY_CANCEL_TIME"].as_str()
+        ),
+        ("order-wh-2", "1500", "20261123120500")
+    );
+    // A cancel notice for a payment never refunded claims all of it: a claim with nothing behind.
+    let (_, unfounded) = pg
+        .call(
+            "POST",
+            "/_control/payple/webhook",
+            &[],
+            Some(&notice("order-wh-3")),
+        )
+        .await;
+    assert_eq!(unfounded["sent"]["PCD_REFUND_TOTAL"], "3000");
+    // `fields` forge the claim further.
+    let mut forged = notice("order-wh-3");
+    forged["fields"] = json!({ "PCD_PAY_TOTAL": "1", "PCD_EXTRA": "x" });
+    let (_, forged) = pg
+        .call("POST", "/_control/payple/webhook", &[], Some(&forged))
+        .await;
+    assert_eq!(
+        (
+            &forged["sent"]["PCD_PAY_TOTAL"],
+            &forged["sent"]["PCD_EXTRA"]
+        ),
+        (&json!("1"), &json!("x"))
+    );
+}
+
+#[tokio::test]
+async fn a_payple_webhook_goes_to_loopback_only() {
+    let pg = pg();
+    pg.payple_paid("order-wh-4", 1_000).await;
+    for url in [
+        "http://example.com/hook",
+        "http://127.0.0.1.example.com/hook",
+        "http://10.0.0.1/hook",
+        "ftp://127.0.0.1/hook",
+        "not a url",
+    ] {
+        let (status, _) = pg
+            .call(
+                "POST",
+                "/_control/payple/webhook",
+                &[],
+                Some(&json!({ "order_id": "order-wh-4", "url": url })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}");
+    }
+    let (status, _) = pg
+        .call(
+            "POST",
+            "/_control/payple/webhook",
+            &[],
+            Some(&json!({ "order_id": "order-none", "url": "http://127.0.0.1:9/hook" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Nobody listening: no statuses, and the reason.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = listener.local_addr().unwrap();
+    drop(listener);
+    let (status, answer) = pg
+        .call(
+            "POST",
+            "/_control/payple/webhook",
+            &[],
+            Some(&json!({ "order_id": "order-wh-4", "url": format!("http://[::1]:{}/hook", closed.port()) })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        answer["head_status"].is_null() && answer["post_status"].is_null(),
+        "{answer}"
+    );
+    assert!(answer["post_error"].is_string());
+}
+
+#[tokio::test]
+async fn toss_settlement_lines_come_in_the_api_and_the_docs_shape() {
+    let pg = pg();
+    let records = json!([
+        { "order_id": "order-sh-1", "amount": 10_000, "fee": 330 },
+        { "order_id": "order-sh-2", "kind": "CANCEL", "amount": -4_000, "fee": -132, "cancel_time": "2026-11-23T15:00:00+09:00" },
+    ]);
+    let (status, _) = pg
+        .load_settlements(json!({ "provider": "toss", "date": "2026-11-23", "records": records }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = pg
+        .load_settlements(json!({ "provider": "toss", "date": "2026-11-24", "toss_shape": "docs", "records": records }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let api = pg.toss_lines("2026-11-23").await;
+    let docs = pg.toss_lines("2026-11-24").await;
+
+    assert_eq!(
+        (&api[0]["fee"], &api[0]["amount"]),
+        (&json!(330), &json!(10_000))
+    );
+    assert!(api[0].get("fees").is_none());
+    assert!(docs[0].get("fee").is_none(), "{}", docs[0]);
+    assert_eq!(
+        docs[0]["fees"],
+        json!([{ "type": "BASE", "fee": "330" }, { "type": "ETC", "fee": "0" }])
+    );
+    assert_eq!(docs[0]["amount"], 10_000);
+    for (cancel, fee) in [(&api[1], json!(-132)), (&docs[1], json!(null))] {
+        assert_eq!(
+            (&cancel["amount"], &cancel["payOutAmount"], &cancel["fee"]),
+            (&json!(-4_000), &json!(-3_868), &fee)
+        );
+        assert_eq!(
+            (&cancel["supplyAmount"], &cancel["vat"]),
+            (&json!(-120), &json!(-12))
+        );
+        assert_eq!(
+            cancel["cancel"],
+            json!({ "cancelAmount": 4_000, "canceledAt": "2026-11-23T15:00:00+09:00" })
+        );
+    }
+    assert_eq!(docs[1]["fees"][0]["fee"], "-132");
+}
+
+#[tokio::test]
+async fn raw_fees_and_amounts_are_sent_verbatim_and_toss_shape_is_for_toss_only() {
+    let pg = pg();
+    let (status, _) = pg
+        .load_settlements(
+            json!({ "provider": "toss", "date": "2026-11-23", "records": [
+                { "order_id": "order-raw-1", "amount": 10_000, "raw_fee": "330" },
+                { "order_id": "order-raw-2", "amount": 10_000, "raw_fee": "삼백원" },
+                { "order_id": "order-raw-3", "amount": 10_000, "raw_amount": "10000" },
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = pg
+        .load_settlements(
+            json!({ "provider": "toss", "date": "2026-11-24", "toss_shape": "docs", "records": [
+                { "order_id": "order-raw-4", "amount": 10_000, "raw_fee": "n/a" },
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let lines = pg.toss_lines("2026-11-23").await;
+    assert_eq!(
+        [&lines[0]["fee"], &lines[1]["fee"], &lines[2]["amount"]],
+        [&json!("330"), &json!("삼백원"), &json!("10000")]
+    );
+    assert_eq!(
+        pg.toss_lines("2026-11-24").await[0]["fees"][0]["fee"],
+        "n/a"
+    );
+
+    let (status, _) = pg
+        .load_settlements(
+            json!({ "provider": "payple", "date": "2026-11-23", "toss_shape": "docs" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = pg
+        .load_settlements(
+            json!({ "provider": "payple", "date": "2026-11-23", "records": [
+                { "order_id": "order-raw-5", "amount": 10_000, "raw_fee": "3.3%" },
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        pg.payple_lines("20261123").await[0]["PCD_FEE_TOTAL"],
+        "3.3%"
+    );
+}

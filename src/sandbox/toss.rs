@@ -12,6 +12,10 @@
 //! - two cancels of one payment less than `CONSECUTIVE_CANCEL_GAP` apart: the second is 403
 //!   `FORBIDDEN_CONSECUTIVE_REQUEST`.
 //!
+//! A console refund (`POST /_control/toss/payments/{paymentKey}/refund`) is a cancel made in
+//! Toss's own console, behind kassa's back: no key, no guard, no consecutive-cancel gap, but the
+//! same `cancels[]` entry, balance and status rule as an API cancel.
+//!
 //! Invariant: a refused, replayed or fault-answered cancel changes no balance.
 
 use super::portone::{CheckoutPage, redirect_allowed};
@@ -126,7 +130,10 @@ struct TossPayment {
     requested_at: DateTime<Utc>,
     approved_at: Option<DateTime<Utc>>,
     cancels: Vec<TossCancel>,
+    /// Every executed cancel, API and console alike.
     refunds_executed: u32,
+    /// The cancels made in Toss's console, behind kassa's back.
+    console_refunds: u32,
     /// The `Idempotency-Key` of every cancel call, in order, for tests to inspect.
     cancel_keys: Vec<String>,
     /// When the last cancel of this payment was processed, in real time.
@@ -484,7 +491,7 @@ pub(super) async fn cancel(
         // An injected refusal stands where Toss's own answer would, so it is kept like one.
         Injected::Refuse(refused) => injected_refusal(refused),
         _ => {
-            let transaction_key = format!("tx_{}", sandbox.random_digits(16));
+            let transaction_key = format!("tx_{}", sandbox.random_digits(TRANSACTION_KEY_DIGITS));
             execute(&sandbox, &payment_key, &body, now, &transaction_key)
         }
     };
@@ -598,6 +605,7 @@ fn insert_payment(
         approved_at: (status == "DONE").then_some(now),
         cancels: Vec::new(),
         refunds_executed: 0,
+        console_refunds: 0,
         cancel_keys: Vec::new(),
         last_cancel: None,
     };
@@ -630,8 +638,69 @@ fn in_progress() -> String {
 fn control_view(payment: &TossPayment) -> Value {
     let mut view = payment.wire();
     view["refundsExecuted"] = json!(payment.refunds_executed);
+    // Both spellings: the control view is camelCase like Toss, but the other PGs' views and
+    // the tests written against them say `console_refunds`.
+    view["consoleRefunds"] = json!(payment.console_refunds);
+    view["console_refunds"] = json!(payment.console_refunds);
     view["cancelKeys"] = json!(payment.cancel_keys);
     view
+}
+
+/// The reason a console refund shows when the test gives none.
+const CONSOLE_REFUND_REASON: &str = "관리자 콘솔 취소";
+/// The digits of a console refund's `transactionKey`, as many as an API cancel's.
+const TRANSACTION_KEY_DIGITS: usize = 16;
+
+#[derive(Deserialize)]
+pub(super) struct ConsoleRefund {
+    /// The won to refund; none refunds the whole balance, which is a full cancel.
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /_control/toss/payments/{paymentKey}/refund`: a cancel made in Toss's console. It goes
+/// through the API cancel's own rule, so the status and `cancels[]` come out the same.
+pub(super) async fn control_refund(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path(payment_key): Path<String>,
+    Json(request): Json<ConsoleRefund>,
+) -> Response {
+    let now = sandbox.clock.now();
+    let transaction_key = format!("tx_{}", sandbox.random_digits(TRANSACTION_KEY_DIGITS));
+    let mut state = sandbox.lock();
+    let Some(payment) = state.toss.payments.get_mut(&payment_key) else {
+        return control_error(StatusCode::NOT_FOUND, "no such payment");
+    };
+    // The amount first: a cancelled payment has a zero balance, so any amount is out of range.
+    let balance = payment.balance_amount;
+    if !(1..=balance).contains(&request.amount.unwrap_or(balance)) {
+        return control_error(
+            StatusCode::BAD_REQUEST,
+            &format!("amount must be within 1..={balance}, the payment's balance"),
+        );
+    }
+    if payment.status != "DONE" && payment.status != "PARTIAL_CANCELED" {
+        return control_error(
+            StatusCode::CONFLICT,
+            "only a DONE or PARTIAL_CANCELED payment can be refunded",
+        );
+    }
+    let cancel = CancelBody {
+        cancel_reason: request
+            .reason
+            .unwrap_or_else(|| CONSOLE_REFUND_REASON.to_owned()),
+        cancel_amount: request.amount,
+        refundable_amount: None,
+    };
+    let (status, body) = apply_cancel(payment, &cancel, now, &transaction_key);
+    if !status.is_success() {
+        // Not reached after the checks above; answered rather than assumed.
+        return control_error(StatusCode::BAD_REQUEST, &body.to_string());
+    }
+    payment.console_refunds += 1;
+    Json(control_view(payment)).into_response()
 }
 
 /// Makes a Toss payment as if a buyer had authorised it in the window (`IN_PROGRESS`, waiting

@@ -604,8 +604,20 @@ fn finish(
                 pg_answer,
                 now,
             )?;
-            let message =
-                format!("{what} of payment {payment_id} needs a human (dead letter): {error}");
+            let held = intents_of(txn, payment_id)?
+                .iter()
+                .filter(|other| other.intent.id != id && other.intent.state == IntentState::Open)
+                .count();
+            let waiting = if *outcome_unknown && held > 0 {
+                format!(
+                    "; its outcome is unknown, so the payment's {held} other cancel(s) wait until it is re-driven or resolved"
+                )
+            } else {
+                String::new()
+            };
+            let message = format!(
+                "{what} of payment {payment_id} needs a human (dead letter): {error}{waiting}"
+            );
             insert_alert(
                 txn,
                 record_id,
@@ -626,6 +638,147 @@ fn finish(
     settle(txn, &mut payment)?;
     put_payment(txn, &payment)?;
     Ok(Some((stored.intent, view_in_write(txn, payment_id)?)))
+}
+
+/// A refund the PG made that kassa did not ask for (in the PG's console, say), as the PG's
+/// record or its settlement shows it.
+#[derive(Debug, Clone)]
+pub struct OutsideRefund {
+    /// The PG's cancel id, when the record has one (Toss `transactionKey`, PortOne
+    /// `cancellation_id` or `pg_tid`).
+    pub pg_cancel_id: String,
+    pub amount: Amount,
+    pub at: DateTime<Utc>,
+    /// Where kassa saw it, for the payment's history.
+    pub source: String,
+}
+
+/// What recording an outside refund did.
+#[derive(Debug, Clone)]
+pub enum OutsideOutcome {
+    /// Recorded as a refund of the payment, with its ledger entry and an alert.
+    Recorded,
+    /// kassa knows this refund already.
+    Known,
+    /// The payment has cancels running, dead or in doubt, or is a rollback: they account for
+    /// its refunds, so nothing is recorded beside them.
+    Busy,
+    /// More than the payment has left that no cancel holds: a person must look (an alert).
+    TooMuch,
+    NotFound,
+}
+
+/// True when a refund kassa recorded (`stored`) is the PG's `refund`: the same PG cancel id, or
+/// for one recorded without an id, the same amount within a second.
+fn same_refund(stored: &CancelIntent, refund: &OutsideRefund) -> bool {
+    let id = stored.pg_cancel_id.as_deref().unwrap_or("");
+    let close = stored
+        .done_at
+        .is_some_and(|done| (done - refund.at).num_seconds().abs() <= 1);
+    stored.amount == refund.amount
+        && if id.is_empty() || refund.pg_cancel_id.is_empty() {
+            close
+        } else {
+            id == refund.pg_cancel_id
+        }
+}
+
+pub(super) fn record_outside_refund(
+    txn: &WriteTransaction,
+    payment_id: PaymentId,
+    refund: &OutsideRefund,
+    cancel_id: CancelId,
+    record_id: u128,
+    now: DateTime<Utc>,
+) -> Result<OutsideOutcome, StoreError> {
+    let Some(mut payment) = get_payment(txn, payment_id)? else {
+        return Ok(OutsideOutcome::NotFound);
+    };
+    let intents = intents_of(txn, payment_id)?;
+    if intents
+        .iter()
+        .any(|other| other.intent.state == IntentState::Done && same_refund(&other.intent, refund))
+    {
+        return Ok(OutsideOutcome::Known);
+    }
+    let busy = payment.payment.status().is_rollback()
+        || intents.iter().any(|other| {
+            matches!(
+                other.intent.state,
+                IntentState::Open | IntentState::Dead | IntentState::Unknown
+            )
+        });
+    if busy {
+        return Ok(OutsideOutcome::Busy);
+    }
+    if refund.amount > payment.payment.available()
+        || refund.amount.is_zero()
+        || intents.len() >= INTENTS_PER_PAYMENT_MAX
+    {
+        let message = format!(
+            "payment {payment_id}: {} shows a refund of {} that kassa cannot account for (it holds {} refundable); compare with the PG's console",
+            refund.source,
+            refund.amount,
+            payment.payment.available()
+        );
+        insert_alert(
+            txn,
+            record_id,
+            AlertLevel::Urgent,
+            "OUTSIDE_REFUND_UNACCOUNTED",
+            &message,
+            Some(payment_id),
+            now,
+        )?;
+        return Ok(OutsideOutcome::TooMuch);
+    }
+    payment
+        .payment
+        .reserve(refund.amount)
+        .map_err(|error| StoreError::Bug(error.to_string()))?;
+    let intent = CancelIntent::new(
+        cancel_id,
+        payment_id,
+        CancelKind::Cancel,
+        refund.amount,
+        format!("refunded outside kassa, found in {}", refund.source),
+        format!(
+            "outside-{}",
+            uuid::Uuid::from_u128(cancel_id.as_u128()).simple()
+        ),
+        now,
+    );
+    insert_intent(txn, &intent)?;
+    let mut stored = StoredIntent {
+        intent,
+        last_error: None,
+    };
+    record_refund(
+        txn,
+        &mut stored,
+        &mut payment,
+        &refund.pg_cancel_id,
+        refund.at,
+        now,
+        &format!("made outside kassa, found in {}", refund.source),
+    )?;
+    put_intent(txn, &stored)?;
+    settle(txn, &mut payment)?;
+    put_payment(txn, &payment)?;
+    let message = format!(
+        "payment {payment_id}: a refund of {} made outside kassa (the PG's console?) was found in {} and recorded",
+        refund.amount, refund.source
+    );
+    insert_alert(
+        txn,
+        record_id,
+        AlertLevel::Warning,
+        "OUTSIDE_REFUND",
+        &message,
+        Some(payment_id),
+        now,
+    )?;
+    Ok(OutsideOutcome::Recorded)
 }
 
 /// Commits a new key generation for the attempt that holds the intent, after the PG's record
@@ -814,6 +967,22 @@ impl Store {
     ) -> Result<u128, StoreError> {
         self.write(move |txn| enqueue(txn, id, &job, provider, due))
             .await
+    }
+
+    /// Records a refund the PG made outside kassa (see `OutsideOutcome`). `cancel_id` and
+    /// `record_id` name the intent and the alert it may make.
+    pub async fn record_outside_refund(
+        &self,
+        payment_id: PaymentId,
+        refund: OutsideRefund,
+        cancel_id: CancelId,
+        record_id: u128,
+        now: DateTime<Utc>,
+    ) -> Result<OutsideOutcome, StoreError> {
+        self.write(move |txn| {
+            record_outside_refund(txn, payment_id, &refund, cancel_id, record_id, now)
+        })
+        .await
     }
 
     /// Queues a schedule's jobs for one fire time and marks the schedule as run for it, in one

@@ -158,6 +158,18 @@ fn decode_dead_letter(id: u128, bytes: &[u8]) -> Result<DeadLetter, StoreError> 
 }
 
 impl Store {
+    /// One dead letter.
+    pub async fn dead_letter(&self, id: u128) -> Result<Option<DeadLetter>, StoreError> {
+        self.read(move |txn| {
+            let table = txn.open_table(tables::DEAD_LETTERS)?;
+            table
+                .get(id)?
+                .map(|value| decode_dead_letter(id, value.value()))
+                .transpose()
+        })
+        .await
+    }
+
     /// Dead letters newest first, below `cursor`; `pending_only` leaves out re-driven ones.
     pub async fn dead_letters(
         &self,

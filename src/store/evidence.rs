@@ -48,6 +48,25 @@ fn line_key(provider: &str, line: &SettlementLine, at: DateTime<Utc>, amount: i6
     )
 }
 
+/// Marks a CANCEL line as used by `cancel` (a refund recorded from it), and the intent as seen.
+pub(super) fn mark_line_used(
+    txn: &WriteTransaction,
+    provider: &str,
+    line: &SettlementLine,
+    at: DateTime<Utc>,
+    amount: i64,
+    cancel: CancelId,
+) -> Result<(), StoreError> {
+    let key = line_key(provider, line, at, amount);
+    txn.open_table(tables::CANCEL_LINES_USED)?
+        .insert(key.as_str(), cancel.as_u128())?;
+    if let Some(mut stored) = get_intent(txn, cancel)? {
+        stored.intent.cancel_line_seen = true;
+        put_intent(txn, &stored)?;
+    }
+    Ok(())
+}
+
 /// Matches a CANCEL line to a refund (see the module's invariants).
 #[expect(
     clippy::too_many_lines,
@@ -103,11 +122,13 @@ pub(super) fn apply_cancel_line(
                 .is_none_or(|started| started <= at + slack);
             match intent.state {
                 IntentState::Done => {
-                    if exact.is_none()
-                        && intent
-                            .done_at
-                            .is_some_and(|done| (done - at).num_seconds().abs() <= SAME_REFUND_S)
-                    {
+                    let same_id = line.pg_cancel_id.as_deref().is_some_and(|id| {
+                        !id.is_empty() && intent.pg_cancel_id.as_deref() == Some(id)
+                    });
+                    let same_time = intent
+                        .done_at
+                        .is_some_and(|done| (done - at).num_seconds().abs() <= SAME_REFUND_S);
+                    if exact.is_none() && (same_id || same_time) {
                         exact = Some(stored.clone());
                     } else if started_before {
                         recorded.push(stored);
@@ -219,6 +240,74 @@ pub(super) fn count_sync(
                 now,
             )?;
         }
+        put_intent(txn, &stored)?;
+    }
+    Ok(())
+}
+
+/// How far back refunds are looked at for a missing CANCEL line.
+const MISSING_LINE_LOOKBACK_DAYS: i64 = 31;
+/// Most refunds one look for missing CANCEL lines reads.
+const MISSING_LINE_SCAN_MAX: usize = 5_000;
+
+/// Raises a warning, once per refund, for every refund kassa recorded at `provider` more than
+/// `wait` ago that no settlement CANCEL line has shown (a refund the PG never carried out, or a
+/// settlement that lost it). Refunds of the last `MISSING_LINE_LOOKBACK_DAYS` are looked at.
+pub(super) fn alert_missing_lines(
+    txn: &WriteTransaction,
+    provider: &str,
+    wait: Duration,
+    alert_base: u128,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let due = now - wait;
+    let from = due - Duration::days(MISSING_LINE_LOOKBACK_DAYS);
+    let key_of =
+        |at: DateTime<Utc>| u128::try_from(at.timestamp_millis().max(0)).unwrap_or(0) << 80;
+    let ids: Vec<u128> = txn
+        .open_table(tables::CANCEL_INTENTS)?
+        .range(key_of(from)..key_of(due))?
+        .take(MISSING_LINE_SCAN_MAX)
+        .map(|entry| entry.map(|(key, _)| key.value()))
+        .collect::<Result<_, _>>()?;
+    for (index, id) in ids.into_iter().enumerate() {
+        let Some(mut stored) = get_intent(txn, CancelId::from_u128(id))? else {
+            continue;
+        };
+        let intent = &stored.intent;
+        let waiting = intent.state == IntentState::Done
+            && !intent.cancel_line_seen
+            && !intent.missing_line_alerted
+            && intent.done_at.is_some_and(|done| done <= due);
+        if !waiting {
+            continue;
+        }
+        let Some(payment) = get_payment(txn, intent.payment_id)? else {
+            continue;
+        };
+        if payment.payment.provider.as_str() != provider {
+            continue;
+        }
+        let message = format!(
+            "payment {}: the refund of {} kassa recorded on {} has no {provider} settlement CANCEL line after {} days; check the PG's console",
+            payment.payment.id,
+            intent.amount,
+            intent
+                .done_at
+                .map(|at| kst_date(at).to_string())
+                .unwrap_or_default(),
+            wait.num_days()
+        );
+        insert_alert(
+            txn,
+            alert_base.wrapping_add(u128::try_from(index).unwrap_or(0)),
+            AlertLevel::Warning,
+            "CANCEL_LINE_MISSING",
+            &message,
+            Some(payment.payment.id),
+            now,
+        )?;
+        stored.intent.missing_line_alerted = true;
         put_intent(txn, &stored)?;
     }
     Ok(())

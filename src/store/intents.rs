@@ -43,6 +43,10 @@ pub(super) struct IntentRecordV1 {
     pub claim_token: Option<u128>,
 }
 
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "the stored shape of CancelIntent"
+)]
 #[derive(Serialize, Deserialize)]
 struct IntentRecord {
     id: u128,
@@ -65,6 +69,7 @@ struct IntentRecord {
     first_attempt_at_ms: Option<i64>,
     new_key_if_untouched: bool,
     cancel_line_seen: bool,
+    missing_line_alerted: bool,
     unknown_syncs: u32,
 }
 
@@ -117,6 +122,7 @@ pub(super) fn encode_intent(stored: &StoredIntent) -> Result<Vec<u8>, StoreError
             first_attempt_at_ms: intent.first_attempt_at.map(|at| at.timestamp_millis()),
             new_key_if_untouched: intent.new_key_if_untouched,
             cancel_line_seen: intent.cancel_line_seen,
+            missing_line_alerted: intent.missing_line_alerted,
             unknown_syncs: intent.unknown_syncs,
         },
     )
@@ -153,6 +159,7 @@ pub(super) fn decode_intent(bytes: &[u8]) -> Result<StoredIntent, StoreError> {
         first_attempt_at: record.first_attempt_at_ms.map(millis_to_time).transpose()?,
         new_key_if_untouched: record.new_key_if_untouched,
         cancel_line_seen: record.cancel_line_seen,
+        missing_line_alerted: record.missing_line_alerted,
         unknown_syncs: record.unknown_syncs,
     };
     Ok(StoredIntent {

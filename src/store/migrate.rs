@@ -66,6 +66,7 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
         }
     };
     txn.open_table(tables::ORDERS)?;
+    txn.open_table(tables::READY_ORDERS)?;
     txn.open_table(tables::PAYMENTS)?;
     txn.open_table(tables::PAYMENTS_BY_PG)?;
     txn.open_table(tables::PAYMENTS_BY_ORDER)?;
@@ -79,6 +80,7 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
     txn.open_table(tables::QUEUE_KEYS)?;
     txn.open_table(tables::UNKNOWN_INTENTS)?;
     txn.open_table(tables::CANCEL_LINES_USED)?;
+    txn.open_table(tables::CANCEL_LINES_ALERTED)?;
     txn.open_table(tables::DEAD_LETTERS)?;
     txn.open_table(tables::IDEMPOTENCY)?;
     txn.open_table(tables::ALERTS)?;
@@ -125,6 +127,16 @@ fn upgrade_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
     };
     for (id, record) in old {
         migrate_intent(txn, id, record)?;
+    }
+    // The sweep reads READY orders through their own index.
+    let orders: Vec<Vec<u8>> = txn
+        .open_table(tables::ORDERS)?
+        .iter()?
+        .map(|entry| entry.map(|(_, value)| value.value().to_vec()))
+        .collect::<Result<_, _>>()?;
+    for bytes in orders {
+        let order = super::orders::decode_order(&bytes)?;
+        super::orders::put_order(txn, &order)?;
     }
     let jobs: Vec<(u64, u128)> = txn
         .open_table(tables::JOBS_V1)?
@@ -195,6 +207,7 @@ fn migrate_intent(
         first_attempt_at: ever_attempted.then_some(created_at),
         new_key_if_untouched: false,
         cancel_line_seen: false,
+        missing_line_alerted: false,
         unknown_syncs: 0,
     };
     let mut stored = StoredIntent {

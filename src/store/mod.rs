@@ -9,6 +9,26 @@
 //! Invariants: an answered write is on disk; a write closure returns `Err` only for storage
 //! faults (business outcomes are values), and a write that fails is taken out of its batch and
 //! the rest re-applied, so one bad request never loses or half-applies another.
+//!
+//! Storage faults are loud. The writer records every redb error it meets (beginning a
+//! transaction, a write, a commit) as the store's `StoreHealth`: `Failing`, with the reason and
+//! since when, until a later commit succeeds and makes it `Ok` again. `/healthz` answers 503 while
+//! it is not `Ok`, and the fault is logged at most once per `FAULT_LOG_INTERVAL`, not once per
+//! failed write. The store *refuses further writes* (`Refused`, for good) when either
+//!
+//! - redb says so: `PreviousIo` or `DatabaseClosed` (redb 4.6 latches any failed write, sync,
+//!   resize or read of the file, and then fails every operation until the database is reopened),
+//!   or `LockPoisoned`; or
+//! - `WRITE_FAILURES_MAX` write transactions failed in a row (their begin or their commit, with
+//!   no commit between), for a refusal redb words otherwise: a failed commit that discarded the
+//!   allocator state answers `Corrupted` to every later transaction.
+//!
+//! After a storage fault the writer begins and aborts one transaction at once (before it answers
+//! the failed writes), so a latched fault is known without waiting for the next write. A refusing store answers every write with
+//! `StoreError::Refused` without trying it, and `App::run` stops kassa with an error, so that it
+//! exits non-zero and systemd restarts it (the reopen repairs the file). Nothing answered is lost
+//! by this: a write is answered `Ok` only after its commit is durable, and every other write is
+//! answered with an error.
 
 mod admission;
 mod alerts;
@@ -30,7 +50,7 @@ pub use admission::{NewPgPayment, RecordOutcome};
 pub use alerts::{Alert, AlertLevel, Delivery};
 pub use cancels::{
     AttemptResult, CancelRequest, CancelRequestOutcome, Claim, Claimed, KnownRefund,
-    UNKNOWN_SYNCS_ALERT,
+    OutsideOutcome, OutsideRefund, UNKNOWN_SYNCS_ALERT,
 };
 pub use dead_letters::{DeadLetter, UNKNOWN_OUTCOME_JOB};
 pub use intents::INTENTS_PER_PAYMENT_MAX;
@@ -42,17 +62,27 @@ pub use queue::{Gate, InFlight, InFlightGuard, JobClaim, JobOutcome, QueuedJob};
 pub use redrive::{Redrive, RedriveOutcome, Resolution};
 pub use sync::{Finding, LockOutcome, SettlementRow, SyncCounts, SyncReport};
 
+use crate::clock::{Clock, SystemClock};
+use chrono::{DateTime, TimeDelta, Utc};
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most writes one transaction commits together.
 pub const WRITE_BATCH_MAX: usize = 1_024;
 /// Most writes waiting for the writer before callers wait to queue more.
 pub const WRITE_QUEUE_DEPTH: usize = 8_192;
+/// Write transactions that may fail in a row (begin or commit, the writer's probe included, no
+/// commit between) before the store refuses writes although redb did not say it does. redb 4.6
+/// latches every I/O fault itself, so this catches only a refusal it words another way; a fault
+/// that repeats this often with nothing committed between is not passing.
+pub const WRITE_FAILURES_MAX: u32 = 8;
+/// How often a storage fault that goes on is logged: once a minute, not once per failed write.
+pub const FAULT_LOG_INTERVAL: TimeDelta = TimeDelta::minutes(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,6 +105,14 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shut down")]
     Closed,
+    /// The write's transaction did not commit (its begin or its commit failed); it was not applied.
+    #[error("the write was not committed: {0}")]
+    NotCommitted(String),
+    /// The store refuses writes for good after a storage fault; the write was not tried.
+    #[error(
+        "the data file refuses writes after a storage fault ({0}); kassa is stopping so that it is restarted"
+    )]
+    Refused(String),
     #[error("internal error in a store operation: {0}")]
     Bug(String),
 }
@@ -113,6 +151,7 @@ pub struct Store {
     cookie_key: Arc<[u8; 32]>,
     path: PathBuf,
     in_flight: InFlight,
+    health: watch::Receiver<StoreHealth>,
 }
 
 impl std::fmt::Debug for Store {
@@ -125,15 +164,47 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) `data_dir/kassa.redb`, refusing a file another process holds or a
-    /// newer kassa wrote. `new_key` makes the cookie signing key of a new file.
+    /// newer kassa wrote. `new_key` makes the cookie signing key of a new file. Storage faults
+    /// are stamped with the system clock.
     pub fn open(data_dir: &Path, new_key: impl FnOnce() -> [u8; 32]) -> Result<Store, StoreError> {
-        Store::open_with_cache(data_dir, None, new_key)
+        Store::open_on(data_dir, None, Arc::new(SystemClock), None, new_key)
     }
 
     /// `open` with redb's page cache bounded to `cache_bytes` (redb's default when `None`).
     pub fn open_with_cache(
         data_dir: &Path,
         cache_bytes: Option<usize>,
+        new_key: impl FnOnce() -> [u8; 32],
+    ) -> Result<Store, StoreError> {
+        Store::open_on(data_dir, cache_bytes, Arc::new(SystemClock), None, new_key)
+    }
+
+    /// `open` with the clock that stamps storage faults and paces their log lines.
+    pub fn open_with_clock(
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+        new_key: impl FnOnce() -> [u8; 32],
+    ) -> Result<Store, StoreError> {
+        Store::open_on(data_dir, None, clock, None, new_key)
+    }
+
+    /// For tests of storage faults only: `open_with_clock` on redb's file backend wrapped so that
+    /// `faults` can make its writes, syncs and commits fail. kassa itself never opens a store
+    /// this way.
+    pub fn open_with_faults(
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+        faults: StorageFaults,
+        new_key: impl FnOnce() -> [u8; 32],
+    ) -> Result<Store, StoreError> {
+        Store::open_on(data_dir, None, clock, Some(faults), new_key)
+    }
+
+    fn open_on(
+        data_dir: &Path,
+        cache_bytes: Option<usize>,
+        clock: Arc<dyn Clock>,
+        faults: Option<StorageFaults>,
         new_key: impl FnOnce() -> [u8; 32],
     ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
@@ -145,7 +216,12 @@ impl Store {
         if let Some(bytes) = cache_bytes {
             builder.set_cache_size(bytes);
         }
-        let db = match builder.create(&path) {
+        let created = match &faults {
+            None => builder.create(&path),
+            Some(faults) => FaultyBackend::open(&path, faults.clone())
+                .and_then(|backend| builder.create_with_backend(backend)),
+        };
+        let db = match created {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(path)),
             Err(error) => return Err(error.into()),
@@ -154,10 +230,21 @@ impl Store {
         let db = Arc::new(db);
         let (writes, queue) = mpsc::channel(WRITE_QUEUE_DEPTH);
         let (changed, changes) = watch::channel(0);
-        let writer_db = Arc::clone(&db);
+        let (health_sender, health) = watch::channel(StoreHealth::Ok);
+        let writer = Writer {
+            db: Arc::clone(&db),
+            changed,
+            health: HealthMonitor {
+                health: health_sender,
+                clock,
+                failures: 0,
+                logged_at: None,
+            },
+            faults,
+        };
         std::thread::Builder::new()
             .name("kassa-store-writer".into())
-            .spawn(move || run_writer(&writer_db, queue, &changed))
+            .spawn(move || writer.run(queue))
             .map_err(|error| StoreError::Bug(format!("cannot start the writer thread: {error}")))?;
         Ok(Store {
             db,
@@ -166,7 +253,28 @@ impl Store {
             cookie_key: Arc::new(cookie_key),
             path,
             in_flight: InFlight::default(),
+            health,
         })
+    }
+
+    /// Whether the store can write, as its writer last found out.
+    pub fn health(&self) -> StoreHealth {
+        self.health.borrow().clone()
+    }
+
+    /// Resolves once the store refuses writes for good; never while it can write.
+    pub async fn writes_refused(&self) -> StoreFault {
+        let mut health = self.health.clone();
+        let refused = health
+            .wait_for(|health| matches!(health, StoreHealth::Refused(_)))
+            .await
+            .ok()
+            .and_then(|health| health.fault().cloned());
+        match refused {
+            Some(fault) => fault,
+            // The writer is gone only when the last handle to the store is: nothing to report.
+            None => std::future::pending().await,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -223,68 +331,552 @@ impl Store {
     }
 }
 
-fn run_writer(
-    db: &Database,
-    mut queue: mpsc::Receiver<WriteRequest>,
-    changed: &watch::Sender<u64>,
-) {
-    while let Some(first) = queue.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < WRITE_BATCH_MAX {
-            match queue.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
+/// Whether the store can write, as its writer last found out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// The last write transaction committed, or none failed since the store opened.
+    Ok,
+    /// Writes failed since the last commit; the next commit that succeeds makes the store `Ok`.
+    Failing(StoreFault),
+    /// redb refuses further writes: only a restart, which reopens and repairs the file, helps.
+    Refused(StoreFault),
+}
+
+impl StoreHealth {
+    pub fn fault(&self) -> Option<&StoreFault> {
+        match self {
+            StoreHealth::Ok => None,
+            StoreHealth::Failing(fault) | StoreHealth::Refused(fault) => Some(fault),
         }
-        commit_batch(db, batch);
-        changed.send_modify(|generation| *generation = generation.wrapping_add(1));
     }
 }
 
-/// Applies a batch in one transaction. A request that fails is answered with its error and
-/// removed, and the others are applied again in a fresh transaction; each round removes one
-/// request, so this ends after at most `batch.len()` rounds.
-fn commit_batch(db: &Database, mut batch: Vec<WriteRequest>) {
-    while !batch.is_empty() {
-        let txn = match db.begin_write() {
-            Ok(txn) => txn,
-            Err(error) => return answer_all(batch, &StoreError::from(error)),
+/// A storage fault as the writer recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFault {
+    /// What failed last, in redb's words.
+    pub reason: String,
+    /// When the first failure since the last commit happened, by the store's clock.
+    pub since: DateTime<Utc>,
+    /// Write transactions that failed in a row.
+    pub failures: u32,
+}
+
+/// Whether redb itself says that it refuses every later operation until it is reopened.
+fn redb_refuses(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Storage(
+            redb::Error::PreviousIo | redb::Error::DatabaseClosed | redb::Error::LockPoisoned(_)
+        )
+    )
+}
+
+/// Keeps the store's health, the count of failed transactions in a row, and when the fault was
+/// last logged.
+struct HealthMonitor {
+    health: watch::Sender<StoreHealth>,
+    clock: Arc<dyn Clock>,
+    failures: u32,
+    logged_at: Option<DateTime<Utc>>,
+}
+
+impl HealthMonitor {
+    fn refused(&self) -> Option<StoreFault> {
+        match &*self.health.borrow() {
+            StoreHealth::Refused(fault) => Some(fault.clone()),
+            StoreHealth::Ok | StoreHealth::Failing(_) => None,
+        }
+    }
+
+    /// Records a storage fault met while `what`. `transaction` says that a whole write
+    /// transaction failed (its begin or its commit), which counts toward `WRITE_FAILURES_MAX`;
+    /// one write's own error does not, since the rest of its batch goes on. Answers whether it
+    /// logged the fault.
+    fn record(&mut self, what: &str, error: &StoreError, transaction: bool) -> bool {
+        if self.refused().is_some() {
+            return false;
+        }
+        let now = self.clock.now();
+        if transaction {
+            self.failures = self.failures.saturating_add(1);
+        }
+        // The borrow ends here: `send_replace` below needs the lock it holds.
+        let since = self
+            .health
+            .borrow()
+            .fault()
+            .map_or(now, |fault| fault.since);
+        let mut reason = format!("{what} failed: {error}");
+        let refuses = redb_refuses(error);
+        if !refuses && self.failures >= WRITE_FAILURES_MAX {
+            reason = format!(
+                "{} write transactions failed in a row; {reason}",
+                self.failures
+            );
+        }
+        let fault = StoreFault {
+            reason,
+            since,
+            failures: self.failures,
         };
-        let mut values = Vec::with_capacity(batch.len());
-        let mut failed = None;
-        for (index, request) in batch.iter_mut().enumerate() {
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| (request.apply)(&txn)))
-                .unwrap_or_else(|_| Err(StoreError::Bug("a write operation panicked".into())));
-            match outcome {
-                Ok(value) => values.push(value),
+        if refuses || self.failures >= WRITE_FAILURES_MAX {
+            // Logged always, and once: the store never leaves this state.
+            tracing::error!(
+                reason = %fault.reason,
+                since = %fault.since,
+                failures = fault.failures,
+                "the data file refuses further writes; kassa stops so that it is restarted"
+            );
+            self.health.send_replace(StoreHealth::Refused(fault));
+            return true;
+        }
+        let due = self
+            .logged_at
+            .is_none_or(|logged| now - logged >= FAULT_LOG_INTERVAL);
+        if due {
+            tracing::error!(
+                reason = %fault.reason,
+                since = %fault.since,
+                failures = fault.failures,
+                "a storage write failed; /healthz answers 503 until a commit succeeds (logged at most once a minute)"
+            );
+            self.logged_at = Some(now);
+        }
+        self.health.send_replace(StoreHealth::Failing(fault));
+        due
+    }
+
+    /// A transaction committed: the store can write.
+    fn committed(&mut self) {
+        let failing = self.health.borrow().fault().cloned();
+        if let Some(fault) = failing {
+            tracing::warn!(
+                since = %fault.since,
+                failures = fault.failures,
+                "storage writes succeed again; /healthz answers ok"
+            );
+            self.health.send_replace(StoreHealth::Ok);
+        }
+        self.failures = 0;
+    }
+}
+
+/// The writer thread: the one place that begins write transactions.
+struct Writer {
+    db: Arc<Database>,
+    changed: watch::Sender<u64>,
+    health: HealthMonitor,
+    /// Only a store opened by `Store::open_with_faults` has switches; kassa's own has `None`.
+    faults: Option<StorageFaults>,
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::Receiver<WriteRequest>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < WRITE_BATCH_MAX {
+                match queue.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            if self.commit_batch(batch) {
+                self.changed
+                    .send_modify(|generation| *generation = generation.wrapping_add(1));
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction. A request that fails is answered with its error and
+    /// removed, and the others are applied again in a fresh transaction; each round removes one
+    /// request, so this ends after at most `batch.len()` rounds. Answers whether a transaction
+    /// committed. A storage fault is recorded (and probed) before the failed writes are answered,
+    /// so that a caller who saw its write fail sees the health that follows from it.
+    fn commit_batch(&mut self, mut batch: Vec<WriteRequest>) -> bool {
+        while !batch.is_empty() {
+            if let Some(fault) = self.health.refused() {
+                refuse_all(batch, &fault);
+                return false;
+            }
+            let txn = match self.db.begin_write() {
+                Ok(txn) => txn,
                 Err(error) => {
-                    failed = Some((index, error));
-                    break;
+                    let error = StoreError::from(error);
+                    self.health
+                        .record("beginning a write transaction", &error, true);
+                    answer_all(batch, &error);
+                    return false;
+                }
+            };
+            let mut values = Vec::with_capacity(batch.len());
+            let mut failed = None;
+            for (index, request) in batch.iter_mut().enumerate() {
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| (request.apply)(&txn)))
+                    .unwrap_or_else(|_| Err(StoreError::Bug("a write operation panicked".into())));
+                match outcome {
+                    Ok(value) => values.push(value),
+                    Err(error) => {
+                        failed = Some((index, error));
+                        break;
+                    }
+                }
+            }
+            if let Some((index, error)) = failed {
+                drop(txn);
+                if matches!(error, StoreError::Storage(_)) {
+                    self.health.record("a write", &error, false);
+                    self.probe();
+                }
+                let request = batch.remove(index);
+                let _ = request.reply.send(Err(error));
+                continue;
+            }
+            let injected = self.faults.as_ref().and_then(StorageFaults::commit_error);
+            let committed = match injected {
+                Some(error) => {
+                    // Dropped, the transaction is rolled back as after a failed commit; it must
+                    // be gone before the probe begins the next one.
+                    drop(txn);
+                    Err(error)
+                }
+                None => txn.commit().map_err(StoreError::from),
+            };
+            match committed {
+                Ok(()) => {
+                    self.health.committed();
+                    for (request, value) in batch.into_iter().zip(values) {
+                        let _ = request.reply.send(Ok(value));
+                    }
+                    return true;
+                }
+                Err(error) => {
+                    self.health.record("a commit", &error, true);
+                    self.probe();
+                    answer_all(batch, &error);
+                    return false;
                 }
             }
         }
-        if let Some((index, error)) = failed {
-            drop(txn);
-            let request = batch.remove(index);
-            let _ = request.reply.send(Err(error));
-            continue;
+        false
+    }
+
+    /// Begins and aborts one write transaction after a storage fault. redb latches a failed
+    /// write or sync at once, so this tells whether it now refuses everything without waiting
+    /// for a next write, which a quiet kassa may not make for a long time.
+    fn probe(&mut self) {
+        if self.health.refused().is_some() {
+            return;
         }
-        match txn.commit() {
-            Ok(()) => {
-                for (request, value) in batch.into_iter().zip(values) {
-                    let _ = request.reply.send(Ok(value));
-                }
-            }
-            Err(error) => answer_all(batch, &StoreError::from(error)),
-        }
-        return;
+        let error = match self.db.begin_write() {
+            Ok(txn) => match txn.abort() {
+                Ok(()) => return,
+                Err(error) => StoreError::from(error),
+            },
+            Err(error) => StoreError::from(error),
+        };
+        self.health
+            .record("beginning a write transaction", &error, true);
     }
 }
 
 fn answer_all(batch: Vec<WriteRequest>, error: &StoreError) {
     for request in batch {
-        let _ = request.reply.send(Err(StoreError::Bug(format!(
-            "the transaction failed: {error}"
-        ))));
+        let _ = request
+            .reply
+            .send(Err(StoreError::NotCommitted(error.to_string())));
+    }
+}
+
+fn refuse_all(batch: Vec<WriteRequest>, fault: &StoreFault) {
+    for request in batch {
+        let _ = request
+            .reply
+            .send(Err(StoreError::Refused(fault.reason.clone())));
+    }
+}
+
+/// Switches that make a store's storage fail, for tests of storage faults: only a store opened
+/// by `Store::open_with_faults` reads them. Clones share the switches.
+#[derive(Debug, Clone, Default)]
+pub struct StorageFaults(Arc<FaultSwitches>);
+
+#[derive(Debug, Default)]
+struct FaultSwitches {
+    disk: AtomicBool,
+    commits: AtomicBool,
+}
+
+impl StorageFaults {
+    pub fn new() -> StorageFaults {
+        StorageFaults::default()
+    }
+
+    /// While on, every write, sync and resize of the data file fails with an I/O error, as on a
+    /// failing disk. redb latches the first such error and refuses everything after it, so the
+    /// store ends `Refused`; switching this off does not heal a store that refuses.
+    pub fn fail_disk(&self, failing: bool) {
+        self.0.disk.store(failing, Ordering::SeqCst);
+    }
+
+    /// While on, every commit fails before it reaches the file and its transaction is rolled
+    /// back. redb stays usable, so the store is `Failing` and heals at the first commit after
+    /// this is switched off, unless `WRITE_FAILURES_MAX` commits failed first.
+    pub fn fail_commits(&self, failing: bool) {
+        self.0.commits.store(failing, Ordering::SeqCst);
+    }
+
+    fn disk_error(&self) -> std::io::Result<()> {
+        if self.0.disk.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other(
+                "injected storage fault: the disk refuses writes",
+            ));
+        }
+        Ok(())
+    }
+
+    fn commit_error(&self) -> Option<StoreError> {
+        self.0.commits.load(Ordering::SeqCst).then(|| {
+            StoreError::Storage(redb::Error::Io(std::io::Error::other(
+                "injected storage fault: the commit did not reach the disk",
+            )))
+        })
+    }
+}
+
+/// redb's file backend with `StorageFaults` in front of its writes, syncs and resizes; reads and
+/// locks pass straight through, so the file is locked exactly as `Database::create` locks it.
+#[derive(Debug)]
+struct FaultyBackend {
+    file: redb::backends::FileBackend,
+    faults: StorageFaults,
+}
+
+impl FaultyBackend {
+    /// Opens `path` as `Database::create` does.
+    fn open(path: &Path, faults: StorageFaults) -> Result<FaultyBackend, redb::DatabaseError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        Ok(FaultyBackend {
+            file: redb::backends::FileBackend::new(file)?,
+            faults,
+        })
+    }
+}
+
+impl redb::StorageBackend for FaultyBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.file.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.faults.disk_error()?;
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.faults.disk_error()?;
+        self.file.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.faults.disk_error()?;
+        self.file.write(offset, data)
+    }
+
+    fn close(&self) -> std::io::Result<()> {
+        self.file.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.query_lock_range(start, end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn clock() -> Arc<ManualClock> {
+        Arc::new(ManualClock::new(DateTime::UNIX_EPOCH))
+    }
+
+    fn failing_store(dir: &Path, clock: Arc<ManualClock>) -> (Store, StorageFaults) {
+        let faults = StorageFaults::new();
+        let store = Store::open_with_faults(dir, clock, faults.clone(), || [0; 32]).unwrap();
+        (store, faults)
+    }
+
+    async fn put(store: &Store, key: &'static str) -> Result<(), StoreError> {
+        store
+            .write(move |txn| {
+                txn.open_table(tables::META)?.insert(key, b"1".as_slice())?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn has(store: &Store, key: &'static str) -> bool {
+        store
+            .read(move |txn| Ok(txn.open_table(tables::META)?.get(key)?.is_some()))
+            .await
+            .unwrap()
+    }
+
+    /// Opens `dir` again once the writer of a dropped store has let go of the file.
+    async fn reopen(dir: &Path) -> Store {
+        for _ in 0..100 {
+            match Store::open(dir, || [0; 32]) {
+                Ok(store) => return store,
+                Err(StoreError::Locked(_)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!("the file does not open again: {error}"),
+            }
+        }
+        panic!("the file stayed locked");
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_answered_with_an_error_and_the_next_commit_heals_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = clock();
+        let (store, faults) = failing_store(dir.path(), clock.clone());
+        assert_eq!(store.health(), StoreHealth::Ok);
+
+        faults.fail_commits(true);
+        let error = put(&store, "lost").await.unwrap_err();
+        assert!(matches!(error, StoreError::NotCommitted(_)), "{error}");
+        let StoreHealth::Failing(fault) = store.health() else {
+            panic!("the store is not failing: {:?}", store.health());
+        };
+        assert!(fault.reason.contains("a commit failed"), "{}", fault.reason);
+        assert_eq!(fault.since, clock.now());
+        assert!(!has(&store, "lost").await);
+
+        faults.fail_commits(false);
+        put(&store, "kept").await.unwrap();
+        assert_eq!(store.health(), StoreHealth::Ok);
+        assert!(has(&store, "kept").await);
+    }
+
+    #[tokio::test]
+    async fn a_failing_disk_makes_the_store_refuse_every_later_write_and_loses_nothing_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, faults) = failing_store(dir.path(), clock());
+        put(&store, "before").await.unwrap();
+
+        faults.fail_disk(true);
+        assert!(put(&store, "during").await.is_err());
+        // The writer's probe finds redb's latch at once, without another write.
+        let StoreHealth::Refused(fault) = store.health() else {
+            panic!("the store does not refuse writes: {:?}", store.health());
+        };
+        assert_eq!(store.writes_refused().await, fault);
+        // Healing the disk does not heal redb: only a reopen does.
+        faults.fail_disk(false);
+        let error = put(&store, "after").await.unwrap_err();
+        assert!(matches!(error, StoreError::Refused(_)), "{error}");
+
+        drop(store);
+        let store = reopen(dir.path()).await;
+        assert!(has(&store, "before").await);
+        assert!(!has(&store, "during").await);
+        assert!(!has(&store, "after").await);
+        put(&store, "again").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn commits_that_keep_failing_make_the_store_refuse_writes_at_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, faults) = failing_store(dir.path(), clock());
+        faults.fail_commits(true);
+        let mut writes = 0;
+        while !matches!(store.health(), StoreHealth::Refused(_)) {
+            assert!(put(&store, "never").await.is_err());
+            writes += 1;
+            assert!(writes <= WRITE_FAILURES_MAX, "the store never gave up");
+        }
+        let fault = store.writes_refused().await;
+        assert_eq!(fault.failures, WRITE_FAILURES_MAX);
+        assert!(fault.reason.contains("in a row"), "{}", fault.reason);
+    }
+
+    #[test]
+    fn a_fault_that_goes_on_is_logged_once_a_minute() {
+        let clock = clock();
+        let (sender, health) = watch::channel(StoreHealth::Ok);
+        let mut monitor = HealthMonitor {
+            health: sender,
+            clock: clock.clone(),
+            failures: 0,
+            logged_at: None,
+        };
+        let error = StoreError::Storage(redb::Error::Io(std::io::Error::other("disk")));
+        let mut logged = 0;
+        for _ in 0..30 {
+            logged += usize::from(monitor.record("a write", &error, false));
+            clock.advance(TimeDelta::seconds(1));
+        }
+        assert_eq!(logged, 1);
+        clock.advance(FAULT_LOG_INTERVAL);
+        assert!(monitor.record("a write", &error, false));
+        let since = health.borrow().fault().unwrap().since;
+        assert_eq!(since, DateTime::UNIX_EPOCH);
+        monitor.committed();
+        assert_eq!(*health.borrow(), StoreHealth::Ok);
     }
 }

@@ -2,12 +2,35 @@
 
 use super::codec::{decode, encode};
 use super::{Store, StoreError, tables};
-use crate::domain::{Amount, BuyerId, Order, OrderDraft, OrderId, PartnerId, PaymentId, Provider};
+use crate::domain::{
+    Amount, BuyerId, Order, OrderDraft, OrderId, OrderStatus, PartnerId, PaymentId, Provider,
+};
 use chrono::{DateTime, Utc};
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-const ORDER_RECORD: u8 = 1;
+/// Version 1 (parts 1–3) had no expiry; version 2 adds it.
+const ORDER_RECORD_V1: u8 = 1;
+const ORDER_RECORD: u8 = 2;
+/// `META` keys of small texts (the sweep's cursors) begin with this.
+const META_TEXT_PREFIX: &str = "text:";
+/// Most characters of one such text.
+const META_TEXT_CHARS_MAX: usize = 200;
+/// Most READY orders one sweep step reads.
+pub const READY_ORDERS_PAGE_MAX: usize = 500;
+
+#[derive(Serialize, Deserialize)]
+struct OrderRecordV1 {
+    order_id: String,
+    amount: i64,
+    name: String,
+    partner_id: Option<String>,
+    buyer_email: Option<String>,
+    provider: String,
+    buyer_id: Option<u128>,
+    created_at_ms: i64,
+    paid_payment_id: Option<u128>,
+}
 
 #[derive(Serialize, Deserialize)]
 struct OrderRecord {
@@ -20,6 +43,7 @@ struct OrderRecord {
     buyer_id: Option<u128>,
     created_at_ms: i64,
     paid_payment_id: Option<u128>,
+    expired: bool,
 }
 
 fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
@@ -45,12 +69,29 @@ pub(super) fn encode_order(order: &Order) -> Result<Vec<u8>, StoreError> {
             buyer_id: order.buyer_id.map(BuyerId::as_u128),
             created_at_ms: order.created_at.timestamp_millis(),
             paid_payment_id: order.paid_payment_id().map(PaymentId::as_u128),
+            expired: order.status() == OrderStatus::Expired,
         },
     )
 }
 
 pub(super) fn decode_order(bytes: &[u8]) -> Result<Order, StoreError> {
-    let record: OrderRecord = decode("order", ORDER_RECORD, bytes)?;
+    let record: OrderRecord = if bytes.first() == Some(&ORDER_RECORD_V1) {
+        let old: OrderRecordV1 = decode("order", ORDER_RECORD_V1, bytes)?;
+        OrderRecord {
+            order_id: old.order_id,
+            amount: old.amount,
+            name: old.name,
+            partner_id: old.partner_id,
+            buyer_email: old.buyer_email,
+            provider: old.provider,
+            buyer_id: old.buyer_id,
+            created_at_ms: old.created_at_ms,
+            paid_payment_id: old.paid_payment_id,
+            expired: false,
+        }
+    } else {
+        decode("order", ORDER_RECORD, bytes)?
+    };
     let draft = OrderDraft {
         order_id: OrderId::parse(&record.order_id).map_err(|error| corrupt("order id", error))?,
         amount: Amount::positive(record.amount).map_err(|error| corrupt("order amount", error))?,
@@ -70,6 +111,7 @@ pub(super) fn decode_order(bytes: &[u8]) -> Result<Order, StoreError> {
         record.buyer_id.map(BuyerId::from_u128),
         millis_to_time(record.created_at_ms)?,
         record.paid_payment_id.map(PaymentId::from_u128),
+        record.expired,
     ))
 }
 
@@ -83,10 +125,21 @@ pub(super) fn get_order(
         .transpose()
 }
 
+/// Stores an order and keeps the READY index true to its status.
 pub(super) fn put_order(txn: &WriteTransaction, order: &Order) -> Result<(), StoreError> {
     let bytes = encode_order(order)?;
     txn.open_table(tables::ORDERS)?
         .insert(order.id().as_str(), bytes.as_slice())?;
+    let key = (
+        u64::try_from(order.created_at.timestamp_millis()).unwrap_or(0),
+        order.id().as_str(),
+    );
+    let mut ready = txn.open_table(tables::READY_ORDERS)?;
+    if order.status() == OrderStatus::Ready {
+        ready.insert(key, ())?;
+    } else {
+        ready.remove(key)?;
+    }
     Ok(())
 }
 
@@ -118,6 +171,91 @@ impl Store {
             let order = Order::new(draft.clone(), buyer_id, now);
             put_order(txn, &order)?;
             Ok(CreateOrderOutcome::Created(order))
+        })
+        .await
+    }
+
+    /// READY orders created after `after` (a cursor this answers: creation ms and order id),
+    /// oldest first, at most `limit`.
+    pub async fn ready_orders(
+        &self,
+        after: Option<(u64, String)>,
+        limit: usize,
+    ) -> Result<Vec<Order>, StoreError> {
+        self.read(move |txn| {
+            let index = txn.open_table(tables::READY_ORDERS)?;
+            let orders = txn.open_table(tables::ORDERS)?;
+            let mut found = Vec::new();
+            let range = match &after {
+                Some((ms, id)) => index.range((*ms, id.as_str())..)?,
+                None => index.range::<(u64, &str)>(..)?,
+            };
+            for entry in range.take(limit.min(READY_ORDERS_PAGE_MAX) + 1) {
+                let (key, _) = entry?;
+                let (ms, id) = key.value();
+                if after
+                    .as_ref()
+                    .is_some_and(|(after_ms, after_id)| (ms, id) == (*after_ms, after_id.as_str()))
+                {
+                    continue;
+                }
+                if found.len() == limit.min(READY_ORDERS_PAGE_MAX) {
+                    break;
+                }
+                let id = OrderId::parse(id).map_err(|error| corrupt("ready order id", error))?;
+                if let Some(order) = get_order(&orders, &id)? {
+                    found.push(order);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Moves a READY order to EXPIRED; answers the order as it is now (unchanged when it is not
+    /// READY any more: a payment that landed meanwhile wins).
+    pub async fn expire_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let id = id.clone();
+        self.write(move |txn| {
+            let Some(mut order) = get_order(&txn.open_table(tables::ORDERS)?, &id)? else {
+                return Ok(None);
+            };
+            if order.expire() {
+                put_order(txn, &order)?;
+            }
+            Ok(Some(order))
+        })
+        .await
+    }
+
+    /// A small text kept in `META` under `key` (the sweep's cursors).
+    pub async fn meta_text(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = format!("{META_TEXT_PREFIX}{key}");
+        self.read(move |txn| {
+            let meta = txn.open_table(tables::META)?;
+            let value = meta
+                .get(key.as_str())?
+                .map(|value| String::from_utf8_lossy(value.value()).into_owned());
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Keeps (or, with `None`, removes) a small text in `META`.
+    pub async fn set_meta_text(&self, key: &str, value: Option<String>) -> Result<(), StoreError> {
+        let key = format!("{META_TEXT_PREFIX}{key}");
+        self.write(move |txn| {
+            let mut meta = txn.open_table(tables::META)?;
+            match &value {
+                Some(text) => {
+                    let text: String = text.chars().take(META_TEXT_CHARS_MAX).collect();
+                    meta.insert(key.as_str(), text.as_bytes())?;
+                }
+                None => {
+                    meta.remove(key.as_str())?;
+                }
+            }
+            Ok(())
         })
         .await
     }

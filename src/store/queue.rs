@@ -17,7 +17,7 @@ use super::orders::millis_to_time;
 use super::payments::decode_payment;
 use super::{StoreError, tables};
 use crate::domain::job::JobKind;
-use crate::domain::{CancelId, IntentState, Job, PaymentId, Provider};
+use crate::domain::{CancelId, IntentState, Job, OrderId, PaymentId, PgTid, Provider};
 use chrono::{DateTime, NaiveDate, Utc};
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,9 @@ pub(super) struct JobRecord {
     pub lease: Option<(u128, i64)>,
     pub last_error: Option<String>,
     pub created_at_ms: i64,
+    /// The PG id and order id a re-check names.
+    pub pg_ref: Option<String>,
+    pub order_ref: Option<String>,
 }
 
 /// A job as the worker sees it.
@@ -180,8 +183,17 @@ fn job_of(record: &JobRecord) -> Result<Job, StoreError> {
             cancel_id: CancelId::from_u128(record.target),
         },
         JobKind::Recheck => Job::Recheck {
-            payment_id: PaymentId::from_u128(record.target),
+            provider: provider()?,
+            pg_tid: PgTid::parse(record.pg_ref.as_deref().unwrap_or_default())
+                .map_err(|error| StoreError::Corrupt(format!("re-check PG id: {error}")))?,
+            order_id: record
+                .order_ref
+                .as_deref()
+                .map(OrderId::parse)
+                .transpose()
+                .map_err(|error| StoreError::Corrupt(format!("re-check order: {error}")))?,
         },
+        JobKind::Sweep => Job::Sweep,
         JobKind::Alert => Job::Alert {
             alert_id: record.target,
         },
@@ -271,15 +283,24 @@ pub(super) fn enqueue(
     }
     let (target, date) = match job {
         Job::Cancel { cancel_id } => (cancel_id.as_u128(), None),
-        Job::Recheck { payment_id } => (payment_id.as_u128(), None),
+        Job::Recheck { .. } | Job::Sweep => (0, None),
         Job::Alert { alert_id } => (*alert_id, None),
         Job::SettlementSync { date, .. } | Job::PartnerSettlement { date } => {
             (0, Some(crate::domain::calendar::date_key(*date)))
         }
     };
     let provider = match job {
-        Job::SettlementSync { provider, .. } => Some(*provider),
+        Job::SettlementSync { provider, .. } | Job::Recheck { provider, .. } => Some(*provider),
         _ => provider,
+    };
+    let (pg_ref, order_ref) = match job {
+        Job::Recheck {
+            pg_tid, order_id, ..
+        } => (
+            Some(pg_tid.as_str().to_owned()),
+            order_id.as_ref().map(|order| order.as_str().to_owned()),
+        ),
+        _ => (None, None),
     };
     let mut record = JobRecord {
         kind: job.kind().as_str().to_owned(),
@@ -291,6 +312,8 @@ pub(super) fn enqueue(
         lease: None,
         last_error: None,
         created_at_ms: due.timestamp_millis(),
+        pg_ref,
+        order_ref,
     };
     txn.open_table(tables::QUEUE_DUE)?
         .insert((record.due_ms, id), ())?;
@@ -487,10 +510,14 @@ pub(super) fn cancel_turn(
         if intent.state == IntentState::Open && first_open.is_none() {
             first_open = Some(other);
         }
-        if doubtful
-            && matches!(intent.state, IntentState::Open | IntentState::Dead)
-            && in_doubt.is_none()
-        {
+        // An open one in doubt goes before a dead one: it is running, and once it has read the
+        // PG's record its refund is known, so the dead one's later look cannot take it.
+        let better = match in_doubt {
+            None => true,
+            Some((_, IntentState::Dead)) => intent.state == IntentState::Open,
+            Some(_) => false,
+        };
+        if doubtful && matches!(intent.state, IntentState::Open | IntentState::Dead) && better {
             in_doubt = Some((other, intent.state));
         }
     }

@@ -27,8 +27,12 @@ pub struct Redrive {
 /// What a person says they did about a dead letter.
 #[derive(Debug, Clone)]
 pub enum Resolution {
-    /// Refunded in the PG's console (with the PG's reference, if they have it).
-    Refunded { pg_ref: Option<String> },
+    /// Refunded in the PG's console (with the PG's reference, if they have it, and when the PG
+    /// made it, when its record says).
+    Refunded {
+        pg_ref: Option<String>,
+        at: Option<DateTime<Utc>>,
+    },
     /// Not refunded, and not to be: the hold on the balance is released.
     NotRefunded,
 }
@@ -154,14 +158,14 @@ fn resolve(
     };
     let note = clip(note, NOTE_CHARS_MAX);
     let text = match resolution {
-        Resolution::Refunded { pg_ref } => {
+        Resolution::Refunded { pg_ref, at } => {
             let pg_ref = pg_ref.clone().unwrap_or_default();
             record_refund(
                 txn,
                 &mut stored,
                 &mut payment,
                 &pg_ref,
-                now,
+                at.unwrap_or(now),
                 now,
                 &format!("an operator says it was refunded in the PG's console: {note}"),
             )?;

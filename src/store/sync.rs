@@ -11,10 +11,11 @@ use super::codec::{decode, encode};
 use super::evidence::Evidence;
 use super::orders::get_order;
 use super::payments::{SETTLEMENT_RECORD, SettlementRecord, decode_payment};
+use super::queue::enqueue;
 use super::{Store, StoreError, tables};
 use crate::domain::calendar::{date_key, kst_date};
 use crate::domain::settlement::{SettlementKind, SettlementLine};
-use crate::domain::{OrderId, PaymentId};
+use crate::domain::{Job, OrderId, PaymentId, PgTid, Provider};
 use chrono::{DateTime, NaiveDate, Utc};
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -228,6 +229,119 @@ fn row_of_order(
     .transpose()
 }
 
+/// A CANCEL line that is no refund kassa knows: a refund made outside kassa (the PG's
+/// console). It is recorded on the order's accepted payment when nothing else can account for
+/// it (no cancel of the payment running, dead or in doubt; it fits what is left), with a
+/// warning. Answers whether it was recorded (or known).
+fn import_cancel_line(
+    txn: &WriteTransaction,
+    provider: &str,
+    date: NaiveDate,
+    line: &SettlementLine,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let (Some(at), Some(amount)) = (line.cancel_at, line.amount.checked_abs()) else {
+        return Ok(false);
+    };
+    let Ok(amount) = crate::domain::Amount::positive(amount) else {
+        return Ok(false);
+    };
+    let Some(payment_id) = accepted_payment_of(txn, provider, &line.order_id)? else {
+        return Ok(false);
+    };
+    let what = format!(
+        "{provider}:{}:{}:{}",
+        line.order_id,
+        at.timestamp_millis(),
+        line.amount
+    );
+    let refund = super::cancels::OutsideRefund {
+        pg_cancel_id: String::new(),
+        amount,
+        at,
+        source: format!("the {provider} settlement of {date} (a CANCEL line)"),
+    };
+    let now_ms = now.timestamp_millis();
+    let cancel_id =
+        crate::domain::CancelId::from_u128(found_alert_id(now_ms, &format!("cancel:{what}")));
+    let outcome = super::cancels::record_outside_refund(
+        txn,
+        payment_id,
+        &refund,
+        cancel_id,
+        found_alert_id(now_ms, &format!("alert:{what}")),
+        now,
+    )?;
+    match outcome {
+        super::cancels::OutsideOutcome::Recorded => {
+            super::evidence::mark_line_used(txn, provider, line, at, amount.won(), cancel_id)?;
+            Ok(true)
+        }
+        super::cancels::OutsideOutcome::Known => Ok(true),
+        _ => Ok(false),
+    }
+}
+
+/// The payment that paid `order_id` through `provider`, if there is one.
+fn accepted_payment_of(
+    txn: &WriteTransaction,
+    provider: &str,
+    order_id: &str,
+) -> Result<Option<PaymentId>, StoreError> {
+    let Ok(order_id) = OrderId::parse(order_id) else {
+        return Ok(None);
+    };
+    let Some(order) = get_order(&txn.open_table(tables::ORDERS)?, &order_id)? else {
+        return Ok(None);
+    };
+    Ok(order
+        .paid_payment_id()
+        .filter(|_| order.draft.provider.as_str() == provider))
+}
+
+/// The PG settled a payment of an order kassa still holds unpaid: the buyer paid and kassa
+/// missed it (the result post or webhook was lost). Its re-check is queued with the page; it asks
+/// the PG itself (for Payple, the result inquiry, which this case is for) and stores what the PG
+/// confirms. Nothing is stored from the line.
+fn queue_missed_payment(
+    txn: &WriteTransaction,
+    provider: &str,
+    line: &SettlementLine,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let (Ok(provider), Some(pg_ref), Ok(order_id)) = (
+        Provider::parse(provider),
+        line.pg_ref.as_deref(),
+        OrderId::parse(&line.order_id),
+    ) else {
+        return Ok(());
+    };
+    let Ok(pg_tid) = PgTid::parse(pg_ref) else {
+        return Ok(());
+    };
+    let order = get_order(&txn.open_table(tables::ORDERS)?, &order_id)?;
+    if order
+        .is_none_or(|order| order.paid_payment_id().is_some() || order.draft.provider != provider)
+    {
+        return Ok(());
+    }
+    let id = found_alert_id(now_ms, &format!("recheck:{provider:?}:{pg_ref}"));
+    let job = Job::Recheck {
+        provider,
+        pg_tid,
+        order_id: Some(order_id),
+    };
+    enqueue(
+        txn,
+        id,
+        &job,
+        Some(provider),
+        super::orders::millis_to_time(now_ms)?,
+    )?;
+    tracing::info!(provider = provider.as_str(), order_id = %line.order_id, "a settled payment kassa missed is re-checked with the PG");
+    Ok(())
+}
+
 fn apply_line(
     txn: &WriteTransaction,
     provider: &str,
@@ -255,9 +369,13 @@ fn apply_line(
         counts.cancel_skipped = 1;
         let now = super::orders::millis_to_time(now_ms)?;
         let evidence = super::evidence::apply_cancel_line(txn, provider, line, now)?;
-        let new = record_finding(txn, &finding("CANCEL", None))?;
+        record_finding(txn, &finding("CANCEL", None))?;
         // A refund at the PG that kassa cannot put to one of its own is money a person must
         // account for: refunded twice, refunded in the console, or a wrong "not refunded".
+        if evidence == Evidence::Unexplained && import_cancel_line(txn, provider, date, line, now)?
+        {
+            return Ok(counts);
+        }
         let (level, message) = match evidence {
             Evidence::Known | Evidence::Used | Evidence::ClosedUnknown => return Ok(counts),
             Evidence::Ambiguous => (
@@ -276,14 +394,20 @@ fn apply_line(
             ),
         };
         tracing::warn!(provider, order_id = %line.order_id, amount = line.amount, "{message}");
-        if new {
-            let id = found_alert_id(
-                now_ms,
-                &format!(
-                    "{provider}:{date}:{}:{}:{:?}",
-                    line.order_id, line.amount, line.cancel_at
-                ),
-            );
+        // Once per line (its order, amount, time and PG id), however often its day is synced:
+        // two lines alike but for their time are two refunds, and two alerts.
+        let identity = format!(
+            "{provider}:{date}:{}:{}:{}:{}",
+            line.order_id,
+            line.amount,
+            line.cancel_at.map_or(0, |at| at.timestamp_millis()),
+            line.pg_cancel_id.as_deref().unwrap_or("")
+        );
+        let mut alerted = txn.open_table(tables::CANCEL_LINES_ALERTED)?;
+        if alerted.get(identity.as_str())?.is_none() {
+            alerted.insert(identity.as_str(), ())?;
+            drop(alerted);
+            let id = found_alert_id(now_ms, &identity);
             insert_alert(
                 txn,
                 id,
@@ -300,6 +424,7 @@ fn apply_line(
         counts.missing = 1;
         tracing::warn!(provider, order_id = %line.order_id, amount = line.amount, "settlement line for a payment kassa does not hold");
         record_finding(txn, &finding("MISSING", None))?;
+        queue_missed_payment(txn, provider, line, now_ms)?;
         return Ok(counts);
     };
     if row.amount != line.amount || !line.is_consistent() {
@@ -414,6 +539,7 @@ impl Store {
         report: SyncReport,
         alert_id: u128,
         now: DateTime<Utc>,
+        cancel_line_wait: chrono::Duration,
     ) -> Result<(), StoreError> {
         self.write(move |txn| {
             let bytes = encode(RUN_RECORD, &report)?;
@@ -427,6 +553,7 @@ impl Store {
             drop(locks);
             if report.complete {
                 super::evidence::count_sync(txn, &report.provider, report.date, alert_id.wrapping_add(2), now)?;
+                super::evidence::alert_missing_lines(txn, &report.provider, cancel_line_wait, alert_id.wrapping_add(0x1_0000), now)?;
             }
             let counts = report.counts;
             if report.failed > 0 {

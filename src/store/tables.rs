@@ -12,6 +12,10 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Order id → order record.
 pub const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
 
+/// (creation time in Unix ms, order id) → (): the orders still READY, oldest first, for the
+/// re-check sweep. An order leaves it when it is paid or expires.
+pub const READY_ORDERS: TableDefinition<(u64, &str), ()> = TableDefinition::new("ready_orders");
+
 /// Payment id (UUIDv7, so by time) → payment record.
 pub const PAYMENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("payments");
 
@@ -54,6 +58,11 @@ pub const QUEUE_DUE: TableDefinition<(u64, u128), ()> = TableDefinition::new("qu
 
 /// A job's unique name (`settlement_sync:payple:20261122`) → its job id: a day is queued once.
 pub const QUEUE_KEYS: TableDefinition<&str, u128> = TableDefinition::new("queue_keys");
+
+/// A settlement CANCEL line's identity → (): lines an alert was raised for, so a re-run of the
+/// day raises none again.
+pub const CANCEL_LINES_ALERTED: TableDefinition<&str, ()> =
+    TableDefinition::new("cancel_lines_alerted");
 
 /// Cancel id → (): intents whose refund outcome is unknown, waiting for evidence.
 pub const UNKNOWN_INTENTS: TableDefinition<u128, ()> = TableDefinition::new("unknown_intents");

@@ -462,3 +462,47 @@ async fn pages_answer_bad_input_with_a_friendly_page() {
         );
     }
 }
+
+/// Creates an order through the admin API with `provider`; answers the status and body.
+async fn order_for(app: &TestApp, order_id: &str, provider: &str) -> (StatusCode, Value) {
+    let body = serde_json::json!({
+        "order_id": order_id, "amount": 15000, "name": "원두 1kg", "provider": provider,
+    });
+    app.admin_post("/api/orders", &body).await
+}
+
+#[tokio::test]
+async fn a_short_merchant_order_number_is_taken_for_portone_and_refused_for_toss_with_the_limit() {
+    let app = TestApp::spawn().await;
+    let (status, body) = order_for(&app, "1042", "portone").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["order_id"], "1042");
+    // It is paid like any other order: its id reaches the PG's URLs and comes back.
+    let imp_uid = app.pg_payment("1042", 15000).await;
+    let (status, body) = app.complete(&imp_uid, "1042").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "PAID");
+
+    let (status, body) = order_for(&app, "1043", "toss").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "INVALID_FIELD");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Toss order ids are 6 to 64 characters of letters, digits, - and _"),
+        "{message}"
+    );
+    let (status, _) = app.admin_get("/api/orders/1043").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, body) = order_for(&app, "1043", "payple").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = order_for(&app, &"o".repeat(41), "portone").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("PortOne") && message.contains("1 to 40"),
+        "{message}"
+    );
+    let (status, body) = order_for(&app, &"o".repeat(41), "toss").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}

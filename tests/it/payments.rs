@@ -185,6 +185,13 @@ async fn the_same_webhook_five_times_stores_one_payment() {
     for status in futures_util::future::join_all(hooks).await {
         assert_eq!(status, StatusCode::OK);
     }
+    // The webhooks only queued a re-check (one: they name the same payment); it asks PortOne.
+    assert_eq!(app.payments_of("order-hook-1").await.len(), 0);
+    assert_eq!(
+        app.run_all_jobs().await.others,
+        1,
+        "duplicates queue one re-check"
+    );
 
     let payments = app.payments_of("order-hook-1").await;
     assert_eq!(payments.len(), 1, "{payments:?}");
@@ -195,6 +202,7 @@ async fn the_same_webhook_five_times_stores_one_payment() {
     assert_eq!(payment["events"].as_array().unwrap().len(), 1);
     let again = app.webhook(&imp_uid, "order-hook-1").await;
     assert_eq!(again, StatusCode::OK);
+    app.run_all_jobs().await;
     assert_eq!(
         app.payment(payments[0]["payment_id"].as_str().unwrap())
             .await,
@@ -215,6 +223,7 @@ async fn the_completion_call_racing_the_webhook_stores_one_payment() {
         );
         assert_eq!(completion.0, StatusCode::OK, "{}", completion.1);
         assert_eq!(webhook, StatusCode::OK);
+        app.run_all_jobs().await;
         let payments = app.payments_of(&order_id).await;
         assert_eq!(payments.len(), 1, "round {round}: {payments:?}");
         assert_eq!(payments[0]["payment_id"], completion.1["payment_id"]);
@@ -228,6 +237,7 @@ async fn a_webhook_for_an_unknown_payment_is_answered_200_and_stores_nothing() {
     let before = app.snapshot(&["order-ghost-1"]).await;
 
     let status = app.webhook("imp_000000000000", "order-ghost-1").await;
+    app.run_all_jobs().await;
 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(app.snapshot(&["order-ghost-1"]).await, before);
@@ -302,16 +312,28 @@ async fn a_pg_that_is_down_leaves_nothing_paid_and_a_later_webhook_completes_it(
     assert_eq!(app.payments_of("order-down-1").await.len(), 0);
     let (_, order) = app.admin_get("/api/orders/order-down-1").await;
     assert_eq!(order["status"], "READY");
-    // Two more failures are still queued: those webhooks change nothing either.
+    // Two more failures are still queued: the webhook's re-check meets them and waits.
     assert_eq!(app.webhook(&imp_uid, "order-down-1").await, StatusCode::OK);
-    assert_eq!(app.webhook(&imp_uid, "order-down-1").await, StatusCode::OK);
+    app.run_all_jobs().await;
     assert_eq!(app.payments_of("order-down-1").await.len(), 0);
 
-    assert_eq!(app.webhook(&imp_uid, "order-down-1").await, StatusCode::OK);
+    // The re-check goes on until the PG answers, and stores the payment then.
+    for _ in 0..6 {
+        if !app.payments_of("order-down-1").await.is_empty() {
+            break;
+        }
+        app.advance_ms(15 * 60_000);
+        app.run_all_jobs().await;
+    }
 
     let payments = app.payments_of("order-down-1").await;
     assert_eq!(payments.len(), 1);
     assert_eq!(payments[0]["status"], "PAID");
+    assert_eq!(
+        app.pg_calls("portone.payment").await,
+        4,
+        "three failures, then the answer"
+    );
 }
 
 #[tokio::test]
@@ -332,6 +354,7 @@ async fn a_pg_that_times_out_gives_a_clear_error_and_a_later_webhook_completes_i
     );
     assert_eq!(app.payments_of("order-slow-1").await.len(), 0);
     assert_eq!(app.webhook(&imp_uid, "order-slow-1").await, StatusCode::OK);
+    app.run_all_jobs().await;
     assert_eq!(app.payments_of("order-slow-1").await[0]["status"], "PAID");
 }
 

@@ -85,11 +85,20 @@ async fn a_payple_result_post_is_verified_with_the_result_inquiry_and_stored_pai
         (status, &again["payment_id"]),
         (StatusCode::OK, &payment["payment_id"])
     );
+    // A payment is its order's: a re-post that names another day is the same payment.
+    let other_day = json!({ "PCD_PAY_OID": "order-pp-1", "PCD_PAY_TIME": "20200101120000" });
+    let (status, same) = result_post(&app, &other_day, 15_000).await;
+    assert_eq!(
+        (status, &same["payment_id"]),
+        (StatusCode::OK, &payment["payment_id"])
+    );
+    assert_eq!(app.payments_of("order-pp-1").await.len(), 1);
     // A result post for a payment Payple does not have stores nothing.
-    let ghost = json!({ "PCD_PAY_OID": "order-pp-1", "PCD_PAY_TIME": "20200101120000" });
+    payple_order(&app, "order-pp-1b", 15_000).await;
+    let ghost = json!({ "PCD_PAY_OID": "order-pp-1b", "PCD_PAY_TIME": "20261123120000" });
     let (status, _) = result_post(&app, &ghost, 15_000).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(app.payments_of("order-pp-1").await.len(), 1);
+    assert_eq!(app.payments_of("order-pp-1b").await.len(), 0);
 }
 
 #[tokio::test]
@@ -688,7 +697,7 @@ async fn a_settlement_line_kassa_cannot_read_is_a_discrepancy_and_the_day_goes_o
 }
 
 #[tokio::test]
-async fn a_cancel_line_that_is_no_refund_kassa_knows_raises_an_alert() {
+async fn a_cancel_line_of_a_refund_made_in_paybles_console_is_recorded_once_with_an_alert() {
     let app = TestApp::spawn().await;
     let payment_id = payple_payment(&app, "order-pp-stray", 20_000).await;
     // Payple's settlement shows a refund kassa never asked for (made in Payple's console).
@@ -703,46 +712,159 @@ async fn a_cancel_line_that_is_no_refund_kassa_knows_raises_an_alert() {
         .await
         .unwrap();
     assert!(response.status().is_success());
-    let (status, report) = app
-        .admin_post(
-            "/api/admin/settlement-sync/run",
-            &json!({ "provider": "payple", "date": "2026-11-23" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{report}");
+    for _ in 0..2 {
+        let (status, report) = app
+            .admin_post(
+                "/api/admin/settlement-sync/run",
+                &json!({ "provider": "payple", "date": "2026-11-23" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    }
 
-    let (_, alerts) = app.admin_get("/api/admin/alerts").await;
-    let stray: Vec<&Value> = alerts["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|alert| alert["kind"] == "SETTLEMENT_CANCEL_LINE")
-        .collect();
-    assert_eq!(stray.len(), 1, "{alerts}");
-    assert!(
-        stray[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("order-pp-stray")
-    );
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED", "{payment}");
     assert_eq!(
-        app.payment(&payment_id).await["cancelled_amount"],
-        0,
-        "nothing is guessed"
+        payment["cancelled_amount"], 3_000,
+        "recorded once, from the line"
     );
-    // A re-run of the day finds the same line and alerts once.
-    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
-    app.admin_post(
-        "/api/admin/settlement-sync/run",
-        &json!({ "provider": "payple", "date": "2026-11-23" }),
-    )
-    .await;
     let (_, alerts) = app.admin_get("/api/admin/alerts").await;
-    let count = alerts["items"]
+    let outside = alerts["items"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|alert| alert["kind"] == "SETTLEMENT_CANCEL_LINE")
+        .filter(|alert| alert["kind"] == "OUTSIDE_REFUND")
         .count();
-    assert_eq!(count, 1);
+    assert_eq!(outside, 1, "{alerts}");
+    assert_eq!(
+        payple_state(&app, "order-pp-stray").await["refunds_executed"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_payple_payment_whose_result_post_never_came_is_imported_from_its_settlement_line() {
+    let app = TestApp::spawn().await;
+    payple_order(&app, "order-pp-lost", 12_000).await;
+    // The buyer paid in Payple's window; the result post never reached kassa.
+    payple_paid(&app, "order-pp-lost", 12_000).await;
+    assert!(app.payments_of("order-pp-lost").await.is_empty());
+
+    let report = payple_sync(&app, "2026-11-23").await;
+    assert_eq!(report["missing"], 1, "{report}");
+    app.run_all_jobs().await;
+
+    let payments = app.payments_of("order-pp-lost").await;
+    assert_eq!(
+        payments.len(),
+        1,
+        "verified with the result inquiry, then stored"
+    );
+    assert_eq!(payments[0]["status"], "PAID");
+    assert_eq!(payments[0]["amount"], 12_000);
+    let (_, order) = app.admin_get("/api/orders/order-pp-lost").await;
+    assert_eq!(order["status"], "PAID");
+    // The next sync settles it like any payment.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let report = payple_sync(&app, "2026-11-23").await;
+    assert_eq!(report["updated"], 1, "{report}");
+}
+
+#[tokio::test]
+async fn a_payple_webhook_notice_is_verified_with_the_inquiry_and_stored_once() {
+    let app = TestApp::spawn().await;
+    payple_order(&app, "order-pp-hook", 8_000).await;
+    payple_paid(&app, "order-pp-hook", 8_000).await;
+    let head = app
+        .http
+        .head(app.url("/api/webhooks/payple"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.status(),
+        StatusCode::OK,
+        "Payple checks the URL with HEAD"
+    );
+
+    for _ in 0..2 {
+        let sent: Value = app
+            .http
+            .post(app.url("/sandbox-pg/_control/payple/webhook"))
+            .json(&json!({ "order_id": "order-pp-hook", "url": app.url("/api/webhooks/payple") }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (sent["head_status"].as_u64(), sent["post_status"].as_u64()),
+            (Some(200), Some(200)),
+            "{sent}"
+        );
+    }
+    assert!(
+        app.payments_of("order-pp-hook").await.is_empty(),
+        "only a re-check is queued"
+    );
+    app.run_all_jobs().await;
+
+    let payments = app.payments_of("order-pp-hook").await;
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0]["status"], "PAID");
+    // A cancel notice claims a refund; a notice alone never records one.
+    let sent: Value = app
+        .http
+        .post(app.url("/sandbox-pg/_control/payple/webhook"))
+        .json(&json!({ "order_id": "order-pp-hook", "url": app.url("/api/webhooks/payple"), "kind": "cancel" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["post_status"], 200);
+    app.run_all_jobs().await;
+    let payment = app
+        .payment(payments[0]["payment_id"].as_str().unwrap())
+        .await;
+    assert_eq!(payment["status"], "PAID", "{payment}");
+    assert_eq!(payment["cancelled_amount"], 0);
+}
+
+#[tokio::test]
+async fn a_payple_re_post_with_another_type_or_day_stores_nothing_new() {
+    let app = TestApp::spawn().await;
+    let payment_id = payple_payment(&app, "order-pp-repost", 15_000).await;
+    let paid = payple_state(&app, "order-pp-repost").await;
+    for (pay_type, pay_time) in [
+        (
+            "transfer",
+            paid["PCD_PAY_TIME"].as_str().unwrap().to_owned(),
+        ),
+        ("card", "20261120090000".to_owned()),
+    ] {
+        let form = [
+            ("PCD_PAY_RST", "success".to_owned()),
+            ("PCD_PAY_OID", "order-pp-repost".to_owned()),
+            ("PCD_PAY_TYPE", pay_type.to_owned()),
+            ("PCD_PAY_TIME", pay_time),
+            ("PCD_PAY_TOTAL", "15000".to_owned()),
+        ];
+        let response = app
+            .http
+            .post(app.url("/api/payment/payple/result"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(form).unwrap())
+            .send()
+            .await
+            .unwrap();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(answer["payment_id"], payment_id.as_str(), "{answer}");
+    }
+    let payments = app.payments_of("order-pp-repost").await;
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(payments[0]["status"], "PAID");
 }

@@ -378,6 +378,8 @@ async fn a_run_that_lost_its_lock_applies_no_page() {
         fee: 33,
         settle_amount: 967,
         cancel_at: None,
+        pg_ref: None,
+        pg_cancel_id: None,
     };
     // Run 1's lease ran out and run 2 took the lock.
     assert_eq!(
@@ -422,4 +424,45 @@ async fn a_run_that_lost_its_lock_applies_no_page() {
         .await
         .unwrap();
     assert_eq!(holder.map(|counts| counts.updated), Some(1));
+}
+
+#[tokio::test]
+async fn toss_settlement_lines_in_the_docs_shape_and_cancel_lines_fail_nothing() {
+    let app = TestApp::spawn_with(fast_sync(10)).await;
+    let orders = toss_sales(&app, "order-shape", 3, 10_000).await;
+    // One sale is partly refunded in Toss's console; its CANCEL line comes with the day.
+    let payments = app.payments_of(&orders[0]).await;
+    let key = payments[0]["pg_tid"].as_str().unwrap().to_owned();
+    let response = app
+        .http
+        .post(app.url(&format!("/sandbox-pg/_control/toss/payments/{key}/refund")))
+        .json(&json!({ "amount": 2_000 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    load(
+        &app,
+        json!({ "provider": "toss", "date": DAY, "from_payments": true, "toss_shape": "docs" }),
+    )
+    .await;
+
+    let (status, report) = sync(&app).await;
+
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(
+        report["discrepancy"], 0,
+        "string fees in fees[] add up: {report}"
+    );
+    assert_eq!(report["updated"], 3, "{report}");
+    assert_eq!(report["cancel_skipped"], 1, "{report}");
+    assert_eq!(rows(&app, "Succeed").await.len(), 3);
+    let payment = app
+        .payment(payments[0]["payment_id"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        payment["cancelled_amount"], 2_000,
+        "the console refund's CANCEL line is recorded: {payment}"
+    );
 }

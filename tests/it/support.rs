@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use kassa::app::App;
 use kassa::clock::{Env, ManualClock, SeededEntropy};
 use kassa::config::{Config, Overrides};
+use kassa::store::StorageFaults;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -63,6 +64,19 @@ impl TestApp {
         app
     }
 
+    /// Starts on storage that fails when the answered switches say so: `fail_commits` makes a
+    /// fault that heals, `fail_disk` one that redb latches (the server then stops, and its task
+    /// panics on the error `run` answers).
+    pub async fn spawn_on_failing_storage() -> (TestApp, StorageFaults) {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = StorageFaults::new();
+        let mut app = TestApp::boot_on(dir.path(), &Vec::new(), Some(faults.clone()))
+            .await
+            .expect("kassa starts");
+        app.dir = Some(dir);
+        (app, faults)
+    }
+
     /// Starts on a copy of the data file `fixture` (one written by an older kassa).
     pub async fn spawn_on_copy_of(fixture: &Path) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
@@ -80,10 +94,22 @@ impl TestApp {
     }
 
     async fn boot(data_dir: &Path, settings: &Settings) -> Result<TestApp, kassa::app::AppError> {
+        TestApp::boot_on(data_dir, settings, None).await
+    }
+
+    /// `boot`, on storage that fails when `faults` says so if there are `faults`.
+    async fn boot_on(
+        data_dir: &Path,
+        settings: &Settings,
+        faults: Option<StorageFaults>,
+    ) -> Result<TestApp, kassa::app::AppError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut env: Vec<(String, String)> = vec![
             ("KASSA_ADMIN__TOKEN".into(), ADMIN_TOKEN.into()),
             ("KASSA_RETRY__PG_TIMEOUT_MS".into(), "400".into()),
+            // The re-check sweep asks the sandbox on its own; tests that are not about it keep
+            // it out of their way (a day apart), and the sweep's tests set it.
+            ("KASSA_RECHECK__INTERVAL_MS".into(), "86400000".into()),
         ];
         env.extend(
             settings
@@ -101,9 +127,11 @@ impl TestApp {
         let runtime_env = Env::new(clock.clone(), Arc::new(SeededEntropy::new(seed)));
         // The retry worker and alert sender are stepped by hand (`run_jobs`), so tests decide
         // when queued work happens.
-        let app = App::build(config, runtime_env)
-            .await?
-            .without_background_work();
+        let app = match faults {
+            None => App::build(config, runtime_env).await?,
+            Some(faults) => App::build_on_failing_storage(config, runtime_env, faults).await?,
+        }
+        .without_background_work();
         let base = format!("http://{}", app.local_addr());
         let kassa = app.kassa().clone();
         let shutdown = app.shutdown_token();
@@ -156,6 +184,13 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `GET /healthz`: its status and body.
+    pub async fn healthz(&self) -> (StatusCode, Value) {
+        let response = self.http.get(self.url("/healthz")).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn admin_post(&self, path: &str, body: &Value) -> (StatusCode, Value) {

@@ -255,6 +255,7 @@ async fn a_toss_webhook_stores_a_payment_the_shop_never_heard_back_about() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
+    app.run_all_jobs().await;
 
     let payments = app.payments_of("order-toss-8").await;
     assert_eq!(payments.len(), 1);

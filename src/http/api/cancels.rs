@@ -259,6 +259,7 @@ pub async fn resolve_dead_letter(
     let note = crate::domain::parse_text("note", &body.note, 500)?;
     let resolution = match body.outcome.as_str() {
         "refunded" => crate::store::Resolution::Refunded {
+            at: None,
             pg_ref: body
                 .pg_ref
                 .as_deref()
@@ -275,12 +276,7 @@ pub async fn resolve_dead_letter(
             ));
         }
     };
-    match state
-        .kassa
-        .store
-        .resolve_dead_letter(id, resolution, note, state.kassa.env.now())
-        .await?
-    {
+    match crate::flows::cancel::resolve(&state.kassa, id, resolution, note).await? {
         crate::store::RedriveOutcome::NotFound => Err(ApiError::not_found("dead letter")),
         crate::store::RedriveOutcome::AlreadyDone(intent) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -3,9 +3,13 @@
 //! thin: extract, call one flow, render.
 
 use super::error::ApiError;
+use super::state::AppState;
 use crate::domain::PaymentId;
 use crate::store::{PaymentPage, PaymentView};
 use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Asia::Seoul;
 use serde::Deserialize;
@@ -66,8 +70,21 @@ fn unpaged(items: Vec<Value>) -> Json<Value> {
     Json(json!({ "items": Value::Array(items), "next_cursor": null }))
 }
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// `GET /healthz`: 200 while the store can write; 503 with the storage fault's reason and since
+/// when while it cannot (writes failed since the last commit, or redb refuses them for good).
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    match state.kassa.store.health().fault() {
+        None => Json(json!({ "status": "ok" })).into_response(),
+        Some(fault) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "unhealthy",
+                "reason": fault.reason,
+                "since": time(fault.since),
+            })),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Debug, Deserialize)]

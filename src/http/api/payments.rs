@@ -85,9 +85,9 @@ struct PortOneWebhook {
     status: Option<String>,
 }
 
-/// PortOne V1 webhooks carry no signature: the body only names the payment to fetch. Answered
-/// 200 whatever kassa then learns from the PG, so PortOne does not retry what kassa has handled;
-/// only a body that names no payment is refused.
+/// PortOne V1 webhooks carry no signature: the body only names the payment. One write queues
+/// its re-check, which asks PortOne, and the webhook is answered 200 at once; only if that write
+/// fails is it answered 5xx, so PortOne sends it again. A body that names no payment is refused.
 pub async fn webhook_portone(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -112,23 +112,8 @@ pub async fn webhook_portone(
         .merchant_uid
         .as_deref()
         .and_then(|raw| OrderId::parse(raw).ok());
-    match payments::complete(
-        &state.kassa,
-        Provider::PortOne,
-        &pg_tid,
-        claimed.as_ref(),
-        Source::Webhook,
-    )
-    .await
-    {
-        Ok(completion) => {
-            let view = completion.view();
-            tracing::info!(pg_tid = %pg_tid, payment_id = %view.payment.id, status = %view.payment.status(), hint = hint.status.as_deref().unwrap_or(""), "PortOne webhook handled");
-        }
-        Err(error) => {
-            tracing::warn!(pg_tid = %pg_tid, error = %error, "PortOne webhook not applied; a later hint or the buyer's return will retry");
-        }
-    }
+    crate::flows::recheck::hint(&state.kassa, Provider::PortOne, pg_tid.clone(), claimed).await?;
+    tracing::info!(pg_tid = %pg_tid, hint = hint.status.as_deref().unwrap_or(""), "PortOne webhook received; its payment is re-checked with PortOne");
     Ok(Json(json!({ "received": true })).into_response())
 }
 
@@ -296,8 +281,9 @@ struct TossWebhookData {
     status: Option<String>,
 }
 
-/// Toss's `PAYMENT_STATUS_CHANGED` is unsigned: the body names a payment, which kassa fetches
-/// from Toss. Toss needs exactly 200, so everything it sends that kassa can read is answered 200.
+/// Toss's `PAYMENT_STATUS_CHANGED` is unsigned: the body names a payment, whose re-check is
+/// queued in one write (Toss then fetched by kassa itself). Toss needs exactly 200, so
+/// everything it sends that kassa can read is answered 200, unless that write failed.
 pub async fn webhook_toss(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -316,25 +302,102 @@ pub async fn webhook_toss(
     let claimed = data
         .and_then(|data| data.order_id.as_deref())
         .and_then(|raw| OrderId::parse(raw).ok());
-    match payments::complete(
-        &state.kassa,
-        Provider::Toss,
-        &payment_key,
-        claimed.as_ref(),
-        Source::Webhook,
-    )
-    .await
-    {
-        Ok(completion) => {
-            let view = completion.view();
-            tracing::info!(payment_key = %payment_key, payment_id = %view.payment.id, status = %view.payment.status(), "Toss webhook handled");
-        }
-        Err(error) => {
-            let hinted = data.and_then(|data| data.status.as_deref()).unwrap_or("");
-            tracing::info!(payment_key = %payment_key, hinted_status = hinted, error = %error, "Toss webhook not applied");
-        }
-    }
+    crate::flows::recheck::hint(&state.kassa, Provider::Toss, payment_key.clone(), claimed).await?;
+    let hinted = data.and_then(|data| data.status.as_deref()).unwrap_or("");
+    tracing::info!(payment_key = %payment_key, hinted_status = hinted, "Toss webhook received; its payment is re-checked with Toss");
     Ok(Json(json!({ "received": true })).into_response())
+}
+
+/// `HEAD /api/webhooks/payple`: Payple checks that the webhook URL answers.
+pub async fn webhook_payple_head() -> StatusCode {
+    StatusCode::OK
+}
+
+/// Payple's payment and cancel notices (PG-CONTRACTS 4.4): form-encoded or JSON `PCD_*` fields,
+/// unsigned. The notice names a payment (order, type, day); its re-check, which asks Payple's
+/// result inquiry, is queued in one write and the notice is answered 200 at once (Payple wants
+/// its answer within 10 s). A notice never records a refund: Payple's refunds are known only
+/// from its answers and its settlement lines.
+pub async fn webhook_payple(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.contains("json"));
+    let fields: std::collections::BTreeMap<String, String> = if is_json {
+        let value: Value = serde_json::from_slice(&body).map_err(|error| {
+            ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string())
+        })?;
+        value
+            .as_object()
+            .map(|object| {
+                object
+                    .iter()
+                    .map(|(key, value)| {
+                        let text = value
+                            .as_str()
+                            .map_or_else(|| value.to_string(), str::to_owned);
+                        (key.clone(), text)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        serde_urlencoded::from_bytes(&body).map_err(|error| {
+            ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string())
+        })?
+    };
+    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+    let order_id = OrderId::parse(field("PCD_PAY_OID")).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_FIELD",
+            "the notice names no order (PCD_PAY_OID)",
+        )
+    })?;
+    let pg_tid = payple_reference(field("PCD_PAY_TYPE"), field("PCD_PAY_TIME"), &order_id)?;
+    crate::flows::recheck::hint(
+        &state.kassa,
+        Provider::Payple,
+        pg_tid,
+        Some(order_id.clone()),
+    )
+    .await?;
+    tracing::info!(order_id = %order_id, result = field("PCD_PAY_RST"), "Payple notice received; its payment is re-checked with Payple's result inquiry");
+    Ok(Json(json!({ "received": true })).into_response())
+}
+
+/// kassa's reference of a Payple payment, from the type and time a result post or notice
+/// names: what the result inquiry is asked with (its answer decides).
+fn payple_reference(pay_type: &str, pay_time: &str, order_id: &OrderId) -> Result<PgTid, ApiError> {
+    let date = pay_time
+        .get(..8)
+        .and_then(|day| NaiveDate::parse_from_str(day, "%Y%m%d").ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_FIELD",
+                "PCD_PAY_TIME must be yyyyMMddHHmmss",
+            )
+        })?;
+    if !matches!(pay_type, "card" | "transfer") {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_FIELD",
+            "PCD_PAY_TYPE must be card or transfer",
+        ));
+    }
+    crate::gateway::payple::payment_ref(pay_type, date, order_id.as_str()).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_FIELD",
+            "the result names no payment",
+        )
+    })
 }
 
 /// Payple's result post, form-encoded `PCD_*` fields from the buyer's browser. Only the order,
@@ -370,30 +433,7 @@ pub async fn payple_result(
             "Payple reports the payment was not completed",
         ));
     }
-    let day = field("PCD_PAY_TIME").get(..8).unwrap_or_default();
-    let date = NaiveDate::parse_from_str(day, "%Y%m%d").map_err(|_| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_FIELD",
-            "PCD_PAY_TIME must be yyyyMMddHHmmss",
-        )
-    })?;
-    let pay_type = field("PCD_PAY_TYPE");
-    if !matches!(pay_type, "card" | "transfer") {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_FIELD",
-            "PCD_PAY_TYPE must be card or transfer",
-        ));
-    }
-    let pg_tid =
-        crate::gateway::payple::payment_ref(pay_type, date, order_id.as_str()).map_err(|_| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_FIELD",
-                "the result names no payment",
-            )
-        })?;
+    let pg_tid = payple_reference(field("PCD_PAY_TYPE"), field("PCD_PAY_TIME"), &order_id)?;
     let completion = payments::complete(
         &state.kassa,
         Provider::Payple,

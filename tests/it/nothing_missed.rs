@@ -1,0 +1,245 @@
+//! Nothing missed: the webhook inbox, the re-check sweep (payments nobody reported, refunds made
+//! in a PG's console, orders nobody paid), settlement in both directions, and honest resolves.
+
+use crate::support::TestApp;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The sweep every minute, as by default.
+fn sweeping() -> Vec<(&'static str, String)> {
+    vec![("KASSA_RECHECK__INTERVAL_MS", "60000".into())]
+}
+
+/// Lets the sweep run once.
+async fn sweep(app: &TestApp) {
+    app.advance_ms(61_000);
+    app.run_all_jobs().await;
+}
+
+async fn control(app: &TestApp, path: &str, body: &Value) -> Value {
+    let response = app
+        .http
+        .post(app.url(&format!("/sandbox-pg/_control{path}")))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_portone_payment_nobody_reported_is_stored_by_the_sweep_and_a_console_refund_is_imported_once()
+ {
+    let app = TestApp::spawn_with(sweeping()).await;
+    let body = json!({ "order_id": "order-miss-1", "amount": 15_000, "name": "원두", "partner_id": "p-coffee" });
+    let (status, _) = app.admin_post("/api/orders", &body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // The buyer paid and closed the window; the one webhook met a PG error and was lost.
+    let imp_uid = app.pg_payment("order-miss-1", 15_000).await;
+    assert!(app.payments_of("order-miss-1").await.is_empty());
+
+    sweep(&app).await;
+
+    let payments = app.payments_of("order-miss-1").await;
+    assert_eq!(payments.len(), 1, "the sweep asked PortOne by order");
+    assert_eq!(payments[0]["status"], "PAID");
+    let payment_id = payments[0]["payment_id"].as_str().unwrap().to_owned();
+    let (_, order) = app.admin_get("/api/orders/order-miss-1").await;
+    assert_eq!(order["status"], "PAID");
+
+    // Someone refunds 5,000 in PortOne's console, behind kassa's back.
+    control(
+        &app,
+        &format!("/portone/payments/{imp_uid}/refund"),
+        &json!({ "amount": 5_000 }),
+    )
+    .await;
+    sweep(&app).await;
+    sweep(&app).await;
+
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED", "{payment}");
+    assert_eq!(
+        payment["cancelled_amount"], 5_000,
+        "imported once: {payment}"
+    );
+    assert!(
+        payment["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|event| event["kind"] == "REFUNDED"
+                && event["detail"].as_str().unwrap().contains("outside kassa")),
+        "{payment}"
+    );
+    let (_, ledger) = app
+        .admin_post(
+            "/api/admin/partner-settlements/run",
+            &json!({ "date": "2026-11-23" }),
+        )
+        .await;
+    let coffee = ledger["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["partner_id"] == "p-coffee")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (coffee["gross"].as_i64(), coffee["cancelled"].as_i64()),
+        (Some(15_000), Some(5_000))
+    );
+    let (_, alerts) = app.admin_get("/api/admin/alerts").await;
+    assert!(
+        alerts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|alert| alert["kind"] == "OUTSIDE_REFUND"),
+        "{alerts}"
+    );
+}
+
+#[tokio::test]
+async fn a_ready_order_nobody_paid_expires_after_its_limit_and_a_late_payment_still_counts() {
+    let app = TestApp::spawn_with(sweeping()).await;
+    app.create_order("order-exp-1", 9_000).await;
+    sweep(&app).await;
+    let (_, order) = app.admin_get("/api/orders/order-exp-1").await;
+    assert_eq!(order["status"], "READY", "young orders wait");
+
+    app.advance_ms(73 * 3_600_000);
+    sweep(&app).await;
+
+    let (_, order) = app.admin_get("/api/orders/order-exp-1").await;
+    assert_eq!(order["status"], "EXPIRED", "{order}");
+    let (_, result) = app.admin_get("/api/payments/result/order-exp-1").await;
+    assert_eq!(result["result"], "EXPIRED", "{result}");
+    // The buyer paid after all (a late deposit): the PG's payment is stored and pays it.
+    let imp_uid = app.pg_payment("order-exp-1", 9_000).await;
+    let (status, paid) = app.complete(&imp_uid, "order-exp-1").await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    let (_, order) = app.admin_get("/api/orders/order-exp-1").await;
+    assert_eq!(order["status"], "PAID");
+}
+
+#[tokio::test]
+async fn a_resolve_as_refunded_is_checked_with_the_pg_and_recorded_like_a_confirmed_refund() {
+    let app = TestApp::spawn().await;
+    let (payment_id, imp_uid) = app.paid("order-res-1", 15_000).await;
+    app.fault("portone.cancel", "status401", 2).await;
+    let (_, body) = app
+        .cancel(
+            &payment_id,
+            "res-1",
+            &json!({ "amount": 6_000, "reason": "partial" }),
+        )
+        .await;
+    assert_eq!(body["status"], "CANCEL_FAILED", "{body}");
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    let id = letters["items"][0]["id"].as_str().unwrap().to_owned();
+    let resolve =
+        |outcome: &'static str| json!({ "outcome": outcome, "note": "checked the console" });
+
+    // Nothing was refunded at PortOne yet: "refunded" is contradicted and changes nothing.
+    let (status, refused) = app
+        .admin_post(
+            &format!("/api/admin/dead-letters/{id}/resolve"),
+            &resolve("refunded"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "PG_RECORD_CONTRADICTS");
+    assert_eq!(app.payment(&payment_id).await["status"], "CANCEL_FAILED");
+
+    // The operator refunds it in the console, then says so.
+    control(
+        &app,
+        &format!("/portone/payments/{imp_uid}/refund"),
+        &json!({ "amount": 6_000 }),
+    )
+    .await;
+    let (status, body) = app
+        .admin_post(
+            &format!("/api/admin/dead-letters/{id}/resolve"),
+            &resolve("refunded"),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "CANCEL_REFUNDED");
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED", "{payment}");
+    assert_eq!(payment["cancelled_amount"], 6_000);
+    let refunded = payment["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["kind"] == "REFUNDED")
+        .unwrap();
+    assert!(
+        refunded["detail"]
+            .as_str()
+            .unwrap()
+            .contains("PG cancel id"),
+        "the PG's receipt is kept: {refunded}"
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_resolved_as_not_refunded_stays_failed() {
+    let app = TestApp::spawn().await;
+    app.create_order("order-res-2", 15_000).await;
+    let imp_uid = app.pg_payment("order-res-2", 100).await;
+    app.fault("portone.cancel", "status401", 2).await;
+    let (status, body) = app.complete(&imp_uid, "order-res-2").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let payment_id = body["error"]["payment_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.payment(&payment_id).await["status"], "ROLLBACK_FAILED");
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    let id = letters["items"][0]["id"].as_str().unwrap().to_owned();
+
+    let (status, body) = app
+        .admin_post(
+            &format!("/api/admin/dead-letters/{id}/resolve"),
+            &json!({ "outcome": "not_refunded", "note": "the buyer keeps it as store credit" }),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(
+        payment["status"], "ROLLBACK_FAILED",
+        "nothing was refunded: {payment}"
+    );
+    assert_eq!(payment["cancelled_amount"], 0);
+    assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 0);
+}
+
+#[tokio::test]
+async fn a_resolve_without_an_outcome_is_refused_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let (payment_id, _) = app.paid("order-res-3", 15_000).await;
+    app.fault("portone.cancel", "status401", 2).await;
+    app.cancel(&payment_id, "res-3", &json!({ "reason": "full" }))
+        .await;
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    let id = letters["items"][0]["id"].as_str().unwrap().to_owned();
+    let before = app.payment(&payment_id).await;
+    for body in [
+        json!({ "note": "no outcome" }),
+        json!({ "outcome": "maybe", "note": "x" }),
+        json!({ "outcome": "refunded" }),
+    ] {
+        let (status, answer) = app
+            .admin_post(&format!("/api/admin/dead-letters/{id}/resolve"), &body)
+            .await;
+        assert!(status.is_client_error(), "{body}: {status} {answer}");
+    }
+    assert_eq!(app.payment(&payment_id).await, before);
+}
