@@ -48,6 +48,45 @@ fn line_key(provider: &str, line: &SettlementLine, at: DateTime<Utc>, amount: i6
     )
 }
 
+/// A CANCEL line of a refund kassa recorded under the PG's id `id`, or `Unexplained`.
+fn known_by_id(
+    txn: &WriteTransaction,
+    provider: &str,
+    line: &SettlementLine,
+    id: &str,
+) -> Result<Evidence, StoreError> {
+    let key = format!("{provider}:{}:id:{id}", line.order_id);
+    if txn
+        .open_table(tables::CANCEL_LINES_USED)?
+        .get(key.as_str())?
+        .is_some()
+    {
+        return Ok(Evidence::Used);
+    }
+    let payments: Vec<u128> = {
+        let index = txn.open_table(tables::PAYMENTS_BY_ORDER)?;
+        index
+            .range((line.order_id.as_str(), 0)..=(line.order_id.as_str(), u128::MAX))?
+            .take(super::payments::PAYMENTS_PER_ORDER_MAX)
+            .map(|entry| entry.map(|(key, _)| key.value().1))
+            .collect::<Result<_, _>>()?
+    };
+    for payment_id in payments {
+        for mut stored in intents_of(txn, PaymentId::from_u128(payment_id))? {
+            if stored.intent.state == IntentState::Done
+                && stored.intent.pg_cancel_id.as_deref() == Some(id)
+            {
+                txn.open_table(tables::CANCEL_LINES_USED)?
+                    .insert(key.as_str(), stored.intent.id.as_u128())?;
+                stored.intent.cancel_line_seen = true;
+                put_intent(txn, &stored)?;
+                return Ok(Evidence::Known);
+            }
+        }
+    }
+    Ok(Evidence::Unexplained)
+}
+
 /// Marks a CANCEL line as used by `cancel` (a refund recorded from it), and the intent as seen.
 pub(super) fn mark_line_used(
     txn: &WriteTransaction,
@@ -78,6 +117,12 @@ pub(super) fn apply_cancel_line(
     line: &SettlementLine,
     now: DateTime<Utc>,
 ) -> Result<Evidence, StoreError> {
+    if line.cancel_at.is_none()
+        && let Some(id) = line.pg_cancel_id.as_deref().filter(|id| !id.is_empty())
+    {
+        // A line without its time can still name its refund by the PG's own id.
+        return known_by_id(txn, provider, line, id);
+    }
     let (Some(at), Some(amount)) = (line.cancel_at, line.amount.checked_abs()) else {
         return Ok(Evidence::Unexplained);
     };

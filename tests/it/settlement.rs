@@ -466,3 +466,75 @@ async fn toss_settlement_lines_in_the_docs_shape_and_cancel_lines_fail_nothing()
         "the console refund's CANCEL line is recorded: {payment}"
     );
 }
+
+#[tokio::test]
+async fn a_refund_with_no_cancel_line_after_the_wait_raises_one_warning() {
+    let app = TestApp::spawn_with(fast_sync(10)).await;
+    let orders = toss_sales(&app, "order-noline", 1, 10_000).await;
+    let payments = app.payments_of(&orders[0]).await;
+    let payment_id = payments[0]["payment_id"].as_str().unwrap().to_owned();
+    let (_, body) = app
+        .cancel(
+            &payment_id,
+            "noline-1",
+            &json!({ "amount": 4_000, "reason": "partial" }),
+        )
+        .await;
+    assert_eq!(body["status"], "PARTIALLY_CANCELLED", "{body}");
+    // Six days on, the settlement of a later day comes with no CANCEL line for that refund.
+    app.clock.set(kst("2026-11-29T09:00:00+09:00"));
+    for _ in 0..2 {
+        let (status, report) = app
+            .admin_post(
+                "/api/admin/settlement-sync/run",
+                &json!({ "provider": "toss", "date": "2026-11-28" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["complete"], true, "{report}");
+    }
+
+    let (_, alerts) = app.admin_get("/api/admin/alerts").await;
+    let missing: Vec<&Value> = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|alert| alert["kind"] == "CANCEL_LINE_MISSING")
+        .collect();
+    assert_eq!(missing.len(), 1, "once, however many syncs: {alerts}");
+    assert_eq!(missing[0]["payment_id"], payment_id.as_str());
+}
+
+#[tokio::test]
+async fn the_cancel_line_of_a_refund_kassa_made_is_matched_to_it_and_recorded_nowhere_else() {
+    let app = TestApp::spawn_with(fast_sync(10)).await;
+    let orders = toss_sales(&app, "order-ownline", 1, 10_000).await;
+    let payments = app.payments_of(&orders[0]).await;
+    let payment_id = payments[0]["payment_id"].as_str().unwrap().to_owned();
+    let (_, body) = app
+        .cancel(
+            &payment_id,
+            "ownline-1",
+            &json!({ "amount": 3_000, "reason": "partial" }),
+        )
+        .await;
+    assert_eq!(body["status"], "PARTIALLY_CANCELLED", "{body}");
+    load(
+        &app,
+        json!({ "provider": "toss", "date": DAY, "from_payments": true }),
+    )
+    .await;
+
+    let (status, report) = sync(&app).await;
+
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["cancel_skipped"], 1, "{report}");
+    assert_eq!(app.payment(&payment_id).await["cancelled_amount"], 3_000);
+    let (_, alerts) = app.admin_get("/api/admin/alerts").await;
+    assert!(
+        !alerts["items"].as_array().unwrap().iter().any(|alert| {
+            alert["kind"] == "OUTSIDE_REFUND" || alert["kind"] == "SETTLEMENT_CANCEL_LINE"
+        }),
+        "{alerts}"
+    );
+}
