@@ -367,7 +367,15 @@ impl PortOneGateway {
         match (envelope.code, envelope.response) {
             (0, Some(wire)) => {
                 let payment = to_payment(wire)?;
-                let last = payment.cancellations.last().cloned();
+                // This cancel's entry: the latest of its amount (a refund made in the console meanwhile
+                // may be later still, and is not this one's).
+                let last = payment
+                    .cancellations
+                    .iter()
+                    .rev()
+                    .find(|entry| entry.amount == request.amount)
+                    .or(payment.cancellations.last())
+                    .cloned();
                 Ok(CancelReceipt {
                     pg_cancel_id: last
                         .as_ref()

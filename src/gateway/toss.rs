@@ -381,7 +381,15 @@ impl TossGateway {
             .json(&body);
         self.keep_apart(request.pg_tid.as_str()).await;
         let payment = self.call(CallKind::Mutation, builder).await?;
-        let last = payment.cancellations.last().cloned();
+        // This cancel's entry: the latest of its amount (a refund made in the console meanwhile
+        // may be later still, and is not this one's).
+        let last = payment
+            .cancellations
+            .iter()
+            .rev()
+            .find(|entry| entry.amount == request.amount)
+            .or(payment.cancellations.last())
+            .cloned();
         Ok(CancelReceipt {
             pg_cancel_id: last
                 .as_ref()
