@@ -187,11 +187,17 @@ pub async fn resolve(
     resolution: Resolution,
     note: String,
 ) -> Result<RedriveOutcome, FlowError> {
+    let mut note = note;
     let resolution = match resolution {
         Resolution::Refunded { pg_ref, at } => {
-            let (pg_ref, shown_at) = check_refund_at_pg(kassa, dead_id, pg_ref).await?;
+            let (shown_id, shown_at) = check_refund_at_pg(kassa, dead_id).await?;
+            // The PG's own id of the refund is what later looks at its record match on; the
+            // person's reference is kept in the note.
+            if let (Some(theirs), Some(_)) = (&pg_ref, &shown_id) {
+                note = format!("{note} (their reference: {theirs})");
+            }
             Resolution::Refunded {
-                pg_ref,
+                pg_ref: shown_id.or(pg_ref),
                 at: shown_at.or(at),
             }
         }
@@ -203,14 +209,13 @@ pub async fn resolve(
         .await?)
 }
 
-/// Asks the PG whether it shows the refund a person says they made; answers the PG's cancel id
-/// to keep (theirs, or the one the record shows) and when the PG made the refund.
+/// Asks the PG whether it shows the refund a person says they made; answers the PG's own id of
+/// that refund and when it was made, where the record says.
 async fn check_refund_at_pg(
     kassa: &Kassa,
     dead_id: u128,
-    pg_ref: Option<String>,
 ) -> Result<(Option<String>, Option<DateTime<Utc>>), FlowError> {
-    let unchecked = (pg_ref.clone(), None);
+    let unchecked = (None, None);
     let Some(letter) = kassa.store.dead_letter(dead_id).await? else {
         return Ok(unchecked);
     };
@@ -242,8 +247,7 @@ async fn check_refund_at_pg(
         .find(|entry| entry.amount == intent.amount);
     match shown {
         Some(entry) => {
-            let id = pg_ref
-                .or_else(|| (!entry.pg_cancel_id.is_empty()).then(|| entry.pg_cancel_id.clone()));
+            let id = (!entry.pg_cancel_id.is_empty()).then(|| entry.pg_cancel_id.clone());
             let at = (entry.at != DateTime::UNIX_EPOCH).then_some(entry.at);
             Ok((id, at))
         }

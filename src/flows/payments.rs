@@ -196,11 +196,17 @@ pub(super) async fn store_fetched(
     claimed_order: Option<&OrderId>,
     source: Source,
 ) -> Result<Completion, FlowError> {
-    if pg.pg_tid != *pg_tid {
+    // A Payple payment is its order's: the inquiry's answer names its type and day, which may
+    // not be what the hint guessed (a settlement line's `easypay`, say); the order must agree.
+    let same_payment = pg.pg_tid == *pg_tid
+        || (provider == Provider::Payple
+            && claimed_order.is_some_and(|order| order.as_str() == pg.order_id));
+    if !same_payment {
         return Err(FlowError::Gateway(GatewayError::BadResponse(
             "the PG answered for another payment".into(),
         )));
     }
+    let pg_tid = &pg.pg_tid;
     let order_id =
         OrderId::parse(&pg.order_id).map_err(|_| FlowError::NotFound { what: "order" })?;
     check_claim(&order_id, claimed_order)?;
@@ -218,6 +224,9 @@ pub(super) async fn store_fetched(
                 message: "the PG reports this payment failed".into(),
             });
         }
+        // Found by kassa itself after it was refunded outside kassa (the PG's console): it is
+        // stored as paid, and its refunds are imported from the same record next.
+        PgStatus::Cancelled if source == Source::Recheck => {}
         PgStatus::Cancelled => {
             return Err(FlowError::Conflict {
                 code: "PAYMENT_CANCELLED",

@@ -19,6 +19,10 @@ use crate::store::{OutsideOutcome, OutsideRefund, PaymentFilter, PaymentView};
 pub const SWEEP_ORDERS_MAX: usize = 50;
 /// Most stored payments one sweep re-reads.
 pub const SWEEP_PAYMENTS_MAX: usize = 50;
+/// Longest one sweep asks the PGs: well within a job's lease, so the queue moves on.
+pub const SWEEP_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(120);
+/// How soon a day is synced again after a payment of it was found.
+const RESYNC_DELAY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 const ORDERS_CURSOR: &str = "sweep:orders";
 const PAYMENTS_CURSOR: &str = "sweep:payments";
 
@@ -64,7 +68,7 @@ pub async fn recheck(
         Ok(completion) => {
             let view = completion.view();
             tracing::info!(provider = provider.as_str(), pg_tid = %pg_tid, payment_id = %view.payment.id, status = %view.payment.status(), "re-check: the PG's payment is stored");
-            Ok(())
+            after_found(kassa, view).await
         }
         // The PG or the store is not available: ask again later.
         Err(error @ (FlowError::Gateway(_) | FlowError::Store(_))) => Err(error),
@@ -74,6 +78,33 @@ pub async fn recheck(
             Ok(())
         }
     }
+}
+
+/// A payment kassa has just found (a webhook, the sweep, a settlement line): the refunds its
+/// record lists are imported, and a settled day of a PG with settlement lines is synced again,
+/// so that a CANCEL line seen before kassa had the payment (a refund made in the console the
+/// same day) is recorded now.
+async fn after_found(kassa: &Kassa, view: &PaymentView) -> Result<(), FlowError> {
+    import_refunds(kassa, view, "the PG's record").await?;
+    let provider = view.payment.provider;
+    let day = crate::domain::calendar::kst_date(view.payment.paid_at);
+    let today = crate::domain::calendar::kst_date(kassa.env.now());
+    if super::settlement::SETTLING_PROVIDERS.contains(&provider) && day < today {
+        let job = crate::domain::Job::SettlementSync {
+            provider,
+            date: day,
+        };
+        kassa
+            .store
+            .enqueue(
+                kassa.env.new_uuid().as_u128(),
+                job,
+                Some(provider),
+                kassa.env.now() + RESYNC_DELAY,
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Imports the refunds the PG's record lists that kassa does not know (made in the PG's
@@ -109,6 +140,8 @@ pub async fn import_refunds(
     for entry in unknown_entries(&pg, &known) {
         let refund = OutsideRefund {
             pg_cancel_id: entry.pg_cancel_id.clone(),
+            id_is_unique: entry.id_is_unique,
+            from_line: false,
             amount: entry.amount,
             at: if entry.at == chrono::DateTime::UNIX_EPOCH {
                 kassa.env.now()
@@ -132,7 +165,10 @@ pub async fn import_refunds(
                 recorded += 1;
                 tracing::warn!(payment_id = %payment.id, amount = entry.amount.won(), pg_cancel_id = %entry.pg_cancel_id, "a refund made outside kassa was recorded from the PG's record");
             }
-            OutsideOutcome::Known | OutsideOutcome::Busy | OutsideOutcome::NotFound => {}
+            OutsideOutcome::Known
+            | OutsideOutcome::Busy
+            | OutsideOutcome::NotFound
+            | OutsideOutcome::Ambiguous => {}
             OutsideOutcome::TooMuch => break,
         }
     }
@@ -153,8 +189,12 @@ pub struct SweepReport {
 /// each continuing where the last sweep stopped.
 pub async fn sweep(kassa: &Kassa) -> Result<SweepReport, FlowError> {
     let mut report = SweepReport::default();
-    sweep_orders(kassa, &mut report).await?;
-    sweep_payments(kassa, &mut report).await?;
+    let mut pass = Pass {
+        deadline: tokio::time::Instant::now() + SWEEP_TIME_MAX,
+        down: Vec::new(),
+    };
+    sweep_orders(kassa, &mut report, &mut pass).await?;
+    sweep_payments(kassa, &mut report, &mut pass).await?;
     if report != SweepReport::default() {
         tracing::info!(
             orders_asked = report.orders_asked,
@@ -168,7 +208,42 @@ pub async fn sweep(kassa: &Kassa) -> Result<SweepReport, FlowError> {
     Ok(report)
 }
 
-async fn sweep_orders(kassa: &Kassa, report: &mut SweepReport) -> Result<(), FlowError> {
+/// What one sweep keeps between its steps: when it must stop, and the PGs that failed it (or
+/// whose circuit breaker is open), which it asks nothing more this time.
+struct Pass {
+    deadline: tokio::time::Instant,
+    down: Vec<Provider>,
+}
+
+impl Pass {
+    /// True when `provider` may be asked now.
+    fn may_ask(&self, kassa: &Kassa, provider: Provider) -> bool {
+        tokio::time::Instant::now() < self.deadline
+            && !self.down.contains(&provider)
+            && !matches!(
+                kassa.breakers.gate(provider, kassa.env.now()),
+                Some(crate::store::Gate::Paused(_))
+            )
+    }
+
+    /// `provider` failed: the rest of this sweep leaves it alone.
+    fn failed(&mut self, kassa: &Kassa, provider: Provider, error: &FlowError) {
+        if let FlowError::Gateway(error) = error
+            && error.is_outage()
+        {
+            kassa
+                .breakers
+                .record(provider, super::breaker::Health::Outage, kassa.env.now());
+        }
+        self.down.push(provider);
+    }
+}
+
+async fn sweep_orders(
+    kassa: &Kassa,
+    report: &mut SweepReport,
+    pass: &mut Pass,
+) -> Result<(), FlowError> {
     let now = kassa.env.now();
     let cursor = kassa.store.meta_text(ORDERS_CURSOR).await?.and_then(|raw| {
         let (ms, id) = raw.split_once(':')?;
@@ -186,16 +261,21 @@ async fn sweep_orders(kassa: &Kassa, report: &mut SweepReport) -> Result<(), Flo
             continue;
         }
         let provider = order.draft.provider;
-        let found = match ask_about_order(kassa, provider, order.id()).await {
+        if !pass.may_ask(kassa, provider) {
+            continue;
+        }
+        let past_age = now - order.created_at > max_age;
+        let found = match ask_about_order(kassa, provider, &order, past_age).await {
             Ok(found) => found,
             Err(error) => {
-                tracing::warn!(order_id = %order.id(), provider = provider.as_str(), error = %error, "re-check sweep: the PG could not be asked about an order; next sweep");
+                tracing::warn!(order_id = %order.id(), provider = provider.as_str(), error = %error, "re-check sweep: the PG could not be asked about an order; it is left alone until the next sweep");
+                pass.failed(kassa, provider, &error);
                 continue;
             }
         };
         report.orders_asked += 1;
-        report.payments_found += found;
-        if found == 0 && now - order.created_at > max_age {
+        report.payments_found += found.paid;
+        if found.paid == 0 && !found.pending && past_age {
             // Asked once more past the limit and the PG has nothing: nobody paid it.
             if let Some(order) = kassa.store.expire_order(order.id()).await?
                 && order.status() == OrderStatus::Expired
@@ -209,33 +289,84 @@ async fn sweep_orders(kassa: &Kassa, report: &mut SweepReport) -> Result<(), Flo
     Ok(())
 }
 
-/// Asks `provider` for the paid payments of an order and stores each (verified, as always).
-/// Answers how many paid payments the PG has for it.
+/// What the PG has for an order.
+struct Found {
+    /// Payments paid (or paid and refunded since).
+    paid: usize,
+    /// A payment still waiting (a virtual account before its deposit): not to be expired.
+    pending: bool,
+}
+
+/// Asks `provider` about an order and stores each payment the PG has taken for it (verified,
+/// as always). `last_look`: the order is past its age, and this is the ask before it expires.
 async fn ask_about_order(
     kassa: &Kassa,
     provider: Provider,
-    order_id: &OrderId,
-) -> Result<usize, FlowError> {
+    order: &crate::domain::Order,
+    last_look: bool,
+) -> Result<Found, FlowError> {
+    let order_id = order.id();
     let Some(gateway) = kassa.gateways.get(provider) else {
-        return Ok(0);
+        return Ok(Found {
+            paid: 0,
+            pending: false,
+        });
     };
+    let mut pending = false;
     let found = match provider {
-        Provider::PortOne => gateway
-            .find_paid_by_order(order_id.as_str())
-            .await
-            .map_err(FlowError::Gateway)?,
+        Provider::PortOne => {
+            let paid = gateway
+                .find_paid_by_order(order_id.as_str())
+                .await
+                .map_err(FlowError::Gateway)?;
+            if paid.is_empty() && last_look {
+                // The latest payment of the order in any status: a virtual account issued and
+                // not yet paid keeps the order open.
+                match gateway.fetch_by_order(order_id.as_str()).await {
+                    Ok(latest) => pending = latest.status == PgStatus::Ready,
+                    Err(GatewayError::NotFound | GatewayError::Refused { .. }) => {}
+                    Err(error) => return Err(FlowError::Gateway(error)),
+                }
+            }
+            paid
+        }
         // Toss by order id; a payment the buyer authorised but nobody confirmed is left alone:
         // the sweep never confirms, and Toss expires it.
         Provider::Toss => match gateway.fetch_by_order(order_id.as_str()).await {
             Ok(pg) if pg.status == PgStatus::Paid || pg.status == PgStatus::Cancelled => vec![pg],
-            Ok(_) | Err(GatewayError::NotFound) => Vec::new(),
+            Ok(pg) => {
+                pending = pg.status == PgStatus::Ready;
+                Vec::new()
+            }
+            Err(GatewayError::NotFound) => Vec::new(),
             Err(error) => return Err(FlowError::Gateway(error)),
         },
         // Payple asks that its inquiry be used only for missed results, and it needs the
-        // payment's day: its missed payments come from the settlement lines.
-        Provider::Payple => return Ok(0),
+        // payment's day: its missed payments come from the settlement lines. Only the ask
+        // before the order expires uses the inquiry, for the day the order was made.
+        Provider::Payple if last_look => {
+            let day = crate::domain::calendar::kst_date(order.created_at);
+            let mut found = Vec::new();
+            for pay_type in ["card", "transfer"] {
+                let Ok(reference) =
+                    crate::gateway::payple::payment_ref(pay_type, day, order_id.as_str())
+                else {
+                    continue;
+                };
+                match gateway.fetch_payment(&reference).await {
+                    Ok(pg) => {
+                        found.push(pg);
+                        break;
+                    }
+                    Err(GatewayError::NotFound) => {}
+                    Err(error) => return Err(FlowError::Gateway(error)),
+                }
+            }
+            found
+        }
+        Provider::Payple => Vec::new(),
     };
-    let count = found.len();
+    let paid = found.len();
     for pg in found {
         let pg_tid = pg.pg_tid.clone();
         match store_fetched(
@@ -250,16 +381,21 @@ async fn ask_about_order(
         {
             Ok(completion) => {
                 tracing::info!(order_id = %order_id, payment_id = %completion.view().payment.id, "re-check sweep stored a payment kassa had not heard of");
+                after_found(kassa, completion.view()).await?;
             }
             Err(error) => {
                 tracing::info!(order_id = %order_id, pg_tid = %pg_tid, error = %error, "re-check sweep: a PG payment was not stored");
             }
         }
     }
-    Ok(count)
+    Ok(Found { paid, pending })
 }
 
-async fn sweep_payments(kassa: &Kassa, report: &mut SweepReport) -> Result<(), FlowError> {
+async fn sweep_payments(
+    kassa: &Kassa,
+    report: &mut SweepReport,
+    pass: &mut Pass,
+) -> Result<(), FlowError> {
     let now = kassa.env.now();
     let active = chrono::Duration::from_std(kassa.config.recheck.active)
         .unwrap_or(chrono::Duration::days(7));
@@ -283,11 +419,16 @@ async fn sweep_payments(kassa: &Kassa, report: &mut SweepReport) -> Result<(), F
         ) {
             continue;
         }
+        let provider = view.payment.provider;
+        if !pass.may_ask(kassa, provider) {
+            continue;
+        }
         report.payments_reread += 1;
         match import_refunds(kassa, view, "the PG's record (re-check sweep)").await {
             Ok(count) => report.refunds_imported += count,
             Err(error) => {
-                tracing::warn!(payment_id = %view.payment.id, error = %error, "re-check sweep: a payment could not be re-read; next sweep");
+                tracing::warn!(payment_id = %view.payment.id, error = %error, "re-check sweep: a payment could not be re-read; it is left alone until the next sweep");
+                pass.failed(kassa, provider, &error);
             }
         }
     }

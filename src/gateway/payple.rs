@@ -437,9 +437,11 @@ impl PaypleGateway {
                 cancel_at: pay_time(text(line, "PCD_PAY_CANCEL_TIME")),
                 pg_cancel_id: None,
                 pg_ref: pay_time(text(line, "PCD_PAY_TIME")).and_then(|at| {
+                    // The inquiry knows card and transfer; an easy-pay line is asked as card,
+                    // and the answer (matched on the order) says what it really was.
                     let pay_type = match text(line, "PCD_PAY_TYPE") {
-                        "" => "card",
-                        other => other,
+                        "transfer" => "transfer",
+                        _ => "card",
                     };
                     payment_ref(
                         pay_type,

@@ -336,6 +336,32 @@ impl PortOneGateway {
         }
     }
 
+    /// The latest payment of an order in any status (`GET /payments/find/{merchant_uid}`).
+    async fn find_latest(&self, order_id: &str) -> Result<PgPayment, GatewayError> {
+        let url = super::client::url_with(&self.base_url, &["payments", "find", order_id])?;
+        let (status, body) = self
+            .send(CallKind::Query, |token| {
+                self.http.get(url.clone()).bearer_auth(token.expose())
+            })
+            .await?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(GatewayError::NotFound);
+        }
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(GatewayError::Transient(format!(
+                "PortOne answered {status}"
+            )));
+        }
+        let envelope: Envelope<PaymentResponse> = parse(&body)?;
+        match (envelope.code, envelope.response) {
+            (0, Some(payment)) => to_payment(payment),
+            (code, _) => Err(GatewayError::Refused {
+                code: code.to_string(),
+                message: clip(envelope.message.as_deref().unwrap_or("")),
+            }),
+        }
+    }
+
     async fn cancel_payment(&self, request: &CancelRequest) -> Result<CancelReceipt, GatewayError> {
         let url = format!("{}/payments/cancel", self.base_url);
         let body = CancelBody {
@@ -412,5 +438,9 @@ impl PaymentGateway for PortOneGateway {
 
     fn find_paid_by_order<'a>(&'a self, order_id: &'a str) -> GatewayFuture<'a, Vec<PgPayment>> {
         Box::pin(self.find_paid(order_id))
+    }
+
+    fn fetch_by_order<'a>(&'a self, order_id: &'a str) -> GatewayFuture<'a, PgPayment> {
+        Box::pin(self.find_latest(order_id))
     }
 }

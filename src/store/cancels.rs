@@ -647,10 +647,14 @@ pub struct OutsideRefund {
     /// The PG's cancel id, when the record has one (Toss `transactionKey`, PortOne
     /// `cancellation_id` or `pg_tid`).
     pub pg_cancel_id: String,
+    /// True when `pg_cancel_id` names this refund alone (not PortOne's shared `pg_tid`).
+    pub id_is_unique: bool,
     pub amount: Amount,
     pub at: DateTime<Utc>,
     /// Where kassa saw it, for the payment's history.
     pub source: String,
+    /// Seen in a settlement CANCEL line (which then counts as that refund's line).
+    pub from_line: bool,
 }
 
 /// What recording an outside refund did.
@@ -665,24 +669,49 @@ pub enum OutsideOutcome {
     Busy,
     /// More than the payment has left that no cancel holds: a person must look (an alert).
     TooMuch,
+    /// A settlement line that only a refund already matched to another line could be: two
+    /// lines, one refund kassa knows. A person must look (an urgent alert).
+    Ambiguous,
     NotFound,
 }
 
-/// True when a refund kassa recorded (`stored`) is the PG's `refund`: the same PG cancel id, or
-/// for one recorded without an id, the same amount within a second.
+/// True when a refund kassa recorded (`stored`) is the PG's `refund`: the same amount, and an
+/// id that names the refund alone decides; otherwise (no id, or PortOne's shared `pg_tid`) the
+/// same time within a second, and the same id when both have one. The same rule as the cancel
+/// flow's look at the PG's record (`flows::cancel::is_known`).
 fn same_refund(stored: &CancelIntent, refund: &OutsideRefund) -> bool {
     let id = stored.pg_cancel_id.as_deref().unwrap_or("");
+    if stored.amount != refund.amount {
+        return false;
+    }
+    if refund.id_is_unique && !id.is_empty() {
+        return id == refund.pg_cancel_id;
+    }
     let close = stored
         .done_at
         .is_some_and(|done| (done - refund.at).num_seconds().abs() <= 1);
-    stored.amount == refund.amount
-        && if id.is_empty() || refund.pg_cancel_id.is_empty() {
-            close
-        } else {
-            id == refund.pg_cancel_id
-        }
+    close && (id.is_empty() || refund.pg_cancel_id.is_empty() || id == refund.pg_cancel_id)
 }
 
+/// An alert id made from a refund the PG shows: time-ordered by the refund's time (the top 48
+/// bits), the same every time the refund is found.
+fn once_id(payment_id: PaymentId, refund: &OutsideRefund) -> u128 {
+    let what = format!(
+        "{payment_id}:{}:{}:{}",
+        refund.pg_cancel_id,
+        refund.amount.won(),
+        refund.at.timestamp_millis()
+    );
+    let hash = what.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (u128::from(u64::try_from(refund.at.timestamp_millis()).unwrap_or(0)) << 80) | u128::from(hash)
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "every check before an outside refund is recorded, and what it writes, in one place"
+)]
 pub(super) fn record_outside_refund(
     txn: &WriteTransaction,
     payment_id: PaymentId,
@@ -695,10 +724,19 @@ pub(super) fn record_outside_refund(
         return Ok(OutsideOutcome::NotFound);
     };
     let intents = intents_of(txn, payment_id)?;
-    if intents
+    if let Some(known) = intents
         .iter()
-        .any(|other| other.intent.state == IntentState::Done && same_refund(&other.intent, refund))
+        .find(|other| other.intent.state == IntentState::Done && same_refund(&other.intent, refund))
     {
+        if refund.from_line {
+            if known.intent.cancel_line_seen {
+                return Ok(OutsideOutcome::Ambiguous);
+            }
+            // This line is that refund's line.
+            let mut seen = known.clone();
+            seen.intent.cancel_line_seen = true;
+            put_intent(txn, &seen)?;
+        }
         return Ok(OutsideOutcome::Known);
     }
     let busy = payment.payment.status().is_rollback()
@@ -721,15 +759,20 @@ pub(super) fn record_outside_refund(
             refund.amount,
             payment.payment.available()
         );
-        insert_alert(
-            txn,
-            record_id,
-            AlertLevel::Urgent,
-            "OUTSIDE_REFUND_UNACCOUNTED",
-            &message,
-            Some(payment_id),
-            now,
-        )?;
+        // Once per refund, however often the sweep finds it: the id is made from the refund.
+        let id = once_id(payment_id, refund);
+        if txn.open_table(tables::ALERTS)?.get(id)?.is_none() {
+            insert_alert(
+                txn,
+                id,
+                AlertLevel::Urgent,
+                "OUTSIDE_REFUND_UNACCOUNTED",
+                &message,
+                Some(payment_id),
+                now,
+            )?;
+        }
+        let _ = record_id;
         return Ok(OutsideOutcome::TooMuch);
     }
     payment
@@ -762,6 +805,7 @@ pub(super) fn record_outside_refund(
         now,
         &format!("made outside kassa, found in {}", refund.source),
     )?;
+    stored.intent.cancel_line_seen = refund.from_line;
     put_intent(txn, &stored)?;
     settle(txn, &mut payment)?;
     put_payment(txn, &payment)?;

@@ -38,6 +38,9 @@ pub(super) enum Evidence {
     Unexplained,
     /// Used before (a re-run of the same day).
     Used,
+    /// Asked for exact matches only, and this line has none: it is looked at again with the
+    /// rest of its page.
+    NotExact,
 }
 
 fn line_key(provider: &str, line: &SettlementLine, at: DateTime<Utc>, amount: i64) -> String {
@@ -116,6 +119,7 @@ pub(super) fn apply_cancel_line(
     provider: &str,
     line: &SettlementLine,
     now: DateTime<Utc>,
+    exact_only: bool,
 ) -> Result<Evidence, StoreError> {
     if line.cancel_at.is_none()
         && let Some(id) = line.pg_cancel_id.as_deref().filter(|id| !id.is_empty())
@@ -194,6 +198,9 @@ pub(super) fn apply_cancel_line(
         && exact.is_none()
     {
         return Ok(Evidence::Ambiguous);
+    }
+    if exact_only && exact.is_none() {
+        return Ok(Evidence::NotExact);
     }
     let (mut chosen, evidence) = match (exact, unknown.is_empty(), recorded.is_empty()) {
         (Some(known), _, _) => (known, Evidence::Known),

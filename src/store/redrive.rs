@@ -46,6 +46,8 @@ pub enum RedriveOutcome {
     /// An unknown refund of a PG that cannot be asked: the person must say they checked the
     /// PG's console before it is sent again.
     ConsoleCheckRequired(CancelIntent),
+    /// The PG refund named is already recorded for another cancel of the payment.
+    RefundAlreadyRecorded(CancelIntent),
     NotFound,
 }
 
@@ -160,6 +162,19 @@ fn resolve(
     let text = match resolution {
         Resolution::Refunded { pg_ref, at } => {
             let pg_ref = pg_ref.clone().unwrap_or_default();
+            // Checked again here, in the write: two resolves at once must not both take one
+            // refund of the PG's.
+            if !pg_ref.is_empty() {
+                let taken = super::intents::intents_of(txn, payment.payment.id)?
+                    .iter()
+                    .any(|other| {
+                        other.intent.state == IntentState::Done
+                            && other.intent.pg_cancel_id.as_deref() == Some(pg_ref.as_str())
+                    });
+                if taken {
+                    return Ok(RedriveOutcome::RefundAlreadyRecorded(stored.intent));
+                }
+            }
             record_refund(
                 txn,
                 &mut stored,

@@ -232,22 +232,22 @@ fn row_of_order(
 /// A CANCEL line that is no refund kassa knows: a refund made outside kassa (the PG's
 /// console). It is recorded on the order's accepted payment when nothing else can account for
 /// it (no cancel of the payment running, dead or in doubt; it fits what is left), with a
-/// warning. Answers whether it was recorded (or known).
+/// warning.
 fn import_cancel_line(
     txn: &WriteTransaction,
     provider: &str,
     date: NaiveDate,
     line: &SettlementLine,
     now: DateTime<Utc>,
-) -> Result<bool, StoreError> {
+) -> Result<Imported, StoreError> {
     let (Some(at), Some(amount)) = (line.cancel_at, line.amount.checked_abs()) else {
-        return Ok(false);
+        return Ok(Imported::Not);
     };
     let Ok(amount) = crate::domain::Amount::positive(amount) else {
-        return Ok(false);
+        return Ok(Imported::Not);
     };
     let Some(payment_id) = accepted_payment_of(txn, provider, &line.order_id)? else {
-        return Ok(false);
+        return Ok(Imported::Not);
     };
     let what = format!(
         "{provider}:{}:{}:{}",
@@ -256,7 +256,9 @@ fn import_cancel_line(
         line.amount
     );
     let refund = super::cancels::OutsideRefund {
-        pg_cancel_id: String::new(),
+        pg_cancel_id: line.pg_cancel_id.clone().unwrap_or_default(),
+        id_is_unique: line.pg_cancel_id.is_some(),
+        from_line: true,
         amount,
         at,
         source: format!("the {provider} settlement of {date} (a CANCEL line)"),
@@ -275,11 +277,22 @@ fn import_cancel_line(
     match outcome {
         super::cancels::OutsideOutcome::Recorded => {
             super::evidence::mark_line_used(txn, provider, line, at, amount.won(), cancel_id)?;
-            Ok(true)
+            Ok(Imported::Recorded)
         }
-        super::cancels::OutsideOutcome::Known => Ok(true),
-        _ => Ok(false),
+        super::cancels::OutsideOutcome::Known => Ok(Imported::Recorded),
+        super::cancels::OutsideOutcome::Ambiguous => Ok(Imported::Ambiguous),
+        _ => Ok(Imported::Not),
     }
+}
+
+/// What a CANCEL line that matched no refund came to.
+enum Imported {
+    /// Recorded as a refund made outside kassa (or it was that refund already).
+    Recorded,
+    /// It could only be a refund already matched to another line: a person must look.
+    Ambiguous,
+    /// Not recorded (no payment to record it on, or a cancel of it runs); an alert says so.
+    Not,
 }
 
 /// The payment that paid `order_id` through `provider`, if there is one.
@@ -342,6 +355,40 @@ fn queue_missed_payment(
     Ok(())
 }
 
+/// The counts and finding of a CANCEL line matched in the exact pass.
+fn cancel_line_counted(
+    txn: &WriteTransaction,
+    provider: &str,
+    date: NaiveDate,
+    line: &SettlementLine,
+    now_ms: i64,
+) -> Result<SyncCounts, StoreError> {
+    let finding = Finding {
+        date,
+        provider: provider.to_owned(),
+        order_id: line
+            .order_id
+            .chars()
+            .take(crate::domain::ids::ORDER_ID_CHARS_MAX)
+            .collect(),
+        kind: "CANCEL".to_owned(),
+        expected: None,
+        actual: line.amount,
+        fee: line.fee,
+        settle_amount: line.settle_amount,
+        found_at_ms: now_ms,
+    };
+    record_finding(txn, &finding)?;
+    Ok(SyncCounts {
+        cancel_skipped: 1,
+        ..SyncCounts::default()
+    })
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one line of each kind, with what it leads to, read top to bottom"
+)]
 fn apply_line(
     txn: &WriteTransaction,
     provider: &str,
@@ -368,16 +415,23 @@ fn apply_line(
     if line.kind == SettlementKind::Cancel {
         counts.cancel_skipped = 1;
         let now = super::orders::millis_to_time(now_ms)?;
-        let evidence = super::evidence::apply_cancel_line(txn, provider, line, now)?;
+        let evidence = super::evidence::apply_cancel_line(txn, provider, line, now, false)?;
         record_finding(txn, &finding("CANCEL", None))?;
         // A refund at the PG that kassa cannot put to one of its own is money a person must
         // account for: refunded twice, refunded in the console, or a wrong "not refunded".
-        if evidence == Evidence::Unexplained && import_cancel_line(txn, provider, date, line, now)?
-        {
-            return Ok(counts);
-        }
+        let evidence = if evidence == Evidence::Unexplained {
+            match import_cancel_line(txn, provider, date, line, now)? {
+                Imported::Recorded => return Ok(counts),
+                Imported::Ambiguous => Evidence::Ambiguous,
+                Imported::Not => evidence,
+            }
+        } else {
+            evidence
+        };
         let (level, message) = match evidence {
-            Evidence::Known | Evidence::Used | Evidence::ClosedUnknown => return Ok(counts),
+            Evidence::Known | Evidence::Used | Evidence::ClosedUnknown | Evidence::NotExact => {
+                return Ok(counts);
+            }
             Evidence::Ambiguous => (
                 AlertLevel::Urgent,
                 format!(
@@ -510,8 +564,25 @@ impl Store {
                 return Ok(None);
             }
             let mut counts = SyncCounts::default();
-            for line in &lines {
-                counts.add(apply_line(txn, &provider, date, line, now_ms)?);
+            // CANCEL lines that name their refund exactly (its PG id or its time) first: only
+            // then may a line without an exact match be taken for a refund kassa recorded, so a
+            // console refund's line never takes the place of kassa's own refund's line.
+            let mut done = vec![false; lines.len()];
+            for (index, line) in lines.iter().enumerate() {
+                if line.kind == SettlementKind::Cancel {
+                    let now = super::orders::millis_to_time(now_ms)?;
+                    let evidence =
+                        super::evidence::apply_cancel_line(txn, &provider, line, now, true)?;
+                    if matches!(evidence, Evidence::Known | Evidence::Used) {
+                        counts.add(cancel_line_counted(txn, &provider, date, line, now_ms)?);
+                        done[index] = true;
+                    }
+                }
+            }
+            for (index, line) in lines.iter().enumerate() {
+                if !done[index] {
+                    counts.add(apply_line(txn, &provider, date, line, now_ms)?);
+                }
             }
             let mut cursors = txn.open_table(tables::SYNC_CURSORS)?;
             let key = (provider.as_str(), date_key(date));

@@ -243,3 +243,80 @@ async fn a_resolve_without_an_outcome_is_refused_and_changes_nothing() {
     }
     assert_eq!(app.payment(&payment_id).await, before);
 }
+
+#[tokio::test]
+async fn two_console_refunds_of_one_amount_on_a_legacy_portone_body_are_both_imported() {
+    let app = TestApp::spawn_with(sweeping()).await;
+    app.create_order("order-legacy-1", 30_000).await;
+    // PortOne bodies of 2018–2022 have no cancellation_id: refunds share the payment's pg_tid.
+    let imp_uid = app
+        .pg_payment_with(
+            json!({ "merchant_uid": "order-legacy-1", "amount": 30_000, "legacy": true }),
+        )
+        .await;
+    let (status, paid) = app.complete(&imp_uid, "order-legacy-1").await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    let payment_id = paid["payment_id"].as_str().unwrap().to_owned();
+    for minute in 0..2 {
+        control(
+            &app,
+            &format!("/portone/payments/{imp_uid}/refund"),
+            &json!({ "amount": 10_000 }),
+        )
+        .await;
+        app.advance_ms(60_000 + minute);
+        sweep(&app).await;
+    }
+    sweep(&app).await;
+
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(
+        payment["cancelled_amount"], 20_000,
+        "both, once each: {payment}"
+    );
+    assert_eq!(app.pg_state(&imp_uid).await["cancel_amount"], 20_000);
+}
+
+#[tokio::test]
+async fn a_refund_resolved_with_the_operators_own_reference_is_not_imported_again() {
+    let app = TestApp::spawn_with(sweeping()).await;
+    let (payment_id, imp_uid) = app.paid("order-res-ref", 10_000).await;
+    app.fault("portone.cancel", "status401", 2).await;
+    app.cancel(
+        &payment_id,
+        "res-ref",
+        &json!({ "amount": 3_000, "reason": "partial" }),
+    )
+    .await;
+    control(
+        &app,
+        &format!("/portone/payments/{imp_uid}/refund"),
+        &json!({ "amount": 3_000 }),
+    )
+    .await;
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    let id = letters["items"][0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .admin_post(
+            &format!("/api/admin/dead-letters/{id}/resolve"),
+            &json!({ "outcome": "refunded", "pg_ref": "R-123", "note": "done in the console" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    sweep(&app).await;
+    sweep(&app).await;
+
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["cancelled_amount"], 3_000, "{payment}");
+    let resolved = payment["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["kind"] == "REFUNDED")
+        .unwrap();
+    assert!(
+        resolved["detail"].as_str().unwrap().contains("R-123"),
+        "{resolved}"
+    );
+}

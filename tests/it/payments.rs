@@ -331,8 +331,8 @@ async fn a_pg_that_is_down_leaves_nothing_paid_and_a_later_webhook_completes_it(
     assert_eq!(payments[0]["status"], "PAID");
     assert_eq!(
         app.pg_calls("portone.payment").await,
-        4,
-        "three failures, then the answer"
+        5,
+        "three failures, the answer, and one look at the refunds of the payment just found"
     );
 }
 

@@ -868,3 +868,68 @@ async fn a_payple_re_post_with_another_type_or_day_stores_nothing_new() {
     assert_eq!(payments.len(), 1, "{payments:?}");
     assert_eq!(payments[0]["status"], "PAID");
 }
+
+#[tokio::test]
+async fn a_console_refund_and_kassas_own_refund_of_one_amount_are_both_recorded_from_the_lines() {
+    let app = TestApp::spawn().await;
+    let payment_id = payple_payment(&app, "order-pp-both", 20_000).await;
+    // First a refund in Payple's console, then kassa's own refund of the same amount.
+    let console = app
+        .http
+        .post(app.url("/sandbox-pg/_control/payple/payments/order-pp-both/refund"))
+        .json(&json!({ "amount": 3_000 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(console.status().is_success());
+    app.advance_ms(60_000);
+    let (_, body) = app
+        .cancel(
+            &payment_id,
+            "pp-both",
+            &json!({ "amount": 3_000, "reason": "partial" }),
+        )
+        .await;
+    assert_eq!(body["status"], "PARTIALLY_CANCELLED", "{body}");
+
+    payple_sync(&app, "2026-11-23").await;
+
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(
+        payment["cancelled_amount"], 6_000,
+        "kassa's line is kassa's refund, the console's is recorded beside it: {payment}"
+    );
+    assert_eq!(payple_state(&app, "order-pp-both").await["refunded"], 6_000);
+}
+
+#[tokio::test]
+async fn a_missed_payple_payment_refunded_the_same_day_gets_its_refund_from_a_second_sync() {
+    let app = TestApp::spawn().await;
+    payple_order(&app, "order-pp-late", 20_000).await;
+    payple_paid(&app, "order-pp-late", 20_000).await;
+    // The result post was lost; the merchant refunded part of it in Payple's console that day.
+    let console = app
+        .http
+        .post(app.url("/sandbox-pg/_control/payple/payments/order-pp-late/refund"))
+        .json(&json!({ "amount": 5_000 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(console.status().is_success());
+    // The next morning's sync finds both lines before kassa has the payment.
+    app.advance_ms(20 * 3_600_000);
+    payple_sync(&app, "2026-11-23").await;
+    app.run_all_jobs().await;
+    let payments = app.payments_of("order-pp-late").await;
+    assert_eq!(payments.len(), 1, "the APPROVAL line's re-check stored it");
+    let payment_id = payments[0]["payment_id"].as_str().unwrap().to_owned();
+
+    // Storing it queued that day's sync again, which records the CANCEL line now.
+    app.advance_ms(61_000);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    app.run_all_jobs().await;
+
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED", "{payment}");
+    assert_eq!(payment["cancelled_amount"], 5_000);
+}

@@ -212,7 +212,8 @@ pub async fn redrive(
             "CANCEL_RESOLVED",
             format!("cancel {} was resolved by an operator", intent.id),
         )),
-        crate::store::RedriveOutcome::AlreadyDone(intent) => Err(ApiError::new(
+        crate::store::RedriveOutcome::AlreadyDone(intent)
+        | crate::store::RedriveOutcome::RefundAlreadyRecorded(intent) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "CANCEL_ALREADY_DONE",
             format!("cancel {} was already carried out", intent.id),
@@ -282,6 +283,14 @@ pub async fn resolve_dead_letter(
             StatusCode::CONFLICT,
             "CANCEL_ALREADY_DONE",
             format!("cancel {} was already carried out", intent.id),
+        )),
+        crate::store::RedriveOutcome::RefundAlreadyRecorded(intent) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "PG_REFUND_ALREADY_RECORDED",
+            format!(
+                "that refund of the PG is already recorded for another cancel of payment {}; nothing was changed",
+                intent.payment_id
+            ),
         )),
         crate::store::RedriveOutcome::Redriven(intent)
         | crate::store::RedriveOutcome::ConsoleCheckRequired(intent) => Err(ApiError::new(
