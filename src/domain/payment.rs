@@ -510,6 +510,8 @@ pub struct CancelIntent {
     pub missing_line_alerted: bool,
     /// Settlement syncs that came and went while this refund's outcome stayed unknown.
     pub unknown_syncs: u32,
+    /// The last settlement day counted in `unknown_syncs`: a day synced again counts once.
+    pub unknown_counted_through: Option<chrono::NaiveDate>,
 }
 
 /// An attempt at the PG that started: its number (1 = the first) and when.
@@ -555,6 +557,7 @@ impl CancelIntent {
             cancel_line_seen: false,
             missing_line_alerted: false,
             unknown_syncs: 0,
+            unknown_counted_through: None,
         }
     }
 

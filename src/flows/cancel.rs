@@ -144,11 +144,10 @@ pub async fn request(
     match kassa.store.request_cancel(request).await? {
         CancelRequestOutcome::Created(intent) => {
             tracing::info!(payment_id = %payment_id, cancel_id = %intent.id, amount = intent.amount.won(), "cancel accepted");
-            drive_inline(kassa, &intent).await?;
-            kassa
-                .store
-                .cancel_request_answered(payment_id, &key)
-                .await?;
+            // The request's key counts as answered once the inline attempts end, in their own
+            // task: a client that went away and asks again with the key gets the cancel's state,
+            // not "still running".
+            drive_inline_then(kassa, &intent, Some((payment_id, key))).await?;
             answer(kassa, &intent).await
         }
         CancelRequestOutcome::Replay(intent) => answer(kassa, &intent).await,
@@ -247,7 +246,10 @@ async fn check_refund_at_pg(
         .find(|entry| entry.amount == intent.amount);
     match shown {
         Some(entry) => {
-            let id = (!entry.pg_cancel_id.is_empty()).then(|| entry.pg_cancel_id.clone());
+            // Only an id that names this refund alone is kept as its receipt id; PortOne's
+            // shared `pg_tid` would make every later refund of the payment look recorded.
+            let id = (entry.id_is_unique && !entry.pg_cancel_id.is_empty())
+                .then(|| entry.pg_cancel_id.clone());
             let at = (entry.at != DateTime::UNIX_EPOCH).then_some(entry.at);
             Ok((id, at))
         }
@@ -275,17 +277,39 @@ pub enum Mode {
 /// them at most `INLINE_WAIT_MAX`: if the caller goes away (a client disconnects, a request is
 /// dropped), the attempts go on. Whatever is left is done by the queue.
 pub async fn drive_inline(kassa: &Kassa, intent: &CancelIntent) -> Result<(), FlowError> {
+    drive_inline_then(kassa, intent, None).await
+}
+
+/// `drive_inline`, then (in the same task) marks the cancel request's key answered.
+async fn drive_inline_then(
+    kassa: &Kassa,
+    intent: &CancelIntent,
+    answered: Option<(PaymentId, IdempotencyKey)>,
+) -> Result<(), FlowError> {
     if kassa.shutdown.is_cancelled() {
         // Shutting down: an attempt started now could be cut off. The job is queued; the next
         // start runs it.
+        if let Some((payment_id, key)) = answered {
+            kassa
+                .store
+                .cancel_request_answered(payment_id, &key)
+                .await?;
+        }
         return Ok(());
     }
     let task = {
         let kassa_for_task = kassa.clone();
         let intent = intent.clone();
-        kassa
-            .tasks
-            .spawn(async move { inline_attempts(&kassa_for_task, &intent).await })
+        kassa.tasks.spawn(async move {
+            let attempts = inline_attempts(&kassa_for_task, &intent).await;
+            if let Some((payment_id, key)) = answered {
+                kassa_for_task
+                    .store
+                    .cancel_request_answered(payment_id, &key)
+                    .await?;
+            }
+            attempts
+        })
     };
     match tokio::time::timeout(INLINE_WAIT_MAX, task).await {
         Ok(Ok(result)) => result,

@@ -226,7 +226,21 @@ pub(super) async fn store_fetched(
         }
         // Found by kassa itself after it was refunded outside kassa (the PG's console): it is
         // stored as paid, and its refunds are imported from the same record next.
-        PgStatus::Cancelled if source == Source::Recheck => {}
+        PgStatus::Cancelled if source == Source::Recheck => {
+            // A refunded payment of an order that another payment pays needs nothing given back:
+            // it is not stored (a rollback of nothing would follow).
+            let paid_by_other = kassa
+                .store
+                .order(&order_id)
+                .await?
+                .is_some_and(|order| order.paid_payment_id().is_some());
+            if paid_by_other {
+                return Err(FlowError::Conflict {
+                    code: "PAYMENT_CANCELLED",
+                    message: "the PG reports this payment refunded, and its order is paid".into(),
+                });
+            }
+        }
         PgStatus::Cancelled => {
             return Err(FlowError::Conflict {
                 code: "PAYMENT_CANCELLED",

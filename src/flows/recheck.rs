@@ -64,10 +64,24 @@ pub async fn recheck(
         import_refunds(kassa, &view, "the PG's record").await?;
         return Ok(());
     }
+    let before: Vec<crate::domain::PaymentId> = match claimed_order {
+        Some(order) => kassa
+            .store
+            .payments_of_order(order)
+            .await?
+            .iter()
+            .map(|view| view.payment.id)
+            .collect(),
+        None => Vec::new(),
+    };
     match complete(kassa, provider, pg_tid, claimed_order, Source::Recheck).await {
         Ok(completion) => {
             let view = completion.view();
             tracing::info!(provider = provider.as_str(), pg_tid = %pg_tid, payment_id = %view.payment.id, status = %view.payment.status(), "re-check: the PG's payment is stored");
+            // Only a payment stored just now has a day to sync again and refunds to import.
+            if before.contains(&view.payment.id) {
+                return Ok(());
+            }
             after_found(kassa, view).await
         }
         // The PG or the store is not available: ask again later.
@@ -226,7 +240,8 @@ impl Pass {
             )
     }
 
-    /// `provider` failed: the rest of this sweep leaves it alone.
+    /// A question to `provider` failed: an outage makes the rest of this sweep leave it alone
+    /// (and counts for its breaker); anything else was this one item's.
     fn failed(&mut self, kassa: &Kassa, provider: Provider, error: &FlowError) {
         if let FlowError::Gateway(error) = error
             && error.is_outage()
@@ -234,8 +249,15 @@ impl Pass {
             kassa
                 .breakers
                 .record(provider, super::breaker::Health::Outage, kassa.env.now());
+            self.down.push(provider);
         }
-        self.down.push(provider);
+    }
+
+    /// `provider` answered.
+    fn answered(kassa: &Kassa, provider: Provider) {
+        kassa
+            .breakers
+            .record(provider, super::breaker::Health::Answered, kassa.env.now());
     }
 }
 
@@ -273,6 +295,7 @@ async fn sweep_orders(
                 continue;
             }
         };
+        Pass::answered(kassa, provider);
         report.orders_asked += 1;
         report.payments_found += found.paid;
         if found.paid == 0 && !found.pending && past_age {
@@ -314,22 +337,13 @@ async fn ask_about_order(
     };
     let mut pending = false;
     let found = match provider {
-        Provider::PortOne => {
-            let paid = gateway
-                .find_paid_by_order(order_id.as_str())
-                .await
-                .map_err(FlowError::Gateway)?;
-            if paid.is_empty() && last_look {
-                // The latest payment of the order in any status: a virtual account issued and
-                // not yet paid keeps the order open.
-                match gateway.fetch_by_order(order_id.as_str()).await {
-                    Ok(latest) => pending = latest.status == PgStatus::Ready,
-                    Err(GatewayError::NotFound | GatewayError::Refused { .. }) => {}
-                    Err(error) => return Err(FlowError::Gateway(error)),
-                }
-            }
-            paid
-        }
+        // PortOne's `ready` is any unpaid try (a closed window too), so it keeps nothing open:
+        // a virtual account deposited after the order expired still arrives by its webhook,
+        // and an EXPIRED order is paid by it like a READY one.
+        Provider::PortOne => gateway
+            .find_paid_by_order(order_id.as_str())
+            .await
+            .map_err(FlowError::Gateway)?,
         // Toss by order id; a payment the buyer authorised but nobody confirmed is left alone:
         // the sweep never confirms, and Toss expires it.
         Provider::Toss => match gateway.fetch_by_order(order_id.as_str()).await {
@@ -367,6 +381,9 @@ async fn ask_about_order(
         Provider::Payple => Vec::new(),
     };
     let paid = found.len();
+    // Every payment first (a second paid payment of an order is rolled back), then what follows
+    // from each: a failure there must not keep another payment from being stored.
+    let mut stored = Vec::new();
     for pg in found {
         let pg_tid = pg.pg_tid.clone();
         match store_fetched(
@@ -381,11 +398,16 @@ async fn ask_about_order(
         {
             Ok(completion) => {
                 tracing::info!(order_id = %order_id, payment_id = %completion.view().payment.id, "re-check sweep stored a payment kassa had not heard of");
-                after_found(kassa, completion.view()).await?;
+                stored.push(completion.view().clone());
             }
             Err(error) => {
                 tracing::info!(order_id = %order_id, pg_tid = %pg_tid, error = %error, "re-check sweep: a PG payment was not stored");
             }
+        }
+    }
+    for view in &stored {
+        if let Err(error) = after_found(kassa, view).await {
+            tracing::warn!(payment_id = %view.payment.id, error = %error, "re-check sweep: the refunds of a payment just found could not be read; the next sweep reads them");
         }
     }
     Ok(Found { paid, pending })
@@ -425,7 +447,10 @@ async fn sweep_payments(
         }
         report.payments_reread += 1;
         match import_refunds(kassa, view, "the PG's record (re-check sweep)").await {
-            Ok(count) => report.refunds_imported += count,
+            Ok(count) => {
+                Pass::answered(kassa, provider);
+                report.refunds_imported += count;
+            }
             Err(error) => {
                 tracing::warn!(payment_id = %view.payment.id, error = %error, "re-check sweep: a payment could not be re-read; it is left alone until the next sweep");
                 pass.failed(kassa, provider, &error);

@@ -86,6 +86,17 @@ fn record_pg_payment(
     let Some(mut order) = get_order(&txn.open_table(tables::ORDERS)?, &new.order_id)? else {
         return Ok(RecordOutcome::OrderNotFound);
     };
+    // Ids are made by the caller; one that is taken would overwrite another payment.
+    if txn
+        .open_table(tables::PAYMENTS)?
+        .get(new.payment_id.as_u128())?
+        .is_some()
+    {
+        return Err(StoreError::Bug(format!(
+            "payment id {} is taken already",
+            new.payment_id
+        )));
+    }
     let admission = if new.currency_ok {
         admit(&order, new.amount)
     } else {

@@ -696,16 +696,27 @@ fn same_refund(stored: &CancelIntent, refund: &OutsideRefund) -> bool {
 /// An alert id made from a refund the PG shows: time-ordered by the refund's time (the top 48
 /// bits), the same every time the refund is found.
 fn once_id(payment_id: PaymentId, refund: &OutsideRefund) -> u128 {
-    let what = format!(
-        "{payment_id}:{}:{}:{}",
-        refund.pg_cancel_id,
-        refund.amount.won(),
-        refund.at.timestamp_millis()
-    );
+    // With the PG's id, the refund is that id (its time may be one kassa filled in); without,
+    // its amount and time.
+    let what = if refund.pg_cancel_id.is_empty() {
+        format!(
+            "{payment_id}::{}:{}",
+            refund.amount.won(),
+            refund.at.timestamp_millis()
+        )
+    } else {
+        format!(
+            "{payment_id}:{}:{}",
+            refund.pg_cancel_id,
+            refund.amount.won()
+        )
+    };
     let hash = what.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    (u128::from(u64::try_from(refund.at.timestamp_millis()).unwrap_or(0)) << 80) | u128::from(hash)
+    // Time-ordered by the payment's own time (its id is a UUIDv7), the same on every sweep.
+    let time = payment_id.as_u128() >> 80;
+    (time << 80) | u128::from(hash)
 }
 
 #[expect(

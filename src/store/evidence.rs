@@ -177,9 +177,18 @@ pub(super) fn apply_cancel_line(
                     let same_time = intent
                         .done_at
                         .is_some_and(|done| (done - at).num_seconds().abs() <= SAME_REFUND_S);
+                    // Both name their refund by the PG's own id, and the ids differ: another
+                    // refund's line.
+                    let other_id = line.pg_cancel_id.as_deref().is_some_and(|id| {
+                        !id.is_empty()
+                            && intent
+                                .pg_cancel_id
+                                .as_deref()
+                                .is_some_and(|own| !own.is_empty() && own != id)
+                    });
                     if exact.is_none() && (same_id || same_time) {
                         exact = Some(stored.clone());
-                    } else if started_before {
+                    } else if started_before && !other_id {
                         recorded.push(stored);
                     }
                 }
@@ -273,9 +282,14 @@ pub(super) fn count_sync(
             .intent
             .first_attempt_at
             .is_some_and(|started| kst_date(started) <= date);
-        if payment.payment.provider.as_str() != provider || !shown {
+        let counted = stored
+            .intent
+            .unknown_counted_through
+            .is_some_and(|through| through >= date);
+        if payment.payment.provider.as_str() != provider || !shown || counted {
             continue;
         }
+        stored.intent.unknown_counted_through = Some(date);
         stored.intent.unknown_syncs = stored.intent.unknown_syncs.saturating_add(1);
         if stored.intent.unknown_syncs == UNKNOWN_SYNCS_ALERT {
             let message = format!(

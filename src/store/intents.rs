@@ -71,6 +71,7 @@ struct IntentRecord {
     cancel_line_seen: bool,
     missing_line_alerted: bool,
     unknown_syncs: u32,
+    unknown_counted_through: Option<u32>,
 }
 
 /// A stored intent with its last error.
@@ -124,6 +125,9 @@ pub(super) fn encode_intent(stored: &StoredIntent) -> Result<Vec<u8>, StoreError
             cancel_line_seen: intent.cancel_line_seen,
             missing_line_alerted: intent.missing_line_alerted,
             unknown_syncs: intent.unknown_syncs,
+            unknown_counted_through: intent
+                .unknown_counted_through
+                .map(crate::domain::calendar::date_key),
         },
     )
 }
@@ -161,6 +165,13 @@ pub(super) fn decode_intent(bytes: &[u8]) -> Result<StoredIntent, StoreError> {
         cancel_line_seen: record.cancel_line_seen,
         missing_line_alerted: record.missing_line_alerted,
         unknown_syncs: record.unknown_syncs,
+        unknown_counted_through: record.unknown_counted_through.and_then(|key| {
+            chrono::NaiveDate::from_ymd_opt(
+                i32::try_from(key / 10_000).ok()?,
+                key / 100 % 100,
+                key % 100,
+            )
+        }),
     };
     Ok(StoredIntent {
         intent,

@@ -209,6 +209,7 @@ fn migrate_intent(
         cancel_line_seen: false,
         missing_line_alerted: false,
         unknown_syncs: 0,
+        unknown_counted_through: None,
     };
     let mut stored = StoredIntent {
         intent,

@@ -338,6 +338,16 @@ fn queue_missed_payment(
     {
         return Ok(());
     }
+    // A payment of the order kassa holds already (a rollback, or one whose reference differs
+    // from the line's) is not missed: nothing to ask again.
+    let held = txn
+        .open_table(tables::PAYMENTS_BY_ORDER)?
+        .range((order_id.as_str(), 0)..=(order_id.as_str(), u128::MAX))?
+        .next()
+        .is_some();
+    if held {
+        return Ok(());
+    }
     let id = found_alert_id(now_ms, &format!("recheck:{provider:?}:{pg_ref}"));
     let job = Job::Recheck {
         provider,
@@ -640,7 +650,14 @@ impl Store {
                     "{} settlement of {}: {} discrepancies and {} lines for payments kassa does not hold; see /api/admin/settlement-findings?date={}",
                     report.provider, report.date, counts.discrepancy, counts.missing, report.date
                 );
-                insert_alert(txn, alert_id, level, "SETTLEMENT_MISMATCH", &message, None, now)?;
+                // Once per day and findings: a day synced again with nothing new says nothing new.
+                let key = format!("mismatch:{}:{}:{}:{}", report.provider, report.date, counts.discrepancy, counts.missing);
+                let mut alerted = txn.open_table(tables::CANCEL_LINES_ALERTED)?;
+                if alerted.get(key.as_str())?.is_none() {
+                    alerted.insert(key.as_str(), ())?;
+                    drop(alerted);
+                    insert_alert(txn, alert_id, level, "SETTLEMENT_MISMATCH", &message, None, now)?;
+                }
             }
             Ok(())
         })

@@ -59,8 +59,8 @@ pub const QUEUE_DUE: TableDefinition<(u64, u128), ()> = TableDefinition::new("qu
 /// A job's unique name (`settlement_sync:payple:20261122`) → its job id: a day is queued once.
 pub const QUEUE_KEYS: TableDefinition<&str, u128> = TableDefinition::new("queue_keys");
 
-/// A settlement CANCEL line's identity → (): lines an alert was raised for, so a re-run of the
-/// day raises none again.
+/// What a settlement alert was raised for (a CANCEL line's identity; a day's mismatch counts)
+/// → (): a re-run of the day raises none again.
 pub const CANCEL_LINES_ALERTED: TableDefinition<&str, ()> =
     TableDefinition::new("cancel_lines_alerted");
 

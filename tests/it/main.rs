@@ -15,6 +15,7 @@ mod payments;
 mod payple;
 mod process;
 mod settlement;
+mod simulation;
 mod storage;
 mod support;
 mod toss;
