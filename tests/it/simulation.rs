@@ -473,7 +473,7 @@ impl Sim {
                         .await
                         .unwrap();
                     match again.status() {
-                        StatusCode::CONFLICT => continue,
+                        StatusCode::CONFLICT => {}
                         StatusCode::ACCEPTED => {
                             let answer: Value = again.json().await.unwrap_or(Value::Null);
                             accepted = answer["amount"].as_i64();
