@@ -74,6 +74,7 @@ impl PaymentGateway for SettlementDouble {
                     cancel_at: None,
                     pg_ref: None,
                     pg_cancel_id: None,
+                    occurrence: 0,
                 })
                 .collect();
             Ok(SettlementPage {

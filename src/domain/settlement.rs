@@ -112,6 +112,9 @@ pub struct SettlementLine {
     pub pg_ref: Option<String>,
     /// The PG's own id of the refund a CANCEL line is of (Toss `transactionKey`), when given.
     pub pg_cancel_id: Option<String>,
+    /// How many lines alike in order, amount and time came before this one in its page: two
+    /// refunds of one amount in the same second are two lines, and two refunds.
+    pub occurrence: u32,
 }
 
 impl SettlementLine {

@@ -179,10 +179,7 @@ pub async fn import_refunds(
                 recorded += 1;
                 tracing::warn!(payment_id = %payment.id, amount = entry.amount.won(), pg_cancel_id = %entry.pg_cancel_id, "a refund made outside kassa was recorded from the PG's record");
             }
-            OutsideOutcome::Known
-            | OutsideOutcome::Busy
-            | OutsideOutcome::NotFound
-            | OutsideOutcome::Ambiguous => {}
+            OutsideOutcome::Known | OutsideOutcome::Busy | OutsideOutcome::NotFound => {}
             OutsideOutcome::TooMuch => break,
         }
     }

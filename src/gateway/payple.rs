@@ -436,6 +436,7 @@ impl PaypleGateway {
             .map(|line| SettlementLine {
                 cancel_at: pay_time(text(line, "PCD_PAY_CANCEL_TIME")),
                 pg_cancel_id: None,
+                occurrence: 0,
                 pg_ref: pay_time(text(line, "PCD_PAY_TIME")).and_then(|at| {
                     // The inquiry knows card and transfer; an easy-pay line is asked as card,
                     // and the answer (matched on the order) says what it really was.

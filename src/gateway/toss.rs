@@ -99,6 +99,7 @@ fn settlement_line(line: &serde_json::Value) -> SettlementLine {
         pg_cancel_id: text("transactionKey")
             .filter(|_| is_cancel)
             .map(str::to_owned),
+        occurrence: 0,
     }
 }
 

@@ -58,6 +58,8 @@ pub(super) struct Line {
     pub cancel_at: Option<DateTime<Utc>>,
     /// The refund's own transaction key (Toss), when the line comes from a sandbox refund.
     pub transaction_key: Option<String>,
+    /// Made from the sandbox's own payments and refunds (`from_payments`), not given by a test.
+    pub from_payments: bool,
 }
 
 /// A refund a PG of the sandbox executed, for its CANCEL line.
@@ -85,6 +87,7 @@ impl Line {
             settle_amount: amount,
             cancel_at: Some(refund.at),
             transaction_key: refund.transaction_key,
+            from_payments: true,
         }
     }
 }
@@ -125,7 +128,9 @@ pub(super) struct LoadRequest {
     #[serde(default)]
     records: Vec<LineInput>,
     /// Also add an APPROVAL line for every payment the sandbox approved that day and a CANCEL
-    /// line for every refund it executed that day.
+    /// line for every refund it executed that day. These lines are the day as the PG has it
+    /// now: they take the place of the lines an earlier such load made (a PG's re-sent day
+    /// holds each payment and refund once).
     #[serde(default)]
     from_payments: bool,
     /// Toss only: how this load's lines are written; `api` when not said.
@@ -138,7 +143,8 @@ fn default_fee(amount: i64) -> i64 {
     amount.saturating_mul(33) / 1_000
 }
 
-/// Loads (appends) a day of settlement lines: `POST /_control/settlements`.
+/// Loads (appends) a day of settlement lines: `POST /_control/settlements`. Lines made from
+/// the sandbox's payments replace those of an earlier load (see `LoadRequest::from_payments`).
 pub(super) async fn control_load(
     State(sandbox): State<Arc<Sandbox>>,
     Json(request): Json<LoadRequest>,
@@ -173,6 +179,7 @@ pub(super) async fn control_load(
                     .unwrap_or(input.amount.saturating_sub(fee)),
                 cancel_at: input.cancel_time.filter(|_| cancel),
                 transaction_key: None,
+                from_payments: false,
             }
         })
         .collect();
@@ -192,6 +199,7 @@ pub(super) async fn control_load(
                     settle_amount: amount - default_fee(amount),
                     cancel_at: None,
                     transaction_key: None,
+                    from_payments: true,
                 }),
         );
         lines.extend(
@@ -206,6 +214,9 @@ pub(super) async fn control_load(
         .settlements
         .entry((request.provider.clone(), request.date))
         .or_default();
+    if request.from_payments {
+        day.retain(|line| !line.from_payments);
+    }
     if day.len() + lines.len() > LINES_PER_DAY_MAX {
         return control_error(
             StatusCode::INSUFFICIENT_STORAGE,

@@ -669,9 +669,6 @@ pub enum OutsideOutcome {
     Busy,
     /// More than the payment has left that no cancel holds: a person must look (an alert).
     TooMuch,
-    /// A settlement line that only a refund already matched to another line could be: two
-    /// lines, one refund kassa knows. A person must look (an urgent alert).
-    Ambiguous,
     NotFound,
 }
 
@@ -719,10 +716,6 @@ fn once_id(payment_id: PaymentId, refund: &OutsideRefund) -> u128 {
     (time << 80) | u128::from(hash)
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "every check before an outside refund is recorded, and what it writes, in one place"
-)]
 pub(super) fn record_outside_refund(
     txn: &WriteTransaction,
     payment_id: PaymentId,
@@ -735,14 +728,14 @@ pub(super) fn record_outside_refund(
         return Ok(OutsideOutcome::NotFound);
     };
     let intents = intents_of(txn, payment_id)?;
-    if let Some(known) = intents
-        .iter()
-        .find(|other| other.intent.state == IntentState::Done && same_refund(&other.intent, refund))
-    {
+    // A refund whose line was another line already is not this line's: two lines alike are two
+    // refunds (kassa's books then hold both, whichever line each was matched to).
+    if let Some(known) = intents.iter().find(|other| {
+        other.intent.state == IntentState::Done
+            && same_refund(&other.intent, refund)
+            && !(refund.from_line && other.intent.cancel_line_seen)
+    }) {
         if refund.from_line {
-            if known.intent.cancel_line_seen {
-                return Ok(OutsideOutcome::Ambiguous);
-            }
             // This line is that refund's line.
             let mut seen = known.clone();
             seen.intent.cancel_line_seen = true;

@@ -45,9 +45,10 @@ pub(super) enum Evidence {
 
 fn line_key(provider: &str, line: &SettlementLine, at: DateTime<Utc>, amount: i64) -> String {
     format!(
-        "{provider}:{}:{}:{amount}",
+        "{provider}:{}:{}:{amount}:{}",
         line.order_id,
-        at.timestamp_millis()
+        at.timestamp_millis(),
+        line.occurrence
     )
 }
 

@@ -280,7 +280,6 @@ fn import_cancel_line(
             Ok(Imported::Recorded)
         }
         super::cancels::OutsideOutcome::Known => Ok(Imported::Recorded),
-        super::cancels::OutsideOutcome::Ambiguous => Ok(Imported::Ambiguous),
         _ => Ok(Imported::Not),
     }
 }
@@ -289,8 +288,6 @@ fn import_cancel_line(
 enum Imported {
     /// Recorded as a refund made outside kassa (or it was that refund already).
     Recorded,
-    /// It could only be a refund already matched to another line: a person must look.
-    Ambiguous,
     /// Not recorded (no payment to record it on, or a cancel of it runs); an alert says so.
     Not,
 }
@@ -432,7 +429,6 @@ fn apply_line(
         let evidence = if evidence == Evidence::Unexplained {
             match import_cancel_line(txn, provider, date, line, now)? {
                 Imported::Recorded => return Ok(counts),
-                Imported::Ambiguous => Evidence::Ambiguous,
                 Imported::Not => evidence,
             }
         } else {
@@ -461,11 +457,12 @@ fn apply_line(
         // Once per line (its order, amount, time and PG id), however often its day is synced:
         // two lines alike but for their time are two refunds, and two alerts.
         let identity = format!(
-            "{provider}:{date}:{}:{}:{}:{}",
+            "{provider}:{date}:{}:{}:{}:{}:{}",
             line.order_id,
             line.amount,
             line.cancel_at.map_or(0, |at| at.timestamp_millis()),
-            line.pg_cancel_id.as_deref().unwrap_or("")
+            line.pg_cancel_id.as_deref().unwrap_or(""),
+            line.occurrence
         );
         let mut alerted = txn.open_table(tables::CANCEL_LINES_ALERTED)?;
         if alerted.get(identity.as_str())?.is_none() {
@@ -565,6 +562,21 @@ impl Store {
         run_id: u128,
         lock_ttl_ms: i64,
     ) -> Result<Option<SyncCounts>, StoreError> {
+        // Lines alike (order, amount, time) are told apart by their place among each other,
+        // the same whenever the page is read again.
+        let mut lines = lines;
+        let mut seen: std::collections::HashMap<(String, i64, Option<i64>), u32> =
+            std::collections::HashMap::new();
+        for line in &mut lines {
+            let alike = (
+                line.order_id.clone(),
+                line.amount,
+                line.cancel_at.map(|at| at.timestamp_millis()),
+            );
+            let count = seen.entry(alike).or_default();
+            line.occurrence = *count;
+            *count += 1;
+        }
         let provider = provider.to_owned();
         self.write(move |txn| {
             let now_ms = now.timestamp_millis();

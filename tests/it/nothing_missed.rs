@@ -326,24 +326,38 @@ async fn a_refund_resolved_on_a_legacy_portone_body_is_recorded_beside_an_earlie
     let app = TestApp::spawn().await;
     app.create_order("order-legacy-2", 30_000).await;
     let imp_uid = app
-        .pg_payment_with(json!({ "merchant_uid": "order-legacy-2", "amount": 30_000, "legacy": true }))
+        .pg_payment_with(
+            json!({ "merchant_uid": "order-legacy-2", "amount": 30_000, "legacy": true }),
+        )
         .await;
     let (_, paid) = app.complete(&imp_uid, "order-legacy-2").await;
     let payment_id = paid["payment_id"].as_str().unwrap().to_owned();
     // A first refund goes through kassa; its entry has only the payment's shared pg_tid.
     let (_, first) = app
-        .cancel(&payment_id, "legacy-2a", &json!({ "amount": 10_000, "reason": "first" }))
+        .cancel(
+            &payment_id,
+            "legacy-2a",
+            &json!({ "amount": 10_000, "reason": "first" }),
+        )
         .await;
     assert_eq!(first["status"], "PARTIALLY_CANCELLED", "{first}");
     // A second one dies; the operator refunds it in the console and says so.
     app.fault("portone.cancel", "status401", 2).await;
     let (_, second) = app
-        .cancel(&payment_id, "legacy-2b", &json!({ "amount": 5_000, "reason": "second" }))
+        .cancel(
+            &payment_id,
+            "legacy-2b",
+            &json!({ "amount": 5_000, "reason": "second" }),
+        )
         .await;
     assert_eq!(second["status"], "CANCEL_FAILED", "{second}");
     app.advance_ms(2_000);
-    control(&app, &format!("/portone/payments/{imp_uid}/refund"), &json!({ "amount": 5_000 }))
-        .await;
+    control(
+        &app,
+        &format!("/portone/payments/{imp_uid}/refund"),
+        &json!({ "amount": 5_000 }),
+    )
+    .await;
     let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
     let id = letters["items"][0]["id"].as_str().unwrap().to_owned();
 
@@ -372,7 +386,11 @@ async fn the_sweep_stores_both_payments_of_an_order_paid_twice_and_gives_one_bac
 
     let payments = app.payments_of("order-twice-1").await;
     assert_eq!(payments.len(), 2, "{payments:?}");
-    let refunds = app.pg_state(&first).await["refunds_executed"].as_u64().unwrap()
-        + app.pg_state(&second).await["refunds_executed"].as_u64().unwrap();
+    let refunds = app.pg_state(&first).await["refunds_executed"]
+        .as_u64()
+        .unwrap()
+        + app.pg_state(&second).await["refunds_executed"]
+            .as_u64()
+            .unwrap();
     assert_eq!(refunds, 1, "one of the two is rolled back");
 }

@@ -294,6 +294,21 @@ async fn a_payple_refund_goes_on_when_the_client_drops_the_request() {
         1
     );
     assert_eq!(app.run_jobs().await, 0, "nothing left to do");
+    // The client asks again with its key: the cancel's state, not "still running" (found by
+    // the simulation), and nothing cancelled twice.
+    let (status, again) = app
+        .cancel(
+            &payment_id,
+            "pp-drop",
+            &json!({ "amount": 5_000, "reason": "partial" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["status"], "PARTIALLY_CANCELLED");
+    assert_eq!(
+        payple_state(&app, "order-pp-drop").await["refunds_executed"],
+        1
+    );
 }
 
 #[tokio::test]
@@ -932,4 +947,35 @@ async fn a_missed_payple_payment_refunded_the_same_day_gets_its_refund_from_a_se
     let payment = app.payment(&payment_id).await;
     assert_eq!(payment["status"], "PARTIALLY_CANCELLED", "{payment}");
     assert_eq!(payment["cancelled_amount"], 5_000);
+}
+
+#[tokio::test]
+async fn two_console_refunds_of_one_amount_in_one_second_are_two_cancel_lines_and_two_refunds() {
+    let app = TestApp::spawn().await;
+    let payment_id = payple_payment(&app, "order-pp-twins", 6_000).await;
+    // Found by the simulation: two lines alike in order, amount and time were one refund.
+    for _ in 0..2 {
+        let console = app
+            .http
+            .post(app.url("/sandbox-pg/_control/payple/payments/order-pp-twins/refund"))
+            .json(&json!({ "amount": 1_000 }))
+            .send()
+            .await
+            .unwrap();
+        assert!(console.status().is_success());
+    }
+
+    payple_sync(&app, "2026-11-23").await;
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["cancelled_amount"], 2_000, "{payment}");
+    // The day again (its lines as they were): nothing counted twice.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let (status, _) = app
+        .admin_post(
+            "/api/admin/settlement-sync/run",
+            &json!({ "provider": "payple", "date": "2026-11-23" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.payment(&payment_id).await["cancelled_amount"], 2_000);
 }

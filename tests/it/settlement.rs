@@ -380,6 +380,7 @@ async fn a_run_that_lost_its_lock_applies_no_page() {
         cancel_at: None,
         pg_ref: None,
         pg_cancel_id: None,
+        occurrence: 0,
     };
     // Run 1's lease ran out and run 2 took the lock.
     assert_eq!(

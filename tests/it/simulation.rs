@@ -101,6 +101,8 @@ struct Sim {
     log: Vec<String>,
     /// How often the person has re-driven each cancel.
     redriven: BTreeMap<String, u32>,
+    /// The amount of each cancel kassa accepted, by cancel id.
+    cancel_amounts: BTreeMap<String, i64>,
     /// How often kassa was started: each start draws its ids from a randomness of its own, as
     /// a real restart does (the same seed again would make the same ids).
     boots: u64,
@@ -225,6 +227,7 @@ impl Sim {
             orders: 0,
             log: Vec::new(),
             redriven: BTreeMap::new(),
+            cancel_amounts: BTreeMap::new(),
             boots: 1,
         }
     }
@@ -449,6 +452,7 @@ impl Sim {
         let accepted = match sent {
             Ok(response) if response.status() == StatusCode::ACCEPTED => {
                 let answer: Value = response.json().await.unwrap_or(Value::Null);
+                self.remember_cancel(&answer);
                 answer["amount"].as_i64()
             }
             Ok(_) => None,
@@ -476,6 +480,7 @@ impl Sim {
                         StatusCode::CONFLICT => {}
                         StatusCode::ACCEPTED => {
                             let answer: Value = again.json().await.unwrap_or(Value::Null);
+                            self.remember_cancel(&answer);
                             accepted = answer["amount"].as_i64();
                             break;
                         }
@@ -621,13 +626,22 @@ impl Sim {
             }
             self.handle_letters().await;
             if round == 3 {
+                // Yesterday's settlement arrives.
                 self.sync_settlements().await;
             }
         }
+        // Synced again: nothing it settled changes, nothing is counted twice.
         self.sync_settlements().await;
         for _ in 0..6 {
             self.clock.advance(chrono::Duration::minutes(20));
             self.run_jobs().await;
+        }
+    }
+
+    fn remember_cancel(&mut self, answer: &Value) {
+        if let (Some(id), Some(amount)) = (answer["cancel_id"].as_str(), answer["amount"].as_i64())
+        {
+            self.cancel_amounts.insert(id.to_owned(), amount);
         }
     }
 
@@ -639,7 +653,18 @@ impl Sim {
                 None,
             )
             .await;
-        for letter in letters["items"].as_array().cloned().unwrap_or_default() {
+        // The person matches the console's refunds to the largest cancels first, so that one
+        // refund seen is never taken for a smaller cancel that did not go through.
+        let mut letters = letters["items"].as_array().cloned().unwrap_or_default();
+        letters.sort_by_key(|letter| {
+            let amount = letter["cancel_id"]
+                .as_str()
+                .and_then(|cancel| self.cancel_amounts.get(cancel))
+                .copied()
+                .unwrap_or(0);
+            std::cmp::Reverse(amount)
+        });
+        for letter in letters {
             let id = letter["id"].as_str().unwrap_or_default().to_owned();
             let Some(paid) = self
                 .paid
@@ -652,11 +677,16 @@ impl Sim {
             let pg = self.pg_refunded(&paid).await;
             let kassa = self.kassa_payment(&paid).await;
             let recorded = kassa["cancelled_amount"].as_i64().unwrap_or(0);
-            // The person's look at the console: more refunded there than kassa has recorded
-            // (beyond the console refunds kassa may not have imported yet) means this one went
-            // through.
-            let shown = pg - recorded - paid.console > 0;
             let cancel = letter["cancel_id"].as_str().unwrap_or_default().to_owned();
+            // The person's look at the console: at least this cancel's amount refunded there
+            // beyond what kassa has recorded (and beyond the console refunds kassa may not have
+            // imported yet) means this one went through. Each letter is weighed against the
+            // payment as it stands after the letters before it were resolved.
+            let unexplained = pg - recorded - paid.console;
+            let shown = match self.cancel_amounts.get(&cancel) {
+                Some(&amount) => unexplained >= amount,
+                None => unexplained > 0,
+            };
             let tried = self.redriven.get(&cancel).copied().unwrap_or(0);
             let (path, body) = if shown {
                 (
@@ -704,6 +734,7 @@ impl Sim {
         }
         for day in days {
             for provider in ["payple", "toss"] {
+                // The day as the PG has it now (a load from payments replaces the last one).
                 self.control(
                     "/settlements",
                     &json!({ "provider": provider, "date": day, "from_payments": true }),
