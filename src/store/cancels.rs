@@ -676,6 +676,12 @@ pub enum OutsideOutcome {
 /// id that names the refund alone decides; otherwise (no id, or PortOne's shared `pg_tid`) the
 /// same time within a second, and the same id when both have one. The same rule as the cancel
 /// flow's look at the PG's record (`flows::cancel::is_known`).
+/// Both name the refund by the PG's unique id, and it is the same.
+fn same_unique_id(stored: &CancelIntent, refund: &OutsideRefund) -> bool {
+    let id = stored.pg_cancel_id.as_deref().unwrap_or("");
+    refund.id_is_unique && !id.is_empty() && id == refund.pg_cancel_id
+}
+
 fn same_refund(stored: &CancelIntent, refund: &OutsideRefund) -> bool {
     let id = stored.pg_cancel_id.as_deref().unwrap_or("");
     if stored.amount != refund.amount {
@@ -728,12 +734,14 @@ pub(super) fn record_outside_refund(
         return Ok(OutsideOutcome::NotFound);
     };
     let intents = intents_of(txn, payment_id)?;
-    // A refund whose line was another line already is not this line's: two lines alike are two
-    // refunds (kassa's books then hold both, whichever line each was matched to).
+    // A refund matched by its time whose line was another line already is not this line's: two
+    // lines alike are two refunds (kassa's books then hold both, whichever line each was matched
+    // to). The PG's own unique id is the same refund however often it is listed.
     if let Some(known) = intents.iter().find(|other| {
         other.intent.state == IntentState::Done
             && same_refund(&other.intent, refund)
-            && !(refund.from_line && other.intent.cancel_line_seen)
+            && (same_unique_id(&other.intent, refund)
+                || !(refund.from_line && other.intent.cancel_line_seen))
     }) {
         if refund.from_line {
             // This line is that refund's line.

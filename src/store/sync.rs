@@ -249,11 +249,14 @@ fn import_cancel_line(
     let Some(payment_id) = accepted_payment_of(txn, provider, &line.order_id)? else {
         return Ok(Imported::Not);
     };
+    // Lines alike are told apart by their place among each other: each is its own refund, with
+    // its own cancel id, alert and partner ledger entry.
     let what = format!(
-        "{provider}:{}:{}:{}",
+        "{provider}:{}:{}:{}:{}",
         line.order_id,
         at.timestamp_millis(),
-        line.amount
+        line.amount,
+        line.occurrence
     );
     let refund = super::cancels::OutsideRefund {
         pg_cancel_id: line.pg_cancel_id.clone().unwrap_or_default(),

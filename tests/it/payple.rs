@@ -968,6 +968,22 @@ async fn two_console_refunds_of_one_amount_in_one_second_are_two_cancel_lines_an
     payple_sync(&app, "2026-11-23").await;
     let payment = app.payment(&payment_id).await;
     assert_eq!(payment["cancelled_amount"], 2_000, "{payment}");
+    // Two refunds of their own: two recorded refunds and two alerts, not one written twice.
+    let refunded = payment["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["kind"] == "REFUNDED")
+        .count();
+    assert_eq!(refunded, 2, "{payment}");
+    let (_, alerts) = app.admin_get("/api/admin/alerts").await;
+    let outside = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|alert| alert["kind"] == "OUTSIDE_REFUND")
+        .count();
+    assert_eq!(outside, 2, "{alerts}");
     // The day again (its lines as they were): nothing counted twice.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let (status, _) = app
