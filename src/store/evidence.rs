@@ -22,6 +22,10 @@ use redb::{ReadableTable, WriteTransaction};
 /// How far a PG's refund time may lie from the time kassa recorded for the same refund: Payple
 /// reports whole seconds.
 const SAME_REFUND_S: i64 = 1;
+/// How far behind kassa's clock the PG's may run when a line is taken for a refund kassa
+/// recorded (the same slack `flows::cancel::PG_CLOCK_SLACK` gives the PG's record). Unknown
+/// refunds keep the strict bound: a line of a refund before the attempt never closes one.
+const RECORDED_CLOCK_SLACK_S: i64 = 60;
 /// Most unknown refunds one sync looks at.
 const UNKNOWN_SCAN_MAX: usize = 1_000;
 
@@ -189,7 +193,11 @@ pub(super) fn apply_cancel_line(
                     });
                     if exact.is_none() && (same_id || same_time) {
                         exact = Some(stored.clone());
-                    } else if started_before && !other_id {
+                    } else if !other_id
+                        && intent.first_attempt_at.is_none_or(|started| {
+                            started <= at + Duration::seconds(RECORDED_CLOCK_SLACK_S)
+                        })
+                    {
                         recorded.push(stored);
                     }
                 }

@@ -995,3 +995,49 @@ async fn two_console_refunds_of_one_amount_in_one_second_are_two_cancel_lines_an
     assert_eq!(status, StatusCode::OK);
     assert_eq!(app.payment(&payment_id).await["cancelled_amount"], 2_000);
 }
+
+#[tokio::test]
+async fn kassas_own_refund_is_its_line_when_payples_clock_runs_seconds_behind() {
+    let app = TestApp::spawn().await;
+    let payment_id = payple_payment(&app, "order-pp-skew", 10_000).await;
+    app.advance_ms(60_000);
+    let (_, body) = app
+        .cancel(
+            &payment_id,
+            "pp-skew",
+            &json!({ "amount": 3_000, "reason": "partial" }),
+        )
+        .await;
+    assert_eq!(body["status"], "PARTIALLY_CANCELLED", "{body}");
+    // Payple's clock is five seconds behind kassa's: its line shows the refund before kassa
+    // started the attempt. It is still kassa's refund's line, not a console refund.
+    let load = json!({ "provider": "payple", "date": "2026-11-23", "records": [
+        { "order_id": "order-pp-skew", "kind": "CANCEL", "amount": -3_000, "cancel_time": "2026-11-23T12:00:55+09:00" },
+    ]});
+    let loaded = app
+        .http
+        .post(app.url("/sandbox-pg/_control/settlements"))
+        .json(&load)
+        .send()
+        .await
+        .unwrap();
+    assert!(loaded.status().is_success());
+    let (status, report) = app
+        .admin_post(
+            "/api/admin/settlement-sync/run",
+            &json!({ "provider": "payple", "date": "2026-11-23" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["cancelled_amount"], 3_000, "{payment}");
+    let (_, alerts) = app.admin_get("/api/admin/alerts").await;
+    assert!(
+        !alerts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|alert| alert["kind"] == "OUTSIDE_REFUND"),
+        "{alerts}"
+    );
+}
