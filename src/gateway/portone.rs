@@ -278,21 +278,27 @@ impl PortOneGateway {
         }
     }
 
-    async fn get_payment(&self, pg_tid: &PgTid) -> Result<PgPayment, GatewayError> {
-        let url = super::client::url_with(&self.base_url, &["payments", pg_tid.as_str()])?;
+    /// A lookup (`GET`): its body, or `None` when PortOne answers 404; 5xx and 429 are transient.
+    async fn query(&self, url: reqwest::Url) -> Result<Option<Vec<u8>>, GatewayError> {
         let (status, body) = self
             .send(CallKind::Query, |token| {
                 self.http.get(url.clone()).bearer_auth(token.expose())
             })
             .await?;
         if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(GatewayError::NotFound);
+            return Ok(None);
         }
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Err(GatewayError::Transient(format!(
                 "PortOne answered {status}"
             )));
         }
+        Ok(Some(body))
+    }
+
+    /// One payment looked up at `url`; 404 is `NotFound`.
+    async fn payment_at(&self, url: reqwest::Url) -> Result<PgPayment, GatewayError> {
+        let body = self.query(url).await?.ok_or(GatewayError::NotFound)?;
         let envelope: Envelope<PaymentResponse> = parse(&body)?;
         match (envelope.code, envelope.response) {
             (0, Some(payment)) => to_payment(payment),
@@ -303,24 +309,19 @@ impl PortOneGateway {
         }
     }
 
+    async fn get_payment(&self, pg_tid: &PgTid) -> Result<PgPayment, GatewayError> {
+        let url = super::client::url_with(&self.base_url, &["payments", pg_tid.as_str()])?;
+        self.payment_at(url).await
+    }
+
     /// Every paid payment of an order (`GET /payments/findAll/{merchant_uid}/paid`): the way to
     /// find a payment kassa never heard of (the buyer closed the window, the webhook was lost).
     async fn find_paid(&self, order_id: &str) -> Result<Vec<PgPayment>, GatewayError> {
         let url =
             super::client::url_with(&self.base_url, &["payments", "findAll", order_id, "paid"])?;
-        let (status, body) = self
-            .send(CallKind::Query, |token| {
-                self.http.get(url.clone()).bearer_auth(token.expose())
-            })
-            .await?;
-        if status == reqwest::StatusCode::NOT_FOUND {
+        let Some(body) = self.query(url).await? else {
             return Ok(Vec::new());
-        }
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(GatewayError::Transient(format!(
-                "PortOne answered {status}"
-            )));
-        }
+        };
         let envelope: Envelope<Vec<PaymentResponse>> = parse(&body)?;
         match (envelope.code, envelope.response) {
             (0, Some(list)) => list
@@ -339,27 +340,7 @@ impl PortOneGateway {
     /// The latest payment of an order in any status (`GET /payments/find/{merchant_uid}`).
     async fn find_latest(&self, order_id: &str) -> Result<PgPayment, GatewayError> {
         let url = super::client::url_with(&self.base_url, &["payments", "find", order_id])?;
-        let (status, body) = self
-            .send(CallKind::Query, |token| {
-                self.http.get(url.clone()).bearer_auth(token.expose())
-            })
-            .await?;
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(GatewayError::NotFound);
-        }
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(GatewayError::Transient(format!(
-                "PortOne answered {status}"
-            )));
-        }
-        let envelope: Envelope<PaymentResponse> = parse(&body)?;
-        match (envelope.code, envelope.response) {
-            (0, Some(payment)) => to_payment(payment),
-            (code, _) => Err(GatewayError::Refused {
-                code: code.to_string(),
-                message: clip(envelope.message.as_deref().unwrap_or("")),
-            }),
-        }
+        self.payment_at(url).await
     }
 
     async fn cancel_payment(&self, request: &CancelRequest) -> Result<CancelReceipt, GatewayError> {
