@@ -268,6 +268,7 @@ impl App {
                 "the settlement sync is disabled: a Payple refund whose outcome is unknown can only be closed by hand (Payple cannot be asked, and its settlement lines are the only evidence kassa reads)"
             );
         }
+        let config_rate_limit = config.http.rate_limit;
         let mut kassa = Kassa::new(config, store, gateways, env, http.clone());
         kassa.shutdown = shutdown.clone();
         // The re-check sweep queues itself again after each run; this queues the first one
@@ -293,6 +294,7 @@ impl App {
             long_polls: Arc::new(tokio::sync::Semaphore::new(
                 crate::http::state::LONG_POLL_WAITERS_MAX,
             )),
+            limiter: config_rate_limit.map(crate::http::client::limiter),
         };
         Ok(App {
             listener,
@@ -356,11 +358,17 @@ impl App {
                 shutdown.clone(),
             ))
         });
-        let server = tokio::spawn(
-            axum::serve(self.listener, router.into_make_service())
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .into_future(),
-        );
+        if let Some(limiter) = self.state.limiter.clone() {
+            tokio::spawn(crate::http::client::forget_idle_clients(
+                limiter,
+                shutdown.clone(),
+            ));
+        }
+        let limits = self.state.kassa.config.http.clone();
+        let server = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { crate::http::serve::serve(self.listener, router, &limits, shutdown).await }
+        });
         let store = self.state.kassa.store.clone();
         let refused = tokio::select! {
             () = shutdown.cancelled() => None,

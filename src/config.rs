@@ -60,6 +60,7 @@ struct RawConfig {
     partner_settlement: RawPartnerSettlement,
     alerts: RawAlerts,
     recheck: RawRecheck,
+    http: RawHttp,
     partners: Vec<RawPartner>,
     products: Vec<RawProduct>,
 }
@@ -75,6 +76,7 @@ struct RawAdmin {
 #[serde(deny_unknown_fields, default)]
 struct RawGateway {
     default: String,
+    sandbox_public: bool,
     portone: RawPortOne,
     toss: RawToss,
     payple: RawPayple,
@@ -147,6 +149,20 @@ struct RawRecheck {
     active_days: u32,
 }
 
+/// What faces the internet: slow clients, rate limits, proxies, webhook sources.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    connections_max: u32,
+    header_read_timeout_ms: u64,
+    body_read_timeout_ms: u64,
+    rate_limit_per_minute: u32,
+    rate_limit_burst: u32,
+    open_orders_per_client: u32,
+    trusted_proxies: Vec<String>,
+    webhook_networks: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawPartnerSettlement {
@@ -191,6 +207,7 @@ impl Default for RawConfig {
             partner_settlement: RawPartnerSettlement::default(),
             alerts: RawAlerts::default(),
             recheck: RawRecheck::default(),
+            http: RawHttp::default(),
             partners: vec![
                 RawPartner {
                     id: "p-coffee".into(),
@@ -231,6 +248,7 @@ impl Default for RawGateway {
     fn default() -> RawGateway {
         RawGateway {
             default: "sandbox".into(),
+            sandbox_public: false,
             portone: RawPortOne::default(),
             toss: RawToss::default(),
             payple: RawPayple::default(),
@@ -316,6 +334,21 @@ impl Default for RawRecheck {
     }
 }
 
+impl Default for RawHttp {
+    fn default() -> RawHttp {
+        RawHttp {
+            connections_max: 4_096,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            rate_limit_per_minute: 120,
+            rate_limit_burst: 30,
+            open_orders_per_client: 20,
+            trusted_proxies: Vec::new(),
+            webhook_networks: Vec::new(),
+        }
+    }
+}
+
 impl Default for RawPartnerSettlement {
     fn default() -> RawPartnerSettlement {
         RawPartnerSettlement {
@@ -348,6 +381,7 @@ pub struct Config {
     pub partner_settlement: PartnerSettlementConfig,
     pub alerts: AlertsConfig,
     pub recheck: RecheckConfig,
+    pub http: HttpConfig,
     pub partners: Vec<Partner>,
     pub products: Vec<Product>,
     /// The effective config as TOML with secrets redacted, made once from the raw values so
@@ -355,9 +389,41 @@ pub struct Config {
     redacted_toml: String,
 }
 
+/// What faces the internet (`[http]`).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Most connections served at once; past it new ones wait in the listen backlog.
+    pub connections_max: usize,
+    /// A client must send a request's whole header within this; it is also how long an idle
+    /// keep-alive connection is kept.
+    pub header_read_timeout: Duration,
+    /// A request body must arrive within this.
+    pub body_read_timeout: Duration,
+    /// Per client, on checkout, completion calls and the result long-poll; `None` is off.
+    pub rate_limit: Option<RateLimit>,
+    /// Most READY orders one client may hold open through the payment page (0: no limit).
+    pub open_orders_per_client: u32,
+    /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where PG webhooks may come from; empty: anywhere.
+    pub webhook_networks: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_minute: std::num::NonZeroU32,
+    pub burst: std::num::NonZeroU32,
+}
+
+/// Bounds of `[http]`.
+pub const CONNECTIONS_MAX_RANGE: std::ops::RangeInclusive<u32> = 16..=65_536;
+pub const NETWORKS_MAX: usize = 100;
+
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub mode: GatewayMode,
+    /// The sandbox may run on a public address or beside real PG keys (on purpose).
+    pub sandbox_public: bool,
     pub portone: PortOneConfig,
     pub toss: TossConfig,
     pub payple: PaypleConfig,
@@ -835,6 +901,8 @@ fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             Some(Secret::new(slack))
         },
     };
+    let http = validate_http(&raw.http)?;
+    check_sandbox_exposure(raw)?;
     let partners = validate_partners(&raw.partners)?;
     let products = validate_products(&raw.products, &partners)?;
     Ok(Config {
@@ -849,9 +917,127 @@ fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         partner_settlement,
         alerts,
         recheck,
+        http,
         partners,
         products,
     })
+}
+
+fn validate_http(raw: &RawHttp) -> Result<HttpConfig, ConfigError> {
+    if !CONNECTIONS_MAX_RANGE.contains(&raw.connections_max) {
+        return Err(invalid(format!(
+            "http.connections_max must be between {} and {}",
+            CONNECTIONS_MAX_RANGE.start(),
+            CONNECTIONS_MAX_RANGE.end()
+        )));
+    }
+    let rate_limit = match (
+        std::num::NonZeroU32::new(raw.rate_limit_per_minute),
+        std::num::NonZeroU32::new(raw.rate_limit_burst),
+    ) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "http.rate_limit_burst must be at least 1 (set http.rate_limit_per_minute = 0 to turn the limit off)",
+            ));
+        }
+        (Some(per_minute), Some(burst)) if per_minute.get() <= 60_000 && burst.get() <= 10_000 => {
+            Some(RateLimit { per_minute, burst })
+        }
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "http.rate_limit_per_minute must be at most 60000 and http.rate_limit_burst at most 10000",
+            ));
+        }
+    };
+    if raw.open_orders_per_client > 10_000 {
+        return Err(invalid("http.open_orders_per_client must be at most 10000"));
+    }
+    Ok(HttpConfig {
+        connections_max: raw.connections_max as usize,
+        header_read_timeout: millis(
+            "http.header_read_timeout_ms",
+            raw.header_read_timeout_ms,
+            100..=600_000,
+        )?,
+        body_read_timeout: millis(
+            "http.body_read_timeout_ms",
+            raw.body_read_timeout_ms,
+            100..=600_000,
+        )?,
+        rate_limit,
+        open_orders_per_client: raw.open_orders_per_client,
+        trusted_proxies: networks("http.trusted_proxies", &raw.trusted_proxies)?,
+        webhook_networks: networks("http.webhook_networks", &raw.webhook_networks)?,
+    })
+}
+
+/// Addresses (`10.0.0.1`) and networks (`10.0.0.0/8`, `2001:db8::/32`).
+fn networks(key: &str, raw: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    if raw.len() > NETWORKS_MAX {
+        return Err(invalid(format!(
+            "{key} lists more than {NETWORKS_MAX} networks"
+        )));
+    }
+    raw.iter()
+        .map(|text| {
+            let text = text.trim();
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    invalid(format!(
+                        "{key}: {text:?} is not an address or a network such as 10.0.0.0/8"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// The sandbox accepts any card and refunds on request: it must not face real buyers by
+/// mistake. It refuses a non-loopback `listen` and real PG keys unless `sandbox_public` says so.
+fn check_sandbox_exposure(raw: &RawConfig) -> Result<(), ConfigError> {
+    if raw.gateway.default != "sandbox" || raw.gateway.sandbox_public {
+        return Ok(());
+    }
+    let keys = [
+        ("gateway.portone.imp_key", &raw.gateway.portone.imp_key),
+        (
+            "gateway.portone.imp_secret",
+            &raw.gateway.portone.imp_secret,
+        ),
+        ("gateway.toss.secret_key", &raw.gateway.toss.secret_key),
+        ("gateway.payple.cst_id", &raw.gateway.payple.cst_id),
+        ("gateway.payple.cust_key", &raw.gateway.payple.cust_key),
+        ("gateway.payple.refund_key", &raw.gateway.payple.refund_key),
+    ];
+    let real: Vec<&str> = keys
+        .iter()
+        .filter(|(_, value)| !value.trim().is_empty())
+        .map(|(key, _)| *key)
+        .collect();
+    if !real.is_empty() {
+        return Err(invalid(format!(
+            "gateway.default = \"sandbox\" beside real PG keys ({}): choose the PG in gateway.default, or set gateway.sandbox_public = true to run the sandbox anyway",
+            real.join(", ")
+        )));
+    }
+    if !is_loopback_listen(raw.listen.trim()) {
+        return Err(invalid(format!(
+            "the sandbox PG accepts any card: it listens only on a loopback address, not {:?}, unless gateway.sandbox_public = true",
+            raw.listen.trim()
+        )));
+    }
+    Ok(())
+}
+
+/// True for `127.x.x.x:port`, `[::1]:port` and `localhost:port`.
+pub fn is_loopback_listen(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    listen
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
 }
 
 fn validate_gateway(raw: &RawGateway) -> Result<GatewayConfig, ConfigError> {
@@ -930,6 +1116,7 @@ fn validate_gateway(raw: &RawGateway) -> Result<GatewayConfig, ConfigError> {
     }
     Ok(GatewayConfig {
         mode,
+        sandbox_public: raw.sandbox_public,
         portone,
         toss,
         payple,
@@ -1081,11 +1268,70 @@ mod tests {
     }
 
     #[test]
+    fn the_sandbox_refuses_a_public_address_and_real_keys_unless_told() {
+        let load = |pairs: &[(&str, &str)]| Config::load_from(&Overrides::default(), &env(pairs));
+        let public = load(&[("KASSA_LISTEN", "0.0.0.0:8080")]).unwrap_err();
+        assert!(public.to_string().contains("loopback"), "{public}");
+        let keys = load(&[("KASSA_GATEWAY__TOSS__SECRET_KEY", "live_sk_0000")]).unwrap_err();
+        assert!(
+            keys.to_string().contains("gateway.toss.secret_key"),
+            "{keys}"
+        );
+        assert!(!keys.to_string().contains("live_sk_0000"), "{keys}");
+        for listen in [
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "localhost:8080",
+            "127.0.0.2:0",
+        ] {
+            load(&[("KASSA_LISTEN", listen)]).unwrap();
+        }
+        let on_purpose = load(&[
+            ("KASSA_LISTEN", "0.0.0.0:8080"),
+            ("KASSA_GATEWAY__TOSS__SECRET_KEY", "live_sk_0000"),
+            ("KASSA_GATEWAY__SANDBOX_PUBLIC", "true"),
+        ])
+        .unwrap();
+        assert_eq!(on_purpose.gateway.mode, GatewayMode::Sandbox);
+        // A real PG on a public address is what production looks like.
+        load(&[
+            ("KASSA_LISTEN", "0.0.0.0:8080"),
+            ("KASSA_GATEWAY__DEFAULT", "toss"),
+            ("KASSA_GATEWAY__TOSS__CLIENT_KEY", "live_ck_0000"),
+            ("KASSA_GATEWAY__TOSS__SECRET_KEY", "live_sk_0000"),
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn http_limits_and_networks_are_checked() {
+        let load = |pairs: &[(&str, &str)]| Config::load_from(&Overrides::default(), &env(pairs));
+        let config = load(&[
+            ("KASSA_HTTP__TRUSTED_PROXIES", r#"["10.0.0.0/8", "::1"]"#),
+            ("KASSA_HTTP__RATE_LIMIT_PER_MINUTE", "0"),
+        ])
+        .unwrap();
+        assert_eq!(config.http.trusted_proxies.len(), 2);
+        assert!(
+            config.http.trusted_proxies[1].contains(&"::1".parse::<std::net::IpAddr>().unwrap())
+        );
+        assert_eq!(config.http.rate_limit, None);
+        assert!(Config::defaults().http.rate_limit.is_some());
+        let bad = load(&[("KASSA_HTTP__WEBHOOK_NETWORKS", r#"["10.0.0.0/33"]"#)]).unwrap_err();
+        assert!(bad.to_string().contains("http.webhook_networks"), "{bad}");
+        let bad = load(&[("KASSA_HTTP__CONNECTIONS_MAX", "1")]).unwrap_err();
+        assert!(bad.to_string().contains("http.connections_max"), "{bad}");
+        let bad = load(&[("KASSA_HTTP__RATE_LIMIT_BURST", "0")]).unwrap_err();
+        assert!(bad.to_string().contains("rate_limit_burst"), "{bad}");
+    }
+
+    #[test]
     fn env_values_take_the_type_of_their_key() {
         let config = Config::load_from(
             &Overrides::default(),
             &env(&[
                 ("KASSA_GATEWAY__PORTONE__IMP_SECRET", "0012345"),
+                ("KASSA_GATEWAY__SANDBOX_PUBLIC", "true"),
                 ("KASSA_RETRY__BACKOFF_MS", "[10, 20]"),
                 ("PAYPLE_SETTLEMENT_SYNC_ENABLED", "false"),
                 ("PAYPLE_SETTLEMENT_SYNC_MAX_PAGES_PER_RUN", "7"),

@@ -1,7 +1,7 @@
 // Keeps the result page current without reloads. While the outcome is pending it asks kassa to
 // verify the payment with the PG again (1 s, 2 s, 4 s, ... apart, at most 6 times), in case the
 // return from the PG window found the PG down, and it long-polls for the outcome, which answers
-// the moment the outcome changes.
+// the moment the outcome changes. It backs off when told to wait (429) or answered at once.
 (function () {
   var box = document.getElementById("result");
   if (!box) return;
@@ -49,15 +49,29 @@
     });
   }
 
+  // Waits before the next poll: what a 429's Retry-After says, else a delay that doubles (up to
+  // 30 s) while kassa answers at once (when it is too busy to hold the request) or fails.
+  function pollLater(retryAfter) {
+    var wait = retryAfter > 0 ? retryAfter * 1000 : pollDelay;
+    pollDelay = Math.min(pollDelay * 2, 30000);
+    setTimeout(poll, wait);
+  }
+
   function poll() {
+    var started = Date.now();
     fetch("/api/payments/result/" + encodeURIComponent(order) + "?wait_s=25")
-      .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
+      .then(function (response) {
+        if (response.status === 429) return Promise.reject(Number(response.headers.get("Retry-After")) || 0);
+        return response.ok ? response.json() : Promise.reject(0);
+      })
       .then(function (body) {
         show(body.result);
+        if (isFinal()) return;
+        if (Date.now() - started < 1000) { pollLater(0); return; }
         pollDelay = 1000;
-        if (!isFinal()) poll();
+        poll();
       })
-      .catch(function () { pollDelay = Math.min(pollDelay * 2, 30000); setTimeout(poll, pollDelay); });
+      .catch(function (retryAfter) { pollLater(typeof retryAfter === "number" ? retryAfter : 0); });
   }
 
   if (!isFinal()) {

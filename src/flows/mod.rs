@@ -73,6 +73,9 @@ pub enum FlowError {
     Conflict { code: &'static str, message: String },
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    /// A bound on what one client may do was reached; it may try again later.
+    #[error("{message}")]
+    TooMany { code: &'static str, message: String },
     #[error("the PG is not available: {0}")]
     Gateway(GatewayError),
     #[error(transparent)]

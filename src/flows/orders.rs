@@ -95,12 +95,14 @@ pub async fn create_order(
 }
 
 /// Creates an order for one product of the catalogue, for a buyer of the payment page,
-/// through `provider` (the configured default when `None`).
+/// through `provider` (the configured default when `None`). `client` names where the request
+/// came from: one client holds at most `http.open_orders_per_client` READY orders.
 pub async fn order_product(
     kassa: &Kassa,
     product_id: &str,
     buyer: BuyerId,
     provider: Option<Provider>,
+    client: String,
 ) -> Result<OrderId, FlowError> {
     let product = kassa
         .config
@@ -114,7 +116,30 @@ pub async fn order_product(
         buyer_email: None,
         provider: provider.map(|provider| provider.as_str().to_owned()),
     };
-    match create_order(kassa, &request, Some(buyer)).await? {
+    let open_max = kassa.config.http.open_orders_per_client;
+    let outcome = if open_max == 0 {
+        create_order(kassa, &request, Some(buyer)).await?
+    } else {
+        let draft = draft(kassa, &request)?;
+        kassa
+            .store
+            .create_client_order(
+                draft,
+                Some(buyer),
+                kassa.env.now(),
+                client,
+                open_max,
+                kassa.config.recheck.ready_order_max_age,
+            )
+            .await?
+            .ok_or_else(|| FlowError::TooMany {
+                code: "TOO_MANY_OPEN_ORDERS",
+                message: format!(
+                    "this client has {open_max} orders waiting for payment; pay or let them expire first"
+                ),
+            })?
+    };
+    match outcome {
         CreateOrderOutcome::Created(order)
         | CreateOrderOutcome::Existing(order)
         | CreateOrderOutcome::Conflict(order) => Ok(order.id().clone()),

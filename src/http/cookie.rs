@@ -19,14 +19,49 @@ fn mac(key: &[u8; 32], buyer: BuyerId) -> Hmac<Sha256> {
     mac
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            use std::fmt::Write;
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
 pub fn sign(key: &[u8; 32], buyer: BuyerId) -> String {
     let tag = mac(key, buyer).finalize().into_bytes();
-    let hex = tag.iter().fold(String::with_capacity(64), |mut hex, byte| {
-        use std::fmt::Write;
-        let _ = write!(hex, "{byte:02x}");
-        hex
-    });
-    format!("{buyer}.{hex}")
+    format!("{buyer}.{}", hex(&tag))
+}
+
+fn csrf_mac(key: &[u8; 32], buyer: BuyerId, form_key: &str) -> Hmac<Sha256> {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(b"csrf:");
+    mac.update(buyer.to_string().as_bytes());
+    mac.update(b":");
+    mac.update(form_key.as_bytes());
+    mac
+}
+
+/// The CSRF token of one rendered form of `buyer`'s: tied to the buyer and to the form's own
+/// `Idempotency-Key`, so a page of another site can neither read nor make one.
+pub fn csrf_token(key: &[u8; 32], buyer: BuyerId, form_key: &str) -> String {
+    hex(&csrf_mac(key, buyer, form_key).finalize().into_bytes())
+}
+
+/// Whether `token` is the CSRF token of that form (checked in constant time).
+pub fn csrf_valid(key: &[u8; 32], buyer: BuyerId, form_key: &str, token: &str) -> bool {
+    if token.len() != 64 {
+        return false;
+    }
+    let Some(tag) = (0..32)
+        .map(|index| u8::from_str_radix(token.get(index * 2..index * 2 + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()
+    else {
+        return false;
+    };
+    csrf_mac(key, buyer, form_key).verify_slice(&tag).is_ok()
 }
 
 /// The buyer a cookie value names, if its signature is right (checked in constant time).
@@ -88,5 +123,20 @@ mod tests {
             HeaderValue::from_str(&format!("a=b; {BUYER_COOKIE}={value}")).unwrap(),
         );
         assert_eq!(buyer_of(&key, &headers), Some(buyer));
+    }
+
+    #[test]
+    fn a_csrf_token_fits_one_buyer_and_one_form() {
+        let key = [3u8; 32];
+        let buyer = BuyerId::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0042);
+        let other = BuyerId::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0043);
+        let token = csrf_token(&key, buyer, "form-key-1");
+        assert!(csrf_valid(&key, buyer, "form-key-1", &token));
+        assert!(!csrf_valid(&key, other, "form-key-1", &token));
+        assert!(!csrf_valid(&key, buyer, "form-key-2", &token));
+        assert!(!csrf_valid(&[4u8; 32], buyer, "form-key-1", &token));
+        assert!(!csrf_valid(&key, buyer, "form-key-1", ""));
+        assert!(!csrf_valid(&key, buyer, "form-key-1", &"zz".repeat(32)));
+        assert!(!csrf_valid(&key, buyer, "form-key-1", &"é".repeat(32)));
     }
 }

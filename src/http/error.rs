@@ -157,6 +157,9 @@ impl From<FlowError> for ApiError {
             FlowError::Unprocessable { code, message } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
+            FlowError::TooMany { code, message } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+            }
             FlowError::Gateway(error) => error.into(),
             FlowError::Store(error) => error.into(),
         }

@@ -71,6 +71,7 @@ pub struct Texts {
     pub not_found: &'static str,
     pub bad_request: &'static str,
     pub try_later: &'static str,
+    pub too_many: &'static str,
     pub cancel: &'static str,
     pub results: [(&'static str, &'static str); 12],
     pub statuses: [(&'static str, &'static str); 10],
@@ -115,6 +116,7 @@ pub static KO: Texts = Texts {
     not_found: "찾을 수 없는 페이지나 주문입니다.",
     bad_request: "요청이 올바르지 않습니다.",
     try_later: "잠시 후 다시 시도해 주세요.",
+    too_many: "요청이 너무 많습니다. 잠시 후 다시 시도해 주세요.",
     cancel: "결제 취소",
     results: [
         ("PENDING", "결제를 확인하고 있습니다…"),
@@ -188,6 +190,7 @@ pub static EN: Texts = Texts {
     not_found: "This page or order does not exist.",
     bad_request: "The request is not valid.",
     try_later: "Please try again in a moment.",
+    too_many: "Too many requests from this device. Please try again in a moment.",
     cancel: "Cancel payment",
     results: [
         ("PENDING", "Checking your payment…"),

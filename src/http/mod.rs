@@ -4,11 +4,13 @@
 //! elsewhere) and never reaches a flow unparsed; every request has a body limit and a deadline.
 
 pub mod api;
+pub mod client;
 pub mod cookie;
 pub mod error;
 pub mod extract;
 pub mod i18n;
 pub mod pages;
+pub mod serve;
 pub mod state;
 
 use axum::Router;
@@ -21,7 +23,7 @@ use rust_embed::RustEmbed;
 use state::AppState;
 use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 
 /// Largest request body kassa reads.
@@ -36,19 +38,41 @@ pub const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(crate::flows::result
 struct Assets;
 
 /// All of kassa's routes. `extra` (the sandbox PG, when enabled) is mounted at `/sandbox-pg`.
+#[expect(clippy::too_many_lines, reason = "every route in one table")]
 pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
+    let body_read_timeout = state.kassa.config.http.body_read_timeout;
+    // The public endpoints a browser (or a script) can call without a token: per client.
+    let limited = || axum::middleware::from_fn_with_state(state.clone(), client::rate_limited);
+    let webhook = || axum::middleware::from_fn_with_state(state.clone(), client::webhook_source);
     let api = Router::new()
         .route("/healthz", get(api::healthz))
         .route("/api/orders", post(api::create_order))
         .route("/api/orders/{order_id}", get(api::get_order))
-        .route("/api/payment/portone", post(api::complete_portone))
-        .route("/api/webhooks/portone", post(api::webhook_portone))
-        .route("/api/payment/toss/confirm", post(api::confirm_toss))
-        .route("/api/payment/payple/result", post(api::payple_result))
-        .route("/api/webhooks/toss", post(api::webhook_toss))
+        .route(
+            "/api/payment/portone",
+            post(api::complete_portone).route_layer(limited()),
+        )
+        .route(
+            "/api/webhooks/portone",
+            post(api::webhook_portone).route_layer(webhook()),
+        )
+        .route(
+            "/api/payment/toss/confirm",
+            post(api::confirm_toss).route_layer(limited()),
+        )
+        .route(
+            "/api/payment/payple/result",
+            post(api::payple_result).route_layer(limited()),
+        )
+        .route(
+            "/api/webhooks/toss",
+            post(api::webhook_toss).route_layer(webhook()),
+        )
         .route(
             "/api/webhooks/payple",
-            post(api::webhook_payple).head(api::webhook_payple_head),
+            post(api::webhook_payple)
+                .head(api::webhook_payple_head)
+                .route_layer(webhook()),
         )
         .route("/api/payments", get(api::list_payments))
         .route("/api/payments/{payment_id}", get(api::get_payment))
@@ -80,11 +104,20 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         )
         .route("/", get(|| async { Redirect::to("/payment") }))
         .route("/payment", get(pages::products))
-        .route("/payment/checkout", post(pages::checkout))
+        .route(
+            "/payment/checkout",
+            post(pages::checkout).route_layer(limited()),
+        )
         .route("/payment/mypage", get(pages::mypage))
         .route("/payment/mypage/cancel", post(pages::mypage_cancel))
-        .route("/payment/portone/return", get(pages::portone_return))
-        .route("/payment/toss/success", get(pages::toss_success))
+        .route(
+            "/payment/portone/return",
+            get(pages::portone_return).route_layer(limited()),
+        )
+        .route(
+            "/payment/toss/success",
+            get(pages::toss_success).route_layer(limited()),
+        )
         .route("/payment/toss/fail", get(pages::toss_fail))
         .route("/payment/result/{order_id}", get(pages::result_page))
         .route("/payment/{order_id}", get(pages::order))
@@ -94,7 +127,10 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
             REQUEST_TIMEOUT,
         ));
     let long_poll = Router::new()
-        .route("/api/payments/result/{order_id}", get(api::order_result))
+        .route(
+            "/api/payments/result/{order_id}",
+            get(api::order_result).route_layer(limited()),
+        )
         // A cancel waits its turn and makes its inline attempts inside the request.
         .route(
             "/api/payments/{payment_id}/cancel",
@@ -123,6 +159,7 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(RequestBodyTimeoutLayer::new(body_read_timeout))
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::map_response(timeout_as_json))

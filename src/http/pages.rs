@@ -1,6 +1,7 @@
 //! Server-rendered pages for buyers. Each handler reads, calls a flow, and renders a template.
 //! A problem is shown as a friendly page with the right status, never a bare error.
 
+use super::client::Client;
 use super::cookie;
 use super::i18n::{Lang, Texts, format_won};
 use super::state::AppState;
@@ -48,6 +49,10 @@ impl PageError {
         PageError::new(StatusCode::NOT_FOUND, lang, lang.texts().not_found)
     }
 
+    pub fn too_many_requests(lang: Lang) -> PageError {
+        PageError::new(StatusCode::TOO_MANY_REQUESTS, lang, lang.texts().too_many)
+    }
+
     fn from_flow(lang: Lang, error: &FlowError) -> PageError {
         match error {
             FlowError::NotFound { .. } => PageError::not_found(lang),
@@ -58,6 +63,7 @@ impl PageError {
                 lang,
                 lang.texts().bad_request,
             ),
+            FlowError::TooMany { .. } => PageError::too_many_requests(lang),
             FlowError::Gateway(_) | FlowError::Store(_) => {
                 tracing::warn!(error = %error, "page could not be served");
                 PageError::new(
@@ -84,7 +90,11 @@ impl IntoResponse for PageError {
 }
 
 /// The buyer of the request, or a new one whose cookie goes out with the response.
-fn buyer(state: &AppState, headers: &HeaderMap) -> (BuyerId, Option<axum::http::HeaderValue>) {
+fn buyer(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: Client,
+) -> (BuyerId, Option<axum::http::HeaderValue>) {
     match cookie::buyer_of(state.cookie_key(), headers) {
         Some(buyer) => (buyer, None),
         None => {
@@ -94,7 +104,7 @@ fn buyer(state: &AppState, headers: &HeaderMap) -> (BuyerId, Option<axum::http::
                 Some(cookie::set_cookie(
                     state.cookie_key(),
                     buyer,
-                    state.secure_cookies(),
+                    state.secure_cookies(client),
                 )),
             )
         }
@@ -146,6 +156,7 @@ pub struct CheckoutForm {
 
 pub async fn checkout(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     form: Result<Form<CheckoutForm>, FormRejection>,
 ) -> Response {
@@ -154,7 +165,7 @@ pub async fn checkout(
         return PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request)
             .into_response();
     };
-    let (buyer, set_cookie) = buyer(&state, &headers);
+    let (buyer, set_cookie) = buyer(&state, &headers, client);
     let parsed = form
         .provider
         .as_deref()
@@ -165,7 +176,8 @@ pub async fn checkout(
         return PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request)
             .into_response();
     };
-    match orders::order_product(&state.kassa, &form.product_id, buyer, provider).await {
+    let client_tag = super::client::tag(state.cookie_key(), client);
+    match orders::order_product(&state.kassa, &form.product_id, buyer, provider, client_tag).await {
         Ok(order_id) => {
             let mut response = Redirect::to(&format!("/payment/{order_id}")).into_response();
             if let Some(value) = set_cookie {
@@ -232,7 +244,14 @@ pub async fn order(
         name: order.draft.name.clone(),
         amount: order.draft.amount.won(),
         amount_text: format_won(lang, order.draft.amount.won()),
-        buyer_email: order.draft.buyer_email.clone().unwrap_or_default(),
+        // Anyone with the link sees the order; only its buyer sees the e-mail address on it.
+        buyer_email: if order.buyer_id.is_some()
+            && order.buyer_id == cookie::buyer_of(state.cookie_key(), &headers)
+        {
+            order.draft.buyer_email.clone().unwrap_or_default()
+        } else {
+            String::new()
+        },
         paid: order.status() == OrderStatus::Paid,
         failed: query.is_ok_and(|Query(query)| query.failed.is_some()),
         sandbox: state.kassa.config.gateway.mode == GatewayMode::Sandbox,
@@ -489,6 +508,8 @@ struct PaymentRow {
     cancellable: bool,
     /// A fresh Idempotency-Key per rendering: a double submit of the same form is one cancel.
     key: String,
+    /// The form's CSRF token, tied to the buyer and to `key`.
+    csrf: String,
     order_id: String,
     amount: String,
     status: &'static str,
@@ -520,24 +541,28 @@ pub async fn mypage(
             .map_err(|error| PageError::from_flow(lang, &error.into()))?
             .items
             .iter()
-            .map(|view| PaymentRow {
-                payment_id: view.payment.id.to_string(),
-                cancellable: matches!(
-                    view.payment.status(),
-                    crate::domain::PaymentStatus::Paid
-                        | crate::domain::PaymentStatus::PartiallyCancelled
-                ),
-                key: state.kassa.env.random_hex(16),
-                order_id: view.payment.order_id.as_str().to_owned(),
-                amount: format_won(lang, view.payment.amount.won()),
-                status: view.payment.status().as_str(),
-                status_text: texts.status(view.payment.status().as_str()),
-                paid_at: view
-                    .payment
-                    .paid_at
-                    .with_timezone(&Seoul)
-                    .format("%Y-%m-%d %H:%M")
-                    .to_string(),
+            .map(|view| {
+                let key = state.kassa.env.random_hex(16);
+                PaymentRow {
+                    payment_id: view.payment.id.to_string(),
+                    cancellable: matches!(
+                        view.payment.status(),
+                        crate::domain::PaymentStatus::Paid
+                            | crate::domain::PaymentStatus::PartiallyCancelled
+                    ),
+                    csrf: cookie::csrf_token(state.cookie_key(), buyer, &key),
+                    key,
+                    order_id: view.payment.order_id.as_str().to_owned(),
+                    amount: format_won(lang, view.payment.amount.won()),
+                    status: view.payment.status().as_str(),
+                    status_text: texts.status(view.payment.status().as_str()),
+                    paid_at: view
+                        .payment
+                        .paid_at
+                        .with_timezone(&Seoul)
+                        .format("%Y-%m-%d %H:%M")
+                        .to_string(),
+                }
             })
             .collect(),
     };
@@ -550,6 +575,8 @@ pub struct MypageCancelForm {
     payment_id: String,
     #[serde(default)]
     key: String,
+    #[serde(default)]
+    csrf: String,
 }
 
 /// The cancel button of "my payments": cancels the buyer's own payment in full.
@@ -565,6 +592,14 @@ pub async fn mypage_cancel(
     };
     let buyer =
         cookie::buyer_of(state.cookie_key(), &headers).ok_or_else(|| PageError::not_found(lang))?;
+    // SameSite=Lax already keeps the cookie off other sites' posts; the token does not rely on it.
+    if !cookie::csrf_valid(state.cookie_key(), buyer, &form.key, &form.csrf) {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            lang,
+            lang.texts().bad_request,
+        ));
+    }
     let payment_id = crate::domain::PaymentId::parse(&form.payment_id)
         .map_err(|_| PageError::not_found(lang))?;
     let key = crate::domain::IdempotencyKey::parse(&form.key).map_err(|_| bad())?;

@@ -15,6 +15,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Bounds how many result long-polls wait at once; past it they answer at once.
     pub long_polls: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The per-client rate limit of the public endpoints, unless `http.rate_limit_per_minute = 0`.
+    pub limiter: Option<super::client::ClientLimiter>,
 }
 
 /// Most result long-polls that wait at the same time.
@@ -25,7 +27,9 @@ impl AppState {
         self.kassa.store.cookie_key()
     }
 
-    pub fn secure_cookies(&self) -> bool {
-        self.public_base_url.starts_with("https://")
+    /// Cookies carry `Secure` when buyers reach kassa over https: by its public URL, or as a
+    /// trusted proxy says of this request.
+    pub fn secure_cookies(&self, client: super::client::Client) -> bool {
+        self.public_base_url.starts_with("https://") || client.https
     }
 }

@@ -207,7 +207,7 @@ impl Store {
         faults: Option<StorageFaults>,
         new_key: impl FnOnce() -> [u8; 32],
     ) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        create_private_dir(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.to_path_buf(),
             source,
         })?;
@@ -217,7 +217,10 @@ impl Store {
             builder.set_cache_size(bytes);
         }
         let created = match &faults {
-            None => builder.create(&path),
+            None => open_private_file(&path)
+                .map_err(redb::DatabaseError::from)
+                .and_then(redb::backends::FileBackend::new)
+                .and_then(|backend| builder.create_with_backend(backend)),
             Some(faults) => FaultyBackend::open(&path, faults.clone())
                 .and_then(|backend| builder.create_with_backend(backend)),
         };
@@ -644,6 +647,47 @@ impl StorageFaults {
     }
 }
 
+/// Creates `dir` (and its parents) readable by kassa's user only (0700). A directory that is
+/// there already keeps its mode; a warning says when others can read it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the data directory can be read by other users; chmod 700 it"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Opens (or creates) a file of the data directory readable and writable by kassa's user only
+/// (0600), also when it was there with a wider mode.
+pub fn open_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if file.metadata()?.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(file)
+}
+
 /// redb's file backend with `StorageFaults` in front of its writes, syncs and resizes; reads and
 /// locks pass straight through, so the file is locked exactly as `Database::create` locks it.
 #[derive(Debug)]
@@ -655,12 +699,7 @@ struct FaultyBackend {
 impl FaultyBackend {
     /// Opens `path` as `Database::create` does.
     fn open(path: &Path, faults: StorageFaults) -> Result<FaultyBackend, redb::DatabaseError> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_private_file(path)?;
         Ok(FaultyBackend {
             file: redb::backends::FileBackend::new(file)?,
             faults,

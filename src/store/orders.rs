@@ -18,6 +18,9 @@ const META_TEXT_PREFIX: &str = "text:";
 const META_TEXT_CHARS_MAX: usize = 200;
 /// Most READY orders one sweep step reads.
 pub const READY_ORDERS_PAGE_MAX: usize = 500;
+/// Most entries of one client's open orders read (the limit is at most 10,000, and every order
+/// adds one entry only after the closed ones are removed).
+const OPEN_ORDERS_SCAN_MAX: usize = 10_001;
 
 #[derive(Serialize, Deserialize)]
 struct OrderRecordV1 {
@@ -171,6 +174,72 @@ impl Store {
             let order = Order::new(draft.clone(), buyer_id, now);
             put_order(txn, &order)?;
             Ok(CreateOrderOutcome::Created(order))
+        })
+        .await
+    }
+
+    /// `create_order` for a buyer of the payment page, unless `client` holds `open_max` READY
+    /// orders younger than `max_age` already: then `None`, and nothing is stored.
+    pub async fn create_client_order(
+        &self,
+        draft: OrderDraft,
+        buyer_id: Option<BuyerId>,
+        now: DateTime<Utc>,
+        client: String,
+        open_max: u32,
+        max_age: std::time::Duration,
+    ) -> Result<Option<CreateOrderOutcome>, StoreError> {
+        let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        self.write(move |txn| {
+            let orders = txn.open_table(tables::ORDERS)?;
+            if let Some(order) = get_order(&orders, &draft.order_id)? {
+                return Ok(Some(if order.draft == draft {
+                    CreateOrderOutcome::Existing(order)
+                } else {
+                    CreateOrderOutcome::Conflict(order)
+                }));
+            }
+            let mut index = txn.open_table(tables::OPEN_ORDERS_BY_CLIENT)?;
+            let mut open = 0u32;
+            let mut closed: Vec<(u64, String)> = Vec::new();
+            for entry in index
+                .range((client.as_str(), 0u64, "")..=(client.as_str(), u64::MAX, "\u{7f}"))?
+                .take(OPEN_ORDERS_SCAN_MAX)
+            {
+                let (key, _) = entry?;
+                let (_, created_ms, order_id) = key.value();
+                let still_open = match OrderId::parse(order_id) {
+                    Ok(id) => get_order(&orders, &id)?.is_some_and(|order| {
+                        order.status() == OrderStatus::Ready
+                            && now.timestamp_millis() - order.created_at.timestamp_millis()
+                                < max_age_ms
+                    }),
+                    Err(_) => false,
+                };
+                if still_open {
+                    open += 1;
+                } else {
+                    closed.push((created_ms, order_id.to_owned()));
+                }
+            }
+            drop(orders);
+            for (created_ms, order_id) in &closed {
+                index.remove((client.as_str(), *created_ms, order_id.as_str()))?;
+            }
+            if open >= open_max {
+                return Ok(None);
+            }
+            let order = Order::new(draft.clone(), buyer_id, now);
+            put_order(txn, &order)?;
+            index.insert(
+                (
+                    client.as_str(),
+                    u64::try_from(now.timestamp_millis()).unwrap_or(0),
+                    order.id().as_str(),
+                ),
+                (),
+            )?;
+            Ok(Some(CreateOrderOutcome::Created(order)))
         })
         .await
     }

@@ -17,6 +17,12 @@ pub const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
 pub const READY_ORDERS: TableDefinition<(u64, &str), ()> = TableDefinition::new("ready_orders");
 
 /// Payment id (UUIDv7, so by time) → payment record.
+/// READY orders made through the payment page, by client (a keyed hash of its address), creation
+/// ms and order id: how many one client holds open. Entries of orders no longer open are removed
+/// when that client orders again.
+pub const OPEN_ORDERS_BY_CLIENT: TableDefinition<(&str, u64, &str), ()> =
+    TableDefinition::new("open_orders_by_client");
+
 pub const PAYMENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("payments");
 
 /// `"{provider}:{pg_tid}"` → payment id. One PG payment is stored once, whoever reports it.

@@ -14,6 +14,7 @@ mod partners;
 mod payments;
 mod payple;
 mod process;
+mod protection;
 mod settlement;
 mod simulation;
 mod storage;

@@ -209,7 +209,7 @@ async fn check_config_prints_the_effective_config_without_secrets() {
     let config = dir.path().join("kassa.toml");
     std::fs::write(
         &config,
-        "[gateway.portone]\nimp_secret = \"super-secret-value\"\n",
+        "[gateway]\nsandbox_public = true\n[gateway.portone]\nimp_secret = \"super-secret-value\"\n",
     )
     .unwrap();
     let output = Command::new(KASSA)

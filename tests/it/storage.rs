@@ -69,7 +69,7 @@ fn order(order_id: &str) -> OrderRequest {
 }
 
 /// Opens `data_dir` again once the stopped kassa's writer has let go of the file.
-async fn reopen(data_dir: &Path) -> Store {
+pub async fn reopen(data_dir: &Path) -> Store {
     for _ in 0..100 {
         match Store::open(data_dir, || [0; 32]) {
             Ok(store) => return store,
