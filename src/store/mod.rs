@@ -35,6 +35,7 @@ mod alerts;
 mod cancels;
 mod codec;
 mod dead_letters;
+mod digest;
 mod evidence;
 mod intents;
 mod migrate;

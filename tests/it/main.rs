@@ -8,6 +8,7 @@ mod bad_input;
 mod browser;
 mod cancels;
 mod exactly_once;
+mod hostile;
 mod mypage;
 mod nothing_missed;
 mod partners;
