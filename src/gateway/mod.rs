@@ -8,6 +8,7 @@
 //! is reported as `UnknownOutcome`, never as a success or a refusal.
 
 pub mod client;
+pub mod inbound;
 pub mod payple;
 pub mod portone;
 pub mod toss;

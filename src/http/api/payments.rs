@@ -5,6 +5,7 @@ use super::{ListQuery, page_json, parse_cursor, parse_date, parse_limit, payment
 use crate::domain::{OrderId, PaymentId, PaymentStatus, PgTid, Provider};
 use crate::flows::payments::{Completion, Source};
 use crate::flows::{payments, result};
+use crate::gateway::inbound;
 use crate::http::error::ApiError;
 use crate::http::extract::{Admin, ApiJson, ApiPath, ApiQuery, Caller};
 use crate::http::state::AppState;
@@ -15,7 +16,6 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -76,15 +76,6 @@ pub async fn complete_portone(
     Ok(completion_response(&completion))
 }
 
-#[derive(Debug, Deserialize)]
-struct PortOneWebhook {
-    imp_uid: String,
-    #[serde(default)]
-    merchant_uid: Option<String>,
-    #[serde(default)]
-    status: Option<String>,
-}
-
 /// PortOne V1 webhooks carry no signature: the body only names the payment. One write queues
 /// its re-check, which asks PortOne, and the webhook is answered 200 at once; only if that write
 /// fails is it answered 5xx, so PortOne sends it again. A body that names no payment is refused.
@@ -98,22 +89,17 @@ pub async fn webhook_portone(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.contains("json"));
-    let hint: PortOneWebhook = if is_json {
-        serde_json::from_slice(&body).map_err(|error| {
-            ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string())
-        })?
-    } else {
-        serde_urlencoded::from_bytes(&body).map_err(|error| {
-            ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string())
-        })?
-    };
-    let pg_tid = PgTid::parse(&hint.imp_uid)?;
-    let claimed = hint
-        .merchant_uid
-        .as_deref()
-        .and_then(|raw| OrderId::parse(raw).ok());
-    crate::flows::recheck::hint(&state.kassa, Provider::PortOne, pg_tid.clone(), claimed).await?;
-    tracing::info!(pg_tid = %pg_tid, hint = hint.status.as_deref().unwrap_or(""), "PortOne webhook received; its payment is re-checked with PortOne");
+    let hint = inbound::portone_webhook(&body, is_json)
+        .map_err(|error| inbound_error(error, "webhook"))?;
+    let pg_tid = hint.pg_tid.clone();
+    crate::flows::recheck::hint(
+        &state.kassa,
+        Provider::PortOne,
+        pg_tid.clone(),
+        hint.order_id,
+    )
+    .await?;
+    tracing::info!(pg_tid = %pg_tid, hint = %hint.claimed_status, "PortOne webhook received; its payment is re-checked with PortOne");
     Ok(Json(json!({ "received": true })).into_response())
 }
 
@@ -262,25 +248,6 @@ pub async fn confirm_toss(
     Ok(completion_response(&completion))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TossWebhook {
-    event_type: String,
-    #[serde(default)]
-    data: Option<TossWebhookData>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TossWebhookData {
-    #[serde(default)]
-    payment_key: Option<String>,
-    #[serde(default)]
-    order_id: Option<String>,
-    #[serde(default)]
-    status: Option<String>,
-}
-
 /// Toss's `PAYMENT_STATUS_CHANGED` is unsigned: the body names a payment, whose re-check is
 /// queued in one write (Toss then fetched by kassa itself). Toss needs exactly 200, so
 /// everything it sends that kassa can read is answered 200, unless that write failed.
@@ -289,22 +256,24 @@ pub async fn webhook_toss(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    let hint: TossWebhook = serde_json::from_slice(&body).map_err(|error| {
-        ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string())
-    })?;
-    let data = hint.data.as_ref();
-    let key = data.and_then(|data| data.payment_key.as_deref());
-    if hint.event_type != "PAYMENT_STATUS_CHANGED" || key.is_none() {
-        tracing::info!(event = %hint.event_type, "Toss webhook ignored: kassa acts on PAYMENT_STATUS_CHANGED");
-        return Ok(Json(json!({ "received": true })).into_response());
-    }
-    let payment_key = PgTid::parse(key.unwrap_or_default())?;
-    let claimed = data
-        .and_then(|data| data.order_id.as_deref())
-        .and_then(|raw| OrderId::parse(raw).ok());
-    crate::flows::recheck::hint(&state.kassa, Provider::Toss, payment_key.clone(), claimed).await?;
-    let hinted = data.and_then(|data| data.status.as_deref()).unwrap_or("");
-    tracing::info!(payment_key = %payment_key, hinted_status = hinted, "Toss webhook received; its payment is re-checked with Toss");
+    let hint = match inbound::toss_webhook(&body)
+        .map_err(|error| inbound_error(error, "webhook"))?
+    {
+        inbound::TossEvent::PaymentChanged(hint) => hint,
+        inbound::TossEvent::Ignored(event) => {
+            tracing::info!(event = %event, "Toss webhook ignored: kassa acts on PAYMENT_STATUS_CHANGED");
+            return Ok(Json(json!({ "received": true })).into_response());
+        }
+    };
+    let payment_key = hint.pg_tid.clone();
+    crate::flows::recheck::hint(
+        &state.kassa,
+        Provider::Toss,
+        payment_key.clone(),
+        hint.order_id,
+    )
+    .await?;
+    tracing::info!(payment_key = %payment_key, hinted_status = %hint.claimed_status, "Toss webhook received; its payment is re-checked with Toss");
     Ok(Json(json!({ "received": true })).into_response())
 }
 
@@ -328,76 +297,40 @@ pub async fn webhook_payple(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.contains("json"));
-    let fields: std::collections::BTreeMap<String, String> = if is_json {
-        let value: Value = serde_json::from_slice(&body).map_err(|error| {
-            ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string())
-        })?;
-        value
-            .as_object()
-            .map(|object| {
-                object
-                    .iter()
-                    .map(|(key, value)| {
-                        let text = value
-                            .as_str()
-                            .map_or_else(|| value.to_string(), str::to_owned);
-                        (key.clone(), text)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    } else {
-        serde_urlencoded::from_bytes(&body).map_err(|error| {
-            ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", error.to_string())
-        })?
-    };
-    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
-    let order_id = OrderId::parse(field("PCD_PAY_OID")).map_err(|_| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_FIELD",
-            "the notice names no order (PCD_PAY_OID)",
-        )
-    })?;
-    let pg_tid = payple_reference(field("PCD_PAY_TYPE"), field("PCD_PAY_TIME"), &order_id)?;
+    let hint =
+        inbound::payple_notice(&body, is_json).map_err(|error| inbound_error(error, "notice"))?;
+    let order_id = hint
+        .order_id
+        .clone()
+        .ok_or_else(|| inbound_error(inbound::InboundError::NoOrder, "notice"))?;
     crate::flows::recheck::hint(
         &state.kassa,
         Provider::Payple,
-        pg_tid,
+        hint.pg_tid,
         Some(order_id.clone()),
     )
     .await?;
-    tracing::info!(order_id = %order_id, result = field("PCD_PAY_RST"), "Payple notice received; its payment is re-checked with Payple's result inquiry");
+    tracing::info!(order_id = %order_id, result = %hint.claimed_status, "Payple notice received; its payment is re-checked with Payple's result inquiry");
     Ok(Json(json!({ "received": true })).into_response())
 }
 
-/// kassa's reference of a Payple payment, from the type and time a result post or notice
-/// names: what the result inquiry is asked with (its answer decides).
-fn payple_reference(pay_type: &str, pay_time: &str, order_id: &OrderId) -> Result<PgTid, ApiError> {
-    let date = pay_time
-        .get(..8)
-        .and_then(|day| NaiveDate::parse_from_str(day, "%Y%m%d").ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_FIELD",
-                "PCD_PAY_TIME must be yyyyMMddHHmmss",
-            )
-        })?;
-    if !matches!(pay_type, "card" | "transfer") {
-        return Err(ApiError::new(
+/// A message the gateway could not read, as kassa's JSON error: unreadable is 400, a missing
+/// order or a bad field 422 (`what` names the message in the text).
+fn inbound_error(error: inbound::InboundError, what: &str) -> ApiError {
+    match error {
+        inbound::InboundError::Malformed(text) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_BODY", text)
+        }
+        inbound::InboundError::NoOrder => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "INVALID_FIELD",
-            "PCD_PAY_TYPE must be card or transfer",
-        ));
+            format!("the {what} names no order (PCD_PAY_OID)"),
+        ),
+        inbound::InboundError::Invalid(text) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_FIELD", text)
+        }
+        inbound::InboundError::Domain(error) => error.into(),
     }
-    crate::gateway::payple::payment_ref(pay_type, date, order_id.as_str()).map_err(|_| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_FIELD",
-            "the result names no payment",
-        )
-    })
 }
 
 /// Payple's result post, form-encoded `PCD_*` fields from the buyer's browser. Only the order,
@@ -407,33 +340,33 @@ fn payple_reference(pay_type: &str, pay_time: &str, order_id: &OrderId) -> Resul
 pub async fn payple_result(
     State(state): State<AppState>,
     headers: HeaderMap,
-    form: Result<
-        axum::Form<std::collections::BTreeMap<String, String>>,
-        axum::extract::rejection::FormRejection,
-    >,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let axum::Form(fields) = form?;
-    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+    let body = body?;
     let wants_page = headers
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.contains("text/html"));
-    let order_id =
-        OrderId::parse(field("PCD_PAY_OID")).map_err(|_| ApiError::not_found("order"))?;
-    if field("PCD_PAY_RST") != "success" {
-        if wants_page {
-            return Ok(
-                axum::response::Redirect::to(&format!("/payment/{order_id}?failed=1"))
-                    .into_response(),
-            );
+    let hint = match inbound::payple_result(&body) {
+        Ok(inbound::PaypleResult::Paid(hint)) => hint,
+        Ok(inbound::PaypleResult::Failed(order_id)) => {
+            if wants_page {
+                return Ok(
+                    axum::response::Redirect::to(&format!("/payment/{order_id}?failed=1"))
+                        .into_response(),
+                );
+            }
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "PAYMENT_FAILED",
+                "Payple reports the payment was not completed",
+            ));
         }
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "PAYMENT_FAILED",
-            "Payple reports the payment was not completed",
-        ));
-    }
-    let pg_tid = payple_reference(field("PCD_PAY_TYPE"), field("PCD_PAY_TIME"), &order_id)?;
+        Err(inbound::InboundError::NoOrder) => return Err(ApiError::not_found("order")),
+        Err(error) => return Err(inbound_error(error, "result")),
+    };
+    let pg_tid = hint.pg_tid;
+    let order_id = hint.order_id.ok_or_else(|| ApiError::not_found("order"))?;
     let completion = payments::complete(
         &state.kassa,
         Provider::Payple,
