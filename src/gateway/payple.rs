@@ -133,6 +133,177 @@ fn pay_time(raw: &str) -> Option<DateTime<Utc>> {
         .map(|at| at.with_timezone(&Utc))
 }
 
+/// Payple's answer with `status` to a call of `kind`, as JSON. A 5xx or 429 after a money
+/// call leaves its outcome unknown.
+pub fn read_answer(status: u16, body: &[u8], kind: CallKind) -> Result<Value, GatewayError> {
+    if status >= 500 || status == 429 {
+        return Err(match kind {
+            CallKind::Mutation => GatewayError::UnknownOutcome(format!("Payple answered {status}")),
+            CallKind::Query => GatewayError::Transient(format!("Payple answered {status}")),
+        });
+    }
+    serde_json::from_slice(body)
+        .map_err(|error| GatewayError::BadResponse(format!("not a Payple answer: {error}")))
+}
+
+/// What a refusal means: an auth error is transient (the caller forgets the AuthKey); a
+/// payment Payple says it does not have is `NotFound`; anything else is transient, so a payment
+/// is never taken for absent because Payple was busy.
+fn refusal(answer: &Value) -> GatewayError {
+    let code = text(answer, "PCD_PAY_CODE");
+    let described = format!(
+        "Payple refused ({}): {}",
+        clip(code),
+        clip(text(answer, "PCD_PAY_MSG"))
+    );
+    if code.ends_with("0404") && !code.starts_with("AUTH") {
+        return GatewayError::NotFound;
+    }
+    GatewayError::Transient(described)
+}
+
+/// Payple's answer to the result inquiry of `order`.
+pub fn read_inquiry(answer: &Value, order: &str) -> Result<PgPayment, GatewayError> {
+    if text(answer, "PCD_PAY_RST") != "success" {
+        return Err(refusal(answer));
+    }
+    let total = parse_won(&number_or_text(answer, "PCD_PAY_TOTAL"))?;
+    let amount = Amount::non_negative(total)
+        .map_err(|error| GatewayError::BadResponse(error.to_string()))?;
+    // The payment is what Payple answers, not what was asked: its type and day come from the
+    // answer, so a request that named another type or day names another payment.
+    let answered_type = text(answer, "PCD_PAY_TYPE");
+    let answered_oid = text(answer, "PCD_PAY_OID");
+    let paid_at = pay_time(text(answer, "PCD_PAY_TIME"));
+    let answered = match paid_at {
+        Some(at) if !answered_type.is_empty() && answered_oid == order => payment_ref(
+            answered_type,
+            at.with_timezone(&Seoul).date_naive(),
+            answered_oid,
+        )?,
+        _ => {
+            return Err(GatewayError::BadResponse(
+                "Payple's inquiry answer does not name the payment's type, time and order".into(),
+            ));
+        }
+    };
+    // No published inquiry answer shows refunds: this is what was paid, nothing more. Who
+    // reads it must not take "no refund shown" for "nothing refunded".
+    Ok(PgPayment {
+        pg_tid: answered,
+        order_id: text(answer, "PCD_PAY_OID").to_owned(),
+        status: PgStatus::Paid,
+        amount,
+        cancelled_amount: Amount::ZERO,
+        currency: "KRW".into(),
+        paid_at,
+        cancellations: Vec::new(),
+    })
+}
+
+/// Payple's answer to a refund of `amount`; `now` stamps a receipt whose answer names no time.
+pub fn read_refund(
+    answer: &Value,
+    amount: Amount,
+    now: DateTime<Utc>,
+) -> Result<CancelReceipt, GatewayError> {
+    let code = text(answer, "PCD_PAY_CODE");
+    if text(answer, "PCD_PAY_RST") != "success" || code != REFUND_OK {
+        let described = format!(
+            "Payple answered the refund with {} ({}): {}",
+            clip(text(answer, "PCD_PAY_RST")),
+            clip(code),
+            clip(text(answer, "PCD_PAY_MSG"))
+        );
+        if code.starts_with("AUTH") {
+            // The partner authentication was refused: the refund was not carried out (the
+            // caller forgets the AuthKey).
+            return Err(GatewayError::Transient(described));
+        }
+        // Payple documents no refusal codes ("already cancelled" included): what this answer
+        // means for the money is unknown, and Payple cannot be asked.
+        return Err(GatewayError::UnknownOutcome(described));
+    }
+    let taxsave = text(answer, "PCD_TAXSAVE_RST");
+    let warning = (!taxsave.is_empty() && taxsave != "Y" && taxsave != "success").then(|| {
+        format!(
+            "Payple could not cancel the cash receipt ({}): {}",
+            clip(taxsave),
+            clip(text(answer, "PCD_PAY_MSG"))
+        )
+    });
+    Ok(CancelReceipt {
+        pg_cancel_id: clip(text(answer, "PCD_PAY_CARDTRADENUM")),
+        amount,
+        at: pay_time(text(answer, "PCD_PAY_TIME")).unwrap_or(now),
+        warning,
+    })
+}
+
+/// Payple's answer to the settlement inquiry: one page of lines, and the cursor of the next.
+pub fn read_settlement_page(answer: &Value) -> Result<SettlementPage, GatewayError> {
+    if text(answer, "PCD_PAY_RST") != "success" {
+        return Err(refusal(answer));
+    }
+    let data = answer.get("PCD_DATA").cloned().unwrap_or(Value::Null);
+    let content = data
+        .get("PCD_CONTENT")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    // A line kassa cannot read is kept as an inconsistent one (a discrepancy or a missing
+    // payment), so one bad line never blocks the rest of the day.
+    let amount_of = |line: &Value, field: &str| parse_won(text(line, field)).unwrap_or(UNREADABLE);
+    let records = content
+        .iter()
+        .map(|line| SettlementLine {
+            cancel_at: pay_time(text(line, "PCD_PAY_CANCEL_TIME")),
+            pg_cancel_id: None,
+            occurrence: 0,
+            pg_ref: pay_time(text(line, "PCD_PAY_TIME")).and_then(|at| {
+                // The inquiry knows card and transfer; an easy-pay line is asked as card,
+                // and the answer (matched on the order) says what it really was.
+                let pay_type = match text(line, "PCD_PAY_TYPE") {
+                    "transfer" => "transfer",
+                    _ => "card",
+                };
+                payment_ref(
+                    pay_type,
+                    at.with_timezone(&Seoul).date_naive(),
+                    text(line, "PCD_PAY_OID"),
+                )
+                .ok()
+                .map(|reference| reference.as_str().to_owned())
+            }),
+            kind: if text(line, "PCD_TXN_TYPE") == "CANCEL" {
+                SettlementKind::Cancel
+            } else {
+                SettlementKind::Approval
+            },
+            order_id: text(line, "PCD_PAY_OID").to_owned(),
+            amount: amount_of(line, "PCD_PAY_AMOUNT"),
+            fee: amount_of(line, "PCD_FEE_TOTAL"),
+            settle_amount: amount_of(line, "PCD_SETTLE_AMOUNT"),
+        })
+        .collect();
+    let has_more = match data.get("PCD_HAS_MORE") {
+        Some(Value::Bool(more)) => *more,
+        Some(Value::String(more)) => more == "Y" || more == "true",
+        _ => false,
+    };
+    let last_key = text(&data, "PCD_LASTKEY");
+    if has_more && last_key.is_empty() {
+        return Err(GatewayError::BadResponse(
+            "Payple says there is more but gives no PCD_LASTKEY".into(),
+        ));
+    }
+    let next_cursor = has_more.then(|| last_key.to_owned());
+    Ok(SettlementPage {
+        records,
+        next_cursor,
+    })
+}
+
 fn sent(
     result: Result<reqwest::Response, reqwest::Error>,
     kind: CallKind,
@@ -201,16 +372,7 @@ impl PaypleGateway {
         )?;
         let status = response.status();
         let bytes = super::client::read_capped_to(response, kind, bytes_max).await?;
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(match kind {
-                CallKind::Mutation => {
-                    GatewayError::UnknownOutcome(format!("Payple answered {status}"))
-                }
-                CallKind::Query => GatewayError::Transient(format!("Payple answered {status}")),
-            });
-        }
-        serde_json::from_slice(&bytes)
-            .map_err(|error| GatewayError::BadResponse(format!("not a Payple answer: {error}")))
+        read_answer(status.as_u16(), &bytes, kind)
     }
 
     /// The auth of `purpose`, from the cache while fresh, else from `/php/auth.php`.
@@ -265,24 +427,18 @@ impl PaypleGateway {
         Ok(auth)
     }
 
-    /// What a refusal means. An auth error evicts the cached AuthKey (the next call authenticates
-    /// again) and is transient; a payment Payple says it does not have is `NotFound`; anything
-    /// else is transient, so a payment is never taken for absent because Payple was busy.
-    async fn refusal(&self, purpose: Purpose, answer: &Value) -> GatewayError {
-        let code = text(answer, "PCD_PAY_CODE");
-        let described = format!(
-            "Payple refused ({}): {}",
-            clip(code),
-            clip(text(answer, "PCD_PAY_MSG"))
-        );
-        if code.starts_with("AUTH") {
+    /// Forgets the AuthKey of `purpose` when Payple refused it, so the next call authenticates
+    /// again; answers `result`.
+    async fn evicting<T>(
+        &self,
+        purpose: Purpose,
+        answer: &Value,
+        result: Result<T, GatewayError>,
+    ) -> Result<T, GatewayError> {
+        if result.is_err() && text(answer, "PCD_PAY_CODE").starts_with("AUTH") {
             self.auths.lock().await.remove(&purpose);
-            return GatewayError::Transient(described);
         }
-        if code.ends_with("0404") {
-            return GatewayError::NotFound;
-        }
-        GatewayError::Transient(described)
+        result
     }
 
     /// Result inquiry: `PCD_PAYCHK_FLAG` to the check purpose's `return_url`.
@@ -301,42 +457,8 @@ impl PaypleGateway {
         let answer = self
             .post_json(&auth.return_url, &body, CallKind::Query)
             .await?;
-        if text(&answer, "PCD_PAY_RST") != "success" {
-            return Err(self.refusal(Purpose::Check, &answer).await);
-        }
-        let total = parse_won(&number_or_text(&answer, "PCD_PAY_TOTAL"))?;
-        let amount = Amount::non_negative(total)
-            .map_err(|error| GatewayError::BadResponse(error.to_string()))?;
-        // The payment is what Payple answers, not what was asked: its type and day come from the
-        // answer, so a request that named another type or day names another payment.
-        let answered_type = text(&answer, "PCD_PAY_TYPE");
-        let answered_oid = text(&answer, "PCD_PAY_OID");
-        let paid_at = pay_time(text(&answer, "PCD_PAY_TIME"));
-        let answered = match paid_at {
-            Some(at) if !answered_type.is_empty() && answered_oid == order => payment_ref(
-                answered_type,
-                at.with_timezone(&Seoul).date_naive(),
-                answered_oid,
-            )?,
-            _ => {
-                return Err(GatewayError::BadResponse(
-                    "Payple's inquiry answer does not name the payment's type, time and order"
-                        .into(),
-                ));
-            }
-        };
-        // No published inquiry answer shows refunds: this is what was paid, nothing more. Who
-        // reads it must not take "no refund shown" for "nothing refunded".
-        Ok(PgPayment {
-            pg_tid: answered,
-            order_id: text(&answer, "PCD_PAY_OID").to_owned(),
-            status: PgStatus::Paid,
-            amount,
-            cancelled_amount: Amount::ZERO,
-            currency: "KRW".into(),
-            paid_at,
-            cancellations: Vec::new(),
-        })
+        let read = read_inquiry(&answer, order);
+        self.evicting(Purpose::Check, &answer, read).await
     }
 
     async fn refund(&self, request: &CancelRequest) -> Result<CancelReceipt, GatewayError> {
@@ -355,37 +477,8 @@ impl PaypleGateway {
         let answer = self
             .post_json(&auth.return_url, &body, CallKind::Mutation)
             .await?;
-        let code = text(&answer, "PCD_PAY_CODE");
-        if text(&answer, "PCD_PAY_RST") != "success" || code != REFUND_OK {
-            let described = format!(
-                "Payple answered the refund with {} ({}): {}",
-                clip(text(&answer, "PCD_PAY_RST")),
-                clip(code),
-                clip(text(&answer, "PCD_PAY_MSG"))
-            );
-            if code.starts_with("AUTH") {
-                // The partner authentication was refused: the refund was not carried out.
-                self.auths.lock().await.remove(&Purpose::Cancel);
-                return Err(GatewayError::Transient(described));
-            }
-            // Payple documents no refusal codes ("already cancelled" included): what this answer
-            // means for the money is unknown, and Payple cannot be asked.
-            return Err(GatewayError::UnknownOutcome(described));
-        }
-        let taxsave = text(&answer, "PCD_TAXSAVE_RST");
-        let warning = (!taxsave.is_empty() && taxsave != "Y" && taxsave != "success").then(|| {
-            format!(
-                "Payple could not cancel the cash receipt ({}): {}",
-                clip(taxsave),
-                clip(text(&answer, "PCD_PAY_MSG"))
-            )
-        });
-        Ok(CancelReceipt {
-            pg_cancel_id: clip(text(&answer, "PCD_PAY_CARDTRADENUM")),
-            amount: request.amount,
-            at: pay_time(text(&answer, "PCD_PAY_TIME")).unwrap_or_else(|| self.clock.now()),
-            warning,
-        })
+        let read = read_refund(&answer, request.amount, self.clock.now());
+        self.evicting(Purpose::Cancel, &answer, read).await
     }
 
     /// Settlement inquiry for one day, paged with `PCD_LASTKEY` while `PCD_HAS_MORE`.
@@ -418,67 +511,8 @@ impl PaypleGateway {
                 super::client::SETTLEMENT_PAGE_BYTES_MAX,
             )
             .await?;
-        if text(&answer, "PCD_PAY_RST") != "success" {
-            return Err(self.refusal(Purpose::Settlement, &answer).await);
-        }
-        let data = answer.get("PCD_DATA").cloned().unwrap_or(Value::Null);
-        let content = data
-            .get("PCD_CONTENT")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        // A line kassa cannot read is kept as an inconsistent one (a discrepancy or a missing
-        // payment), so one bad line never blocks the rest of the day.
-        let amount_of =
-            |line: &Value, field: &str| parse_won(text(line, field)).unwrap_or(UNREADABLE);
-        let records = content
-            .iter()
-            .map(|line| SettlementLine {
-                cancel_at: pay_time(text(line, "PCD_PAY_CANCEL_TIME")),
-                pg_cancel_id: None,
-                occurrence: 0,
-                pg_ref: pay_time(text(line, "PCD_PAY_TIME")).and_then(|at| {
-                    // The inquiry knows card and transfer; an easy-pay line is asked as card,
-                    // and the answer (matched on the order) says what it really was.
-                    let pay_type = match text(line, "PCD_PAY_TYPE") {
-                        "transfer" => "transfer",
-                        _ => "card",
-                    };
-                    payment_ref(
-                        pay_type,
-                        at.with_timezone(&Seoul).date_naive(),
-                        text(line, "PCD_PAY_OID"),
-                    )
-                    .ok()
-                    .map(|reference| reference.as_str().to_owned())
-                }),
-                kind: if text(line, "PCD_TXN_TYPE") == "CANCEL" {
-                    SettlementKind::Cancel
-                } else {
-                    SettlementKind::Approval
-                },
-                order_id: text(line, "PCD_PAY_OID").to_owned(),
-                amount: amount_of(line, "PCD_PAY_AMOUNT"),
-                fee: amount_of(line, "PCD_FEE_TOTAL"),
-                settle_amount: amount_of(line, "PCD_SETTLE_AMOUNT"),
-            })
-            .collect();
-        let has_more = match data.get("PCD_HAS_MORE") {
-            Some(Value::Bool(more)) => *more,
-            Some(Value::String(more)) => more == "Y" || more == "true",
-            _ => false,
-        };
-        let last_key = text(&data, "PCD_LASTKEY");
-        if has_more && last_key.is_empty() {
-            return Err(GatewayError::BadResponse(
-                "Payple says there is more but gives no PCD_LASTKEY".into(),
-            ));
-        }
-        let next_cursor = has_more.then(|| last_key.to_owned());
-        Ok(SettlementPage {
-            records,
-            next_cursor,
-        })
+        let read = read_settlement_page(&answer);
+        self.evicting(Purpose::Settlement, &answer, read).await
     }
 }
 

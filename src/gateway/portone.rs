@@ -178,6 +178,91 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Envelope<T>, Gat
         .map_err(|error| GatewayError::BadResponse(format!("not a PortOne envelope: {error}")))
 }
 
+fn refused(code: i64, message: Option<&str>) -> GatewayError {
+    GatewayError::Refused {
+        code: code.to_string(),
+        message: clip(message.unwrap_or("")),
+    }
+}
+
+/// The answer to a payment lookup (`GET /payments/{imp_uid}`, `/payments/find/{merchant_uid}`).
+pub fn read_payment(body: &[u8]) -> Result<PgPayment, GatewayError> {
+    let envelope: Envelope<PaymentResponse> = parse(body)?;
+    match (envelope.code, envelope.response) {
+        (0, Some(payment)) => to_payment(payment),
+        (code, _) => Err(refused(code, envelope.message.as_deref())),
+    }
+}
+
+/// The answer to `GET /payments/findAll/{merchant_uid}/paid`: at most `FOUND_PER_ORDER_MAX`.
+pub fn read_paid_list(body: &[u8]) -> Result<Vec<PgPayment>, GatewayError> {
+    let envelope: Envelope<Vec<PaymentResponse>> = parse(body)?;
+    if envelope.code != 0 {
+        return Err(refused(envelope.code, envelope.message.as_deref()));
+    }
+    envelope
+        .response
+        .unwrap_or_default()
+        .into_iter()
+        .take(FOUND_PER_ORDER_MAX)
+        .map(to_payment)
+        .collect()
+}
+
+/// The answer to `POST /payments/cancel` of `amount`, answered with `status`; `now` stamps a
+/// receipt whose answer names no time.
+pub fn read_cancel(
+    status: u16,
+    body: &[u8],
+    amount: Amount,
+    now: DateTime<Utc>,
+) -> Result<CancelReceipt, GatewayError> {
+    let status = reqwest::StatusCode::from_u16(status)
+        .map_err(|_| GatewayError::UnknownOutcome(format!("PortOne answered status {status}")))?;
+    if status.is_server_error() {
+        return Err(GatewayError::UnknownOutcome(format!(
+            "PortOne answered {status} to a cancel"
+        )));
+    }
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(GatewayError::Transient("PortOne answered 429".into()));
+    }
+    if !status.is_success() {
+        return Err(GatewayError::Refused {
+            code: status.as_u16().to_string(),
+            message: "cancel refused".into(),
+        });
+    }
+    let envelope: Envelope<PaymentResponse> = parse(body)?;
+    match (envelope.code, envelope.response) {
+        (0, Some(wire)) => {
+            let payment = to_payment(wire)?;
+            // This cancel's entry: the latest of its amount (a refund made in the console meanwhile
+            // may be later still, and is not this one's).
+            let last = payment
+                .cancellations
+                .iter()
+                .rev()
+                .find(|entry| entry.amount == amount)
+                .or(payment.cancellations.last())
+                .cloned();
+            Ok(CancelReceipt {
+                pg_cancel_id: last
+                    .as_ref()
+                    .map(|entry| entry.pg_cancel_id.clone())
+                    .unwrap_or_default(),
+                amount,
+                at: last.map_or(now, |entry| entry.at),
+                warning: None,
+            })
+        }
+        (_, _) if envelope.message.as_deref() == Some(ALREADY_CANCELLED_MESSAGE) => {
+            Err(GatewayError::AlreadyCancelled)
+        }
+        (code, _) => Err(refused(code, envelope.message.as_deref())),
+    }
+}
+
 impl PortOneGateway {
     pub fn new(
         http: reqwest::Client,
@@ -299,14 +384,7 @@ impl PortOneGateway {
     /// One payment looked up at `url`; 404 is `NotFound`.
     async fn payment_at(&self, url: reqwest::Url) -> Result<PgPayment, GatewayError> {
         let body = self.query(url).await?.ok_or(GatewayError::NotFound)?;
-        let envelope: Envelope<PaymentResponse> = parse(&body)?;
-        match (envelope.code, envelope.response) {
-            (0, Some(payment)) => to_payment(payment),
-            (code, _) => Err(GatewayError::Refused {
-                code: code.to_string(),
-                message: clip(envelope.message.as_deref().unwrap_or("")),
-            }),
-        }
+        read_payment(&body)
     }
 
     async fn get_payment(&self, pg_tid: &PgTid) -> Result<PgPayment, GatewayError> {
@@ -322,19 +400,7 @@ impl PortOneGateway {
         let Some(body) = self.query(url).await? else {
             return Ok(Vec::new());
         };
-        let envelope: Envelope<Vec<PaymentResponse>> = parse(&body)?;
-        match (envelope.code, envelope.response) {
-            (0, Some(list)) => list
-                .into_iter()
-                .take(FOUND_PER_ORDER_MAX)
-                .map(to_payment)
-                .collect(),
-            (0, None) => Ok(Vec::new()),
-            (code, _) => Err(GatewayError::Refused {
-                code: code.to_string(),
-                message: clip(envelope.message.as_deref().unwrap_or("")),
-            }),
-        }
+        read_paid_list(&body)
     }
 
     /// The latest payment of an order in any status (`GET /payments/find/{merchant_uid}`).
@@ -356,51 +422,7 @@ impl PortOneGateway {
                 self.http.post(&url).bearer_auth(token.expose()).json(&body)
             })
             .await?;
-        if status.is_server_error() {
-            return Err(GatewayError::UnknownOutcome(format!(
-                "PortOne answered {status} to a cancel"
-            )));
-        }
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(GatewayError::Transient("PortOne answered 429".into()));
-        }
-        if !status.is_success() {
-            return Err(GatewayError::Refused {
-                code: status.as_u16().to_string(),
-                message: "cancel refused".into(),
-            });
-        }
-        let envelope: Envelope<PaymentResponse> = parse(&bytes)?;
-        match (envelope.code, envelope.response) {
-            (0, Some(wire)) => {
-                let payment = to_payment(wire)?;
-                // This cancel's entry: the latest of its amount (a refund made in the console meanwhile
-                // may be later still, and is not this one's).
-                let last = payment
-                    .cancellations
-                    .iter()
-                    .rev()
-                    .find(|entry| entry.amount == request.amount)
-                    .or(payment.cancellations.last())
-                    .cloned();
-                Ok(CancelReceipt {
-                    pg_cancel_id: last
-                        .as_ref()
-                        .map(|entry| entry.pg_cancel_id.clone())
-                        .unwrap_or_default(),
-                    amount: request.amount,
-                    at: last.map_or_else(|| self.clock.now(), |entry| entry.at),
-                    warning: None,
-                })
-            }
-            (_, _) if envelope.message.as_deref() == Some(ALREADY_CANCELLED_MESSAGE) => {
-                Err(GatewayError::AlreadyCancelled)
-            }
-            (code, _) => Err(GatewayError::Refused {
-                code: code.to_string(),
-                message: clip(envelope.message.as_deref().unwrap_or("")),
-            }),
-        }
+        read_cancel(status.as_u16(), &bytes, request.amount, self.clock.now())
     }
 }
 

@@ -196,6 +196,43 @@ fn to_payment(wire: PaymentWire) -> Result<PgPayment, GatewayError> {
     })
 }
 
+/// Toss's answer to a payment call (lookup, confirm, cancel) with `status`: the payment, or the
+/// error in kassa's classes.
+pub fn read_payment(status: u16, body: &[u8], kind: CallKind) -> Result<PgPayment, GatewayError> {
+    let status = reqwest::StatusCode::from_u16(status)
+        .map_err(|_| GatewayError::BadResponse(format!("Toss answered status {status}")))?;
+    if !status.is_success() {
+        return Err(classify(status, body, kind));
+    }
+    let wire: PaymentWire = serde_json::from_slice(body)
+        .map_err(|error| GatewayError::BadResponse(format!("not a Toss payment: {error}")))?;
+    to_payment(wire)
+}
+
+/// Toss's answer to `GET /v1/settlements` of `page` (from 1) and `page_size`: a page shorter
+/// than `page_size` is the last.
+pub fn read_settlements(
+    status: u16,
+    body: &[u8],
+    page: u32,
+    page_size: u32,
+) -> Result<SettlementPage, GatewayError> {
+    let status = reqwest::StatusCode::from_u16(status)
+        .map_err(|_| GatewayError::BadResponse(format!("Toss answered status {status}")))?;
+    if !status.is_success() {
+        return Err(classify(status, body, CallKind::Query));
+    }
+    let wire: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|error| {
+        GatewayError::BadResponse(format!("not a Toss settlement list: {error}"))
+    })?;
+    let full = wire.len() >= usize::try_from(page_size).unwrap_or(usize::MAX);
+    let records = wire.iter().map(settlement_line).collect();
+    Ok(SettlementPage {
+        records,
+        next_cursor: full.then(|| format!("{}:{page_size}", page.saturating_add(1))),
+    })
+}
+
 /// Toss's error codes, in kassa's classes (PG-CONTRACTS.md 3.x).
 fn classify(status: reqwest::StatusCode, body: &[u8], kind: CallKind) -> GatewayError {
     let error: ErrorWire = serde_json::from_slice(body).unwrap_or(ErrorWire {
@@ -310,18 +347,7 @@ impl TossGateway {
             super::client::SETTLEMENT_PAGE_BYTES_MAX,
         )
         .await?;
-        if !status.is_success() {
-            return Err(classify(status, &body, CallKind::Query));
-        }
-        let wire: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|error| {
-            GatewayError::BadResponse(format!("not a Toss settlement list: {error}"))
-        })?;
-        let full = wire.len() >= usize::try_from(page_size).unwrap_or(usize::MAX);
-        let records = wire.iter().map(settlement_line).collect();
-        Ok(SettlementPage {
-            records,
-            next_cursor: full.then(|| format!("{}:{page_size}", page + 1)),
-        })
+        read_settlements(status.as_u16(), &body, page, page_size)
     }
 
     async fn call(
@@ -336,12 +362,7 @@ impl TossGateway {
             .map_err(|error| classify_send_error(&error, kind))?;
         let status = response.status();
         let body = read_capped(response, kind).await?;
-        if !status.is_success() {
-            return Err(classify(status, &body, kind));
-        }
-        let wire: PaymentWire = serde_json::from_slice(&body)
-            .map_err(|error| GatewayError::BadResponse(format!("not a Toss payment: {error}")))?;
-        to_payment(wire)
+        read_payment(status.as_u16(), &body, kind)
     }
 
     async fn get(&self, pg_tid: &PgTid) -> Result<PgPayment, GatewayError> {
