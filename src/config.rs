@@ -571,6 +571,26 @@ impl Config {
         validate(&raw)
     }
 
+    /// The config a TOML text gives on top of the defaults, with no environment or flags (what
+    /// `check-config` would say of that file alone).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let path = PathBuf::from("(text)");
+        let table: toml::Table = toml::from_str(text).map_err(|error: toml::de::Error| {
+            ConfigError::Parse {
+                path: path.clone(),
+                message: error.message().to_owned(),
+            }
+        })?;
+        let raw: RawConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|error: toml::de::Error| ConfigError::Parse {
+                    path,
+                    message: error.message().to_owned(),
+                })?;
+        validate(&raw)
+    }
+
     /// The defaults alone, as a newcomer gets them.
     pub fn defaults() -> Config {
         validate(&RawConfig::default()).expect("the built-in defaults are valid")

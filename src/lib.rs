@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod flows;
+pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod jobs;

@@ -106,6 +106,8 @@ pub fn portone_webhook(body: &[u8], is_json: bool) -> Result<Hint, InboundError>
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct TossWebhook {
+    /// A virtual-account `DEPOSIT_CALLBACK` is flat, with no `eventType`.
+    #[serde(default)]
     event_type: String,
     #[serde(default)]
     data: Option<TossWebhookData>,

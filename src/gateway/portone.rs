@@ -24,7 +24,7 @@ pub const TOKEN_MARGIN_S: i64 = 60;
 /// Longest PG message kept in an error.
 const MESSAGE_CHARS_MAX: usize = 200;
 /// Most paid payments of one order kassa reads from `findAll`.
-const FOUND_PER_ORDER_MAX: usize = 20;
+pub const FOUND_PER_ORDER_MAX: usize = 20;
 /// PortOne's answer to a cancel of a fully cancelled payment.
 const ALREADY_CANCELLED_MESSAGE: &str = "이미 전액취소된 주문입니다.";
 

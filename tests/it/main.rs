@@ -8,6 +8,7 @@ mod bad_input;
 mod browser;
 mod cancels;
 mod exactly_once;
+mod fuzz_corpora;
 mod hostile;
 mod mypage;
 mod nothing_missed;

@@ -1,0 +1,3 @@
+#![no_main]
+// The body is kassa::fuzzing::webhook; `tests/it/fuzz_corpora.rs` replays this target's corpus.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kassa::fuzzing::webhook(data));
