@@ -575,12 +575,11 @@ impl Config {
     /// `check-config` would say of that file alone).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let path = PathBuf::from("(text)");
-        let table: toml::Table = toml::from_str(text).map_err(|error: toml::de::Error| {
-            ConfigError::Parse {
+        let table: toml::Table =
+            toml::from_str(text).map_err(|error: toml::de::Error| ConfigError::Parse {
                 path: path.clone(),
                 message: error.message().to_owned(),
-            }
-        })?;
+            })?;
         let raw: RawConfig =
             toml::Value::Table(table)
                 .try_into()

@@ -1,6 +1,6 @@
 //! The fuzz targets' bodies: every parser of outside input, driven by arbitrary bytes. `fuzz/`
 //! (cargo fuzz, nightly) calls these for hours; `tests/it/fuzz_corpora.rs` replays every file of
-//! `fuzz/corpus/` through them on stable, so what a fuzzer found once stays fixed.
+//! `fuzz/seeds/` through them on stable, so what a fuzzer found once stays fixed.
 //!
 //! Each function must not panic on any input, and checks what must hold of what it parsed.
 
@@ -9,8 +9,11 @@ use crate::gateway::client::CallKind;
 use crate::gateway::{GatewayError, inbound, payple, portone, toss};
 use chrono::{DateTime, Utc};
 
-/// The fuzz targets, by the name of their corpus folder.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
+/// The fuzz targets, by the name of their seed folder.
+pub const TARGETS: &[(&str, Target)] = &[
     ("portone_answer", portone_answer),
     ("toss_answer", toss_answer),
     ("payple_answer", payple_answer),
@@ -101,7 +104,11 @@ pub fn payple_answer(data: &[u8]) {
     };
     if let Ok(payment) = payple::read_inquiry(&answer, "order-1") {
         check_payment(&payment);
-        assert_eq!(payment.cancelled_amount, Amount::ZERO, "the inquiry shows no refunds");
+        assert_eq!(
+            payment.cancelled_amount,
+            Amount::ZERO,
+            "the inquiry shows no refunds"
+        );
     }
     match payple::read_refund(&answer, amount(), now()) {
         Ok(receipt) => assert_eq!(receipt.amount, amount()),
@@ -156,7 +163,10 @@ pub fn cookie(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Some(buyer) = cookie::verify(&key, &text) {
         // Only a value this key signed names a buyer: signing that buyer again verifies too.
-        assert_eq!(cookie::verify(&key, &cookie::sign(&key, buyer)), Some(buyer));
+        assert_eq!(
+            cookie::verify(&key, &cookie::sign(&key, buyer)),
+            Some(buyer)
+        );
     }
     let mut headers = axum::http::HeaderMap::new();
     if let Ok(value) = axum::http::HeaderValue::from_bytes(data) {

@@ -1,3 +1,3 @@
 #![no_main]
-// The body is kassa::fuzzing::config; `tests/it/fuzz_corpora.rs` replays this target's corpus.
+// The body is kassa::fuzzing::config; `tests/it/fuzz_corpora.rs` replays this target's seeds.
 libfuzzer_sys::fuzz_target!(|data: &[u8]| kassa::fuzzing::config(data));

@@ -71,4 +71,23 @@ mod tests {
         assert!(!schedule.exhausted(2));
         assert!(schedule.exhausted(3));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn every_delay_is_its_step_plus_at_most_a_tenth_and_the_last_step_repeats(
+            delays in proptest::collection::vec(0u64..86_400_000, 1..20),
+            attempts_max in 0u32..200,
+            attempt in 0u32..1_000,
+            random in proptest::prelude::any::<u64>(),
+        ) {
+            let steps: Vec<Duration> = delays.iter().copied().map(Duration::from_millis).collect();
+            let schedule = RetrySchedule::new(steps.clone(), attempts_max);
+            let step = steps[usize::try_from(attempt).unwrap().min(steps.len() - 1)];
+            let delay = schedule.delay(attempt, random);
+            proptest::prop_assert!(delay >= step);
+            proptest::prop_assert!(delay <= step + step / 10);
+            proptest::prop_assert_eq!(schedule.attempts_max(), attempts_max.max(1));
+            proptest::prop_assert_eq!(schedule.exhausted(attempt), attempt >= attempts_max.max(1));
+        }
+    }
 }

@@ -152,6 +152,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn the_fee_is_the_rate_rounded_toward_zero_and_fee_plus_net_is_the_base(
+            gross in 0i64..=crate::domain::money::AMOUNT_WON_MAX,
+            cancelled in 0i64..=crate::domain::money::AMOUNT_WON_MAX,
+            bps in 0u32..=10_000,
+        ) {
+            let day = figures(gross, cancelled, 1, bps);
+            let base = gross - cancelled;
+            proptest::prop_assert_eq!(day.fee + day.net, base);
+            let exact = i128::from(base) * i128::from(bps);
+            // Rounded toward zero: never more than the exact fee in size, and less than a won off.
+            proptest::prop_assert!(i128::from(day.fee).abs() * 10_000 <= exact.abs());
+            proptest::prop_assert!(exact.abs() - i128::from(day.fee).abs() * 10_000 < 10_000);
+            proptest::prop_assert!(day.fee == 0 || day.fee.signum() == base.signum());
+            // More sales never lower the fee.
+            proptest::prop_assert!(fee(base.saturating_add(1), bps) >= day.fee);
+        }
+    }
+
     #[test]
     fn a_settlement_only_moves_forward_one_step_at_a_time() {
         use PartnerSettlementStatus as S;

@@ -44,6 +44,8 @@ mod partners;
 mod payments;
 mod queue;
 mod redrive;
+#[cfg(test)]
+mod roundtrip;
 mod sync;
 mod tables;
 

@@ -1,11 +1,12 @@
-//! Every file of `fuzz/corpus/` (the seeds from the PGs' published shapes, and whatever a fuzzer
-//! found and was kept) goes through its fuzz target's body on stable, as an ordinary test.
+//! Every file of `fuzz/seeds/` (the PGs' published shapes, and every input a fuzzer found that
+//! once failed, kept under a name) goes through its fuzz target's body on stable, as an ordinary
+//! test. The fuzzer's own working corpus (`fuzz/corpus/`) is not committed.
 
 use std::path::Path;
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
+        .join("fuzz/seeds")
         .join(target);
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
@@ -23,10 +24,13 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
 fn every_corpus_file_goes_through_its_fuzz_target_without_a_panic() {
     for (target, body) in kassa::fuzzing::TARGETS {
         let files = corpus(target);
-        assert!(!files.is_empty(), "fuzz/corpus/{target} is empty");
+        assert!(!files.is_empty(), "fuzz/seeds/{target} is empty");
         for (name, data) in files {
             let outcome = std::panic::catch_unwind(|| body(&data));
-            assert!(outcome.is_ok(), "fuzz/corpus/{target}/{name} fails its target");
+            assert!(
+                outcome.is_ok(),
+                "fuzz/seeds/{target}/{name} fails its target"
+            );
         }
     }
 }
@@ -102,7 +106,10 @@ fn the_seeds_read_as_the_pg_answers_they_are() {
         Err(GatewayError::UnknownOutcome(_))
     ));
     let page = payple::read_settlement_page(&payple_json("settlement_page")).unwrap();
-    assert_eq!((page.records.len(), page.next_cursor.as_deref()), (2, Some("k-100")));
+    assert_eq!(
+        (page.records.len(), page.next_cursor.as_deref()),
+        (2, Some("k-100"))
+    );
     assert!(matches!(
         inbound::toss_webhook(&seed("webhook", "toss_deposit_callback")),
         Ok(inbound::TossEvent::Ignored(_))
@@ -112,8 +119,6 @@ fn the_seeds_read_as_the_pg_answers_they_are() {
         inbound::payple_result(&seed("payple_result", "success")),
         Ok(inbound::PaypleResult::Paid(_))
     ));
-    kassa::config::Config::from_toml(
-        std::str::from_utf8(&seed("config", "example")).unwrap(),
-    )
-    .unwrap();
+    kassa::config::Config::from_toml(std::str::from_utf8(&seed("config", "example")).unwrap())
+        .unwrap();
 }

@@ -10,6 +10,7 @@ mod cancels;
 mod exactly_once;
 mod fuzz_corpora;
 mod hostile;
+mod kill;
 mod mypage;
 mod nothing_missed;
 mod partners;

@@ -456,3 +456,40 @@ async fn the_result_long_poll_wakes_when_the_payment_lands_and_unknown_orders_an
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn walking_the_pages_of_any_size_lists_every_payment_once_newest_first() {
+    let app = TestApp::spawn().await;
+    let mut paid = Vec::new();
+    for n in 0..23 {
+        let order_id = format!("order-page-{n:02}");
+        let (payment_id, _) = app.paid(&order_id, 1_000 + n).await;
+        paid.push(payment_id);
+        app.advance_ms(1_000);
+    }
+    let newest_first: Vec<String> = paid.iter().rev().cloned().collect();
+    for limit in [1, 2, 3, 5, 7, 22, 23, 24, 500] {
+        let mut seen: Vec<String> = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..=23 {
+            let path = match &cursor {
+                None => format!("/api/payments?limit={limit}"),
+                Some(cursor) => format!("/api/payments?limit={limit}&cursor={cursor}"),
+            };
+            let (status, page) = app.admin_get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let items = page["items"].as_array().unwrap();
+            assert!(items.len() <= limit, "limit {limit}: {} items", items.len());
+            seen.extend(
+                items
+                    .iter()
+                    .map(|item| item["payment_id"].as_str().unwrap().to_owned()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, newest_first, "limit {limit}");
+    }
+}

@@ -11,7 +11,7 @@ use tokio::process::{Child, Command};
 
 const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
 
-fn kassa(data_dir: &Path) -> Command {
+pub fn kassa(data_dir: &Path) -> Command {
     let mut command = Command::new(KASSA);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -31,7 +31,7 @@ async fn start(data_dir: &Path) -> (Child, String) {
 }
 
 /// Spawns a command that logs `listen=ADDR` once it is serving; answers it and its base URL.
-async fn spawn_listening(mut command: Command) -> (Child, String) {
+pub async fn spawn_listening(mut command: Command) -> (Child, String) {
     let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let address = tokio::time::timeout(Duration::from_secs(20), async {
@@ -264,7 +264,7 @@ async fn a_first_start_without_a_token_makes_one_readable_only_by_its_owner() {
 }
 
 /// The sandbox PG as a process of its own, so that it outlives a killed kassa.
-async fn spawn_sandbox() -> (Child, String) {
+pub async fn spawn_sandbox() -> (Child, String) {
     let mut sandbox = Command::new(KASSA);
     sandbox
         .args(["sandbox-pg", "--listen", "127.0.0.1:0"])

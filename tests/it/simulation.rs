@@ -108,7 +108,7 @@ struct Sim {
     boots: u64,
 }
 
-fn settings(pg: &str) -> Vec<(String, String)> {
+pub fn settings(pg: &str) -> Vec<(String, String)> {
     let pairs = [
         ("KASSA_ADMIN__TOKEN", ADMIN_TOKEN.to_owned()),
         ("KASSA_RETRY__PG_TIMEOUT_MS", "400".to_owned()),
