@@ -58,6 +58,8 @@ pub enum FaultMode {
     Status401,
     /// Hold the request without doing anything until the client gives up.
     Timeout,
+    /// A slow PG: hold the request, then do the work and answer as usual.
+    Delay,
     /// Do the work, then hold the answer until the client gives up.
     LostResponse,
     /// Answer the PG's own refusal for a chosen code and status, without doing anything.
@@ -185,6 +187,10 @@ impl Sandbox {
                     Injected::Fail(StatusCode::GATEWAY_TIMEOUT)
                 }
                 FaultMode::LostResponse => Injected::LoseAnswer(fault.hold),
+                FaultMode::Delay => {
+                    self.hold(fault.hold).await;
+                    Injected::Nothing
+                }
                 FaultMode::Error => Injected::Refuse(fault.refusal),
                 FaultMode::TaxsaveFail => Injected::TaxsaveFail,
             },

@@ -48,7 +48,8 @@ pub(super) struct PaypleState {
     payments: BTreeMap<String, PayplePayment>,
     /// AuthKey → what it was issued for and with.
     auth_keys: HashMap<String, IssuedAuth>,
-    last_settlement_call: Option<std::time::Instant>,
+    /// When the settlement inquiry was last called, on the real clock and on the sandbox's.
+    last_settlement_call: Option<(std::time::Instant, DateTime<Utc>)>,
 }
 
 /// An AuthKey as the sandbox issued it.
@@ -444,7 +445,8 @@ fn settlement_item(date: NaiveDate, line: &settlements::Line) -> Value {
 }
 
 /// `POST /payple/php/SettlementAct.php`: a day's settlement lines, `PCD_LIMIT` at a time after
-/// `PCD_LASTKEY`. A call less than a second after the last is refused.
+/// `PCD_LASTKEY`. A call less than a second after the last (on the real clock and on the
+/// sandbox's) is refused.
 pub(super) async fn settlements(
     State(sandbox): State<Arc<Sandbox>>,
     Json(body): Json<Value>,
@@ -458,11 +460,17 @@ pub(super) async fn settlements(
     }
     {
         let mut state = sandbox.lock();
-        let now = std::time::Instant::now();
+        // Less than a second apart on both clocks: on the real one (kassa paces its calls in
+        // real time) and on the sandbox's (which a test moves on instead of waiting).
+        let now = (std::time::Instant::now(), sandbox.clock.now());
         let too_soon = state
             .payple
             .last_settlement_call
-            .is_some_and(|last| now.duration_since(last).as_millis() < SETTLEMENT_GAP_MS);
+            .is_some_and(|(real, injected)| {
+                now.0.duration_since(real).as_millis() < SETTLEMENT_GAP_MS
+                    && (now.1 - injected).num_milliseconds()
+                        < i64::try_from(SETTLEMENT_GAP_MS).unwrap_or(i64::MAX)
+            });
         state.payple.last_settlement_call = Some(now);
         if too_soon {
             return pay_error(
