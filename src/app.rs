@@ -269,6 +269,7 @@ impl App {
             );
         }
         let config_rate_limit = config.http.rate_limit;
+        let inbox_rate = config.http.webhooks_per_second;
         let mut kassa = Kassa::new(config, store, gateways, env, http.clone());
         kassa.shutdown = shutdown.clone();
         // The re-check sweep queues itself again after each run; this queues the first one
@@ -295,6 +296,7 @@ impl App {
                 crate::http::state::LONG_POLL_WAITERS_MAX,
             )),
             limiter: config_rate_limit.map(crate::http::client::limiter),
+            inbox: crate::http::client::inbox_limiter(inbox_rate),
         };
         Ok(App {
             listener,

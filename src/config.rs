@@ -161,6 +161,7 @@ struct RawHttp {
     open_orders_per_client: u32,
     trusted_proxies: Vec<String>,
     webhook_networks: Vec<String>,
+    webhooks_per_second: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -345,6 +346,7 @@ impl Default for RawHttp {
             open_orders_per_client: 20,
             trusted_proxies: Vec::new(),
             webhook_networks: Vec::new(),
+            webhooks_per_second: 200,
         }
     }
 }
@@ -407,6 +409,9 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where PG webhooks may come from; empty: anywhere.
     pub webhook_networks: Vec<ipnet::IpNet>,
+    /// The bound of the webhook inbox: webhooks taken per second from all PGs together (ten
+    /// seconds' worth at once); past it 503 with `Retry-After`, and the PG sends them again.
+    pub webhooks_per_second: std::num::NonZeroU32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -969,6 +974,9 @@ fn validate_http(raw: &RawHttp) -> Result<HttpConfig, ConfigError> {
             ));
         }
     };
+    let webhooks_per_second = std::num::NonZeroU32::new(raw.webhooks_per_second)
+        .filter(|rate| rate.get() <= 100_000)
+        .ok_or_else(|| invalid("http.webhooks_per_second must be between 1 and 100000"))?;
     if raw.open_orders_per_client > 10_000 {
         return Err(invalid("http.open_orders_per_client must be at most 10000"));
     }
@@ -988,6 +996,7 @@ fn validate_http(raw: &RawHttp) -> Result<HttpConfig, ConfigError> {
         open_orders_per_client: raw.open_orders_per_client,
         trusted_proxies: networks("http.trusted_proxies", &raw.trusted_proxies)?,
         webhook_networks: networks("http.webhook_networks", &raw.webhook_networks)?,
+        webhooks_per_second,
     })
 }
 

@@ -30,6 +30,21 @@ pub const RATE_LIMIT_FORGET_INTERVAL: Duration = Duration::from_secs(60);
 /// The rate limiter of the public endpoints, keyed by client (an IPv6 client by its /64).
 pub type ClientLimiter = Arc<DefaultKeyedRateLimiter<IpAddr>>;
 
+/// The bound of the webhook inbox: webhooks are not limited per client (a PG sends from few
+/// addresses), but all of them together are.
+pub type InboxLimiter = Arc<governor::DefaultDirectRateLimiter>;
+
+pub fn inbox_limiter(per_second: std::num::NonZeroU32) -> InboxLimiter {
+    let burst = per_second.saturating_mul(std::num::NonZeroU32::new(10).unwrap_or(per_second));
+    Arc::new(RateLimiter::direct(
+        Quota::per_second(per_second).allow_burst(burst),
+    ))
+}
+
+fn retry_after(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 pub fn limiter(limit: crate::config::RateLimit) -> ClientLimiter {
     Arc::new(RateLimiter::keyed(
         Quota::per_minute(limit.per_minute).allow_burst(limit.burst),
@@ -155,9 +170,7 @@ pub async fn rate_limited(State(state): State<AppState>, request: Request, next:
     let Err(not_until) = limiter.check_key(&client.bucket()) else {
         return next.run(request).await;
     };
-    let wait = not_until.wait_time_from(DefaultClock::default().now());
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let seconds = seconds.max(1);
+    let seconds = retry_after(not_until.wait_time_from(DefaultClock::default().now()));
     let mut response = if request.uri().path().starts_with("/api/") {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -176,21 +189,33 @@ pub async fn rate_limited(State(state): State<AppState>, request: Request, next:
 }
 
 /// Middleware of the PG webhooks: when `http.webhook_networks` lists networks, a webhook from
-/// elsewhere is refused with 403 and nothing is queued.
+/// elsewhere is refused with 403 and nothing is queued; past the inbox's bound, 503 with
+/// `Retry-After` (the PGs send a webhook again when it is not answered 200).
 pub async fn webhook_source(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
     let networks = &state.kassa.config.http.webhook_networks;
-    if networks.is_empty() {
-        return next.run(request).await;
-    }
     let client = client_of_request(&state, &request);
-    let allowed = client
-        .ip
-        .is_some_and(|ip| networks.iter().any(|net| net.contains(&ip)));
+    let allowed = networks.is_empty()
+        || client
+            .ip
+            .is_some_and(|ip| networks.iter().any(|net| net.contains(&ip)));
     if allowed {
+        if let Err(not_until) = state.inbox.check() {
+            let seconds = retry_after(not_until.wait_time_from(DefaultClock::default().now()));
+            let mut response = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "INBOX_FULL",
+                format!("too many webhooks at once; send it again in {seconds} s"),
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
         next.run(request).await
     } else {
         tracing::warn!(client = ?client.ip, path = %request.uri().path(), "a webhook from outside http.webhook_networks was refused");

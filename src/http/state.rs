@@ -17,6 +17,8 @@ pub struct AppState {
     pub long_polls: std::sync::Arc<tokio::sync::Semaphore>,
     /// The per-client rate limit of the public endpoints, unless `http.rate_limit_per_minute = 0`.
     pub limiter: Option<super::client::ClientLimiter>,
+    /// The bound of the webhook inbox, for all PGs together.
+    pub inbox: super::client::InboxLimiter,
 }
 
 /// Most result long-polls that wait at the same time.

@@ -419,3 +419,57 @@ async fn in_real_mode_nothing_of_the_sandbox_is_reachable() {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
     }
 }
+
+#[tokio::test]
+async fn the_webhook_inbox_is_bounded_for_all_pgs_together_not_per_client() {
+    let app = TestApp::spawn_with(vec![("KASSA_HTTP__WEBHOOKS_PER_SECOND", "1".into())]).await;
+    // Ten seconds' worth at once, then the PG is asked to send again later.
+    for n in 0..10 {
+        let status = app
+            .webhook(&format!("imp_{n:012}"), &format!("order-inbox-{n}"))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let refused = app
+        .http
+        .post(app.url("/api/webhooks/toss"))
+        .json(&json!({ "eventType": "PAYMENT_STATUS_CHANGED", "data": { "paymentKey": "tgen_1" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "INBOX_FULL");
+    // The inbox's bound is not the buyers': their endpoints are not slowed by it.
+    assert_ne!(
+        complete_call(&app, None).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_new_client_waits_until_one_leaves() {
+    let app = TestApp::spawn_with(vec![("KASSA_HTTP__CONNECTIONS_MAX", "16".into())]).await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut stream = TcpStream::connect(addr(&app)).await.unwrap();
+        stream.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        held.push(stream);
+    }
+    // Let the server take all sixteen before the seventeenth comes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut waiting = TcpStream::connect(addr(&app)).await.unwrap();
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: kassa\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut first)).await;
+    assert!(early.is_err(), "a seventeenth connection was served past the cap");
+    drop(held.pop());
+    let answer = read_until_closed(&mut waiting, Duration::from_secs(5))
+        .await
+        .expect("the waiting client was served once a connection left");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+}
