@@ -222,3 +222,39 @@ async fn a_part_3_data_file_opens_with_its_claimed_payple_refund_as_unknown() {
     let app = app.restart().await;
     assert_eq!(app.payment(&payple_id).await["status"], "CANCEL_UNKNOWN");
 }
+
+/// The data file of parts 4 and 5 (schema 2): every order, payment, refund and event is there.
+#[tokio::test]
+async fn a_part_5_data_file_opens_with_every_payment_and_refund() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/part5.redb");
+    let app = TestApp::spawn_on_copy_of(&fixture).await;
+    for (order_id, status, cancelled) in [
+        ("order-fix-0001", "CANCELLED", 15_000),
+        ("order-fix-0002", "PARTIALLY_CANCELLED", 2_000),
+        ("order-fix-0003", "PAID", 0),
+        ("order-fix-0004", "PAID", 0),
+    ] {
+        let payments = app.payments_of(order_id).await;
+        assert_eq!(payments.len(), 1, "{order_id}");
+        let payment = app
+            .payment(payments[0]["payment_id"].as_str().unwrap())
+            .await;
+        assert_eq!(payment["status"], status, "{payment}");
+        assert_eq!(payment["cancelled_amount"], cancelled, "{payment}");
+        assert!(!payment["events"].as_array().unwrap().is_empty());
+    }
+    let (status, order) = app.admin_get("/api/orders/order-fix-0005").await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{order}");
+    assert_eq!(order["status"], "READY");
+    // A new payment and a cancel go on from where the file was.
+    let (payment_id, _) = app.paid("order-fix-0006", 3_000).await;
+    let (status, _) = app
+        .cancel(
+            &payment_id,
+            "fix-key-9",
+            &json!({ "reason": "after the upgrade" }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+}

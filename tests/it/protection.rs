@@ -454,7 +454,10 @@ async fn past_the_connection_cap_a_new_client_waits_until_one_leaves() {
     let mut held = Vec::new();
     for _ in 0..16 {
         let mut stream = TcpStream::connect(addr(&app)).await.unwrap();
-        stream.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
         held.push(stream);
     }
     // Let the server take all sixteen before the seventeenth comes.
@@ -466,7 +469,10 @@ async fn past_the_connection_cap_a_new_client_waits_until_one_leaves() {
         .unwrap();
     let mut first = [0u8; 1];
     let early = tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut first)).await;
-    assert!(early.is_err(), "a seventeenth connection was served past the cap");
+    assert!(
+        early.is_err(),
+        "a seventeenth connection was served past the cap"
+    );
     drop(held.pop());
     let answer = read_until_closed(&mut waiting, Duration::from_secs(5))
         .await
