@@ -53,6 +53,8 @@ struct Load {
     latencies_us: Mutex<Vec<u64>>,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// The first failure of the window, to print with it.
+    first_failure: Mutex<Option<String>>,
 }
 
 impl Load {
@@ -66,8 +68,20 @@ impl Load {
             Ok(response) if response.status().is_success() => {
                 Some(response.json().await.unwrap_or(Value::Null))
             }
-            _ => {
+            failed => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
+                let what = match failed {
+                    Ok(response) => {
+                        let status = response.status();
+                        let url = response.url().path().to_owned();
+                        format!(
+                            "{status} {url} {}",
+                            response.text().await.unwrap_or_default()
+                        )
+                    }
+                    Err(error) => error.to_string(),
+                };
+                self.first_failure.lock().unwrap().get_or_insert(what);
                 None
             }
         }
@@ -167,6 +181,7 @@ async fn main() {
         latencies_us: Mutex::new(Vec::new()),
         requests: AtomicU64::new(0),
         failures: AtomicU64::new(0),
+        first_failure: Mutex::new(None),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicU64::new(0));
@@ -202,6 +217,12 @@ async fn main() {
             files
         );
         last_requests = requests;
+        if let Some(failure) = load.first_failure.lock().unwrap().take() {
+            println!(
+                "        first failure of the window: {}",
+                failure.chars().take(300).collect::<String>()
+            );
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for worker in workers {

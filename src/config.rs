@@ -399,11 +399,13 @@ pub struct HttpConfig {
     /// A client must send a request's whole header within this; it is also how long an idle
     /// keep-alive connection is kept.
     pub header_read_timeout: Duration,
-    /// A request body must arrive within this.
+    /// The longest a request body may pause between two of its parts (the whole request is
+    /// bounded by `http::REQUEST_TIMEOUT`).
     pub body_read_timeout: Duration,
     /// Per client, on checkout, completion calls and the result long-poll; `None` is off.
     pub rate_limit: Option<RateLimit>,
-    /// Most READY orders one client may hold open through the payment page (0: no limit).
+    /// Most READY orders one client may make through the payment page within
+    /// `flows::orders::OPEN_ORDERS_WINDOW` (0: no limit).
     pub open_orders_per_client: u32,
     /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -1049,6 +1051,27 @@ fn check_sandbox_exposure(raw: &RawConfig) -> Result<(), ConfigError> {
             real.join(", ")
         )));
     }
+    if !raw.http.trusted_proxies.is_empty() {
+        return Err(invalid(
+            "the sandbox PG accepts any card: it does not run behind a reverse proxy (http.trusted_proxies is set) unless gateway.sandbox_public = true",
+        ));
+    }
+    if let Some(url) = raw.public_base_url.as_deref() {
+        let host = reqwest::Url::parse(url.trim())
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(invalid(format!(
+                "the sandbox PG accepts any card: public_base_url {url:?} is not a loopback address; set gateway.sandbox_public = true to run it there on purpose"
+            )));
+        }
+    }
     if !is_loopback_listen(raw.listen.trim()) {
         return Err(invalid(format!(
             "the sandbox PG accepts any card: it listens only on a loopback address, not {:?}, unless gateway.sandbox_public = true",
@@ -1300,6 +1323,11 @@ mod tests {
         let load = |pairs: &[(&str, &str)]| Config::load_from(&Overrides::default(), &env(pairs));
         let public = load(&[("KASSA_LISTEN", "0.0.0.0:8080")]).unwrap_err();
         assert!(public.to_string().contains("loopback"), "{public}");
+        let proxied = load(&[("KASSA_PUBLIC_BASE_URL", "https://pay.example.com")]).unwrap_err();
+        assert!(proxied.to_string().contains("public_base_url"), "{proxied}");
+        let behind = load(&[("KASSA_HTTP__TRUSTED_PROXIES", r#"["127.0.0.1"]"#)]).unwrap_err();
+        assert!(behind.to_string().contains("trusted_proxies"), "{behind}");
+        load(&[("KASSA_PUBLIC_BASE_URL", "http://127.0.0.1:8080")]).unwrap();
         let keys = load(&[("KASSA_GATEWAY__TOSS__SECRET_KEY", "live_sk_0000")]).unwrap_err();
         assert!(
             keys.to_string().contains("gateway.toss.secret_key"),
@@ -1337,6 +1365,7 @@ mod tests {
         let config = load(&[
             ("KASSA_HTTP__TRUSTED_PROXIES", r#"["10.0.0.0/8", "::1"]"#),
             ("KASSA_HTTP__RATE_LIMIT_PER_MINUTE", "0"),
+            ("KASSA_GATEWAY__SANDBOX_PUBLIC", "true"),
         ])
         .unwrap();
         assert_eq!(config.http.trusted_proxies.len(), 2);
@@ -1394,7 +1423,10 @@ mod tests {
         assert!(foreign.is_ok());
         let public = Config::load_from(
             &Overrides::default(),
-            &env(&[("KASSA_PUBLIC_BASE_URL", "https://pay.example.com/")]),
+            &env(&[
+                ("KASSA_PUBLIC_BASE_URL", "https://pay.example.com/"),
+                ("KASSA_GATEWAY__SANDBOX_PUBLIC", "true"),
+            ]),
         );
         assert_eq!(
             public.unwrap().public_base_url.as_deref(),

@@ -94,9 +94,15 @@ pub async fn create_order(
     Ok(outcome)
 }
 
+/// How far back a client's orders count against `http.open_orders_per_client`: long enough for
+/// a buyer to pay, short enough that abandoned checkouts (or a shared address) never lock a
+/// client out for long.
+pub const OPEN_ORDERS_WINDOW: std::time::Duration = std::time::Duration::from_secs(3_600);
+
 /// Creates an order for one product of the catalogue, for a buyer of the payment page,
 /// through `provider` (the configured default when `None`). `client` names where the request
-/// came from: one client holds at most `http.open_orders_per_client` READY orders.
+/// came from: one client holds at most `http.open_orders_per_client` READY orders made within
+/// `OPEN_ORDERS_WINDOW`.
 pub async fn order_product(
     kassa: &Kassa,
     product_id: &str,
@@ -129,7 +135,7 @@ pub async fn order_product(
                 kassa.env.now(),
                 client,
                 open_max,
-                kassa.config.recheck.ready_order_max_age,
+                OPEN_ORDERS_WINDOW,
             )
             .await?
             .ok_or_else(|| FlowError::TooMany {

@@ -62,7 +62,9 @@ pub struct Client {
 
 impl Client {
     pub fn of(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &[IpNet]) -> Client {
-        let Some(peer) = peer else {
+        // On a dual-stack listener an IPv4 peer arrives as `::ffff:a.b.c.d`: compare it as the
+        // IPv4 address it is, with IPv4 networks.
+        let Some(peer) = peer.map(|peer| peer.to_canonical()) else {
             return Client {
                 ip: None,
                 https: false,
@@ -83,7 +85,7 @@ impl Client {
             .collect();
         let mut ip = peer;
         for hop in hops.iter().rev().take(FORWARDED_HOPS_MAX) {
-            match hop.parse::<IpAddr>() {
+            match hop.parse::<IpAddr>().map(|hop| hop.to_canonical()) {
                 Ok(hop) => {
                     ip = hop;
                     if !trusted.iter().any(|net| net.contains(&hop)) {
@@ -310,6 +312,12 @@ mod tests {
         assert_eq!(
             Client::of(&HeaderMap::new(), Some(proxy), &trusted).ip,
             Some(proxy)
+        );
+        // A dual-stack listener's IPv4-mapped peer is the IPv4 proxy it is.
+        let mapped: IpAddr = "::ffff:10.0.0.5".parse().unwrap();
+        assert_eq!(
+            Client::of(&chain, Some(mapped), &trusted).ip,
+            Some("198.51.100.7".parse().unwrap())
         );
     }
 

@@ -76,6 +76,7 @@ impl Store {
                 SYNC_CURSORS,
                 SYNC_RUNS,
                 SETTLEMENT_FINDINGS,
+                OPEN_ORDERS_BY_TIME,
             );
             let digest = hasher.finalize();
             Ok(digest

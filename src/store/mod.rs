@@ -165,6 +165,11 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// redb's page cache unless told otherwise. redb's own default (1 GiB) lets a growing data file
+/// take memory without bound in sight; a small merchant's working set is far smaller, and the
+/// soak run (README) shows memory flat with this bound.
+pub const CACHE_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
+
 impl Store {
     /// Opens (or creates) `data_dir/kassa.redb`, refusing a file another process holds or a
     /// newer kassa wrote. `new_key` makes the cookie signing key of a new file. Storage faults
@@ -173,7 +178,7 @@ impl Store {
         Store::open_on(data_dir, None, Arc::new(SystemClock), None, new_key)
     }
 
-    /// `open` with redb's page cache bounded to `cache_bytes` (redb's default when `None`).
+    /// `open` with redb's page cache bounded to `cache_bytes` (`CACHE_BYTES_DEFAULT` when `None`).
     pub fn open_with_cache(
         data_dir: &Path,
         cache_bytes: Option<usize>,
@@ -216,9 +221,7 @@ impl Store {
         })?;
         let path = data_dir.join("kassa.redb");
         let mut builder = Database::builder();
-        if let Some(bytes) = cache_bytes {
-            builder.set_cache_size(bytes);
-        }
+        builder.set_cache_size(cache_bytes.unwrap_or(CACHE_BYTES_DEFAULT));
         let created = match &faults {
             None => open_private_file(&path)
                 .map_err(redb::DatabaseError::from)

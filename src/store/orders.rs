@@ -18,9 +18,12 @@ const META_TEXT_PREFIX: &str = "text:";
 const META_TEXT_CHARS_MAX: usize = 200;
 /// Most READY orders one sweep step reads.
 pub const READY_ORDERS_PAGE_MAX: usize = 500;
-/// Most entries of one client's open orders read (the limit is at most 10,000, and every order
+/// Most entries of one client's recent orders read (the limit is at most 10,000, and every order
 /// adds one entry only after the closed ones are removed).
 const OPEN_ORDERS_SCAN_MAX: usize = 10_001;
+/// Most entries older than the window removed with one order: more than one order adds, so the
+/// tables shrink back to the orders of the last window.
+const OPEN_ORDERS_PRUNE_MAX: usize = 8;
 
 #[derive(Serialize, Deserialize)]
 struct OrderRecordV1 {
@@ -178,8 +181,9 @@ impl Store {
         .await
     }
 
-    /// `create_order` for a buyer of the payment page, unless `client` holds `open_max` READY
-    /// orders younger than `max_age` already: then `None`, and nothing is stored.
+    /// `create_order` for a buyer of the payment page, unless `client` made `open_max` orders
+    /// within `window` that are still READY: then `None`, and nothing is stored. Entries older
+    /// than `window` are removed as they are met, a few of anybody's with each order.
     pub async fn create_client_order(
         &self,
         draft: OrderDraft,
@@ -187,9 +191,10 @@ impl Store {
         now: DateTime<Utc>,
         client: String,
         open_max: u32,
-        max_age: std::time::Duration,
+        window: std::time::Duration,
     ) -> Result<Option<CreateOrderOutcome>, StoreError> {
-        let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        let since_ms = now_ms.saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
         self.write(move |txn| {
             let orders = txn.open_table(tables::ORDERS)?;
             if let Some(order) = get_order(&orders, &draft.order_id)? {
@@ -199,46 +204,48 @@ impl Store {
                     CreateOrderOutcome::Conflict(order)
                 }));
             }
-            let mut index = txn.open_table(tables::OPEN_ORDERS_BY_CLIENT)?;
+            let mut by_client = txn.open_table(tables::OPEN_ORDERS_BY_CLIENT)?;
+            let mut by_time = txn.open_table(tables::OPEN_ORDERS_BY_TIME)?;
+            // Anybody's entries older than the window, oldest first, a few each time.
+            let mut old: Vec<(u64, String, String)> = Vec::new();
+            for entry in by_time
+                .range(..(since_ms, "", ""))?
+                .take(OPEN_ORDERS_PRUNE_MAX)
+            {
+                let (key, _) = entry?;
+                let (created_ms, who, order_id) = key.value();
+                old.push((created_ms, who.to_owned(), order_id.to_owned()));
+            }
             let mut open = 0u32;
-            let mut closed: Vec<(u64, String)> = Vec::new();
-            for entry in index
-                .range((client.as_str(), 0u64, "")..=(client.as_str(), u64::MAX, "\u{7f}"))?
+            for entry in by_client
+                .range((client.as_str(), since_ms, "")..=(client.as_str(), u64::MAX, "\u{7f}"))?
                 .take(OPEN_ORDERS_SCAN_MAX)
             {
                 let (key, _) = entry?;
                 let (_, created_ms, order_id) = key.value();
                 let still_open = match OrderId::parse(order_id) {
-                    Ok(id) => get_order(&orders, &id)?.is_some_and(|order| {
-                        order.status() == OrderStatus::Ready
-                            && now.timestamp_millis() - order.created_at.timestamp_millis()
-                                < max_age_ms
-                    }),
+                    Ok(id) => get_order(&orders, &id)?
+                        .is_some_and(|order| order.status() == OrderStatus::Ready),
                     Err(_) => false,
                 };
                 if still_open {
                     open += 1;
                 } else {
-                    closed.push((created_ms, order_id.to_owned()));
+                    old.push((created_ms, client.clone(), order_id.to_owned()));
                 }
             }
             drop(orders);
-            for (created_ms, order_id) in &closed {
-                index.remove((client.as_str(), *created_ms, order_id.as_str()))?;
+            for (created_ms, who, order_id) in &old {
+                by_client.remove((who.as_str(), *created_ms, order_id.as_str()))?;
+                by_time.remove((*created_ms, who.as_str(), order_id.as_str()))?;
             }
             if open >= open_max {
                 return Ok(None);
             }
             let order = Order::new(draft.clone(), buyer_id, now);
             put_order(txn, &order)?;
-            index.insert(
-                (
-                    client.as_str(),
-                    u64::try_from(now.timestamp_millis()).unwrap_or(0),
-                    order.id().as_str(),
-                ),
-                (),
-            )?;
+            by_client.insert((client.as_str(), now_ms, order.id().as_str()), ())?;
+            by_time.insert((now_ms, client.as_str(), order.id().as_str()), ())?;
             Ok(Some(CreateOrderOutcome::Created(order)))
         })
         .await

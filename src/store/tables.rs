@@ -17,12 +17,6 @@ pub const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
 pub const READY_ORDERS: TableDefinition<(u64, &str), ()> = TableDefinition::new("ready_orders");
 
 /// Payment id (UUIDv7, so by time) → payment record.
-/// READY orders made through the payment page, by client (a keyed hash of its address), creation
-/// ms and order id: how many one client holds open. Entries of orders no longer open are removed
-/// when that client orders again.
-pub const OPEN_ORDERS_BY_CLIENT: TableDefinition<(&str, u64, &str), ()> =
-    TableDefinition::new("open_orders_by_client");
-
 pub const PAYMENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("payments");
 
 /// `"{provider}:{pg_tid}"` → payment id. One PG payment is stored once, whoever reports it.
@@ -116,3 +110,13 @@ pub const SYNC_RUNS: TableDefinition<u128, &[u8]> = TableDefinition::new("sync_r
 /// a discrepancy, a missing payment, or a cancel kept for refund reconciliation.
 pub const SETTLEMENT_FINDINGS: TableDefinition<(u32, &str, &str, &str), &[u8]> =
     TableDefinition::new("settlement_findings");
+
+/// Orders made through the payment page, by client (a keyed hash of its address), creation ms
+/// and order id: how many one client made lately and still holds open.
+pub const OPEN_ORDERS_BY_CLIENT: TableDefinition<(&str, u64, &str), ()> =
+    TableDefinition::new("open_orders_by_client");
+
+/// The same entries by creation ms first, so that old ones are removed oldest first whoever
+/// made them.
+pub const OPEN_ORDERS_BY_TIME: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("open_orders_by_time");

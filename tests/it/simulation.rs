@@ -113,6 +113,8 @@ struct Paid {
     pg_ref: String,
     amount: i64,
     partner: Option<&'static str>,
+    /// A payment kassa refused (tampered amount, second payment of an order) and gives back.
+    rollback: bool,
     /// What kassa accepted to cancel (202), and what was refunded in the console.
     requested: i64,
     console: i64,
@@ -152,12 +154,21 @@ struct Sim {
     /// The PGs the simulation faulted (PG faults, dropped requests, console refunds; storage
     /// faults count for all): a dead letter elsewhere is a bug.
     faulted: BTreeSet<Pg>,
+    /// The payments a fault touched directly: a dropped request, a console refund, a storage
+    /// fault while they had a cancel open.
+    faulted_payments: BTreeSet<String>,
+    /// Payments whose settlement row is `Succeed`: it never goes back.
+    settled: BTreeSet<String>,
+    /// Wrong payments kassa never stored: the sweep must give them back.
+    wrong: Vec<(String, String, i64)>,
 }
 
 pub fn settings(pg: &str) -> Vec<(String, String)> {
     let pairs = [
         ("KASSA_ADMIN__TOKEN", ADMIN_TOKEN.to_owned()),
         ("KASSA_RETRY__PG_TIMEOUT_MS", "400".to_owned()),
+        // The per-client rate limit runs on the wall clock: a seed must not depend on it.
+        ("KASSA_HTTP__RATE_LIMIT_PER_MINUTE", "0".to_owned()),
         ("KASSA_RECHECK__INTERVAL_MS", "60000".to_owned()),
         ("KASSA_GATEWAY__DEFAULT", "portone".to_owned()),
         ("KASSA_GATEWAY__PORTONE__BASE_URL", format!("{pg}/portone")),
@@ -288,6 +299,9 @@ impl Sim {
             late: Vec::new(),
             faults,
             faulted: BTreeSet::new(),
+            settled: BTreeSet::new(),
+            faulted_payments: BTreeSet::new(),
+            wrong: Vec::new(),
         }
     }
 
@@ -470,6 +484,11 @@ impl Sim {
         };
         let (pg_ref, pay_time) = self.pg_payment(pg, &order_id, amount, false).await;
         let base = self.node().base.clone();
+        if pg != Pg::Payple && self.rng.chance(30) {
+            self.pay_by_redirect(pg, order_id, amount, partner, pg_ref)
+                .await;
+            return;
+        }
         let answer = match pg {
             Pg::PortOne => {
                 self.http
@@ -519,6 +538,7 @@ impl Sim {
                 pg_ref,
                 amount,
                 partner,
+                rollback: false,
                 requested: 0,
                 console: 0,
             });
@@ -538,6 +558,210 @@ impl Sim {
                 });
             }
         }
+    }
+
+    /// The PG's window sends the buyer back (PortOne's return, Toss's success URL): a page that
+    /// ends on the result page, whatever happened; the payment is what kassa lists.
+    async fn pay_by_redirect(
+        &mut self,
+        pg: Pg,
+        order_id: String,
+        amount: i64,
+        partner: Option<&'static str>,
+        pg_ref: String,
+    ) {
+        let base = self.node().base.clone();
+        let url = match pg {
+            Pg::PortOne => format!(
+                "{base}/payment/portone/return?imp_uid={pg_ref}&merchant_uid={order_id}&imp_success=true"
+            ),
+            _ => format!(
+                "{base}/payment/toss/success?paymentKey={pg_ref}&orderId={order_id}&amount={amount}"
+            ),
+        };
+        let status = match self.http.get(url).send().await {
+            Ok(response) => response.status(),
+            Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let (_, page) = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/api/payments?order_id={order_id}"),
+                None,
+            )
+            .await;
+        let stored = page["items"]
+            .as_array()
+            .and_then(|items| items.first())
+            .and_then(|item| item["payment_id"].as_str())
+            .map(str::to_owned);
+        self.note(format!(
+            "pay by redirect {} {order_id} {amount}: {status} {}",
+            pg.name(),
+            if stored.is_some() {
+                "stored"
+            } else {
+                "not stored"
+            }
+        ));
+        match stored {
+            Some(payment_id) => self.paid.push(Paid {
+                pg,
+                order_id,
+                payment_id,
+                pg_ref,
+                amount,
+                partner,
+                rollback: false,
+                requested: 0,
+                console: 0,
+            }),
+            None => {
+                let confirmed = pg != Pg::Toss || self.toss_confirmed(&pg_ref).await;
+                if confirmed {
+                    self.quiet.push(Quiet {
+                        pg,
+                        order_id,
+                        pg_ref,
+                        amount,
+                        partner,
+                        pay_time: String::new(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A payment kassa must refuse and give back: a tampered amount (the buyer paid another
+    /// sum than the order's), or a second payment of an order already paid. PortOne only: it
+    /// takes any amount in its window, where Toss is confirmed with the order's own amount.
+    async fn pay_wrongly(&mut self) {
+        let Some((order_id, amount, partner)) = self.order(Pg::PortOne).await else {
+            return;
+        };
+        let tampered = self.rng.chance(50);
+        let paid_amount = if tampered {
+            amount + 1_000
+        } else {
+            // The first payment goes through; the second, of the same amount, is the wrong one.
+            let (first, _) = self.pg_payment(Pg::PortOne, &order_id, amount, false).await;
+            let (status, body) = self.complete_portone(&first, &order_id).await;
+            if status != StatusCode::OK {
+                // Paid at the PG all the same: kassa must find it.
+                self.note(format!("pay {order_id}: {status}"));
+                self.quiet.push(Quiet {
+                    pg: Pg::PortOne,
+                    order_id,
+                    pg_ref: first,
+                    amount,
+                    partner,
+                    pay_time: String::new(),
+                });
+                return;
+            }
+            self.paid.push(Paid {
+                pg: Pg::PortOne,
+                order_id: order_id.clone(),
+                payment_id: body["payment_id"].as_str().unwrap().to_owned(),
+                pg_ref: first,
+                amount,
+                partner,
+                rollback: false,
+                requested: 0,
+                console: 0,
+            });
+            amount
+        };
+        let (pg_ref, _) = self
+            .pg_payment(Pg::PortOne, &order_id, paid_amount, false)
+            .await;
+        let (status, body) = self.complete_portone(&pg_ref, &order_id).await;
+        let what = if tampered { "tampered" } else { "second" };
+        self.note(format!(
+            "pay {what} portone {order_id} {paid_amount}: {status}"
+        ));
+        match body["error"]["payment_id"].as_str() {
+            Some(payment_id) => self.paid.push(Paid {
+                pg: Pg::PortOne,
+                order_id,
+                payment_id: payment_id.to_owned(),
+                pg_ref,
+                amount: paid_amount,
+                partner,
+                rollback: true,
+                // kassa is to give all of it back.
+                requested: paid_amount,
+                console: 0,
+            }),
+            // Not stored (a fault): the PG has a payment nobody asked to refund, and the sweep
+            // finds and rolls it back; what the PG ends with is then checked at the end.
+            None => self.wrong.push((order_id, pg_ref, paid_amount)),
+        }
+        self.settle_tasks().await;
+    }
+
+    async fn complete_portone(&self, imp_uid: &str, order_id: &str) -> (StatusCode, Value) {
+        let answer = self
+            .http
+            .post(format!("{}/api/payment/portone", self.node().base))
+            .json(&json!({ "imp_uid": imp_uid, "merchant_uid": order_id }))
+            .send()
+            .await;
+        match answer {
+            Ok(answer) => {
+                let status = answer.status();
+                (status, answer.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Value::Null),
+        }
+    }
+
+    /// Two cancels of one payment at once, whose sum fits its balance: both are taken, and
+    /// run one after the other.
+    async fn cancel_twice_at_once(&mut self) {
+        let open: Vec<usize> = self
+            .paid
+            .iter()
+            .enumerate()
+            .filter(|(_, paid)| {
+                !paid.rollback && paid.amount - paid.requested - paid.console >= 2_000
+            })
+            .map(|(index, _)| index)
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let index = open[usize::try_from(self.rng.below(open.len() as u64)).unwrap_or(0)];
+        let paid = self.paid[index].clone();
+        let url = format!(
+            "{}/api/payments/{}/cancel",
+            self.node().base,
+            paid.payment_id
+        );
+        let keys = [
+            format!("sim-pair-{}", self.rng.next()),
+            format!("sim-pair-{}", self.rng.next()),
+        ];
+        let send = |key: &str| {
+            self.http
+                .post(&url)
+                .bearer_auth(ADMIN_TOKEN)
+                .header("idempotency-key", key)
+                .json(&json!({ "amount": 1_000, "reason": "sim pair" }))
+                .send()
+        };
+        let (first, second) = tokio::join!(send(&keys[0]), send(&keys[1]));
+        let mut accepted = 0;
+        for answer in [first, second].into_iter().flatten() {
+            if answer.status() == StatusCode::ACCEPTED {
+                let body: Value = answer.json().await.unwrap_or(Value::Null);
+                self.remember_cancel(&body);
+                accepted += body["amount"].as_i64().unwrap_or(0);
+            }
+        }
+        self.settle_tasks().await;
+        self.paid[index].requested += accepted;
+        self.note(format!("cancel twice at once {} {accepted}", paid.order_id));
     }
 
     /// Whether Toss holds the payment as confirmed (a confirm whose answer was lost did go
@@ -634,7 +858,14 @@ impl Sim {
     /// disk error that redb latches, which stops kassa until it is started again.
     async fn storage_fault(&mut self) {
         let latched = self.rng.chance(30);
-        self.faulted.extend([Pg::PortOne, Pg::Toss, Pg::Payple]);
+        let open: Vec<String> = self
+            .paid
+            .iter()
+            .filter(|paid| paid.requested > 0)
+            .map(|paid| paid.payment_id.clone())
+            .collect();
+        self.faulted_payments.extend(open);
+        let before = self.paid.len();
         if latched {
             self.faults.fail_disk(true);
         } else {
@@ -644,12 +875,19 @@ impl Sim {
             "storage fault ({})",
             if latched { "disk, latched" } else { "commits" }
         ));
-        if self.rng.chance(50) {
+        let acted = if self.rng.chance(50) {
             self.pay().await;
+            None
         } else {
-            self.cancel().await;
-        }
+            self.cancel().await
+        };
         self.settle_tasks().await;
+        let touched: Vec<String> = self.paid[before..]
+            .iter()
+            .map(|paid| paid.payment_id.clone())
+            .chain(acted)
+            .collect();
+        self.faulted_payments.extend(touched);
         self.faults.fail_commits(false);
         self.faults.fail_disk(false);
         if latched {
@@ -675,11 +913,15 @@ impl Sim {
             .unwrap_or(0)
     }
 
-    async fn cancel(&mut self) {
+    /// A cancel of one payment; answers the payment it was for.
+    async fn cancel(&mut self) -> Option<String> {
         if self.paid.is_empty() {
-            return;
+            return None;
         }
         let index = usize::try_from(self.rng.below(self.paid.len() as u64)).unwrap_or(0);
+        if self.paid[index].rollback {
+            return None;
+        }
         let paid = self.paid[index].clone();
         let full = self.rng.chance(40);
         let amount = 1_000 * (1 + i64::try_from(self.rng.below(10)).unwrap_or(0));
@@ -706,7 +948,7 @@ impl Sim {
             // must already have made the cancel and its attempt durable, and it finishes on
             // its own. The simulation waits for that, then asks with the same key, which
             // answers the same cancel and never cancels twice.
-            self.faulted.insert(paid.pg);
+            self.faulted_payments.insert(paid.payment_id.clone());
             let endpoint = paid.pg.cancel_endpoint();
             self.control(
                 "/faults",
@@ -771,6 +1013,7 @@ impl Sim {
                 if drop_it { " (dropped)" } else { "" }
             ));
         }
+        Some(paid.payment_id)
     }
 
     async fn fault(&mut self) {
@@ -784,7 +1027,7 @@ impl Sim {
         ];
         let endpoint =
             endpoints[usize::try_from(self.rng.below(endpoints.len() as u64)).unwrap_or(0)];
-        let body = match self.rng.below(4) {
+        let body = match self.rng.below(5) {
             0 => {
                 json!({ "endpoint": endpoint, "mode": "status500", "count": 1 + self.rng.below(3) })
             }
@@ -793,6 +1036,9 @@ impl Sim {
             1 => json!({ "endpoint": endpoint, "mode": "timeout", "count": 1, "hold_ms": 1_200 }),
             2 => {
                 json!({ "endpoint": endpoint, "mode": "lost_response", "count": 1, "hold_ms": 1_200 })
+            }
+            3 => {
+                json!({ "endpoint": endpoint, "mode": "error", "status": 429, "code": "TOO_MANY_REQUESTS", "count": 1 })
             }
             _ if endpoint == "toss.cancel" => {
                 json!({ "endpoint": endpoint, "mode": "error", "status": 403, "code": "FORBIDDEN_CONSECUTIVE_REQUEST", "count": 1 })
@@ -814,6 +1060,9 @@ impl Sim {
         }
         let index = usize::try_from(self.rng.below(self.paid.len() as u64)).unwrap_or(0);
         let paid = self.paid[index].clone();
+        if paid.rollback {
+            return;
+        }
         let refunded = self.pg_refunded(&paid).await;
         let left = paid.amount - refunded;
         if left < 1_000 {
@@ -827,7 +1076,7 @@ impl Sim {
         };
         let (status, _) = self.control(&path, &json!({ "amount": amount })).await;
         if status.is_success() {
-            self.faulted.insert(paid.pg);
+            self.faulted_payments.insert(paid.payment_id.clone());
             self.paid[index].console += amount;
             self.note(format!("console refund {} {amount}", paid.order_id));
         }
@@ -949,15 +1198,18 @@ impl Sim {
         // refund seen is never taken for a smaller cancel that did not go through.
         let mut letters = letters["items"].as_array().cloned().unwrap_or_default();
         for letter in &letters {
+            let payment_id = letter["payment_id"].as_str().unwrap_or_default();
             let pg = self
                 .paid
                 .iter()
-                .find(|paid| letter["payment_id"] == paid.payment_id.as_str())
+                .find(|paid| paid.payment_id == payment_id)
                 .map(|paid| paid.pg);
+            // A payment the simulation does not hold yet (found late, refused) has its own
+            // checks at the end.
             if let Some(pg) = pg {
                 assert!(
-                    self.faulted.contains(&pg),
-                    "seed {}: a dead letter on {}, which nothing faulted: {letter}\n{}",
+                    self.faulted.contains(&pg) || self.faulted_payments.contains(payment_id),
+                    "seed {}: a dead letter on {} that no fault explains: {letter}\n{}",
                     self.seed,
                     pg.name(),
                     self.log.join("\n")
@@ -1034,6 +1286,30 @@ impl Sim {
         }
     }
 
+    /// A settlement row moves only `Pending` → `Succeed`: one that succeeded stays so.
+    async fn check_settled(&mut self, day: &str) {
+        let (_, rows) = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/api/admin/settlements?date={day}&limit=500"),
+                None,
+            )
+            .await;
+        for row in rows["items"].as_array().cloned().unwrap_or_default() {
+            let payment = row["payment_id"].as_str().unwrap_or_default().to_owned();
+            match row["status"].as_str() {
+                Some("Succeed") => {
+                    self.settled.insert(payment);
+                }
+                _ => assert!(
+                    !self.settled.contains(&payment),
+                    "seed {}: the settlement of {payment} went back from Succeed: {row}",
+                    self.seed
+                ),
+            }
+        }
+    }
+
     /// Every KST day from the first to today.
     fn days(&self) -> Vec<String> {
         let first = kassa::domain::calendar::kst_date(start_time());
@@ -1067,14 +1343,53 @@ impl Sim {
                 if let Some(report) = report.as_object_mut() {
                     report.remove("run_id");
                 }
+                self.check_settled(&day).await;
                 self.note(format!("sync {provider} {day}: {status} {report}"));
                 self.run_jobs().await;
             }
         }
     }
 
-    /// Every payment kassa heard of only late or never is known now, as the PG has it.
+    /// Every payment kassa heard of only late or never is known now, as the PG has it; a wrong
+    /// one kassa never stored was found and given back.
     async fn check_found(&mut self) {
+        for (order_id, imp_uid, amount) in self.wrong.clone() {
+            let state = self
+                .control_get(&format!("/portone/payments/{imp_uid}"))
+                .await;
+            let stored = self
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/api/payments?order_id={order_id}"),
+                    None,
+                )
+                .await
+                .1;
+            let ours = stored["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|item| item["pg_tid"] == imp_uid.as_str())
+                .cloned();
+            match ours {
+                Some(item) => self.paid.push(Paid {
+                    pg: Pg::PortOne,
+                    order_id: order_id.clone(),
+                    payment_id: item["payment_id"].as_str().unwrap().to_owned(),
+                    pg_ref: imp_uid.clone(),
+                    amount,
+                    partner: None,
+                    rollback: true,
+                    requested: amount,
+                    console: 0,
+                }),
+                None => panic!(
+                    "seed {}: the wrong payment {imp_uid} of {order_id} was never found: {state}\n{}",
+                    self.seed,
+                    self.log.join("\n")
+                ),
+            }
+        }
         for quiet in self.quiet.clone() {
             let (status, page) = self
                 .admin(
@@ -1104,6 +1419,7 @@ impl Sim {
                 pg_ref: quiet.pg_ref.clone(),
                 amount: quiet.amount,
                 partner: quiet.partner,
+                rollback: false,
                 requested: 0,
                 console: 0,
             });
@@ -1152,7 +1468,7 @@ impl Sim {
         }
         let mut ledgers: BTreeMap<&str, i64> = BTreeMap::new();
         for paid in self.paid.clone() {
-            if let Some(partner) = paid.partner {
+            if let (Some(partner), false) = (paid.partner, paid.rollback) {
                 let refunded = self.pg_refunded(&paid).await;
                 *ledgers.entry(partner).or_default() += paid.amount - refunded;
             }
@@ -1185,10 +1501,21 @@ impl Sim {
         }
     }
 
-    /// Once the faults stopped and everything was handled, kassa's books are the PG's.
+    /// Once the faults stopped and everything was handled, kassa's books are the PG's, and
+    /// every payment kassa refused was given back in full.
     async fn check_converged(&self) {
         for paid in &self.paid {
             let pg = self.pg_refunded(paid).await;
+            if paid.rollback {
+                assert_eq!(
+                    pg,
+                    paid.amount,
+                    "seed {}: the refused payment of {} was not given back\n{}",
+                    self.seed,
+                    paid.order_id,
+                    self.log.join("\n")
+                );
+            }
             let kassa = self.kassa_payment(paid).await;
             let recorded = kassa["cancelled_amount"].as_i64().unwrap_or(0);
             assert_eq!(
@@ -1208,9 +1535,13 @@ async fn run_seed(seed: u64, steps: usize) -> Vec<String> {
     let mut sim = Sim::new(seed).await;
     for _ in 0..steps {
         match sim.rng.below(100) {
-            0..=19 => sim.pay().await,
-            20..=27 => sim.pay_quietly().await,
-            28..=49 => sim.cancel().await,
+            0..=17 => sim.pay().await,
+            18..=24 => sim.pay_quietly().await,
+            25..=28 => sim.pay_wrongly().await,
+            29..=46 => {
+                sim.cancel().await;
+            }
+            47..=49 => sim.cancel_twice_at_once().await,
             50..=61 => sim.fault().await,
             62..=67 => sim.console_refund().await,
             68..=88 => sim.advance().await,
