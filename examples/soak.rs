@@ -2,30 +2,34 @@
 //! latency of that window, and the process's memory and open files, so that a leak or a slow
 //! drift shows as a column that grows.
 //!
-//! `cargo run --release --example soak -- [minutes] [concurrency]` (defaults 10 and 16). kassa
-//! runs in this process on a temporary data directory with the built-in sandbox PG and the real
-//! clock; the load goes over loopback HTTP: orders, PortOne payments and their completion calls,
-//! partial and full cancels, order pages, the result long-poll (answered at once) and health.
+//! `cargo build --release && cargo run --release --example soak -- [minutes] [concurrency]`
+//! (defaults 10 and 16). kassa runs as its own process (`target/release/kassa serve`, so that
+//! its memory and files are its own) on a temporary data directory, pointed at the sandbox PG
+//! as another process (`kassa sandbox-pg`) as at a real PortOne; the load goes over loopback
+//! HTTP: orders, PortOne payments and their completion calls, partial and full cancels, order
+//! pages, the result long-poll (answered at once), payment lists and health. New payments are
+//! paced (`PAYMENTS_PER_S`) so that the sandbox, which holds at most 100,000, lasts the run.
 #![expect(
     clippy::unwrap_used,
     clippy::cast_precision_loss,
     reason = "a load program: it stops loudly on anything unexpected, and its figures are approximate"
 )]
 
-use kassa::app::App;
-use kassa::clock::Env;
-use kassa::config::{Config, Overrides};
 use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "soak-admin-token-0123456789";
 const REPORT_EVERY: Duration = Duration::from_secs(30);
+/// New payments per second, for all workers together.
+const PAYMENTS_PER_S: u64 = 120;
 
-/// Resident memory and open files of this process, from /proc.
-fn process_figures() -> (f64, usize) {
-    let rss_kb = std::fs::read_to_string("/proc/self/status")
+/// Resident memory and open files of process `pid`, from /proc.
+fn process_figures(pid: u32) -> (f64, usize) {
+    let rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
@@ -35,7 +39,7 @@ fn process_figures() -> (f64, usize) {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .unwrap_or(0.0);
-    let files = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    let files = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
     (rss_kb / 1024.0, files)
 }
 
@@ -47,9 +51,49 @@ fn percentile(sorted: &[u64], permille: usize) -> f64 {
     sorted[index] as f64 / 1000.0
 }
 
+/// Starts `kassa ARGS` and answers it and the address it logged (`listen=ADDR`).
+fn spawn_kassa(args: &[&str], env: &[(&str, String)]) -> (Child, String) {
+    let binary = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .join("kassa");
+    assert!(
+        binary.is_file(),
+        "{} is missing: run `cargo build --release` first",
+        binary.display()
+    );
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .env("RUST_LOG", "warn,kassa=info")
+        .env_remove("KASSA_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("kassa exited before it listened")
+            .unwrap();
+        if let Some(rest) = line.split("listen=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep reading what it logs, so that it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("http://{address}"))
+}
+
 struct Load {
     http: reqwest::Client,
     base: String,
+    pg: String,
     latencies_us: Mutex<Vec<u64>>,
     requests: AtomicU64,
     failures: AtomicU64,
@@ -103,7 +147,7 @@ impl Load {
         let created = self
             .timed(
                 self.http
-                    .post(format!("{base}/sandbox-pg/_control/portone/payments"))
+                    .post(format!("{}/_control/portone/payments", self.pg))
                     .json(&json!({ "merchant_uid": order_id, "amount": amount })),
             )
             .await;
@@ -143,6 +187,12 @@ impl Load {
             .await;
         }
         self.timed(self.http.get(format!("{base}/healthz"))).await;
+        self.timed(
+            self.http
+                .get(format!("{base}/api/payments?limit=20"))
+                .bearer_auth(TOKEN),
+        )
+        .await;
     }
 }
 
@@ -153,31 +203,36 @@ async fn main() {
     let concurrency: u64 = args.next().and_then(|raw| raw.parse().ok()).unwrap_or(16);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let env: Vec<(String, String)> = [
-        ("KASSA_ADMIN__TOKEN", TOKEN),
-        // One client on loopback is all the load: the per-client bounds would stop it.
-        ("KASSA_HTTP__RATE_LIMIT_PER_MINUTE", "0"),
-        ("KASSA_HTTP__OPEN_ORDERS_PER_CLIENT", "0"),
-    ]
-    .iter()
-    .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-    .collect();
-    let overrides = Overrides {
-        config_file: None,
-        listen: Some("127.0.0.1:0".into()),
-        data_dir: Some(dir.path().to_path_buf()),
-    };
-    let config = Config::load_from(&overrides, &env).unwrap();
-    let app = App::build(config, Env::system()).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    let shutdown = app.shutdown_token();
-    let server = tokio::spawn(app.run());
+    let (mut sandbox, pg) = spawn_kassa(&["sandbox-pg", "--listen", "127.0.0.1:0"], &[]);
+    let data_dir = dir.path().display().to_string();
+    let (mut kassa, base) = spawn_kassa(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", &data_dir],
+        &[
+            ("KASSA_ADMIN__TOKEN", TOKEN.to_owned()),
+            ("KASSA_GATEWAY__DEFAULT", "portone".to_owned()),
+            ("KASSA_GATEWAY__PORTONE__BASE_URL", format!("{pg}/portone")),
+            (
+                "KASSA_GATEWAY__PORTONE__IMP_KEY",
+                "sandbox_imp_key".to_owned(),
+            ),
+            (
+                "KASSA_GATEWAY__PORTONE__IMP_SECRET",
+                "sandbox_imp_secret".to_owned(),
+            ),
+            ("KASSA_GATEWAY__PORTONE__IMP_CODE", "imp_sandbox".to_owned()),
+            // One client on loopback is all the load: the per-client bounds would stop it.
+            ("KASSA_HTTP__RATE_LIMIT_PER_MINUTE", "0".to_owned()),
+            ("KASSA_HTTP__OPEN_ORDERS_PER_CLIENT", "0".to_owned()),
+        ],
+    );
+    let pid = kassa.id();
     let load = Arc::new(Load {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(usize::try_from(concurrency).unwrap_or(16))
             .build()
             .unwrap(),
         base,
+        pg,
         latencies_us: Mutex::new(Vec::new()),
         requests: AtomicU64::new(0),
         failures: AtomicU64::new(0),
@@ -189,12 +244,17 @@ async fn main() {
         .map(|_| {
             let (load, stop, next) = (load.clone(), stop.clone(), next.clone());
             tokio::spawn(async move {
+                // Each worker's share of the payment pace.
+                let every = Duration::from_micros(1_000_000 * concurrency / PAYMENTS_PER_S);
                 while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
                     load.round(next.fetch_add(1, Ordering::Relaxed)).await;
+                    tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
                 }
             })
         })
         .collect();
+    println!("kassa pid {pid}; its resident memory and open files:");
     println!("minute  requests  failures  req/s   p50 ms  p99 ms  rss MiB  open files");
     let started = Instant::now();
     let end = started + Duration::from_secs(minutes * 60);
@@ -204,7 +264,7 @@ async fn main() {
         let mut window = std::mem::take(&mut *load.latencies_us.lock().unwrap());
         window.sort_unstable();
         let requests = load.requests.load(Ordering::Relaxed);
-        let (rss, files) = process_figures();
+        let (rss, files) = process_figures(pid);
         println!(
             "{:>6.1}  {:>8}  {:>8}  {:>6.0}  {:>6.2}  {:>6.2}  {:>7.1}  {:>10}",
             started.elapsed().as_secs_f64() / 60.0,
@@ -228,6 +288,8 @@ async fn main() {
     for worker in workers {
         worker.await.unwrap();
     }
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    let _ = kassa.kill();
+    let _ = sandbox.kill();
+    let _ = kassa.wait();
+    let _ = sandbox.wait();
 }

@@ -3,6 +3,7 @@
 //! ledgers (a process of its own, which outlives every kill).
 
 use crate::process::{kassa, spawn_listening, spawn_sandbox};
+use crate::simulation::Pg;
 use crate::support::ADMIN_TOKEN;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -16,23 +17,6 @@ const WORKERS: u64 = 6;
 const KILLS: usize = 3;
 /// How long the load runs between two kills.
 const RUN_BETWEEN_KILLS: Duration = Duration::from_millis(1_500);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pg {
-    PortOne,
-    Toss,
-    Payple,
-}
-
-impl Pg {
-    fn name(self) -> &'static str {
-        match self {
-            Pg::PortOne => "portone",
-            Pg::Toss => "toss",
-            Pg::Payple => "payple",
-        }
-    }
-}
 
 /// One order of the load and how far it got, as its client saw it.
 #[derive(Debug, Clone)]

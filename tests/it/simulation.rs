@@ -64,14 +64,14 @@ impl Rng {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Pg {
+pub enum Pg {
     PortOne,
     Toss,
     Payple,
 }
 
 impl Pg {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Pg::PortOne => "portone",
             Pg::Toss => "toss",
@@ -382,14 +382,24 @@ impl Sim {
         }
     }
 
+    /// kassa's view of a payment it answered: never lost, across restarts and storage faults.
     async fn kassa_payment(&self, paid: &Paid) -> Value {
-        self.admin(
-            reqwest::Method::GET,
-            &format!("/api/payments/{}", paid.payment_id),
-            None,
-        )
-        .await
-        .1
+        let (status, view) = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/api/payments/{}", paid.payment_id),
+                None,
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "seed {}: kassa lost the payment of {} it answered: {view}\n{}",
+            self.seed,
+            paid.order_id,
+            self.log.join("\n")
+        );
+        view
     }
 
     /// A new order at kassa, for a partner or none; answers its id, amount and partner, or
@@ -546,17 +556,15 @@ impl Sim {
             // A PG or storage fault stopped the completion: kassa may not know the payment,
             // and must find it (webhook, sweep, settlement) before the end.
             self.note(format!("pay {} {order_id}: {status}", pg.name()));
-            let confirmed = pg != Pg::Toss || self.toss_confirmed(&pg_ref).await;
-            if confirmed {
-                self.quiet.push(Quiet {
-                    pg,
-                    order_id,
-                    pg_ref,
-                    amount,
-                    partner,
-                    pay_time,
-                });
-            }
+            self.completion_lost(Quiet {
+                pg,
+                order_id,
+                pg_ref,
+                amount,
+                partner,
+                pay_time,
+            })
+            .await;
         }
     }
 
@@ -617,17 +625,15 @@ impl Sim {
                 console: 0,
             }),
             None => {
-                let confirmed = pg != Pg::Toss || self.toss_confirmed(&pg_ref).await;
-                if confirmed {
-                    self.quiet.push(Quiet {
-                        pg,
-                        order_id,
-                        pg_ref,
-                        amount,
-                        partner,
-                        pay_time: String::new(),
-                    });
-                }
+                self.completion_lost(Quiet {
+                    pg,
+                    order_id,
+                    pg_ref,
+                    amount,
+                    partner,
+                    pay_time: String::new(),
+                })
+                .await;
             }
         }
     }
@@ -762,6 +768,14 @@ impl Sim {
         self.settle_tasks().await;
         self.paid[index].requested += accepted;
         self.note(format!("cancel twice at once {} {accepted}", paid.order_id));
+    }
+
+    /// A payment whose completion kassa did not answer: kassa must find it before the end, if
+    /// the PG holds it as paid (a Toss payment nobody confirmed is not, and Toss lets it expire).
+    async fn completion_lost(&mut self, quiet: Quiet) {
+        if quiet.pg != Pg::Toss || self.toss_confirmed(&quiet.pg_ref).await {
+            self.quiet.push(quiet);
+        }
     }
 
     /// Whether Toss holds the payment as confirmed (a confirm whose answer was lost did go
