@@ -518,6 +518,83 @@ pub async fn serve_sandbox(listen: &str, env: Env) -> Result<(), AppError> {
         .map_err(AppError::Serve)
 }
 
+/// Longest an online backup may take to arrive.
+const BACKUP_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3_600);
+
+/// `kassa backup --url --token`: a consistent copy from a running kassa's admin API, written to
+/// `out` (which must not exist, mode 0600), with its progress on standard error.
+pub async fn backup_from_server(url: &str, token: &Secret, out: &Path) -> Result<u64, AppError> {
+    use std::io::Write;
+    let failed = |message: String| AppError::Backup {
+        path: out.to_path_buf(),
+        source: std::io::Error::other(message),
+    };
+    let http = client::build(BACKUP_DOWNLOAD_TIMEOUT).map_err(AppError::Client)?;
+    let mut response = http
+        .get(format!("{}/api/admin/backup", url.trim_end_matches('/')))
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .map_err(|error| failed(format!("cannot reach {url}: {error}")))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        return Err(failed(format!(
+            "the server answered {status}: {}",
+            body.chars().take(300).collect::<String>()
+        )));
+    }
+    let total = response.content_length();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(out).map_err(|source| AppError::Backup {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let mut written: u64 = 0;
+    let mut shown: u64 = 0;
+    // Tenths of a MiB, in whole numbers.
+    let mib = |bytes: u64| {
+        format!(
+            "{}.{}",
+            bytes / 1_048_576,
+            bytes % 1_048_576 * 10 / 1_048_576
+        )
+    };
+    loop {
+        let chunk = response
+            .chunk()
+            .await
+            .map_err(|error| failed(format!("the download broke off: {error}")))?;
+        let Some(chunk) = chunk else { break };
+        file.write_all(&chunk).map_err(|source| AppError::Backup {
+            path: out.to_path_buf(),
+            source,
+        })?;
+        written += chunk.len() as u64;
+        if written - shown >= 1_048_576 {
+            shown = written;
+            match total {
+                Some(total) => eprintln!("kassa: {} of {} MiB", mib(written), mib(total)),
+                None => eprintln!("kassa: {} MiB", mib(written)),
+            }
+        }
+    }
+    if total.is_some_and(|total| total != written) {
+        return Err(failed(format!(
+            "the download ended after {written} of {} bytes",
+            total.unwrap_or(0)
+        )));
+    }
+    file.sync_all().map_err(|source| AppError::Backup {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    Ok(written)
+}
+
 /// `kassa backup` without a server: a consistent copy of the data file, taken while holding it.
 pub fn backup_file(data_dir: &Path, out: &Path) -> Result<u64, AppError> {
     // Opening would create an empty file where there is none: a mistyped directory is refused.

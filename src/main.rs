@@ -107,16 +107,22 @@ fn main() -> ExitCode {
         Command::Backup {
             out,
             url,
-            token: _,
+            token,
             config,
             data_dir,
         } => {
-            if url.is_some() {
-                eprintln!(
-                    "kassa: backing up through a running server's admin API is not available in this version; \
-                     stop kassa and run `kassa backup --out FILE` to copy the data file consistently"
-                );
-                return ExitCode::from(2);
+            if let (Some(url), Some(token)) = (url, token) {
+                let token = kassa::secret::Secret::new(token);
+                return match runtime.block_on(app::backup_from_server(&url, &token, &out)) {
+                    Ok(bytes) => {
+                        println!("kassa: copied {bytes} bytes to {}", out.display());
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        eprintln!("kassa: {error}");
+                        ExitCode::FAILURE
+                    }
+                };
             }
             let config = match load(&Overrides {
                 config_file: config,

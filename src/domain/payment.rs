@@ -525,6 +525,19 @@ pub struct AttemptMark {
 pub const PG_KEY_CHARS_MAX: usize = 64;
 
 impl CancelIntent {
+    /// Whether a refund in the PG's record that kassa does not know may be this intent's: it is
+    /// still to run (and asks the PG first), or its outcome is in doubt. A dead letter the PG
+    /// refused made no refund: while it held back the import of a refund made outside kassa,
+    /// kassa's balance would stay above the PG's, and every later cancel would be refused for it
+    /// (simulation seed 249 found this).
+    pub fn may_explain_a_refund(&self) -> bool {
+        match self.state {
+            IntentState::Open | IntentState::Unknown => true,
+            IntentState::Dead => self.outcome_unknown || self.in_flight.is_some(),
+            IntentState::Done | IntentState::Resolved => false,
+        }
+    }
+
     /// A new, open intent that has not been attempted, held against `amount` of the balance.
     pub fn new(
         id: CancelId,

@@ -560,22 +560,27 @@ fn guarded(kassa: &Kassa, claim: &Claim) -> bool {
 
 /// The PG's balance is not the one this cancel was sent against. When it went down by exactly
 /// this cancel's amount but no refund in the record can be taken for it (a refund kassa knows,
-/// or one older than the cancel), the dead letter is in doubt: this cancel may be the one.
+/// or one older than the cancel), and an earlier attempt's outcome is unknown, the dead letter
+/// is in doubt: this cancel may be the one. When every attempt was answered, this cancel made no
+/// refund: the balance moved by a refund made outside kassa (which the re-check imports).
 fn balance_moved(intent: &CancelIntent, pg: &PgPayment) -> AttemptResult {
     let moved = intent
         .balance_before
         .checked_sub(intent.amount)
         .is_some_and(|after| pg.balance() == after);
-    let error = if moved {
+    let in_doubt = moved && intent.outcome_unknown;
+    let error = if in_doubt {
         "the PG's balance went down by this cancel's amount, but its record shows no refund kassa can take for it; a person must compare it with the PG's console".to_owned()
+    } else if moved {
+        "the PG's balance went down by this cancel's amount through a refund made outside kassa (every attempt of this cancel was answered); kassa records that refund from the PG's record".to_owned()
     } else {
         "the PG's balance matches neither before nor after this cancel".to_owned()
     };
     AttemptResult::Dead {
         error,
         pg_answer: describe(pg),
-        outcome_unknown: moved || intent.outcome_unknown,
-        new_key_if_untouched: intent.new_key_if_untouched && !moved,
+        outcome_unknown: intent.outcome_unknown,
+        new_key_if_untouched: intent.new_key_if_untouched && !in_doubt,
     }
 }
 
@@ -797,13 +802,16 @@ async fn attempt(kassa: &Kassa, claim: &Claim, mode: Mode) -> (AttemptResult, He
                         .balance_before
                         .checked_sub(intent.amount)
                         .is_some_and(|after| pg.balance() == after);
+                    // The balance went down by this cancel's amount and no refund in the record
+                    // can be taken for it: whether it was this cancel is not known if this
+                    // answer or an earlier one left the outcome open. Otherwise the PG refused
+                    // every try, and the refund was made outside kassa.
+                    let in_doubt = unknown || key_in_doubt;
                     let result = AttemptResult::Dead {
                         error: error.to_string(),
                         pg_answer: describe(&pg),
-                        // The balance went down by this cancel's amount and no refund in the
-                        // record can be taken for it: whether it was this cancel is not known.
-                        outcome_unknown: unknown || key_in_doubt || moved,
-                        new_key_if_untouched: new_key && !moved,
+                        outcome_unknown: in_doubt,
+                        new_key_if_untouched: new_key && !(moved && in_doubt),
                     };
                     (result, Health::Answered)
                 }

@@ -11,7 +11,7 @@
 use super::cancel::{known_refunds, unknown_entries};
 use super::payments::{Source, complete, store_fetched};
 use super::{FlowError, Kassa};
-use crate::domain::{CancelId, IntentState, OrderId, OrderStatus, PaymentStatus, PgTid, Provider};
+use crate::domain::{CancelId, OrderId, OrderStatus, PaymentStatus, PgTid, Provider};
 use crate::gateway::{GatewayError, PgStatus};
 use crate::store::{OutsideOutcome, OutsideRefund, PaymentFilter, PaymentView};
 
@@ -139,7 +139,7 @@ pub async fn import_refunds(
     let intents = kassa.store.intents_of_payment(payment.id).await?;
     if intents
         .iter()
-        .any(|intent| intent.state != IntentState::Done && intent.state != IntentState::Resolved)
+        .any(crate::domain::CancelIntent::may_explain_a_refund)
     {
         // Its cancels account for the refunds they make; a refund beside them is theirs to
         // find when they next ask the PG.
@@ -432,9 +432,11 @@ async fn sweep_payments(
         .list_payments(filter, SWEEP_PAYMENTS_MAX, cursor)
         .await?;
     for view in &page.items {
+        // A payment whose cancel the PG refused (`CANCEL_FAILED`) is re-read too: a refund
+        // made outside kassa is often why it was refused.
         if !matches!(
             view.payment.status(),
-            PaymentStatus::Paid | PaymentStatus::PartiallyCancelled
+            PaymentStatus::Paid | PaymentStatus::PartiallyCancelled | PaymentStatus::CancelFailed
         ) {
             continue;
         }

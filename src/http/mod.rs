@@ -136,6 +136,8 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
             "/api/payments/{payment_id}/cancel",
             post(api::cancel_payment),
         )
+        // A backup copies every table before it answers.
+        .route("/api/admin/backup", get(api::backup))
         // A sync pages at the PG's pace: up to max_pages_per_run × page_interval_ms.
         .route(
             "/api/admin/settlement-sync/run",

@@ -752,12 +752,9 @@ pub(super) fn record_outside_refund(
         return Ok(OutsideOutcome::Known);
     }
     let busy = payment.payment.status().is_rollback()
-        || intents.iter().any(|other| {
-            matches!(
-                other.intent.state,
-                IntentState::Open | IntentState::Dead | IntentState::Unknown
-            )
-        });
+        || intents
+            .iter()
+            .any(|other| other.intent.may_explain_a_refund());
     if busy {
         return Ok(OutsideOutcome::Busy);
     }

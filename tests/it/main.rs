@@ -4,6 +4,7 @@
     reason = "a test fails loudly on an unexpected value"
 )]
 
+mod backup;
 mod bad_input;
 mod browser;
 mod cancels;

@@ -394,3 +394,55 @@ async fn the_sweep_stores_both_payments_of_an_order_paid_twice_and_gives_one_bac
             .unwrap();
     assert_eq!(refunds, 1, "one of the two is rolled back");
 }
+
+/// Simulation seed 249: a console refund made the PG's balance lower than kassa's, so the next
+/// cancel was refused (PortOne's checksum) and dead-lettered; that dead letter held back the
+/// import of the console refund, so kassa's balance stayed wrong and every later cancel was
+/// refused too. A refused cancel made no refund: the console refund is imported beside it.
+#[tokio::test]
+async fn a_console_refund_is_imported_beside_a_cancel_the_pg_refused() {
+    let app = TestApp::spawn_with(sweeping()).await;
+    let (payment_id, imp_uid) = app.paid("order-refused-1", 17_000).await;
+    control(
+        &app,
+        &format!("/portone/payments/{imp_uid}/refund"),
+        &json!({ "amount": 1_000 }),
+    )
+    .await;
+    // Well before kassa's cancel: the console's refund cannot be that cancel's.
+    app.advance_ms(10 * 60 * 1_000);
+    let (status, _) = app
+        .cancel(
+            &payment_id,
+            "refused-1",
+            &json!({ "amount": 1_000, "reason": "x" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    app.run_all_jobs().await;
+    let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
+    assert!(
+        letters["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|letter| letter["payment_id"] == payment_id.as_str()),
+        "the checksum refusal is a dead letter: {letters}"
+    );
+    sweep(&app).await;
+    sweep(&app).await;
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["cancelled_amount"], 1_000, "{payment}");
+    // With kassa's balance the PG's again, the next cancel goes through.
+    let (status, _) = app
+        .cancel(
+            &payment_id,
+            "refused-2",
+            &json!({ "amount": 2_000, "reason": "y" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    app.run_all_jobs().await;
+    assert_eq!(app.payment(&payment_id).await["cancelled_amount"], 3_000);
+    assert_eq!(app.pg_state(&imp_uid).await["cancel_amount"], 3_000);
+}

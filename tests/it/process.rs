@@ -830,3 +830,56 @@ async fn a_payple_refund_cut_off_by_sigkill_is_never_sent_again_after_the_restar
         .unwrap();
     assert_eq!(stats["calls"]["payple.cancel"], 1, "{stats}");
 }
+
+#[tokio::test]
+async fn kassa_backup_copies_a_running_server_through_its_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = start(dir.path()).await;
+    let http = crate::support::http_client();
+    let created = http
+        .post(format!("{base}/api/orders"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "order_id": "order-online-backup", "amount": 1_000, "name": "원두" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("kassa.redb");
+    let copied = Command::new(KASSA)
+        .args(["backup", "--out"])
+        .arg(&file)
+        .args(["--url", &base, "--token", ADMIN_TOKEN])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    assert!(String::from_utf8_lossy(&copied.stdout).contains("copied"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let restored = kassa::store::Store::open(out.path(), || [0; 32]).unwrap();
+    let order = restored
+        .order(&kassa::domain::OrderId::parse("order-online-backup").unwrap())
+        .await
+        .unwrap();
+    assert!(order.is_some());
+    // A wrong token is refused with the server's answer, and nothing is written.
+    let refused = Command::new(KASSA)
+        .args(["backup", "--out"])
+        .arg(out.path().join("other.redb"))
+        .args(["--url", &base, "--token", "not-the-token-0000000"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+    assert!(!out.path().join("other.redb").exists());
+    child.kill().await.unwrap();
+}

@@ -1630,3 +1630,14 @@ async fn a_seed_replays_exactly() {
     }
     assert_eq!(first.len(), second.len(), "seed {seed}");
 }
+
+/// Seeds that found a bug, kept as they ran (the workload of this file at the time; a change of
+/// the workload changes what a seed does, and each bug also has a test of its own).
+/// 249: a console refund beside a cancel the PG refused was never imported
+/// (`nothing_missed::a_console_refund_is_imported_beside_a_cancel_the_pg_refused`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_that_found_bugs_keep_every_promise() {
+    for seed in [249] {
+        run_seed(seed, 30).await;
+    }
+}

@@ -15,11 +15,13 @@ use chrono_tz::Asia::Seoul;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+mod backup;
 mod cancels;
 mod orders;
 mod payments;
 mod settlement;
 
+pub use backup::*;
 pub use cancels::*;
 pub use orders::*;
 pub use payments::*;
