@@ -524,16 +524,32 @@ pub struct AttemptMark {
 /// Most characters of a PG idempotency key kassa makes (Toss allows 300).
 pub const PG_KEY_CHARS_MAX: usize = 64;
 
+/// How far apart the PG's and kassa's clocks may be when a refund's time in the PG's record is
+/// compared with when kassa's attempt started.
+pub const REFUND_CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 impl CancelIntent {
-    /// Whether a refund in the PG's record that kassa does not know may be this intent's: it is
-    /// still to run (and asks the PG first), or its outcome is in doubt. A dead letter the PG
-    /// refused made no refund: while it held back the import of a refund made outside kassa,
-    /// kassa's balance would stay above the PG's, and every later cancel would be refused for it
-    /// (simulation seed 249 found this).
-    pub fn may_explain_a_refund(&self) -> bool {
+    /// Whether a refund of `amount` at `at` (when the PG says) that kassa does not know may be
+    /// this intent's, so that it must not be recorded as made outside kassa:
+    /// - an intent still to run, or whose outcome is in doubt, may account for any refund (it
+    ///   asks the PG first);
+    /// - a dead letter the PG refused may still be refunded by hand or by a late request under
+    ///   an earlier key: a refund of its amount from its first attempt on (the PG's clock given
+    ///   `REFUND_CLOCK_SLACK`), or without a time, is left to its re-drive or resolve;
+    /// - an older refund, or one of another amount, is not a refused dead letter's: were it held
+    ///   back, kassa's balance would stay above the PG's and every later cancel would be refused
+    ///   for it (simulation seed 249 found this).
+    pub fn may_explain_refund(&self, amount: Amount, at: Option<DateTime<Utc>>) -> bool {
         match self.state {
             IntentState::Open | IntentState::Unknown => true,
-            IntentState::Dead => self.outcome_unknown || self.in_flight.is_some(),
+            IntentState::Dead if self.outcome_unknown || self.in_flight.is_some() => true,
+            IntentState::Dead => {
+                amount == self.amount
+                    && match (at, self.first_attempt_at) {
+                        (Some(at), Some(first)) => at >= first - REFUND_CLOCK_SLACK,
+                        _ => true,
+                    }
+            }
             IntentState::Done | IntentState::Resolved => false,
         }
     }

@@ -849,7 +849,7 @@ fn refunded(receipt: crate::gateway::CancelReceipt) -> AttemptResult {
 
 /// How far apart the PG's and kassa's clocks may be when a refund's time in the PG's record is
 /// compared with when kassa's attempt started.
-pub const PG_CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+pub const PG_CLOCK_SLACK: chrono::TimeDelta = crate::domain::payment::REFUND_CLOCK_SLACK;
 
 /// True when `entry` in the PG's record is the refund kassa recorded as `known`: the same PG
 /// cancel id (or none given), amount, and time within a second when both have one.

@@ -11,7 +11,7 @@
 use super::cancel::{known_refunds, unknown_entries};
 use super::payments::{Source, complete, store_fetched};
 use super::{FlowError, Kassa};
-use crate::domain::{CancelId, OrderId, OrderStatus, PaymentStatus, PgTid, Provider};
+use crate::domain::{CancelId, IntentState, OrderId, OrderStatus, PaymentStatus, PgTid, Provider};
 use crate::gateway::{GatewayError, PgStatus};
 use crate::store::{OutsideOutcome, OutsideRefund, PaymentFilter, PaymentView};
 
@@ -137,12 +137,11 @@ pub async fn import_refunds(
         return Ok(0);
     }
     let intents = kassa.store.intents_of_payment(payment.id).await?;
-    if intents
-        .iter()
-        .any(crate::domain::CancelIntent::may_explain_a_refund)
-    {
-        // Its cancels account for the refunds they make; a refund beside them is theirs to
-        // find when they next ask the PG.
+    // A cancel still to run or in doubt accounts for whatever refund it made when it next asks
+    // the PG: nothing is imported beside it.
+    if intents.iter().any(|intent| {
+        intent.state != IntentState::Dead && intent.may_explain_refund(intent.amount, None)
+    }) {
         return Ok(0);
     }
     let pg = gateway
@@ -152,6 +151,15 @@ pub async fn import_refunds(
     let known = known_refunds(&intents);
     let mut recorded = 0;
     for entry in unknown_entries(&pg, &known) {
+        // A refund a dead letter may still be (a refund by hand, a late request under an older
+        // key): its re-drive or resolve decides, not the import.
+        let at = (entry.at != chrono::DateTime::UNIX_EPOCH).then_some(entry.at);
+        if intents
+            .iter()
+            .any(|intent| intent.may_explain_refund(entry.amount, at))
+        {
+            continue;
+        }
         let refund = OutsideRefund {
             pg_cancel_id: entry.pg_cancel_id.clone(),
             id_is_unique: entry.id_is_unique,

@@ -752,9 +752,11 @@ pub(super) fn record_outside_refund(
         return Ok(OutsideOutcome::Known);
     }
     let busy = payment.payment.status().is_rollback()
-        || intents
-            .iter()
-            .any(|other| other.intent.may_explain_a_refund());
+        || intents.iter().any(|other| {
+            other
+                .intent
+                .may_explain_refund(refund.amount, Some(refund.at))
+        });
     if busy {
         return Ok(OutsideOutcome::Busy);
     }

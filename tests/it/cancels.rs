@@ -580,8 +580,13 @@ async fn a_redrive_after_a_refund_by_hand_asks_the_pg_first_and_refunds_nothing_
         )
         .await;
     assert_eq!(body["status"], "CANCEL_FAILED");
-    // The operator refunds it in the PG's console, then re-drives the dead letter.
+    // The operator refunds it in the PG's console, then re-drives the dead letter. A re-check
+    // of the payment in between (a webhook, the sweep) must leave that refund to the dead
+    // letter: were it imported as made outside kassa, the re-drive would refund again.
     refund_by_hand(&app, &imp_uid, 4_000).await;
+    assert_eq!(app.webhook(&imp_uid, "order-hand-1").await, StatusCode::OK);
+    app.run_jobs().await;
+    assert_eq!(app.payment(&payment_id).await["cancelled_amount"], 0);
     let id = dead_letter_of(&app, &payment_id).await;
 
     let (status, _) = app
