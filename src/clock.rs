@@ -150,13 +150,7 @@ impl Env {
     pub fn random_hex(&self, bytes: usize) -> String {
         let mut buffer = vec![0u8; bytes];
         self.entropy.fill(&mut buffer);
-        buffer
-            .iter()
-            .fold(String::with_capacity(bytes * 2), |mut hex, byte| {
-                use std::fmt::Write;
-                let _ = write!(hex, "{byte:02x}");
-                hex
-            })
+        crate::hex::encode(&buffer)
     }
 }
 

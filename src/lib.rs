@@ -10,6 +10,7 @@ pub mod domain;
 pub mod flows;
 pub mod fuzzing;
 pub mod gateway;
+pub mod hex;
 pub mod http;
 pub mod jobs;
 pub mod sandbox;

@@ -239,13 +239,7 @@ pub fn tag(key: &[u8; 32], client: Client) -> String {
     mac.update(b"client:");
     mac.update(client.bucket().to_string().as_bytes());
     let tag = mac.finalize().into_bytes();
-    tag.iter()
-        .take(16)
-        .fold(String::with_capacity(32), |mut hex, byte| {
-            use std::fmt::Write;
-            let _ = write!(hex, "{byte:02x}");
-            hex
-        })
+    crate::hex::encode(&tag[..16])
 }
 
 /// Forgets, every `RATE_LIMIT_FORGET_INTERVAL`, the clients whose allowance is full again.

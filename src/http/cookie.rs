@@ -2,6 +2,7 @@
 //! It is HttpOnly, so page scripts cannot read it, and a forged or altered one is ignored.
 
 use crate::domain::BuyerId;
+use crate::hex::{decode_32, encode as hex};
 use axum::http::{HeaderMap, HeaderValue, header};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -17,16 +18,6 @@ fn mac(key: &[u8; 32], buyer: BuyerId) -> Hmac<Sha256> {
         <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(buyer.to_string().as_bytes());
     mac
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(64), |mut hex, byte| {
-            use std::fmt::Write;
-            let _ = write!(hex, "{byte:02x}");
-            hex
-        })
 }
 
 pub fn sign(key: &[u8; 32], buyer: BuyerId) -> String {
@@ -52,28 +43,14 @@ pub fn csrf_token(key: &[u8; 32], buyer: BuyerId, form_key: &str) -> String {
 
 /// Whether `token` is the CSRF token of that form (checked in constant time).
 pub fn csrf_valid(key: &[u8; 32], buyer: BuyerId, form_key: &str, token: &str) -> bool {
-    if token.len() != 64 {
-        return false;
-    }
-    let Some(tag) = (0..32)
-        .map(|index| u8::from_str_radix(token.get(index * 2..index * 2 + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()
-    else {
-        return false;
-    };
-    csrf_mac(key, buyer, form_key).verify_slice(&tag).is_ok()
+    decode_32(token).is_some_and(|tag| csrf_mac(key, buyer, form_key).verify_slice(&tag).is_ok())
 }
 
 /// The buyer a cookie value names, if its signature is right (checked in constant time).
 pub fn verify(key: &[u8; 32], value: &str) -> Option<BuyerId> {
     let (id, hex) = value.split_once('.')?;
     let buyer = BuyerId::parse(id).ok()?;
-    if hex.len() != 64 {
-        return None;
-    }
-    let tag: Vec<u8> = (0..32)
-        .map(|index| u8::from_str_radix(hex.get(index * 2..index * 2 + 2)?, 16).ok())
-        .collect::<Option<_>>()?;
+    let tag = decode_32(hex)?;
     mac(key, buyer).verify_slice(&tag).ok()?;
     Some(buyer)
 }

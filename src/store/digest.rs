@@ -87,14 +87,7 @@ impl Store {
         self.read(|txn| {
             let mut hasher = Sha256::new();
             each_table!(hash_tables, txn, &mut hasher);
-            let digest = hasher.finalize();
-            Ok(digest
-                .iter()
-                .fold(String::with_capacity(64), |mut hex, byte| {
-                    use std::fmt::Write;
-                    let _ = write!(hex, "{byte:02x}");
-                    hex
-                }))
+            Ok(crate::hex::encode(&hasher.finalize()))
         })
         .await
     }
