@@ -297,6 +297,7 @@ impl App {
             )),
             limiter: config_rate_limit.map(crate::http::client::limiter),
             inbox: crate::http::client::inbox_limiter(inbox_rate),
+            admin_sessions: Arc::default(),
         };
         Ok(App {
             listener,

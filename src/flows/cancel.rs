@@ -177,6 +177,25 @@ pub async fn request(
     }
 }
 
+/// Sends a dead-lettered cancel (or an unknown refund, once a person checked the PG's console)
+/// to the PG again, and wakes the worker for it. The store decides whether it may go again.
+pub async fn redrive(
+    kassa: &Kassa,
+    dead_id: u128,
+    request: crate::store::Redrive,
+) -> Result<RedriveOutcome, FlowError> {
+    let console_checked = request.console_checked;
+    let outcome = kassa
+        .store
+        .redrive(dead_id, request, kassa.env.now())
+        .await?;
+    if let RedriveOutcome::Redriven(intent) = &outcome {
+        tracing::info!(cancel_id = %intent.id, payment_id = %intent.payment_id, console_checked, "dead letter re-driven");
+        kassa.wake.notify_one();
+    }
+    Ok(outcome)
+}
+
 /// What a person says they did about a dead letter or an unknown refund. A refund they say
 /// they made is checked against the PG's record where the PG can be asked: a record that does
 /// not show it is a 409 with what the PG shows, and nothing changes.

@@ -330,3 +330,93 @@ async fn known(kassa: &Kassa, view: PaymentView) -> Result<Completion, FlowError
     };
     Ok(Completion::RolledBack { view, admission })
 }
+
+/// Who looks at a payment: the merchant, or a buyer known by their signed cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    Admin,
+    Buyer(crate::domain::BuyerId),
+}
+
+/// The payment `id` as `viewer` may see it: any for the merchant, their own for a buyer.
+/// Another buyer's payment is answered as not found, so ids cannot be probed.
+pub async fn visible(
+    kassa: &Kassa,
+    viewer: Viewer,
+    id: PaymentId,
+) -> Result<PaymentView, FlowError> {
+    let not_found = FlowError::NotFound { what: "payment" };
+    let view = kassa.store.payment(id).await?.ok_or(not_found)?;
+    match viewer {
+        Viewer::Admin => Ok(view),
+        Viewer::Buyer(buyer) if view.payment.buyer_id == Some(buyer) => Ok(view),
+        Viewer::Buyer(_) => Err(FlowError::NotFound { what: "payment" }),
+    }
+}
+
+/// Most characters of a payment search.
+pub const SEARCH_CHARS_MAX: usize = 200;
+
+/// Payments the merchant looks for: `q` is a payment id, an order id, a PG's payment id or a
+/// buyer e-mail (an e-mail scans the filtered range, the others are exact lookups); without
+/// `q`, the filtered list, newest first.
+pub async fn search(
+    kassa: &Kassa,
+    q: &str,
+    filter: crate::store::PaymentFilter,
+    limit: usize,
+    cursor: Option<PaymentId>,
+) -> Result<crate::store::PaymentPage, FlowError> {
+    let q = q.trim();
+    let page = |items: Vec<PaymentView>| crate::store::PaymentPage {
+        items,
+        next_cursor: None,
+    };
+    if q.is_empty() {
+        return Ok(kassa.store.list_payments(filter, limit, cursor).await?);
+    }
+    if q.chars().count() > SEARCH_CHARS_MAX {
+        return Err(FlowError::Unprocessable {
+            code: "INVALID_QUERY",
+            message: format!("a search has at most {SEARCH_CHARS_MAX} characters"),
+        });
+    }
+    if q.contains('@') {
+        let filter = crate::store::PaymentFilter {
+            buyer_email: Some(q.to_owned()),
+            ..filter
+        };
+        return Ok(kassa.store.list_payments(filter, limit, cursor).await?);
+    }
+    let keep = |view: &PaymentView| {
+        filter
+            .status
+            .is_none_or(|status| view.payment.status() == status)
+            && filter
+                .provider
+                .is_none_or(|provider| view.payment.provider == provider)
+    };
+    if let Ok(id) = PaymentId::parse(q) {
+        let found = kassa.store.payment(id).await?;
+        return Ok(page(found.into_iter().filter(keep).collect()));
+    }
+    let mut found = Vec::new();
+    if let Ok(order_id) = OrderId::parse(q) {
+        found.extend(kassa.store.payments_of_order(&order_id).await?);
+    }
+    if let Ok(pg_tid) = PgTid::parse(q) {
+        for provider in Provider::ALL {
+            if let Some(view) = kassa.store.payment_by_pg(provider, &pg_tid).await?
+                && !found
+                    .iter()
+                    .any(|seen: &PaymentView| seen.payment.id == view.payment.id)
+            {
+                found.push(view);
+            }
+        }
+    }
+    found.retain(keep);
+    found.sort_by_key(|view| std::cmp::Reverse(view.payment.id));
+    found.truncate(limit);
+    Ok(page(found))
+}

@@ -162,3 +162,89 @@ pub async fn sync(
         .await?;
     Ok(report)
 }
+
+/// Most days one range sync covers: six months.
+pub const SYNC_RANGE_DAYS_MAX: u64 = 184;
+/// Most runs one day of a range gets (each up to `max_pages_per_run` pages) before the range
+/// moves on; the day's cursor is kept, so running the range again goes on from it.
+pub const RANGE_RUNS_PER_DAY_MAX: u32 = 20;
+/// How long a range waits for another run's lock (the morning run) before a day, at most.
+pub const RANGE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+const RANGE_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The days of a range sync, checked: past KST days only, `from <= to`, at most six months.
+pub fn range_days(
+    kassa: &Kassa,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<NaiveDate>, FlowError> {
+    let invalid = |message: String| FlowError::Unprocessable {
+        code: "INVALID_RANGE",
+        message,
+    };
+    if from > to {
+        return Err(invalid(format!("from ({from}) is after to ({to})")));
+    }
+    if to > yesterday(kassa) {
+        return Err(invalid(format!(
+            "to ({to}) must be a past day; today's settlement is not final yet"
+        )));
+    }
+    let days = u64::try_from((to - from).num_days())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    if days > SYNC_RANGE_DAYS_MAX {
+        return Err(invalid(format!(
+            "a range holds at most {SYNC_RANGE_DAYS_MAX} days (six months); this one holds {days}"
+        )));
+    }
+    Ok(from.iter_days().take_while(|day| *day <= to).collect())
+}
+
+/// Syncs every day of `from..=to`, oldest first, one report per day. It takes the sync lock one
+/// day at a time, so the morning run waits at most one day's run; a lock held by another run
+/// before a later day is waited for (at most `RANGE_LOCK_WAIT`). A day longer than one run goes
+/// on from its cursor, up to `RANGE_RUNS_PER_DAY_MAX` runs. The first day's lock, when busy, is
+/// answered as `SYNC_RUNNING`, like a one-day run.
+pub async fn sync_range(
+    kassa: &Kassa,
+    provider: Provider,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<SyncReport>, FlowError> {
+    let days = range_days(kassa, from, to)?;
+    let mut reports = Vec::with_capacity(days.len());
+    for (index, day) in days.into_iter().enumerate() {
+        if kassa.shutdown.is_cancelled() {
+            break;
+        }
+        let mut runs = 0;
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            match sync(kassa, provider, day).await {
+                Ok(report) => {
+                    runs += 1;
+                    let again = !report.complete
+                        && report.failed == 0
+                        && runs < RANGE_RUNS_PER_DAY_MAX
+                        && !kassa.shutdown.is_cancelled();
+                    reports.push(report);
+                    if !again {
+                        break;
+                    }
+                }
+                Err(FlowError::Conflict { .. })
+                    if (index > 0 || runs > 0) && waited < RANGE_LOCK_WAIT =>
+                {
+                    tokio::time::sleep(RANGE_LOCK_POLL).await;
+                    waited += RANGE_LOCK_POLL;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if reports.last().is_some_and(|report| report.failed > 0) {
+            tracing::warn!(provider = provider.as_str(), date = %day, "a day of the range failed; the range goes on with the next day");
+        }
+    }
+    Ok(reports)
+}

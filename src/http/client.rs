@@ -181,7 +181,7 @@ pub async fn rate_limited(State(state): State<AppState>, request: Request, next:
         )
         .into_response()
     } else {
-        super::pages::PageError::too_many_requests(Lang::from_headers(request.headers()))
+        super::error::PageError::too_many_requests(Lang::from_headers(request.headers()))
             .into_response()
     };
     if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {

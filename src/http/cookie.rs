@@ -55,8 +55,8 @@ pub fn verify(key: &[u8; 32], value: &str) -> Option<BuyerId> {
     Some(buyer)
 }
 
-/// The verified buyer of a request, if it carries a valid cookie.
-pub fn buyer_of(key: &[u8; 32], headers: &HeaderMap) -> Option<BuyerId> {
+/// The values of the cookies called `name` that a request carries (within a bounded header).
+pub fn values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -64,8 +64,13 @@ pub fn buyer_of(key: &[u8; 32], headers: &HeaderMap) -> Option<BuyerId> {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == BUYER_COOKIE)
-        .find_map(|(_, value)| verify(key, value))
+        .filter(move |(cookie, _)| *cookie == name)
+        .map(|(_, value)| value)
+}
+
+/// The verified buyer of a request, if it carries a valid cookie.
+pub fn buyer_of(key: &[u8; 32], headers: &HeaderMap) -> Option<BuyerId> {
+    values(headers, BUYER_COOKIE).find_map(|value| verify(key, value))
 }
 
 /// The `Set-Cookie` value that gives a browser its buyer id.

@@ -1,10 +1,13 @@
 //! Errors as callers see them: `{"error": {"code", "message"}}` for the API, a friendly page for
 //! browsers. Internals are logged with their whole cause chain, never shown.
 
+use super::i18n::{Lang, Texts};
 use crate::domain::DomainError;
 use crate::flows::FlowError;
 use crate::gateway::GatewayError;
 use crate::store::StoreError;
+use askama::Template;
+use askama_web::WebTemplate;
 use axum::Json;
 use axum::extract::rejection::{
     BytesRejection, FormRejection, JsonRejection, PathRejection, QueryRejection,
@@ -250,4 +253,72 @@ impl From<QueryRejection> for ApiError {
 fn clip(text: &str) -> String {
     const MESSAGE_CHARS_MAX: usize = 300;
     text.chars().take(MESSAGE_CHARS_MAX).collect()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/error.html")]
+struct ErrorPage {
+    t: &'static Texts,
+    message: String,
+}
+
+/// A page that explains what went wrong, with a status that says it too.
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    lang: Lang,
+    message: String,
+}
+
+impl PageError {
+    pub fn new(status: StatusCode, lang: Lang, message: impl Into<String>) -> PageError {
+        PageError {
+            status,
+            lang,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(lang: Lang) -> PageError {
+        PageError::new(StatusCode::NOT_FOUND, lang, lang.texts().not_found)
+    }
+
+    pub fn too_many_requests(lang: Lang) -> PageError {
+        PageError::new(StatusCode::TOO_MANY_REQUESTS, lang, lang.texts().too_many)
+    }
+
+    pub fn from_flow(lang: Lang, error: &FlowError) -> PageError {
+        match error {
+            FlowError::NotFound { .. } => PageError::not_found(lang),
+            FlowError::Invalid(_)
+            | FlowError::Unprocessable { .. }
+            | FlowError::Conflict { .. } => PageError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                lang,
+                lang.texts().bad_request,
+            ),
+            FlowError::TooMany { .. } => PageError::too_many_requests(lang),
+            FlowError::Gateway(_) | FlowError::Store(_) => {
+                tracing::warn!(error = %error, "page could not be served");
+                PageError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    lang,
+                    lang.texts().try_later,
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            ErrorPage {
+                t: self.lang.texts(),
+                message: self.message,
+            },
+        )
+            .into_response()
+    }
 }

@@ -3,8 +3,10 @@
 use super::cookie;
 use super::error::ApiError;
 use super::state::AppState;
-use crate::domain::BuyerId;
+use crate::domain::{BuyerId, IdempotencyKey};
+use crate::flows::payments::Viewer;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -100,6 +102,46 @@ impl FromRequestParts<AppState> for Caller {
         }
         Ok(cookie::buyer_of(state.cookie_key(), &parts.headers)
             .map_or(Caller::Anonymous, Caller::Buyer))
+    }
+}
+
+impl Caller {
+    /// Who may look at payments: `None` for a caller who is neither merchant nor known buyer.
+    pub fn viewer(self) -> Option<Viewer> {
+        match self {
+            Caller::Admin => Some(Viewer::Admin),
+            Caller::Buyer(buyer) => Some(Viewer::Buyer(buyer)),
+            Caller::Anonymous => None,
+        }
+    }
+}
+
+/// The `Idempotency-Key` header of a cancel, required and well-formed; a JSON 400 otherwise.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKeyHeader(pub IdempotencyKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let invalid = |message: String| {
+            ApiError::new(StatusCode::BAD_REQUEST, "INVALID_IDEMPOTENCY_KEY", message)
+        };
+        let raw = parts
+            .headers
+            .get("idempotency-key")
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "IDEMPOTENCY_KEY_REQUIRED",
+                    "send an Idempotency-Key header",
+                )
+            })?
+            .to_str()
+            .map_err(|_| invalid("Idempotency-Key must be ASCII".into()))?;
+        IdempotencyKey::parse(raw)
+            .map(IdempotencyKeyHeader)
+            .map_err(|error| invalid(error.to_string()))
     }
 }
 

@@ -39,6 +39,21 @@ impl Lang {
         best.0
     }
 
+    /// One of two texts written side by side in a template: Korean, or English.
+    pub fn t(self, ko: &'static str, en: &'static str) -> &'static str {
+        match self {
+            Lang::Ko => ko,
+            Lang::En => en,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Ko => "ko",
+            Lang::En => "en",
+        }
+    }
+
     pub fn texts(self) -> &'static Texts {
         match self {
             Lang::Ko => &KO,

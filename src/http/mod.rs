@@ -15,10 +15,11 @@ pub mod state;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Request};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use error::ApiError;
+use pages::admin;
 use rust_embed::RustEmbed;
 use state::AppState;
 use std::time::Duration;
@@ -36,6 +37,33 @@ pub const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(crate::flows::result
 #[derive(RustEmbed)]
 #[folder = "static/"]
 struct Assets;
+
+/// Marks a request for an admin page, so its answer is kept out of caches and frames.
+#[derive(Debug, Clone, Copy)]
+struct AdminPage;
+
+async fn note_admin_page(mut request: axum::extract::Request) -> axum::extract::Request {
+    if request.uri().path() == "/admin" || request.uri().path().starts_with("/admin/") {
+        request.extensions_mut().insert(AdminPage);
+    }
+    request
+}
+
+async fn private_admin_page(
+    extensions: axum::http::Extensions,
+    mut response: Response,
+) -> Response {
+    if extensions.get::<AdminPage>().is_some() {
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
+    }
+    response
+}
 
 /// All of kassa's routes. `extra` (the sandbox PG, when enabled) is mounted at `/sandbox-pg`.
 #[expect(clippy::too_many_lines, reason = "every route in one table")]
@@ -122,6 +150,28 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         .route("/payment/result/{order_id}", get(pages::result_page))
         .route("/payment/{order_id}", get(pages::order))
         .route("/static/{*path}", get(static_file))
+        .route("/admin", get(admin::home))
+        .route("/admin/login", post(admin::login))
+        .route("/admin/logout", post(admin::logout))
+        .route("/admin/payments", get(admin::payments))
+        .route("/admin/payments/{payment_id}", get(admin::payment))
+        .route("/admin/dead-letters", get(admin::dead_letters))
+        .route("/admin/dead-letters/{id}/redrive", post(admin::redrive))
+        .route("/admin/dead-letters/{id}/resolve", post(admin::resolve))
+        .route("/admin/settlement-sync", get(admin::settlement_sync))
+        .route(
+            "/admin/partner-settlements",
+            get(admin::partner_settlements),
+        )
+        .route(
+            "/admin/partner-settlements/run",
+            post(admin::partner_settlements_run),
+        )
+        .route(
+            "/admin/partner-settlements/{id}/status",
+            post(admin::partner_settlements_move),
+        )
+        .route("/admin/alerts", get(admin::alerts))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
@@ -142,6 +192,12 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         .route(
             "/api/admin/settlement-sync/run",
             post(api::run_settlement_sync),
+        )
+        // The admin page's cancel and "run now" wait like their API twins.
+        .route("/admin/payments/{payment_id}/cancel", post(admin::cancel))
+        .route(
+            "/admin/settlement-sync/run",
+            post(admin::settlement_sync_run),
         )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -165,6 +221,8 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::map_response(timeout_as_json))
+        .layer(axum::middleware::map_request(note_admin_page))
+        .layer(axum::middleware::map_response(private_admin_page))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -198,7 +256,7 @@ async fn not_found(request: Request) -> Response {
     if wants_json(&request) {
         ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint").into_response()
     } else {
-        pages::PageError::not_found(i18n::Lang::from_headers(request.headers())).into_response()
+        error::PageError::not_found(i18n::Lang::from_headers(request.headers())).into_response()
     }
 }
 

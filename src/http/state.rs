@@ -19,6 +19,8 @@ pub struct AppState {
     pub limiter: Option<super::client::ClientLimiter>,
     /// The bound of the webhook inbox, for all PGs together.
     pub inbox: super::client::InboxLimiter,
+    /// The merchant's signed-in sessions of the admin pages.
+    pub admin_sessions: std::sync::Arc<super::pages::admin::AdminSessions>,
 }
 
 /// Most result long-polls that wait at the same time.

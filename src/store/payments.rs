@@ -7,7 +7,7 @@
 use super::codec::{decode, encode};
 use super::orders::millis_to_time;
 use super::{Store, StoreError, tables};
-use crate::domain::calendar::{date_key, kst_date, kst_day_start};
+use crate::domain::calendar::{date_key, kst_date};
 use crate::domain::{
     Amount, BuyerId, CancelId, Event, EventKind, OrderId, PartnerId, Payment, PaymentId,
     PaymentStatus, PgTid, Provider,
@@ -103,6 +103,9 @@ pub struct PaymentFilter {
     pub status: Option<PaymentStatus>,
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
+    pub provider: Option<Provider>,
+    /// Only payments whose order names this buyer e-mail (compared without case).
+    pub buyer_email: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +229,22 @@ pub(super) fn append_event(
     Ok(())
 }
 
+pub(super) fn settlement_status_of(
+    settlements: &impl ReadableTable<(u32, u128), &'static [u8]>,
+    payment: &Payment,
+) -> Result<Option<SettlementStatus>, StoreError> {
+    let key = (date_key(kst_date(payment.paid_at)), payment.id.as_u128());
+    let Some(value) = settlements.get(key)? else {
+        return Ok(None);
+    };
+    let record: SettlementRecord = decode("settlement", SETTLEMENT_RECORD, value.value())?;
+    Ok(Some(if record.status == "Succeed" {
+        SettlementStatus::Succeed
+    } else {
+        SettlementStatus::Pending
+    }))
+}
+
 fn load_view(
     payments: &impl ReadableTable<u128, &'static [u8]>,
     events: &impl ReadableTable<(u128, u32), &'static [u8]>,
@@ -256,19 +275,7 @@ fn load_view(
         }
         history.reverse();
     }
-    let settlement_status = match settlements
-        .get((date_key(kst_date(payment.paid_at)), id.as_u128()))?
-    {
-        None => None,
-        Some(value) => {
-            let record: SettlementRecord = decode("settlement", SETTLEMENT_RECORD, value.value())?;
-            Some(if record.status == "Succeed" {
-                SettlementStatus::Succeed
-            } else {
-                SettlementStatus::Pending
-            })
-        }
-    };
+    let settlement_status = settlement_status_of(settlements, &payment)?;
     Ok(Some(PaymentView {
         payment,
         events: history,
@@ -290,20 +297,8 @@ pub(super) fn view_in_write(
     .ok_or_else(|| StoreError::Bug(format!("payment {id} vanished inside its transaction")))
 }
 
-/// The lowest and highest payment keys created within a KST date range: UUIDv7 keys begin with
-/// their creation time in milliseconds.
 fn key_bounds(filter: &PaymentFilter) -> (u128, u128) {
-    let millis_of = |at: DateTime<Utc>| u128::try_from(at.timestamp_millis().max(0)).unwrap_or(0);
-    let low = filter
-        .from
-        .map_or(0, |date| millis_of(kst_day_start(date)) << 80);
-    let high = filter
-        .to
-        .and_then(|date| date.succ_opt())
-        .map_or(u128::MAX, |next| {
-            (millis_of(kst_day_start(next)) << 80).saturating_sub(1)
-        });
-    (low, high)
+    super::reports::day_bounds(filter.from, filter.to)
 }
 
 impl Store {
@@ -394,6 +389,18 @@ impl Store {
                         .order_id
                         .as_ref()
                         .is_none_or(|order| &payment.order_id == order)
+                    && filter
+                        .provider
+                        .is_none_or(|provider| payment.provider == provider)
+            };
+            let orders = txn.open_table(tables::ORDERS)?;
+            let email_matches = |payment: &Payment| -> Result<bool, StoreError> {
+                let Some(wanted) = &filter.buyer_email else {
+                    return Ok(true);
+                };
+                Ok(super::orders::get_order(&orders, &payment.order_id)?
+                    .and_then(|order| order.draft.buyer_email)
+                    .is_some_and(|email| email.eq_ignore_ascii_case(wanted)))
             };
             let mut items = Vec::new();
             let mut last_seen = None;
@@ -404,7 +411,7 @@ impl Store {
                     scanned += 1;
                     last_seen = Some(PaymentId::from_u128(key.value()));
                     let payment = decode_payment(value.value())?.payment;
-                    if keep(&payment) {
+                    if keep(&payment) && email_matches(&payment)? {
                         if let Some(view) =
                             load_view(&payments, &events, &settlements, payment.id, false)?
                         {

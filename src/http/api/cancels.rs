@@ -4,12 +4,11 @@
 use super::{ListQuery, parse_limit, time, unpaged};
 use crate::domain::PaymentId;
 use crate::http::error::ApiError;
-use crate::http::extract::{Admin, ApiJson, ApiPath, ApiQuery, Caller};
+use crate::http::extract::{Admin, ApiJson, ApiPath, ApiQuery, Caller, IdempotencyKeyHeader};
 use crate::http::state::AppState;
-use crate::store::PaymentView;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -31,63 +30,17 @@ fn cancel_json(answer: &crate::flows::cancel::CancelAnswer) -> Value {
     })
 }
 
-/// Loads a payment the caller may act on: any for the admin, their own for a buyer.
-async fn payment_of_caller(
-    state: &AppState,
-    caller: Caller,
-    raw_id: &str,
-) -> Result<PaymentView, ApiError> {
-    if caller == Caller::Anonymous {
-        return Err(ApiError::unauthorized());
-    }
-    let id = PaymentId::parse(raw_id).map_err(|_| ApiError::not_found("payment"))?;
-    let view = state
-        .kassa
-        .store
-        .payment(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("payment"))?;
-    match caller {
-        Caller::Admin => Ok(view),
-        Caller::Buyer(buyer) if view.payment.buyer_id == Some(buyer) => Ok(view),
-        _ => Err(ApiError::not_found("payment")),
-    }
-}
-
 pub async fn cancel_payment(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    key: Result<IdempotencyKeyHeader, ApiError>,
     ApiPath(payment_id): ApiPath<String>,
     ApiJson(body): ApiJson<CancelBody>,
 ) -> Result<Response, ApiError> {
-    let view = payment_of_caller(&state, caller, &payment_id).await?;
-    let key = headers
-        .get("idempotency-key")
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "IDEMPOTENCY_KEY_REQUIRED",
-                "send an Idempotency-Key header",
-            )
-        })?
-        .to_str()
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "INVALID_IDEMPOTENCY_KEY",
-                "Idempotency-Key must be ASCII",
-            )
-        })
-        .and_then(|raw| {
-            crate::domain::IdempotencyKey::parse(raw).map_err(|error| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_IDEMPOTENCY_KEY",
-                    error.to_string(),
-                )
-            })
-        })?;
+    let viewer = caller.viewer().ok_or_else(ApiError::unauthorized)?;
+    let id = PaymentId::parse(&payment_id).map_err(|_| ApiError::not_found("payment"))?;
+    let view = crate::flows::payments::visible(&state.kassa, viewer, id).await?;
+    let IdempotencyKeyHeader(key) = key?;
     let answer = crate::flows::cancel::request(
         &state.kassa,
         view.payment.id,
@@ -200,12 +153,7 @@ pub async fn redrive(
         console_checked: body.console_checked,
         note,
     };
-    match state
-        .kassa
-        .store
-        .redrive(id, request, state.kassa.env.now())
-        .await?
-    {
+    match crate::flows::cancel::redrive(&state.kassa, id, request).await? {
         crate::store::RedriveOutcome::NotFound => Err(ApiError::not_found("dead letter")),
         crate::store::RedriveOutcome::Resolved(intent) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -226,15 +174,11 @@ pub async fn redrive(
                 intent.id
             ),
         )),
-        crate::store::RedriveOutcome::Redriven(intent) => {
-            tracing::info!(cancel_id = %intent.id, payment_id = %intent.payment_id, console_checked = body.console_checked, "dead letter re-driven");
-            state.kassa.wake.notify_one();
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(intent_json(&intent, "CANCEL_PENDING")),
-            )
-                .into_response())
-        }
+        crate::store::RedriveOutcome::Redriven(intent) => Ok((
+            StatusCode::ACCEPTED,
+            Json(intent_json(&intent, "CANCEL_PENDING")),
+        )
+            .into_response()),
     }
 }
 

@@ -108,25 +108,9 @@ pub async fn get_payment(
     caller: Caller,
     ApiPath(payment_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if caller == Caller::Anonymous {
-        return Err(ApiError::unauthorized());
-    }
+    let viewer = caller.viewer().ok_or_else(ApiError::unauthorized)?;
     let id = PaymentId::parse(&payment_id).map_err(|_| ApiError::not_found("payment"))?;
-    let view = state
-        .kassa
-        .store
-        .payment(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("payment"))?;
-    let visible = match caller {
-        Caller::Admin => true,
-        Caller::Buyer(buyer) => view.payment.buyer_id == Some(buyer),
-        Caller::Anonymous => false,
-    };
-    // Another buyer's payment is answered as unknown, so ids cannot be probed.
-    if !visible {
-        return Err(ApiError::not_found("payment"));
-    }
+    let view = crate::flows::payments::visible(&state.kassa, viewer, id).await?;
     Ok(Json(payment_json(&view, true)))
 }
 
@@ -153,6 +137,7 @@ pub async fn list_payments(
         },
         from: parse_date("from", query.from.as_deref())?,
         to: parse_date("to", query.to.as_deref())?,
+        ..PaymentFilter::default()
     };
     let page = state
         .kassa

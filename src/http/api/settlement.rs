@@ -103,6 +103,20 @@ pub struct SyncBody {
     provider: Option<String>,
     #[serde(default)]
     date: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+fn body_date(name: &str, raw: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_FIELD",
+            format!("{name} must be YYYY-MM-DD"),
+        )
+    })
 }
 
 pub async fn run_settlement_sync(
@@ -121,14 +135,38 @@ pub async fn run_settlement_sync(
             )
         })?,
     };
-    let date = match body.date.as_deref() {
-        Some(raw) => NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| {
-            ApiError::new(
+    let range = match (&body.date, &body.from, &body.to) {
+        (None, Some(from), Some(to)) => Some((body_date("from", from)?, body_date("to", to)?)),
+        (None, None, None) => None,
+        (Some(_), None, None) => None,
+        _ => {
+            return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "INVALID_FIELD",
-                "date must be YYYY-MM-DD",
-            )
-        })?,
+                "name one day with \"date\", or a range with both \"from\" and \"to\"",
+            ));
+        }
+    };
+    let internal = |error: tokio::task::JoinError| {
+        tracing::error!(error = %error, "the settlement sync task failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "an internal error happened; it has been logged",
+        )
+    };
+    if let Some((from, to)) = range {
+        crate::flows::settlement::range_days(kassa, from, to)?;
+        // The range goes on (one day at a time under the lock) even if this request is dropped.
+        let run = tokio::spawn({
+            let kassa = kassa.clone();
+            async move { crate::flows::settlement::sync_range(&kassa, provider, from, to).await }
+        });
+        let reports = run.await.map_err(internal)??;
+        return Ok(unpaged(reports.iter().map(report_json).collect()));
+    }
+    let date = match body.date.as_deref() {
+        Some(raw) => body_date("date", raw)?,
         None => crate::flows::settlement::yesterday(kassa),
     };
     // The run goes on (and releases its lock with its report) even if this request is dropped.
@@ -136,14 +174,7 @@ pub async fn run_settlement_sync(
         let kassa = kassa.clone();
         async move { crate::flows::settlement::sync(&kassa, provider, date).await }
     });
-    let report = run.await.map_err(|error| {
-        tracing::error!(error = %error, "the settlement sync task failed");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "an internal error happened; it has been logged",
-        )
-    })??;
+    let report = run.await.map_err(internal)??;
     Ok(Json(report_json(&report)))
 }
 

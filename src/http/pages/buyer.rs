@@ -1,14 +1,14 @@
-//! Server-rendered pages for buyers. Each handler reads, calls a flow, and renders a template.
-//! A problem is shown as a friendly page with the right status, never a bare error.
+//! The buyer's pages: products and checkout, paying one order, the result, "my payments".
 
-use super::client::Client;
-use super::cookie;
-use super::i18n::{Lang, Texts, format_won};
-use super::state::AppState;
 use crate::config::GatewayMode;
 use crate::domain::{BuyerId, OrderId, OrderStatus, PgTid, Provider};
 use crate::flows::payments::{self, Source};
 use crate::flows::{FlowError, orders, result};
+use crate::http::client::Client;
+use crate::http::cookie;
+use crate::http::error::PageError;
+use crate::http::i18n::{Lang, Texts, format_won};
+use crate::http::state::AppState;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::rejection::{FormRejection, QueryRejection};
@@ -20,74 +20,6 @@ use serde::Deserialize;
 
 /// Most payments the "my payments" page shows.
 pub const MYPAGE_ROWS_MAX: usize = 100;
-
-#[derive(Template, WebTemplate)]
-#[template(path = "pages/error.html")]
-struct ErrorPage {
-    t: &'static Texts,
-    message: String,
-}
-
-/// A page that explains what went wrong, with a status that says it too.
-#[derive(Debug)]
-pub struct PageError {
-    status: StatusCode,
-    lang: Lang,
-    message: String,
-}
-
-impl PageError {
-    fn new(status: StatusCode, lang: Lang, message: impl Into<String>) -> PageError {
-        PageError {
-            status,
-            lang,
-            message: message.into(),
-        }
-    }
-
-    pub fn not_found(lang: Lang) -> PageError {
-        PageError::new(StatusCode::NOT_FOUND, lang, lang.texts().not_found)
-    }
-
-    pub fn too_many_requests(lang: Lang) -> PageError {
-        PageError::new(StatusCode::TOO_MANY_REQUESTS, lang, lang.texts().too_many)
-    }
-
-    fn from_flow(lang: Lang, error: &FlowError) -> PageError {
-        match error {
-            FlowError::NotFound { .. } => PageError::not_found(lang),
-            FlowError::Invalid(_)
-            | FlowError::Unprocessable { .. }
-            | FlowError::Conflict { .. } => PageError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                lang,
-                lang.texts().bad_request,
-            ),
-            FlowError::TooMany { .. } => PageError::too_many_requests(lang),
-            FlowError::Gateway(_) | FlowError::Store(_) => {
-                tracing::warn!(error = %error, "page could not be served");
-                PageError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    lang,
-                    lang.texts().try_later,
-                )
-            }
-        }
-    }
-}
-
-impl IntoResponse for PageError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            ErrorPage {
-                t: self.lang.texts(),
-                message: self.message,
-            },
-        )
-            .into_response()
-    }
-}
 
 /// The buyer of the request, or a new one whose cookie goes out with the response.
 fn buyer(
@@ -176,7 +108,7 @@ pub async fn checkout(
         return PageError::new(StatusCode::BAD_REQUEST, lang, lang.texts().bad_request)
             .into_response();
     };
-    let client_tag = super::client::tag(state.cookie_key(), client);
+    let client_tag = crate::http::client::tag(state.cookie_key(), client);
     match orders::order_product(&state.kassa, &form.product_id, buyer, provider, client_tag).await {
         Ok(order_id) => {
             let mut response = Redirect::to(&format!("/payment/{order_id}")).into_response();
@@ -603,14 +535,9 @@ pub async fn mypage_cancel(
     let payment_id = crate::domain::PaymentId::parse(&form.payment_id)
         .map_err(|_| PageError::not_found(lang))?;
     let key = crate::domain::IdempotencyKey::parse(&form.key).map_err(|_| bad())?;
-    let view = state
-        .kassa
-        .store
-        .payment(payment_id)
+    let view = payments::visible(&state.kassa, payments::Viewer::Buyer(buyer), payment_id)
         .await
-        .map_err(|error| PageError::from_flow(lang, &error.into()))?
-        .filter(|view| view.payment.buyer_id == Some(buyer))
-        .ok_or_else(|| PageError::not_found(lang))?;
+        .map_err(|error| PageError::from_flow(lang, &error))?;
     let reason = "buyer cancelled on my payments";
     crate::flows::cancel::request(&state.kassa, view.payment.id, key, None, reason)
         .await
