@@ -597,17 +597,111 @@ pub async fn backup_from_server(url: &str, token: &Secret, out: &Path) -> Result
 }
 
 /// `kassa backup` without a server: a consistent copy of the data file, taken while holding it.
-pub fn backup_file(data_dir: &Path, out: &Path) -> Result<u64, AppError> {
+pub async fn backup_file(data_dir: &Path, out: &Path) -> Result<u64, AppError> {
     // Opening would create an empty file where there is none: a mistyped directory is refused.
     let file = data_dir.join("kassa.redb");
     if !file.is_file() {
         return Err(AppError::NoDataFile(file));
     }
     let store = Store::open(data_dir, || [0u8; 32])?;
-    let copied = std::fs::copy(store.path(), out).map_err(|source| AppError::Backup {
-        path: out.to_path_buf(),
-        source,
-    })?;
+    // The same copy as the online backup: one snapshot, marked as a copy.
+    store.backup_to(out, chrono::Utc::now()).await?;
     drop(store);
-    Ok(copied)
+    std::fs::metadata(out)
+        .map(|meta| meta.len())
+        .map_err(|source| AppError::Backup {
+            path: out.to_path_buf(),
+            source,
+        })
+}
+
+/// Longest one day's sync call may take through the admin API.
+const SYNC_DAY_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often `kassa sync` asks again while another run holds the lock, and for how long.
+const SYNC_BUSY_RETRY: Duration = Duration::from_secs(2);
+const SYNC_BUSY_TRIES_MAX: u32 = 300;
+
+/// The admin API's address and token for a command that talks to a running kassa: the ones
+/// given, else the config's `listen` and its admin token (configured, or kept in `data_dir`).
+pub fn server_of(
+    config: &Config,
+    url: Option<String>,
+    token: Option<String>,
+) -> Result<(String, Secret), AppError> {
+    let url = url.unwrap_or_else(|| format!("http://{}", config.listen));
+    if let Some(token) = token {
+        return Ok((url, Secret::new(token)));
+    }
+    if let Some(token) = &config.admin_token {
+        return Ok((url, token.clone()));
+    }
+    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+    let token =
+        std::fs::read_to_string(&path).map_err(|source| AppError::AdminToken { path, source })?;
+    Ok((url, Secret::new(token.trim())))
+}
+
+/// `kassa sync`: the settlement sync of every day of `from..=to` through a running kassa's
+/// admin API, one day at a time, each report printed as one JSON line as it comes. A day that
+/// stops at `max_pages_per_run` is asked again (it goes on from its cursor); another run's lock
+/// is waited for. Running it again goes on where it stopped. Returns the days that failed.
+pub async fn sync_through_server(
+    url: &str,
+    token: &Secret,
+    provider: &str,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<u32, AppError> {
+    let http = client::build(SYNC_DAY_TIMEOUT).map_err(AppError::Client)?;
+    let failed = |message: String| AppError::Serve(std::io::Error::other(message));
+    if from > to {
+        return Err(failed(format!("--from {from} is after --to {to}")));
+    }
+    let endpoint = format!(
+        "{}/api/admin/settlement-sync/run",
+        url.trim_end_matches('/')
+    );
+    let days: Vec<chrono::NaiveDate> = from.iter_days().take_while(|day| *day <= to).collect();
+    let total = days.len();
+    let mut failed_days = 0;
+    for (index, day) in days.into_iter().enumerate() {
+        let mut busy = 0;
+        let mut runs = 0;
+        loop {
+            let response = http
+                .post(&endpoint)
+                .bearer_auth(token.expose())
+                .json(&serde_json::json!({ "provider": provider, "date": day.to_string() }))
+                .send()
+                .await
+                .map_err(|error| failed(format!("cannot reach {url}: {error}")))?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            if status == reqwest::StatusCode::CONFLICT
+                && body["error"]["code"] == "SYNC_RUNNING"
+                && busy < SYNC_BUSY_TRIES_MAX
+            {
+                busy += 1;
+                tokio::time::sleep(SYNC_BUSY_RETRY).await;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(failed(format!(
+                    "{day}: the server answered {status}: {body}"
+                )));
+            }
+            println!("{body}");
+            eprintln!("kassa: {}/{total} {day}", index + 1);
+            runs += 1;
+            let complete = body["complete"].as_bool().unwrap_or(false);
+            let page_failed = body["failed"].as_u64().unwrap_or(0) > 0;
+            if page_failed {
+                failed_days += 1;
+            }
+            if complete || page_failed || runs >= crate::flows::settlement::RANGE_RUNS_PER_DAY_MAX {
+                break;
+            }
+        }
+    }
+    Ok(failed_days)
 }

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod hex;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod sandbox;
 pub mod scheduler;
 pub mod secret;

@@ -46,6 +46,27 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Sync the PG's settlement of past days through a running kassa, one day at a time.
+    Sync {
+        #[arg(long, value_parser = ["payple", "toss"])]
+        provider: String,
+        /// The first KST day, YYYY-MM-DD.
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// The last KST day, YYYY-MM-DD.
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        /// The running kassa (default: the config's `listen`).
+        #[arg(long)]
+        url: Option<String>,
+        /// Its admin token (default: the config's, or the one kept in the data folder).
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long, env = "KASSA_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Validate the config and print it with secrets redacted.
     CheckConfig {
         #[arg(long, env = "KASSA_CONFIG")]
@@ -64,6 +85,9 @@ struct ServeArgs {
     /// The folder that holds kassa.redb.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// How log lines are written: `text` for people, `json` (one object a line) for collectors.
+    #[arg(long, env = "KASSA_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 /// The exit status when the data file refused writes after a storage fault: non-zero, so that
@@ -80,7 +104,12 @@ fn load(overrides: &Overrides) -> Result<Config, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    kassa::telemetry::init();
+    let json_logs = match &cli.command {
+        Some(Command::Serve(args)) => args.log_format.as_deref() == Some("json"),
+        None => cli.serve.log_format.as_deref() == Some("json"),
+        _ => std::env::var("KASSA_LOG_FORMAT").is_ok_and(|format| format == "json"),
+    };
+    kassa::telemetry::init(json_logs);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -132,8 +161,44 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            app::backup_file(&config.data_dir, &out)
+            runtime
+                .block_on(app::backup_file(&config.data_dir, &out))
                 .map(|bytes| println!("kassa: copied {bytes} bytes to {}", out.display()))
+        }
+        Command::Sync {
+            provider,
+            from,
+            to,
+            url,
+            token,
+            config,
+            data_dir,
+        } => {
+            let config = match load(&Overrides {
+                config_file: config,
+                listen: None,
+                data_dir,
+            }) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let (url, token) = match app::server_of(&config, url, token) {
+                Ok(server) => server,
+                Err(error) => {
+                    eprintln!("kassa: {error}; give --token");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(app::sync_through_server(&url, &token, &provider, from, to)) {
+                Ok(0) => Ok(()),
+                Ok(failed) => {
+                    eprintln!(
+                        "kassa: {failed} day(s) had a page that failed; run the same command again to go on"
+                    );
+                    return ExitCode::FAILURE;
+                }
+                Err(error) => Err(error),
+            }
         }
         Command::CheckConfig { config } => {
             let config = match load(&Overrides {

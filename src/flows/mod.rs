@@ -37,6 +37,8 @@ pub struct Kassa {
     pub http: reqwest::Client,
     /// Cancelled when kassa shuts down: no new attempt or job starts after it.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// What `/metrics` shows; every PG call is timed into it.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Kassa {
@@ -48,7 +50,11 @@ impl Kassa {
         http: reqwest::Client,
     ) -> Kassa {
         let breakers = Arc::new(breaker::Breakers::new(config.retry.breaker_failures));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let gateways =
+            gateways.map(|gateway| crate::metrics::Measured::wrap(gateway, Arc::clone(&metrics)));
         Kassa {
+            metrics,
             config: Arc::new(config),
             store,
             gateways,

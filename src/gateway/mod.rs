@@ -312,6 +312,19 @@ impl Gateways {
         self
     }
 
+    /// Every configured PG, each passed through `wrap` (to measure its calls, say).
+    #[must_use]
+    pub fn map(
+        self,
+        wrap: impl Fn(Arc<dyn PaymentGateway>) -> Arc<dyn PaymentGateway>,
+    ) -> Gateways {
+        Gateways {
+            portone: self.portone.map(&wrap),
+            toss: self.toss.map(&wrap),
+            payple: self.payple.map(&wrap),
+        }
+    }
+
     pub fn get(&self, provider: Provider) -> Option<&Arc<dyn PaymentGateway>> {
         match provider {
             Provider::PortOne => self.portone.as_ref(),

@@ -65,6 +65,9 @@ impl IntoResponse for ApiError {
         if let Some(payment_id) = self.payment_id {
             error["payment_id"] = serde_json::Value::String(payment_id);
         }
+        if let Some(id) = super::observe::request_id() {
+            error["request_id"] = serde_json::Value::String(id);
+        }
         let mut response =
             (self.status, Json(serde_json::json!({ "error": error }))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {

@@ -9,6 +9,7 @@ pub mod cookie;
 pub mod error;
 pub mod extract;
 pub mod i18n;
+pub mod observe;
 pub mod pages;
 pub mod serve;
 pub mod state;
@@ -38,22 +39,9 @@ pub const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(crate::flows::result
 #[folder = "static/"]
 struct Assets;
 
-/// Marks a request for an admin page, so its answer is kept out of caches and frames.
-#[derive(Debug, Clone, Copy)]
-struct AdminPage;
-
-async fn note_admin_page(mut request: axum::extract::Request) -> axum::extract::Request {
-    if request.uri().path() == "/admin" || request.uri().path().starts_with("/admin/") {
-        request.extensions_mut().insert(AdminPage);
-    }
-    request
-}
-
-async fn private_admin_page(
-    extensions: axum::http::Extensions,
-    mut response: Response,
-) -> Response {
-    if extensions.get::<AdminPage>().is_some() {
+/// An admin page is kept out of caches and frames.
+async fn private_admin_page(uri: axum::http::Uri, mut response: Response) -> Response {
+    if uri.path() == "/admin" || uri.path().starts_with("/admin/") {
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
@@ -69,6 +57,7 @@ async fn private_admin_page(
 #[expect(clippy::too_many_lines, reason = "every route in one table")]
 pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
     let body_read_timeout = state.kassa.config.http.body_read_timeout;
+    let state_for_ids = state.clone();
     // The public endpoints a browser (or a script) can call without a token: per client.
     let limited = || axum::middleware::from_fn_with_state(state.clone(), client::rate_limited);
     let webhook = || axum::middleware::from_fn_with_state(state.clone(), client::webhook_source);
@@ -172,6 +161,12 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
             post(admin::partner_settlements_move),
         )
         .route("/admin/alerts", get(admin::alerts))
+        .route("/metrics", get(observe::metrics))
+        .route("/api/admin/export/payments.csv", get(api::export_payments))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::measure,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
@@ -221,7 +216,6 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::map_response(timeout_as_json))
-        .layer(axum::middleware::map_request(note_admin_page))
         .layer(axum::middleware::map_response(private_admin_page))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
@@ -232,6 +226,10 @@ pub fn router(state: AppState, sandbox: Option<Router>) -> Router {
             .into_response()
         }))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            state_for_ids,
+            observe::request_ids,
+        ))
 }
 
 async fn static_file(Path(path): Path<String>) -> Response {

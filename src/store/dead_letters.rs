@@ -208,3 +208,21 @@ impl Store {
         .await
     }
 }
+
+/// Dead letters neither re-driven nor resolved, unknown refunds left out (they are counted on
+/// their own); at most `LIST_SCAN_ROWS_MAX` are read.
+pub(super) fn pending_count(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
+    let table = txn.open_table(tables::DEAD_LETTERS)?;
+    let mut count = 0;
+    for entry in table.iter()?.take(super::payments::LIST_SCAN_ROWS_MAX) {
+        let (key, value) = entry?;
+        let letter = decode_dead_letter(key.value(), value.value())?;
+        if letter.redriven_at.is_none()
+            && letter.resolved_at.is_none()
+            && letter.job != UNKNOWN_OUTCOME_JOB
+        {
+            count += 1;
+        }
+    }
+    Ok(count)
+}

@@ -94,8 +94,13 @@ impl Store {
 
     /// Copies one read snapshot of every table into a new data file at `out` (which must not
     /// exist), while writes go on; answers how many entries it copied. The copy is a store as
-    /// consistent as any committed state: it opens like the original.
-    pub async fn backup_to(&self, out: &std::path::Path) -> Result<u64, StoreError> {
+    /// consistent as any committed state: it opens like the original, except that it knows it
+    /// is a copy taken at `taken_at`, so a store opened on it treats its open cancels as unknown.
+    pub async fn backup_to(
+        &self,
+        out: &std::path::Path,
+        taken_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
         let out = out.to_path_buf();
         self.read(move |txn| {
             let file = std::fs::OpenOptions::new()
@@ -122,6 +127,12 @@ impl Store {
             let write = copy.begin_write()?;
             let mut copied = 0u64;
             each_table!(copy_tables, txn, &write, &mut copied);
+            // The copy knows it is one: when it is opened, its open cancels count as unknown.
+            let taken_ms = taken_at.timestamp_millis();
+            write.open_table(tables::META)?.insert(
+                super::migrate::RESTORED_KEY,
+                taken_ms.to_le_bytes().as_slice(),
+            )?;
             write.commit()?;
             Ok(copied)
         })

@@ -18,6 +18,9 @@ use redb::{Database, ReadableTable, WriteTransaction};
 pub const SCHEMA_VERSION: u32 = 2;
 
 const VERSION_KEY: &str = "schema_version";
+/// Written into a backup copy (the time it was taken, Unix ms, little-endian): the file that
+/// opens with it was restored, and the PGs may have moved on since.
+pub(super) const RESTORED_KEY: &str = "restored_from_backup_at";
 const COOKIE_KEY: &str = "cookie_key";
 
 /// Records the version of a new file, checks that of an existing one, creates every table, and
@@ -65,6 +68,18 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
             }
         }
     };
+    let restored = txn
+        .open_table(tables::META)?
+        .get(RESTORED_KEY)?
+        .map(|value| value.value().to_vec());
+    if let Some(bytes) = restored {
+        let taken_ms = bytes
+            .try_into()
+            .map(i64::from_le_bytes)
+            .map_err(|_| StoreError::Corrupt("backup mark".into()))?;
+        mark_restored(&txn, taken_ms)?;
+        txn.open_table(tables::META)?.remove(RESTORED_KEY)?;
+    }
     txn.open_table(tables::ORDERS)?;
     txn.open_table(tables::READY_ORDERS)?;
     txn.open_table(tables::PAYMENTS)?;
@@ -297,4 +312,55 @@ mod tests {
         assert_eq!(first, [7; 32]);
         assert_eq!(second, [7; 32]);
     }
+}
+
+/// Most open cancels one restore marks (far above what the queue holds).
+const RESTORED_INTENTS_MAX: usize = 100_000;
+
+/// A restored file knows it was restored: every cancel still open counts as an attempt whose
+/// outcome is unknown, since the PG may have refunded it after the backup was taken. Its next
+/// turn asks the PG before anything is sent, and for Payple (which cannot be asked) waits for
+/// evidence. Returns how many cancels were marked.
+fn mark_restored(txn: &redb::WriteTransaction, taken_ms: i64) -> Result<usize, StoreError> {
+    use redb::ReadableTable;
+    let taken_at = chrono::DateTime::from_timestamp_millis(taken_ms)
+        .ok_or_else(|| StoreError::Corrupt("backup mark time".into()))?;
+    let open: Vec<super::intents::StoredIntent> = {
+        let intents = txn.open_table(tables::CANCEL_INTENTS)?;
+        let mut open = Vec::new();
+        for entry in intents.iter()?.take(RESTORED_INTENTS_MAX) {
+            let (_, value) = entry?;
+            let stored = super::intents::decode_intent(value.value())?;
+            if stored.intent.state == crate::domain::IntentState::Open {
+                open.push(stored);
+            }
+        }
+        open
+    };
+    let marked = open.len();
+    for mut stored in open {
+        let intent = &mut stored.intent;
+        intent.outcome_unknown = true;
+        if intent.in_flight.is_none() {
+            intent.in_flight = Some(crate::domain::AttemptMark {
+                number: intent.attempts,
+                started_at: taken_at,
+            });
+        }
+        super::payments::append_event(
+            txn,
+            intent.payment_id,
+            taken_at,
+            crate::domain::EventKind::OutcomeUnknown,
+            &format!(
+                "the data file was restored from a backup taken at {taken_at}: whether cancel {} reached the PG since is unknown, so the PG is asked before anything is sent",
+                intent.id
+            ),
+        )?;
+        super::intents::put_intent(txn, &stored)?;
+    }
+    if marked > 0 {
+        tracing::warn!(cancels = marked, taken_at = %taken_at, "the data file was restored from a backup; its open cancels count as unknown outcomes until the PG is asked");
+    }
+    Ok(marked)
 }

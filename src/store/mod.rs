@@ -64,7 +64,9 @@ pub use partners::{PartnerSettlement, StatusChange};
 pub use payments::{PaymentFilter, PaymentPage, PaymentView, SettlementStatus};
 pub use queue::{Gate, InFlight, InFlightGuard, JobClaim, JobOutcome, QueuedJob};
 pub use redrive::{Redrive, RedriveOutcome, Resolution};
-pub use reports::{DayTotal, EXPORT_CHUNK_ROWS, OrderDetails, TOTALS_SCAN_ROWS_MAX};
+pub use reports::{
+    DayTotal, EXPORT_CHUNK_ROWS, MetricsSnapshot, OrderDetails, TOTALS_SCAN_ROWS_MAX,
+};
 pub use sync::{Finding, LockOutcome, SettlementRow, SyncCounts, SyncReport};
 
 use crate::clock::{Clock, SystemClock};

@@ -558,6 +558,29 @@ pub(super) fn depth(
         .collect())
 }
 
+/// Jobs waiting per kind, with the creation time of the oldest (Unix ms), for the metrics.
+pub(super) fn depth_and_oldest(
+    queue: &impl ReadableTable<u128, &'static [u8]>,
+) -> Result<Vec<(JobKind, usize, Option<i64>)>, StoreError> {
+    let mut counts: HashMap<JobKind, (usize, Option<i64>)> = HashMap::new();
+    for entry in queue.iter()?.take(super::payments::LIST_SCAN_ROWS_MAX) {
+        let (_, value) = entry?;
+        let record: JobRecord = decode("job", JOB_RECORD, value.value())?;
+        let slot = counts.entry(kind_named(&record.kind)?).or_default();
+        slot.0 += 1;
+        slot.1 = Some(slot.1.map_or(record.created_at_ms, |oldest| {
+            oldest.min(record.created_at_ms)
+        }));
+    }
+    Ok(JobKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let (depth, oldest) = counts.get(&kind).copied().unwrap_or((0, None));
+            (kind, depth, oldest)
+        })
+        .collect())
+}
+
 /// When the first job is due, for the worker's sleep.
 pub(super) fn first_due(
     due: &impl ReadableTable<(u64, u128), ()>,

@@ -175,3 +175,73 @@ impl Store {
         .await
     }
 }
+
+/// Counts the metrics show, read in one snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSnapshot {
+    /// Payments by (provider, status).
+    pub payments: HashMap<(crate::domain::Provider, PaymentStatus), u64>,
+    /// Cancel intents by (provider, state).
+    pub cancels: HashMap<(crate::domain::Provider, &'static str), u64>,
+    /// Jobs waiting by kind, and the oldest one's creation time.
+    pub queue: Vec<(crate::domain::job::JobKind, usize, Option<DateTime<Utc>>)>,
+    /// Dead letters not yet re-driven or resolved.
+    pub dead_letters: u64,
+    /// Refunds whose outcome is unknown.
+    pub unknown_refunds: u64,
+    /// True when a scan stopped at `TOTALS_SCAN_ROWS_MAX`.
+    pub cut_short: bool,
+}
+
+impl Store {
+    /// What `/metrics` shows of the store; each scan stops at `TOTALS_SCAN_ROWS_MAX`.
+    pub async fn metrics_snapshot(&self) -> Result<MetricsSnapshot, StoreError> {
+        self.read(move |txn| {
+            use redb::{ReadableTable, ReadableTableMetadata};
+            let mut snapshot = MetricsSnapshot::default();
+            let payments = txn.open_table(tables::PAYMENTS)?;
+            let mut scanned = 0;
+            for entry in payments.iter()?.take(TOTALS_SCAN_ROWS_MAX) {
+                let (_, value) = entry?;
+                scanned += 1;
+                let payment = decode_payment(value.value())?.payment;
+                *snapshot
+                    .payments
+                    .entry((payment.provider, payment.status()))
+                    .or_default() += 1;
+            }
+            let mut cut_short = scanned == TOTALS_SCAN_ROWS_MAX;
+            let intents = txn.open_table(tables::CANCEL_INTENTS)?;
+            scanned = 0;
+            for entry in intents.iter()?.take(TOTALS_SCAN_ROWS_MAX) {
+                let (_, value) = entry?;
+                scanned += 1;
+                let intent = super::intents::decode_intent(value.value())?.intent;
+                let provider = match payments.get(intent.payment_id.as_u128())? {
+                    Some(value) => decode_payment(value.value())?.payment.provider,
+                    None => continue,
+                };
+                *snapshot
+                    .cancels
+                    .entry((provider, intent.state.as_str()))
+                    .or_default() += 1;
+            }
+            cut_short |= scanned == TOTALS_SCAN_ROWS_MAX;
+            snapshot.queue = super::queue::depth_and_oldest(&txn.open_table(tables::QUEUE)?)?
+                .into_iter()
+                .map(|(kind, depth, oldest)| {
+                    (
+                        kind,
+                        depth,
+                        oldest.and_then(DateTime::from_timestamp_millis),
+                    )
+                })
+                .collect();
+            snapshot.dead_letters = super::dead_letters::pending_count(txn)?;
+            snapshot.unknown_refunds = txn.open_table(tables::UNKNOWN_INTENTS)?.len()?;
+            snapshot.cut_short = cut_short;
+            Ok(snapshot)
+        })
+        .await
+    }
+}

@@ -123,3 +123,66 @@ async fn a_backup_needs_the_admin_token() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_restored_file_counts_its_open_cancels_as_unknown_outcomes() {
+    let app = TestApp::spawn().await;
+    let (payment_id, _) = app.paid("order-restore-open", 15_000).await;
+    let intent = app.store_cancel(&payment_id, "restore-open-key").await;
+    assert_eq!(intent.state, kassa::domain::IntentState::Open);
+    let copy = backup(&app).await;
+
+    let (dir, restored) = restore(&copy);
+    let after = restored.cancel_intent(intent.id).await.unwrap().unwrap();
+    assert_eq!(after.state, kassa::domain::IntentState::Open);
+    assert!(
+        after.outcome_unknown,
+        "a restored open cancel must ask the PG first"
+    );
+    assert!(
+        after.in_flight.is_some(),
+        "it counts as an attempt that was cut off"
+    );
+    let view = restored
+        .payment(kassa::domain::PaymentId::parse(&payment_id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        view.events
+            .iter()
+            .any(|event| event.detail.contains("restored from a backup")),
+        "{:?}",
+        view.events
+    );
+    // The mark is used once: opening the file again changes nothing more.
+    let digest = restored.digest().await.unwrap();
+    drop(restored);
+    // The writer thread lets go of the file once it sees the store dropped.
+    let mut again = None;
+    for _ in 0..100 {
+        match kassa::store::Store::open(dir.path(), || [0; 32]) {
+            Ok(store) => {
+                again = Some(store);
+                break;
+            }
+            Err(kassa::store::StoreError::Locked(_)) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+    let again = again.expect("the restored file opens again");
+    assert_eq!(again.digest().await.unwrap(), digest);
+
+    // The running kassa's own cancel is untouched.
+    let original = app
+        .kassa
+        .store
+        .cancel_intent(intent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!original.outcome_unknown);
+    assert!(original.in_flight.is_none());
+}

@@ -4,6 +4,7 @@
     reason = "a test fails loudly on an unexpected value"
 )]
 
+mod admin;
 mod backup;
 mod bad_input;
 mod browser;
@@ -14,6 +15,7 @@ mod hostile;
 mod kill;
 mod mypage;
 mod nothing_missed;
+mod packaging;
 mod partners;
 mod payments;
 mod payple;

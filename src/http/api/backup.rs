@@ -17,7 +17,7 @@ pub async fn backup(State(state): State<AppState>, _: Admin) -> Result<Response,
         "backup-{}.redb.partial",
         kassa.env.new_uuid().simple()
     ));
-    let entries = kassa.store.backup_to(&partial).await;
+    let entries = kassa.store.backup_to(&partial, kassa.env.now()).await;
     let opened = match entries {
         Ok(entries) => tokio::fs::File::open(&partial)
             .await

@@ -17,12 +17,14 @@ use serde_json::{Value, json};
 
 mod backup;
 mod cancels;
+mod export;
 mod orders;
 mod payments;
 mod settlement;
 
 pub use backup::*;
 pub use cancels::*;
+pub use export::*;
 pub use orders::*;
 pub use payments::*;
 pub use settlement::*;
