@@ -597,7 +597,11 @@ pub async fn backup_from_server(url: &str, token: &Secret, out: &Path) -> Result
 }
 
 /// `kassa backup` without a server: a consistent copy of the data file, taken while holding it.
-pub async fn backup_file(data_dir: &Path, out: &Path) -> Result<u64, AppError> {
+pub async fn backup_file(
+    data_dir: &Path,
+    out: &Path,
+    taken_at: chrono::DateTime<chrono::Utc>,
+) -> Result<u64, AppError> {
     // Opening would create an empty file where there is none: a mistyped directory is refused.
     let file = data_dir.join("kassa.redb");
     if !file.is_file() {
@@ -605,7 +609,7 @@ pub async fn backup_file(data_dir: &Path, out: &Path) -> Result<u64, AppError> {
     }
     let store = Store::open(data_dir, || [0u8; 32])?;
     // The same copy as the online backup: one snapshot, marked as a copy.
-    store.backup_to(out, chrono::Utc::now()).await?;
+    store.backup_to(out, taken_at).await?;
     drop(store);
     std::fs::metadata(out)
         .map(|meta| meta.len())

@@ -102,6 +102,10 @@ fn load(overrides: &Overrides) -> Result<Config, ExitCode> {
     })
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per command, read top to bottom"
+)]
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_logs = match &cli.command {
@@ -162,7 +166,11 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             runtime
-                .block_on(app::backup_file(&config.data_dir, &out))
+                .block_on(app::backup_file(
+                    &config.data_dir,
+                    &out,
+                    Env::system().now(),
+                ))
                 .map(|bytes| println!("kassa: copied {bytes} bytes to {}", out.display()))
         }
         Command::Sync {

@@ -278,42 +278,6 @@ fn migrate_intent(
 /// Makes the ids of the dead letter and alert a migrated intent gets from its own id.
 const MIGRATED_RECORD_MASK: u128 = 0x0000_0000_0000_0000_0000_0000_0000_0d1e;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_file_from_a_newer_kassa_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kassa.redb");
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(tables::META)
-                .unwrap()
-                .insert(VERSION_KEY, (SCHEMA_VERSION + 1).to_le_bytes().as_slice())
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        let error = crate::store::Store::open(dir.path(), || [0; 32]).unwrap_err();
-        assert!(
-            matches!(error, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn the_cookie_key_is_made_once_and_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kassa.redb");
-        let db = Database::create(&path).unwrap();
-        let first = prepare(&db, || [7; 32]).unwrap();
-        let second = prepare(&db, || [9; 32]).unwrap();
-        assert_eq!(first, [7; 32]);
-        assert_eq!(second, [7; 32]);
-    }
-}
-
 /// Most open cancels one restore marks (far above what the queue holds).
 const RESTORED_INTENTS_MAX: usize = 100_000;
 
@@ -363,4 +327,40 @@ fn mark_restored(txn: &redb::WriteTransaction, taken_ms: i64) -> Result<usize, S
         tracing::warn!(cancels = marked, taken_at = %taken_at, "the data file was restored from a backup; its open cancels count as unknown outcomes until the PG is asked");
     }
     Ok(marked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_from_a_newer_kassa_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kassa.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(tables::META)
+                .unwrap()
+                .insert(VERSION_KEY, (SCHEMA_VERSION + 1).to_le_bytes().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let error = crate::store::Store::open(dir.path(), || [0; 32]).unwrap_err();
+        assert!(
+            matches!(error, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_cookie_key_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kassa.redb");
+        let db = Database::create(&path).unwrap();
+        let first = prepare(&db, || [7; 32]).unwrap();
+        let second = prepare(&db, || [9; 32]).unwrap();
+        assert_eq!(first, [7; 32]);
+        assert_eq!(second, [7; 32]);
+    }
 }

@@ -21,7 +21,7 @@ pub async fn sign_in(app: &TestApp) -> String {
             reqwest::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )
-        .body(serde_urlencoded::to_string(&[("token", ADMIN_TOKEN)]).unwrap())
+        .body(serde_urlencoded::to_string([("token", ADMIN_TOKEN)]).unwrap())
         .send()
         .await
         .unwrap();
@@ -71,7 +71,7 @@ async fn the_admin_signs_in_with_the_token_and_out_again() {
             reqwest::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )
-        .body(serde_urlencoded::to_string(&[("token", "not-the-token")]).unwrap())
+        .body(serde_urlencoded::to_string([("token", "not-the-token")]).unwrap())
         .send()
         .await
         .unwrap();
@@ -111,7 +111,7 @@ async fn the_admin_signs_in_with_the_token_and_out_again() {
             reqwest::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )
-        .body(serde_urlencoded::to_string(&[("csrf", "0".repeat(64))]).unwrap())
+        .body(serde_urlencoded::to_string([("csrf", "0".repeat(64))]).unwrap())
         .send()
         .await
         .unwrap();
@@ -127,7 +127,7 @@ async fn the_admin_signs_in_with_the_token_and_out_again() {
             reqwest::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )
-        .body(serde_urlencoded::to_string(&[("csrf", csrf_of(&html))]).unwrap())
+        .body(serde_urlencoded::to_string([("csrf", csrf_of(&html))]).unwrap())
         .send()
         .await
         .unwrap();
@@ -156,7 +156,7 @@ async fn sign_in_attempts_are_bounded_per_client() {
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
-            .body(serde_urlencoded::to_string(&[("token", "guess")]).unwrap())
+            .body(serde_urlencoded::to_string([("token", "guess")]).unwrap())
             .send()
             .await
             .unwrap();
@@ -176,7 +176,7 @@ async fn sign_in_attempts_are_bounded_per_client() {
             reqwest::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )
-        .body(serde_urlencoded::to_string(&[("token", ADMIN_TOKEN)]).unwrap())
+        .body(serde_urlencoded::to_string([("token", ADMIN_TOKEN)]).unwrap())
         .send()
         .await
         .unwrap();
@@ -241,7 +241,7 @@ async fn the_admin_finds_a_payment_and_cancels_part_of_it_once() {
             "application/x-www-form-urlencoded",
         )
         .body(
-            serde_urlencoded::to_string(&[
+            serde_urlencoded::to_string([
                 ("csrf", "f".repeat(64).as_str()),
                 ("key", key.as_str()),
                 ("amount", "10000"),
@@ -384,8 +384,9 @@ async fn metrics_are_prometheus_text_with_payments_queues_and_latency() {
                         .all(|(key, value)| sample.labels.get(key) == Some(*value))
             })
             .map(|sample| match sample.value {
-                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) => v,
-                prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
                 _ => f64::NAN,
             })
     };

@@ -269,7 +269,7 @@ async fn a_buyer_pays_in_the_browser_and_sees_the_result_and_their_payment() {
     browser.goto(&app.url("/payment/mypage")).await;
     browser
         .wait_for(&format!(
-            "document.querySelector('tr.payment[data-order=\"{order_id}\"][data-status=\"PAID\"]')"
+            "document.querySelector('.payment[data-order=\"{order_id}\"][data-status=\"PAID\"]')"
         ))
         .await;
     browser.screenshot("5-mypage").await;
@@ -348,7 +348,7 @@ async fn a_buyer_pays_with_toss_and_cancels_from_my_payments() {
         .click(&format!("button.cancel[data-order=\"{order_id}\"]"))
         .await;
     browser
-        .wait_for(&format!("document.querySelector('tr.payment[data-order=\"{order_id}\"][data-status=\"CANCELLED\"]')"))
+        .wait_for(&format!("document.querySelector('.payment[data-order=\"{order_id}\"][data-status=\"CANCELLED\"]')"))
         .await;
     browser.screenshot("6-mypage-cancelled").await;
     let key = payments[0]["pg_tid"].as_str().unwrap();
@@ -419,4 +419,87 @@ async fn a_payple_result_page_asks_again_when_payple_was_down() {
         .wait_for("document.querySelector('#result-code').textContent === 'PAID'")
         .await;
     assert_eq!(app.payments_of("order-ppl-live").await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_admin_signs_in_finds_a_payment_and_cancels_part_of_it_on_a_phone() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let (payment_id, imp_uid) = app.paid("order-admin-browser", 30_000).await;
+    // A phone-sized window.
+    browser
+        .call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
+        )
+        .await;
+    browser.goto(&app.url("/admin")).await;
+    browser.wait_for("document.querySelector('#token')").await;
+    browser
+        .eval(&format!(
+            "document.querySelector('#token').value = '{}'",
+            crate::support::ADMIN_TOKEN
+        ))
+        .await;
+    browser.click("#sign-in").await;
+    browser
+        .wait_for("document.querySelector('#dead-letter-count')")
+        .await;
+    let paid_today = browser
+        .eval("document.querySelector('.day .paid').textContent")
+        .await;
+    assert_eq!(paid_today, json!("30,000원"));
+    let wide = "document.documentElement.scrollWidth > window.innerWidth";
+    assert_eq!(
+        browser.eval(wide).await,
+        json!(false),
+        "the overview scrolls sideways"
+    );
+    browser.screenshot("7-admin-overview").await;
+
+    browser
+        .click(".admin-nav a[href=\"/admin/payments\"]")
+        .await;
+    browser.wait_for("document.querySelector('#q')").await;
+    browser
+        .eval("document.querySelector('#q').value = 'order-admin-browser'")
+        .await;
+    browser.click("#search").await;
+    browser
+        .wait_for("document.querySelector('.payment[data-order=\"order-admin-browser\"] a')")
+        .await;
+    assert_eq!(
+        browser.eval(wide).await,
+        json!(false),
+        "the list scrolls sideways"
+    );
+    browser
+        .click(".payment[data-order=\"order-admin-browser\"] a")
+        .await;
+    browser
+        .wait_for("document.querySelector('#cancel-form')")
+        .await;
+    browser
+        .eval("document.querySelector('#amount').value = '12000'")
+        .await;
+    browser.click("#cancel").await;
+    browser
+        .wait_for("document.querySelector('#notice') && document.querySelector('#payment').dataset.status === 'PARTIALLY_CANCELLED'")
+        .await;
+    let balance = browser
+        .eval("document.querySelector('#balance').textContent")
+        .await;
+    assert_eq!(balance, json!("18,000원"));
+    assert_eq!(
+        browser.eval(wide).await,
+        json!(false),
+        "the payment scrolls sideways"
+    );
+    assert_eq!(app.pg_state(&imp_uid).await["cancel_amount"], 12_000);
+    assert_eq!(app.payment(&payment_id).await["cancelled_amount"], 12_000);
+
+    browser.click("#sign-out").await;
+    browser.wait_for("document.querySelector('#token')").await;
 }

@@ -137,8 +137,7 @@ pub async fn run_settlement_sync(
     };
     let range = match (&body.date, &body.from, &body.to) {
         (None, Some(from), Some(to)) => Some((body_date("from", from)?, body_date("to", to)?)),
-        (None, None, None) => None,
-        (Some(_), None, None) => None,
+        (_, None, None) => None,
         _ => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono_tz::Asia::Seoul;
 use serde::Deserialize;
 
-/// Most payments the "my payments" page shows.
-pub const MYPAGE_ROWS_MAX: usize = 100;
+/// Payments one page of "my payments" shows; older ones are on the next page.
+pub const MYPAGE_ROWS_MAX: usize = 20;
 
 /// The buyer of the request, or a new one whose cookie goes out with the response.
 fn buyer(
@@ -443,7 +443,11 @@ struct PaymentRow {
     /// The form's CSRF token, tied to the buyer and to `key`.
     csrf: String,
     order_id: String,
+    name: String,
     amount: String,
+    refunded: Option<String>,
+    /// Each refund carried out: its amount and its date.
+    refunds: Vec<(String, String)>,
     status: &'static str,
     status_text: &'static str,
     paid_at: String,
@@ -453,52 +457,109 @@ struct PaymentRow {
 #[template(path = "pages/mypage.html")]
 struct MyPage {
     t: &'static Texts,
+    lang: Lang,
     rows: Vec<PaymentRow>,
+    next: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct MypageQuery {
+    #[serde(default)]
+    before: Option<String>,
 }
 
 /// The buyer's own payments: found through the signed cookie only, so nobody sees another's.
 pub async fn mypage(
     State(state): State<AppState>,
     headers: HeaderMap,
+    query: Result<Query<MypageQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
     let lang = Lang::from_headers(&headers);
     let texts = lang.texts();
-    let rows = match cookie::buyer_of(state.cookie_key(), &headers) {
-        None => Vec::new(),
-        Some(buyer) => state
-            .kassa
-            .store
-            .list_buyer_payments(buyer, MYPAGE_ROWS_MAX, None)
-            .await
-            .map_err(|error| PageError::from_flow(lang, &error.into()))?
-            .items
-            .iter()
-            .map(|view| {
-                let key = state.kassa.env.random_hex(16);
-                PaymentRow {
-                    payment_id: view.payment.id.to_string(),
-                    cancellable: matches!(
-                        view.payment.status(),
-                        crate::domain::PaymentStatus::Paid
-                            | crate::domain::PaymentStatus::PartiallyCancelled
-                    ),
-                    csrf: cookie::csrf_token(state.cookie_key(), buyer, &key),
-                    key,
-                    order_id: view.payment.order_id.as_str().to_owned(),
-                    amount: format_won(lang, view.payment.amount.won()),
-                    status: view.payment.status().as_str(),
-                    status_text: texts.status(view.payment.status().as_str()),
-                    paid_at: view
-                        .payment
-                        .paid_at
-                        .with_timezone(&Seoul)
-                        .format("%Y-%m-%d %H:%M")
-                        .to_string(),
-                }
-            })
-            .collect(),
+    let failed = |error: crate::store::StoreError| PageError::from_flow(lang, &error.into());
+    let before = query
+        .ok()
+        .and_then(|Query(query)| query.before)
+        .and_then(|raw| crate::domain::PaymentId::parse(&raw).ok());
+    let Some(buyer) = cookie::buyer_of(state.cookie_key(), &headers) else {
+        return Ok(MyPage {
+            t: texts,
+            lang,
+            rows: Vec::new(),
+            next: None,
+        }
+        .into_response());
     };
-    Ok(MyPage { t: texts, rows }.into_response())
+    let store = &state.kassa.store;
+    let page = store
+        .list_buyer_payments(buyer, MYPAGE_ROWS_MAX, before)
+        .await
+        .map_err(failed)?;
+    let details = store
+        .order_details(
+            page.items
+                .iter()
+                .map(|view| view.payment.order_id.clone())
+                .collect(),
+        )
+        .await
+        .map_err(failed)?;
+    let day = |at: chrono::DateTime<chrono::Utc>| {
+        at.with_timezone(&Seoul)
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    };
+    let mut rows = Vec::with_capacity(page.items.len());
+    for view in &page.items {
+        let payment = &view.payment;
+        let refunds = if payment.cancelled_amount().won() > 0 {
+            store
+                .intents_of_payment(payment.id)
+                .await
+                .map_err(failed)?
+                .iter()
+                .filter(|intent| intent.state == crate::domain::IntentState::Done)
+                .map(|intent| {
+                    (
+                        format_won(lang, intent.amount.won()),
+                        intent.done_at.map(day).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let key = state.kassa.env.random_hex(16);
+        rows.push(PaymentRow {
+            payment_id: payment.id.to_string(),
+            cancellable: matches!(
+                payment.status(),
+                crate::domain::PaymentStatus::Paid
+                    | crate::domain::PaymentStatus::PartiallyCancelled
+            ),
+            csrf: cookie::csrf_token(state.cookie_key(), buyer, &key),
+            key,
+            order_id: payment.order_id.as_str().to_owned(),
+            name: details.get(&payment.order_id).map_or_else(
+                || payment.order_id.as_str().to_owned(),
+                |details| details.name.clone(),
+            ),
+            amount: format_won(lang, payment.amount.won()),
+            refunded: (payment.cancelled_amount().won() > 0)
+                .then(|| format_won(lang, payment.cancelled_amount().won())),
+            refunds,
+            status: payment.status().as_str(),
+            status_text: texts.status(payment.status().as_str()),
+            paid_at: day(payment.paid_at),
+        });
+    }
+    Ok(MyPage {
+        t: texts,
+        lang,
+        rows,
+        next: page.next_cursor.map(|cursor| cursor.to_string()),
+    }
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -74,6 +74,10 @@ struct OverviewPage {
     cut_short: bool,
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one page, its figures gathered top to bottom"
+)]
 pub async fn overview(
     State(state): State<AppState>,
     signed: Signed,
