@@ -79,9 +79,20 @@ pub async fn metrics(
     caller: super::extract::Caller,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let local = client.ip.is_some_and(|ip| ip.is_loopback())
-        && !headers.contains_key("x-forwarded-for")
-        && !headers.contains_key(header::FORWARDED);
+    // A proxy on this machine makes every request look local: a trusted proxy's requests, or
+    // any that carry a forwarding header, need the token.
+    let proxied = client.ip.is_some_and(|ip| {
+        state
+            .kassa
+            .config
+            .http
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&ip))
+    }) || ["x-forwarded-for", "forwarded", "x-real-ip"]
+        .iter()
+        .any(|name| headers.contains_key(*name));
+    let local = client.ip.is_some_and(|ip| ip.is_loopback()) && !proxied;
     if !local && caller != super::extract::Caller::Admin {
         return super::error::ApiError::unauthorized().into_response();
     }

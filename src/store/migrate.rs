@@ -281,21 +281,32 @@ const MIGRATED_RECORD_MASK: u128 = 0x0000_0000_0000_0000_0000_0000_0000_0d1e;
 /// Most open cancels one restore marks (far above what the queue holds).
 const RESTORED_INTENTS_MAX: usize = 100_000;
 
-/// A restored file knows it was restored: every cancel still open counts as an attempt whose
-/// outcome is unknown, since the PG may have refunded it after the backup was taken. Its next
+/// A restored file knows it was restored: every cancel still open (or dead-lettered) counts as
+/// an attempt whose outcome is unknown, since the PG may have refunded it after the backup was
+/// taken (a re-drive made on the original, say). Its next
 /// turn asks the PG before anything is sent, and for Payple (which cannot be asked) waits for
 /// evidence. Returns how many cancels were marked.
 fn mark_restored(txn: &redb::WriteTransaction, taken_ms: i64) -> Result<usize, StoreError> {
     use redb::ReadableTable;
     let taken_at = chrono::DateTime::from_timestamp_millis(taken_ms)
         .ok_or_else(|| StoreError::Corrupt("backup mark time".into()))?;
+    // Every intent is read (history stays in the table), and every one still open or dead is
+    // marked: a cancel left out could be sent again blind, so too many refuses the open.
     let open: Vec<super::intents::StoredIntent> = {
         let intents = txn.open_table(tables::CANCEL_INTENTS)?;
         let mut open = Vec::new();
-        for entry in intents.iter()?.take(RESTORED_INTENTS_MAX) {
+        for entry in intents.iter()? {
             let (_, value) = entry?;
             let stored = super::intents::decode_intent(value.value())?;
-            if stored.intent.state == crate::domain::IntentState::Open {
+            if matches!(
+                stored.intent.state,
+                crate::domain::IntentState::Open | crate::domain::IntentState::Dead
+            ) {
+                if open.len() == RESTORED_INTENTS_MAX {
+                    return Err(StoreError::Bug(format!(
+                        "the restored file holds more than {RESTORED_INTENTS_MAX} open cancels"
+                    )));
+                }
                 open.push(stored);
             }
         }
@@ -304,8 +315,9 @@ fn mark_restored(txn: &redb::WriteTransaction, taken_ms: i64) -> Result<usize, S
     let marked = open.len();
     for mut stored in open {
         let intent = &mut stored.intent;
+        // A dead letter re-driven after the restore asks the PG (or, for Payple, waits) too.
         intent.outcome_unknown = true;
-        if intent.in_flight.is_none() {
+        if intent.state == crate::domain::IntentState::Open && intent.in_flight.is_none() {
             intent.in_flight = Some(crate::domain::AttemptMark {
                 number: intent.attempts,
                 started_at: taken_at,
