@@ -527,3 +527,262 @@ async fn a_range_of_days_syncs_one_report_per_day() {
         assert_eq!(body["error"]["code"], code, "{range}");
     }
 }
+
+async fn post_form(
+    app: &TestApp,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, String, String) {
+    let response = no_redirects()
+        .post(app.url(path))
+        .header(COOKIE, cookie)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(serde_urlencoded::to_string(form).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, location, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_re_driven_from_its_page_and_refunds_once() {
+    let app = TestApp::spawn().await;
+    let (payment_id, imp_uid) = app.paid("order-admin-dead", 15_000).await;
+    app.fault("portone.cancel", "status401", 2).await;
+    let (status, body) = app
+        .cancel(
+            &payment_id,
+            "admin-dead-key",
+            &json!({ "reason": "refund" }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("CANCEL_FAILED"))
+    );
+    let cookie = sign_in(&app).await;
+    let (_, html) = page(&app, &cookie, "/admin/dead-letters").await;
+    assert!(
+        html.contains(&format!("data-payment=\"{payment_id}\"")),
+        "{html}"
+    );
+    assert!(html.contains("credentials"), "the reason is shown");
+    assert!(
+        !html.contains("name=\"console_checked\""),
+        "a refused PortOne cancel needs no console check"
+    );
+    let id = crate::payple::letter_of(&app, &payment_id).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let csrf = csrf_of(&html);
+    // Without the form's token nothing is sent.
+    let (status, _, _) = post_form(
+        &app,
+        &cookie,
+        &format!("/admin/dead-letters/{id}/redrive"),
+        &[("csrf", "")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, location, _) = post_form(
+        &app,
+        &cookie,
+        &format!("/admin/dead-letters/{id}/redrive"),
+        &[("csrf", &csrf), ("note", "credentials fixed")],
+    )
+    .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/admin/dead-letters?done=redriven")
+    );
+    app.advance_ms(61_000);
+    app.run_jobs().await;
+    assert_eq!(app.payment(&payment_id).await["status"], "CANCELLED");
+    assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 1);
+    // Sent again, the form is refused with a reason, and nothing more is refunded.
+    let (status, _, html) = post_form(
+        &app,
+        &cookie,
+        &format!("/admin/dead-letters/{id}/redrive"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(html.contains("이미 환불된"), "{html}");
+    assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 1);
+    let (_, html) = page(&app, &cookie, "/admin/dead-letters").await;
+    assert!(html.contains("id=\"no-letters\""), "{html}");
+}
+
+#[tokio::test]
+async fn an_unknown_payple_refund_needs_the_console_check_and_is_resolved_with_a_note() {
+    let app = TestApp::spawn().await;
+    let payment_id = crate::payple::payple_payment(&app, "order-admin-pp", 20_000).await;
+    app.fault("payple.cancel", "lost_response", 1).await;
+    let (_, body) = app
+        .cancel(
+            &payment_id,
+            "admin-pp-key",
+            &json!({ "amount": 5_000, "reason": "partial" }),
+        )
+        .await;
+    assert_eq!(body["status"], "CANCEL_UNKNOWN");
+    let cookie = sign_in(&app).await;
+    let (_, html) = page(&app, &cookie, "/admin/dead-letters").await;
+    assert!(html.contains("data-job=\"unknown_outcome\""), "{html}");
+    assert!(
+        html.contains("name=\"console_checked\""),
+        "the console check is asked for"
+    );
+    let (_, html_overview) = page(&app, &cookie, "/admin").await;
+    assert!(
+        html_overview.contains("id=\"unknown-count\">1<"),
+        "{html_overview}"
+    );
+    let id = crate::payple::letter_of(&app, &payment_id).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let csrf = csrf_of(&html);
+    // Without the tick a re-drive is refused, and Payple hears nothing.
+    let (status, _, text) = post_form(
+        &app,
+        &cookie,
+        &format!("/admin/dead-letters/{id}/redrive"),
+        &[("csrf", &csrf), ("note", "retry")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(text.contains("PG 관리자 화면"), "{text}");
+    assert_eq!(app.pg_calls("payple.cancel").await, 1);
+    // A resolve needs a note.
+    let (status, _, _) = post_form(
+        &app,
+        &cookie,
+        &format!("/admin/dead-letters/{id}/resolve"),
+        &[("csrf", &csrf), ("outcome", "refunded"), ("note", "")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, location, _) = post_form(
+        &app,
+        &cookie,
+        &format!("/admin/dead-letters/{id}/resolve"),
+        &[
+            ("csrf", &csrf),
+            ("outcome", "refunded"),
+            ("pg_ref", ""),
+            ("note", "Payple 관리자 화면에서 환불 확인"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/admin/dead-letters?done=resolved")
+    );
+    let payment = app.payment(&payment_id).await;
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED", "{payment}");
+    assert_eq!(payment["cancelled_amount"], 5_000);
+    assert_eq!(app.pg_calls("payple.cancel").await, 1, "never sent again");
+}
+
+#[tokio::test]
+async fn the_sync_and_partner_pages_run_and_move_forward() {
+    let app = TestApp::spawn().await;
+    let order = json!({ "order_id": "order-admin-partner", "amount": 10_000, "name": "상품", "partner_id": "p-coffee" });
+    assert_eq!(
+        app.admin_post("/api/orders", &order).await.0,
+        StatusCode::CREATED
+    );
+    let imp_uid = app.pg_payment("order-admin-partner", 10_000).await;
+    assert_eq!(
+        app.complete(&imp_uid, "order-admin-partner").await.0,
+        StatusCode::OK
+    );
+    let cookie = sign_in(&app).await;
+
+    let (_, html) = page(&app, &cookie, "/admin/settlement-sync").await;
+    let csrf = csrf_of(&html);
+    assert!(html.contains("id=\"sync-form\""), "{html}");
+    let (status, location, _) = post_form(
+        &app,
+        &cookie,
+        "/admin/settlement-sync/run",
+        &[
+            ("csrf", &csrf),
+            ("provider", "toss"),
+            ("from", "2026-11-22"),
+            ("to", "2026-11-22"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location, "/admin/settlement-sync?done=sync&date=2026-11-22");
+    let (_, html) = page(&app, &cookie, &location).await;
+    assert!(
+        html.contains("data-provider=\"toss\" data-date=\"2026-11-22\" data-complete=\"true\""),
+        "{html}"
+    );
+    // Today is not a past day.
+    let (status, _, _) = post_form(
+        &app,
+        &cookie,
+        "/admin/settlement-sync/run",
+        &[
+            ("csrf", &csrf),
+            ("provider", "toss"),
+            ("from", "2026-11-23"),
+            ("to", "2026-11-23"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    let (status, location, _) = post_form(
+        &app,
+        &cookie,
+        "/admin/partner-settlements/run",
+        &[("csrf", &csrf), ("date", "2026-11-23")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, html) = page(&app, &cookie, &location).await;
+    assert!(
+        html.contains("data-partner=\"p-coffee\" data-status=\"REQUESTED\""),
+        "{html}"
+    );
+    assert!(html.contains("10,000원"), "{html}");
+    let (status, location, _) = post_form(
+        &app,
+        &cookie,
+        "/admin/partner-settlements/2026-11-23:p-coffee/status",
+        &[("csrf", &csrf), ("status", "PROCESSING")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, html) = page(&app, &cookie, &location).await;
+    assert!(
+        html.contains("data-partner=\"p-coffee\" data-status=\"PROCESSING\""),
+        "{html}"
+    );
+    // Backwards is refused.
+    let (status, _, _) = post_form(
+        &app,
+        &cookie,
+        "/admin/partner-settlements/2026-11-23:p-coffee/status",
+        &[("csrf", &csrf), ("status", "REQUESTED")],
+    )
+    .await;
+    assert!(status.is_client_error(), "{status}");
+}

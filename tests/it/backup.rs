@@ -186,3 +186,42 @@ async fn a_restored_file_counts_its_open_cancels_as_unknown_outcomes() {
     assert!(!original.outcome_unknown);
     assert!(original.in_flight.is_none());
 }
+
+#[tokio::test]
+async fn a_restored_file_counts_its_dead_letters_as_unknown_outcomes_too() {
+    let app = TestApp::spawn().await;
+    let (payment_id, _) = app.paid("order-restore-dead", 15_000).await;
+    app.fault("portone.cancel", "status401", 2).await;
+    let (status, body) = app
+        .cancel(
+            &payment_id,
+            "restore-dead-key",
+            &json!({ "reason": "refund" }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("CANCEL_FAILED"))
+    );
+    let cancel_id = kassa::domain::CancelId::parse(body["cancel_id"].as_str().unwrap()).unwrap();
+    let dead = app
+        .kassa
+        .store
+        .cancel_intent(cancel_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dead.state, kassa::domain::IntentState::Dead);
+    assert!(
+        !dead.outcome_unknown,
+        "the PG refused it: its outcome is known here"
+    );
+
+    let (_dir, restored) = restore(&backup(&app).await);
+    let after = restored.cancel_intent(cancel_id).await.unwrap().unwrap();
+    assert_eq!(after.state, kassa::domain::IntentState::Dead);
+    // A re-drive after the restore (the original may have been re-driven and refunded since)
+    // asks the PG first, and for Payple waits for evidence.
+    assert!(after.outcome_unknown);
+    assert!(after.in_flight.is_none(), "a dead letter holds no attempt");
+}

@@ -127,7 +127,7 @@ async fn a_tampered_payple_payment_is_refunded_through_payple() {
 }
 
 /// A paid Payple payment of `amount` for a new order; answers its payment id.
-async fn payple_payment(app: &TestApp, order_id: &str, amount: i64) -> String {
+pub(crate) async fn payple_payment(app: &TestApp, order_id: &str, amount: i64) -> String {
     payple_order(app, order_id, amount).await;
     let paid = payple_paid(app, order_id, amount).await;
     let (status, payment) = result_post(app, &paid, amount).await;
@@ -156,7 +156,7 @@ async fn payple_sync(app: &TestApp, date: &str) -> Value {
     report
 }
 
-async fn letter_of(app: &TestApp, payment_id: &str) -> Value {
+pub(crate) async fn letter_of(app: &TestApp, payment_id: &str) -> Value {
     let (_, letters) = app.admin_get("/api/admin/dead-letters").await;
     letters["items"]
         .as_array()
