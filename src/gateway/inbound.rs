@@ -194,8 +194,92 @@ pub fn payple_notice(body: &[u8], is_json: bool) -> Result<Hint, InboundError> {
 pub enum PaypleResult {
     /// Payple says it was paid: the payment to verify with the result inquiry.
     Paid(Hint),
-    /// Payple says the payment was not completed.
-    Failed(OrderId),
+    /// Payple says the payment was not completed, and why.
+    Failed(OrderId, CheckoutEnd),
+}
+
+/// Why a PG's checkout window ended without a payment, as far as the window says. Only these
+/// three reach the buyer's page: the PG's own message is never echoed from the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckoutEnd {
+    /// The buyer closed the window or pressed cancel.
+    Cancelled,
+    /// The card company or the PG refused the card (limit, a wrong card, a block).
+    Declined,
+    /// Anything else: the window failed.
+    Failed,
+}
+
+impl CheckoutEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckoutEnd::Cancelled => "cancelled",
+            CheckoutEnd::Declined => "declined",
+            CheckoutEnd::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> CheckoutEnd {
+        match raw {
+            "cancelled" => CheckoutEnd::Cancelled,
+            "declined" => CheckoutEnd::Declined,
+            _ => CheckoutEnd::Failed,
+        }
+    }
+}
+
+fn by_message(message: &str) -> Option<CheckoutEnd> {
+    if message.contains("취소") || message.to_ascii_lowercase().contains("cancel") {
+        Some(CheckoutEnd::Cancelled)
+    } else if [
+        "거절",
+        "한도",
+        "거래정지",
+        "분실",
+        "도난",
+        "유효기간",
+        "잔액",
+    ]
+    .iter()
+    .any(|word| message.contains(word))
+        || message.to_ascii_lowercase().contains("declin")
+    {
+        Some(CheckoutEnd::Declined)
+    } else {
+        None
+    }
+}
+
+/// PortOne V1's return (`imp_success=false`, `error_code`, `error_msg`): the message is the
+/// PG's own, so it is read for its words.
+pub fn portone_checkout_end(error_msg: &str) -> CheckoutEnd {
+    by_message(error_msg).unwrap_or(CheckoutEnd::Failed)
+}
+
+/// Toss's `failUrl` (`code`, `message`): `PAY_PROCESS_CANCELED` is the buyer, `REJECT_*` and
+/// the card codes are a refusal, `PAY_PROCESS_ABORTED` and the rest a failure.
+pub fn toss_checkout_end(code: &str) -> CheckoutEnd {
+    match code {
+        "PAY_PROCESS_CANCELED" | "USER_CANCEL" => CheckoutEnd::Cancelled,
+        code if code.starts_with("REJECT_")
+            || code.starts_with("EXCEED_")
+            || code.starts_with("INVALID_CARD")
+            || code == "NOT_AVAILABLE_PAYMENT"
+            || code == "INSUFFICIENT_BALANCE" =>
+        {
+            CheckoutEnd::Declined
+        }
+        _ => CheckoutEnd::Failed,
+    }
+}
+
+/// Payple's result post without success: `PCD_PAY_RST=close` is the buyer closing the window;
+/// otherwise its message says whether the card was refused.
+fn payple_checkout_end(rst: &str, message: &str) -> CheckoutEnd {
+    if rst == "close" {
+        return CheckoutEnd::Cancelled;
+    }
+    by_message(message).unwrap_or(CheckoutEnd::Failed)
 }
 
 /// Payple's result post (form-encoded `PCD_*` fields).
@@ -204,7 +288,8 @@ pub fn payple_result(body: &[u8]) -> Result<PaypleResult, InboundError> {
     let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
     if field("PCD_PAY_RST") != "success" {
         let order_id = OrderId::parse(field("PCD_PAY_OID")).map_err(|_| InboundError::NoOrder)?;
-        return Ok(PaypleResult::Failed(order_id));
+        let end = payple_checkout_end(field("PCD_PAY_RST"), field("PCD_PAY_MSG"));
+        return Ok(PaypleResult::Failed(order_id, end));
     }
     payple_hint(&fields).map(PaypleResult::Paid)
 }
@@ -212,6 +297,43 @@ pub fn payple_result(body: &[u8]) -> Result<PaypleResult, InboundError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkout_that_ended_says_whether_the_buyer_cancelled_or_the_card_was_refused() {
+        assert_eq!(
+            toss_checkout_end("PAY_PROCESS_CANCELED"),
+            CheckoutEnd::Cancelled
+        );
+        assert_eq!(
+            toss_checkout_end("REJECT_CARD_COMPANY"),
+            CheckoutEnd::Declined
+        );
+        assert_eq!(
+            toss_checkout_end("EXCEED_MAX_DAILY_PAYMENT_COUNT"),
+            CheckoutEnd::Declined
+        );
+        assert_eq!(
+            toss_checkout_end("PAY_PROCESS_ABORTED"),
+            CheckoutEnd::Failed
+        );
+        assert_eq!(
+            portone_checkout_end("구매자가 결제를 취소했습니다."),
+            CheckoutEnd::Cancelled
+        );
+        assert_eq!(
+            portone_checkout_end("[카드사 거절] 한도가 초과되었습니다."),
+            CheckoutEnd::Declined
+        );
+        assert_eq!(portone_checkout_end("PG사 통신 오류"), CheckoutEnd::Failed);
+        for end in [
+            CheckoutEnd::Cancelled,
+            CheckoutEnd::Declined,
+            CheckoutEnd::Failed,
+        ] {
+            assert_eq!(CheckoutEnd::parse(end.as_str()), end);
+        }
+        assert_eq!(CheckoutEnd::parse("<script>"), CheckoutEnd::Failed);
+    }
 
     #[test]
     fn each_pgs_message_names_its_payment_and_nothing_more() {
@@ -236,7 +358,18 @@ mod tests {
         assert_eq!(notice.pg_tid.as_str(), "card.20261123.order-2");
         assert_eq!(
             payple_result(b"PCD_PAY_RST=error&PCD_PAY_OID=order-3").unwrap(),
-            PaypleResult::Failed(OrderId::parse("order-3").unwrap())
+            PaypleResult::Failed(OrderId::parse("order-3").unwrap(), CheckoutEnd::Failed)
+        );
+        assert_eq!(
+            payple_result(
+                "PCD_PAY_RST=error&PCD_PAY_OID=order-3&PCD_PAY_MSG=카드사 승인 거절".as_bytes()
+            )
+            .unwrap(),
+            PaypleResult::Failed(OrderId::parse("order-3").unwrap(), CheckoutEnd::Declined)
+        );
+        assert_eq!(
+            payple_result(b"PCD_PAY_RST=close&PCD_PAY_OID=order-3").unwrap(),
+            PaypleResult::Failed(OrderId::parse("order-3").unwrap(), CheckoutEnd::Cancelled)
         );
         assert_eq!(
             payple_result(b"PCD_PAY_RST=success&PCD_PAY_TYPE=card"),

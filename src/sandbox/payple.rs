@@ -913,6 +913,13 @@ pub(super) async fn checkout_decide(
             }
             Err(message) => return control_error(StatusCode::INSUFFICIENT_STORAGE, message),
         }
+    } else if form.decision == "card_declined" {
+        vec![
+            ("PCD_PAY_RST".into(), "error".into()),
+            ("PCD_PAY_CODE".into(), "PAYN0033".into()),
+            ("PCD_PAY_MSG".into(), "카드사 승인 거절 (한도초과)".into()),
+            ("PCD_PAY_OID".into(), form.oid.clone()),
+        ]
     } else {
         vec![
             ("PCD_PAY_RST".into(), "close".into()),

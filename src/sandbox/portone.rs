@@ -817,7 +817,10 @@ pub(super) async fn checkout_decide(
         ("merchant_uid", payment.merchant_uid.clone()),
         ("imp_success", approve.to_string()),
     ];
-    if !approve {
+    if form.decision == "card_declined" {
+        query.push(("error_code", "F0004".into()));
+        query.push(("error_msg", "[카드사 거절] 한도가 초과되었습니다.".into()));
+    } else if !approve {
         query.push(("error_code", "F0001".into()));
         query.push(("error_msg", "구매자가 결제를 취소했습니다.".into()));
     }

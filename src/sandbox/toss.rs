@@ -817,9 +817,17 @@ pub(super) async fn checkout_decide(
         return (StatusCode::BAD_REQUEST, "bad checkout form").into_response();
     }
     if form.decision != "approve" {
+        let (code, message) = if form.decision == "card_declined" {
+            ("REJECT_CARD_COMPANY", "카드사에서 승인을 거절했습니다.")
+        } else {
+            (
+                "PAY_PROCESS_CANCELED",
+                "사용자에 의해 결제가 취소되었습니다.",
+            )
+        };
         let query = [
-            ("code", "PAY_PROCESS_CANCELED".to_owned()),
-            ("message", "사용자에 의해 결제가 취소되었습니다.".to_owned()),
+            ("code", code.to_owned()),
+            ("message", message.to_owned()),
             ("orderId", form.order_id.clone()),
         ];
         return Redirect::to(&with_query(&form.fail_url, &query)).into_response();

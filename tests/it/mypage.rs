@@ -178,15 +178,49 @@ async fn a_buyer_who_declines_in_the_pg_window_is_sent_back_to_pay_again() {
     let returned = buyer.get(&back).await;
     assert_eq!(
         returned.headers()["location"].to_str().unwrap(),
-        format!("/payment/{order_id}?failed=1")
+        format!("/payment/{order_id}?failed=cancelled")
     );
     let page = buyer
-        .get(&format!("/payment/{order_id}?failed=1"))
+        .get(&format!("/payment/{order_id}?failed=cancelled"))
         .await
         .text()
         .await
         .unwrap();
     assert!(page.contains("id=\"pay-failed\"") && page.contains("id=\"pay\""));
+    assert!(page.contains("결제를 취소하셨습니다"), "{page}");
+    assert!(page.contains("id=\"back-to-shop\""), "a way back");
+    assert!(app.payments_of(&order_id).await.is_empty());
+
+    // A card the card company refuses says so, with a way to pay again.
+    let declined = buyer
+        .post_form(
+            "/sandbox-pg/portone/checkout",
+            &[
+                ("merchant_uid", order_id.as_str()),
+                ("amount", "9900"),
+                ("name", "item"),
+                ("redirect_url", "/payment/portone/return"),
+                ("decision", "card_declined"),
+            ],
+        )
+        .await;
+    let back = declined.headers()["location"].to_str().unwrap().to_owned();
+    let returned = buyer.get(&back).await;
+    let order_page = returned.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(order_page, format!("/payment/{order_id}?failed=declined"));
+    let page = buyer.get(&order_page).await.text().await.unwrap();
+    assert!(page.contains("카드사에서 결제를 거절했습니다"), "{page}");
+    assert!(page.contains("id=\"pay\""));
+    // Whatever the address says, only kassa's own words are shown.
+    let forged = buyer
+        .get(&format!(
+            "/payment/{order_id}?failed=%3Cb%3Ecall%20us%3C%2Fb%3E"
+        ))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!forged.contains("call us") && forged.contains("id=\"pay-failed\""));
     assert!(app.payments_of(&order_id).await.is_empty());
 }
 
@@ -221,4 +255,49 @@ async fn pages_speak_korean_unless_the_browser_prefers_english() {
         .await
         .unwrap();
     assert_eq!(css.headers()["content-type"], "text/css");
+}
+
+#[tokio::test]
+async fn toss_and_payple_say_whether_the_buyer_cancelled_or_the_card_was_refused() {
+    let app = TestApp::spawn().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (code, end) in [
+        ("REJECT_CARD_COMPANY", "declined"),
+        ("PAY_PROCESS_CANCELED", "cancelled"),
+        ("PAY_PROCESS_ABORTED", "failed"),
+    ] {
+        let response = client
+            .get(app.url(&format!(
+                "/payment/toss/fail?code={code}&message=x&orderId=order-toss-fail"
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers()["location"],
+            format!("/payment/order-toss-fail?failed={end}")
+        );
+    }
+    let response = client
+        .post(app.url("/api/payment/payple/result"))
+        .header("accept", "text/html")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([
+                ("PCD_PAY_RST", "error"),
+                ("PCD_PAY_OID", "order-payple-fail"),
+                ("PCD_PAY_MSG", "카드사 승인 거절 (한도초과)"),
+            ])
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["location"],
+        "/payment/order-payple-fail?failed=declined"
+    );
 }

@@ -334,12 +334,13 @@ pub async fn payple_result(
         .is_some_and(|value| value.contains("text/html"));
     let hint = match inbound::payple_result(&body) {
         Ok(inbound::PaypleResult::Paid(hint)) => hint,
-        Ok(inbound::PaypleResult::Failed(order_id)) => {
+        Ok(inbound::PaypleResult::Failed(order_id, end)) => {
             if wants_page {
-                return Ok(
-                    axum::response::Redirect::to(&format!("/payment/{order_id}?failed=1"))
-                        .into_response(),
-                );
+                return Ok(axum::response::Redirect::to(&format!(
+                    "/payment/{order_id}?failed={}",
+                    end.as_str()
+                ))
+                .into_response());
             }
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -4,6 +4,7 @@ use crate::config::GatewayMode;
 use crate::domain::{BuyerId, OrderId, OrderStatus, PgTid, Provider};
 use crate::flows::payments::{self, Source};
 use crate::flows::{FlowError, orders, result};
+use crate::gateway::inbound::CheckoutEnd;
 use crate::http::client::Client;
 use crate::http::cookie;
 use crate::http::error::PageError;
@@ -131,7 +132,8 @@ struct OrderPage {
     amount_text: String,
     buyer_email: String,
     paid: bool,
-    failed: bool,
+    /// Why the last checkout ended without a payment, in words, if it did.
+    failed: Option<&'static str>,
     sandbox: bool,
     /// `portone` or `toss`: which checkout the page opens.
     provider: &'static str,
@@ -185,7 +187,10 @@ pub async fn order(
             String::new()
         },
         paid: order.status() == OrderStatus::Paid,
-        failed: query.is_ok_and(|Query(query)| query.failed.is_some()),
+        failed: query
+            .ok()
+            .and_then(|Query(query)| query.failed)
+            .map(|raw| checkout_end_text(lang, CheckoutEnd::parse(&raw))),
         sandbox: state.kassa.config.gateway.mode == GatewayMode::Sandbox,
         provider: order.draft.provider.as_str(),
         return_url: format!("{}/payment/portone/return", state.public_base_url),
@@ -211,6 +216,23 @@ pub struct PortOneReturn {
     merchant_uid: Option<String>,
     #[serde(default)]
     imp_success: Option<String>,
+    #[serde(default)]
+    error_msg: Option<String>,
+}
+
+/// What the order page says after a checkout that took no money.
+fn checkout_end_text(lang: Lang, end: CheckoutEnd) -> &'static str {
+    match end {
+        CheckoutEnd::Cancelled => lang.t(
+            "결제를 취소하셨습니다. 돈은 나가지 않았습니다. 다시 결제하거나 상품 목록으로 돌아갈 수 있습니다.",
+            "You cancelled the payment; no money was taken. Pay again, or go back to the products.",
+        ),
+        CheckoutEnd::Declined => lang.t(
+            "카드사에서 결제를 거절했습니다. 돈은 나가지 않았습니다. 다른 카드로 다시 결제해 주세요.",
+            "The card was declined; no money was taken. Please pay again with another card.",
+        ),
+        CheckoutEnd::Failed => lang.texts().pay_failed,
+    }
 }
 
 /// Where the PG's window sends the buyer back. The query only names the payment: it is fetched
@@ -238,7 +260,12 @@ pub async fn portone_return(
         .as_deref()
         .and_then(|raw| PgTid::parse(raw).ok());
     let Some(pg_tid) = pg_tid.filter(|_| query.imp_success.as_deref() != Some("false")) else {
-        return Ok(Redirect::to(&format!("/payment/{order_id}?failed=1")).into_response());
+        let end = crate::gateway::inbound::portone_checkout_end(
+            query.error_msg.as_deref().unwrap_or_default(),
+        );
+        return Ok(
+            Redirect::to(&format!("/payment/{order_id}?failed={}", end.as_str())).into_response(),
+        );
     };
     match payments::complete(
         &state.kassa,
@@ -259,7 +286,7 @@ pub async fn portone_return(
             code: "PAYMENT_FAILED",
             ..
         }) => {
-            return Ok(Redirect::to(&format!("/payment/{order_id}?failed=1")).into_response());
+            return Ok(Redirect::to(&format!("/payment/{order_id}?failed=failed")).into_response());
         }
         Err(error) => return Err(PageError::from_flow(lang, &error)),
     }
@@ -317,7 +344,7 @@ pub async fn toss_success(
             tracing::warn!(error = %error, "Toss confirm on return failed; the result page will retry");
         }
         Err(FlowError::Unprocessable { .. }) => {
-            return Ok(Redirect::to(&format!("/payment/{order_id}?failed=1")).into_response());
+            return Ok(Redirect::to(&format!("/payment/{order_id}?failed=failed")).into_response());
         }
         Err(error) => return Err(PageError::from_flow(lang, &error)),
     }
@@ -357,7 +384,8 @@ pub async fn toss_fail(
     };
     let code = query.and_then(|query| query.code).unwrap_or_default();
     tracing::info!(order_id = %order_id, code = %code.chars().take(64).collect::<String>(), "Toss checkout failed or was cancelled");
-    Ok(Redirect::to(&format!("/payment/{order_id}?failed=1")).into_response())
+    let end = crate::gateway::inbound::toss_checkout_end(&code);
+    Ok(Redirect::to(&format!("/payment/{order_id}?failed={}", end.as_str())).into_response())
 }
 
 #[derive(Template, WebTemplate)]
