@@ -272,6 +272,12 @@ async fn a_buyer_pays_in_the_browser_and_sees_the_result_and_their_payment() {
             "document.querySelector('.payment[data-order=\"{order_id}\"][data-status=\"PAID\"]')"
         ))
         .await;
+    let name = browser
+        .eval(&format!(
+            "document.querySelector('.payment[data-order=\"{order_id}\"] .name').textContent"
+        ))
+        .await;
+    assert_eq!(name, json!("원두 1kg"), "my payments names the product");
     browser.screenshot("5-mypage").await;
 }
 
@@ -421,6 +427,22 @@ async fn a_payple_result_page_asks_again_when_payple_was_down() {
     assert_eq!(app.payments_of("order-ppl-live").await.len(), 1);
 }
 
+impl Browser {
+    /// Signs in on `/admin` with the admin token and waits for the overview.
+    async fn sign_in_as_admin(&mut self, app: &TestApp) {
+        self.goto(&app.url("/admin")).await;
+        self.wait_for("document.querySelector('#token')").await;
+        self.eval(&format!(
+            "document.querySelector('#token').value = '{}'",
+            crate::support::ADMIN_TOKEN
+        ))
+        .await;
+        self.click("#sign-in").await;
+        self.wait_for("document.querySelector('#dead-letter-count')")
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn the_admin_signs_in_finds_a_payment_and_cancels_part_of_it_on_a_phone() {
     let Some(mut browser) = Browser::launch().await else {
@@ -435,18 +457,7 @@ async fn the_admin_signs_in_finds_a_payment_and_cancels_part_of_it_on_a_phone() 
             json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
         )
         .await;
-    browser.goto(&app.url("/admin")).await;
-    browser.wait_for("document.querySelector('#token')").await;
-    browser
-        .eval(&format!(
-            "document.querySelector('#token').value = '{}'",
-            crate::support::ADMIN_TOKEN
-        ))
-        .await;
-    browser.click("#sign-in").await;
-    browser
-        .wait_for("document.querySelector('#dead-letter-count')")
-        .await;
+    browser.sign_in_as_admin(&app).await;
     let paid_today = browser
         .eval("document.querySelector('.day .paid').textContent")
         .await;
@@ -502,4 +513,181 @@ async fn the_admin_signs_in_finds_a_payment_and_cancels_part_of_it_on_a_phone() 
 
     browser.click("#sign-out").await;
     browser.wait_for("document.querySelector('#token')").await;
+}
+
+#[tokio::test]
+async fn the_admin_re_drives_resolves_syncs_and_moves_a_partner_settlement_in_the_browser() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    // A PortOne cancel the PG refused, a Payple refund whose answer was lost, a partner's sale.
+    let (dead_payment, imp_uid) = app.paid("order-browser-dead", 15_000).await;
+    app.fault("portone.cancel", "status401", 2).await;
+    let (_, body) = app
+        .cancel(
+            &dead_payment,
+            "browser-dead-key",
+            &json!({ "reason": "refund" }),
+        )
+        .await;
+    assert_eq!(body["status"], "CANCEL_FAILED");
+    let unknown_payment = crate::payple::payple_payment(&app, "order-browser-pp", 20_000).await;
+    app.fault("payple.cancel", "lost_response", 1).await;
+    let (_, body) = app
+        .cancel(
+            &unknown_payment,
+            "browser-pp-key",
+            &json!({ "amount": 5_000, "reason": "partial" }),
+        )
+        .await;
+    assert_eq!(body["status"], "CANCEL_UNKNOWN");
+    let order = json!({ "order_id": "order-browser-partner", "amount": 10_000, "name": "상품", "partner_id": "p-coffee" });
+    assert_eq!(
+        app.admin_post("/api/orders", &order).await.0,
+        reqwest::StatusCode::CREATED
+    );
+    let partner_uid = app.pg_payment("order-browser-partner", 10_000).await;
+    assert_eq!(
+        app.complete(&partner_uid, "order-browser-partner").await.0,
+        reqwest::StatusCode::OK
+    );
+
+    browser.sign_in_as_admin(&app).await;
+    assert_eq!(
+        browser
+            .eval("document.querySelector('#dead-letter-count').textContent")
+            .await,
+        json!("1")
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelector('#unknown-count').textContent")
+            .await,
+        json!("1")
+    );
+
+    // Re-drive the refused cancel.
+    browser.goto(&app.url("/admin/dead-letters")).await;
+    let dead = format!(".letter[data-payment=\"{dead_payment}\"]");
+    browser
+        .wait_for(&format!("document.querySelector('{dead}')"))
+        .await;
+    browser.screenshot("8-admin-dead-letters").await;
+    browser.click(&format!("{dead} form.redrive button")).await;
+    browser.wait_for("document.querySelector('#notice')").await;
+    app.advance_ms(61_000);
+    app.run_jobs().await;
+    assert_eq!(app.payment(&dead_payment).await["status"], "CANCELLED");
+    assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 1);
+
+    // Resolve the unknown Payple refund: the person saw it in Payple's console.
+    let unknown = format!(".letter[data-payment=\"{unknown_payment}\"]");
+    browser
+        .wait_for(&format!(
+            "document.querySelector('{unknown} input[name=console_checked]')"
+        ))
+        .await;
+    browser
+        .eval(&format!(
+            "document.querySelector('{unknown} form.resolve input[value=refunded]').checked = true"
+        ))
+        .await;
+    browser
+        .eval(&format!("document.querySelector('{unknown} form.resolve input[name=note]').value = '콘솔에서 환불 확인'"))
+        .await;
+    browser
+        .click(&format!("{unknown} form.resolve button"))
+        .await;
+    browser
+        .wait_for("document.querySelector('#no-letters')")
+        .await;
+    let payment = app.payment(&unknown_payment).await;
+    assert_eq!(payment["status"], "PARTIALLY_CANCELLED", "{payment}");
+    assert_eq!(payment["cancelled_amount"], 5_000);
+    assert_eq!(app.pg_calls("payple.cancel").await, 1, "never sent again");
+
+    // Run the settlement sync of one past day.
+    browser.goto(&app.url("/admin/settlement-sync")).await;
+    browser
+        .wait_for("document.querySelector('#sync-form')")
+        .await;
+    browser
+        .eval("document.querySelector('#sync-provider').value = 'toss'; document.querySelector('#sync-from').value = '2026-11-22'; document.querySelector('#sync-to').value = '2026-11-22'")
+        .await;
+    browser.click("#sync-run").await;
+    browser
+        .wait_for("document.querySelector('.run[data-provider=\"toss\"][data-date=\"2026-11-22\"][data-complete=\"true\"]')")
+        .await;
+
+    // Compute the partner settlement of today and move it forward.
+    browser
+        .goto(&app.url("/admin/partner-settlements?date=2026-11-23"))
+        .await;
+    browser.click("#partners-run").await;
+    browser
+        .wait_for("document.querySelector('.partner[data-partner=\"p-coffee\"][data-status=\"REQUESTED\"]')")
+        .await;
+    browser
+        .click(".partner[data-partner=\"p-coffee\"] button.move")
+        .await;
+    browser
+        .wait_for("document.querySelector('.partner[data-partner=\"p-coffee\"][data-status=\"PROCESSING\"]')")
+        .await;
+    let (_, rows) = app
+        .admin_get("/api/admin/partner-settlements?date=2026-11-23")
+        .await;
+    let row = rows["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["partner_id"] == "p-coffee")
+        .cloned()
+        .unwrap();
+    assert_eq!(row["status"], "PROCESSING");
+    assert_eq!(row["gross"], 10_000);
+}
+
+#[tokio::test]
+async fn a_declined_card_shows_why_and_the_buyer_pays_again() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    browser.goto(&app.url("/payment")).await;
+    browser.click("#buy-beans-1kg").await;
+    browser
+        .wait_for("location.pathname.startsWith('/payment/ord_') && document.querySelector('#pay')")
+        .await;
+    browser.click("#pay").await;
+    browser
+        .wait_for("document.querySelector('#card-declined')")
+        .await;
+    browser.click("#card-declined").await;
+    browser
+        .wait_for("document.querySelector('#pay-failed')")
+        .await;
+    let message = browser
+        .eval("document.querySelector('#pay-failed').textContent")
+        .await;
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .contains("카드사에서 결제를 거절했습니다"),
+        "{message}"
+    );
+    assert_eq!(
+        browser
+            .eval("!!document.querySelector('#back-to-shop')")
+            .await,
+        json!(true)
+    );
+    // The same order can be paid now.
+    browser.click("#pay").await;
+    browser.wait_for("document.querySelector('#approve')").await;
+    browser.click("#approve").await;
+    browser
+        .wait_for("document.querySelector('#result-code') && document.querySelector('#result-code').textContent === 'PAID'")
+        .await;
 }
