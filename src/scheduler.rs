@@ -71,13 +71,6 @@ pub async fn tick(kassa: &Kassa) -> Result<Vec<Ran>, FlowError> {
     }
 }
 
-fn schedule(expression: &str) -> Result<Cron, FlowError> {
-    parse(expression).map_err(|message| FlowError::Unprocessable {
-        code: "BAD_SCHEDULE",
-        message,
-    })
-}
-
 /// The day a fire time settles: the KST day before it.
 fn day_before(fire: DateTime<Utc>) -> chrono::NaiveDate {
     crate::domain::calendar::kst_date(fire)
@@ -120,9 +113,9 @@ async fn partner_tick(
     now: DateTime<Utc>,
     ran: &mut Vec<Ran>,
 ) -> Result<(), FlowError> {
-    let cron = schedule(&kassa.config.partner_settlement.schedule)?;
+    let cron = &kassa.config.partner_settlement.schedule.cron;
     let mark = kassa.store.schedule_mark("partner_settlement").await?;
-    for fire in pending_fires(&cron, mark, now) {
+    for fire in pending_fires(cron, mark, now) {
         let date = day_before(fire);
         let jobs = vec![(
             kassa.env.new_uuid().as_u128(),
@@ -141,9 +134,9 @@ async fn partner_tick(
 }
 
 async fn sync_tick(kassa: &Kassa, now: DateTime<Utc>, ran: &mut Vec<Ran>) -> Result<(), FlowError> {
-    let cron = schedule(&kassa.config.settlement_sync.schedule)?;
+    let cron = &kassa.config.settlement_sync.schedule.cron;
     let mark = kassa.store.schedule_mark("settlement_sync").await?;
-    for fire in pending_fires(&cron, mark, now) {
+    for fire in pending_fires(cron, mark, now) {
         let date = day_before(fire);
         let jobs = settlement::SETTLING_PROVIDERS
             .into_iter()

@@ -1,8 +1,12 @@
 //! The environment overlay: every key is also `KASSA_<SECTION>__<KEY>`, typed as its default.
 
-use super::{ConfigError, ENV_PREFIX, RawConfig};
+use super::raw::RawConfig;
+use super::{ConfigError, ENV_PREFIX};
 use std::collections::BTreeMap;
 
+/// Applies `KASSA_A__B=value` (and the two Payple names of the settlement sync). A value is read
+/// as the type the default has at that path: numbers, booleans and arrays as TOML, everything
+/// else as a plain string, so a secret made of digits stays a string.
 pub(super) fn apply_env(
     table: &mut toml::Table,
     env: &[(String, String)],

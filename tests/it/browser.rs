@@ -516,6 +516,10 @@ async fn the_admin_signs_in_finds_a_payment_and_cancels_part_of_it_on_a_phone() 
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one merchant's session, step by step"
+)]
 async fn the_admin_re_drives_resolves_syncs_and_moves_a_partner_settlement_in_the_browser() {
     let Some(mut browser) = Browser::launch().await else {
         return;
