@@ -1,14 +1,18 @@
-//! What the PGs send kassa unasked (webhooks, Payple's result post), read from bytes into a
-//! typed hint. `http` hands the bytes over and gets the hint back; it knows no PG field names.
+//! What the PGs send kassa unasked (webhooks, Payple's result post, a checkout window's answer),
+//! read from bytes into a typed hint. `http` hands the bytes over and gets the hint back; it
+//! knows no PG field names. Each PG's own reader lives in `gateway/<pg>/inbound.rs`; this file
+//! holds what they share and names them all.
 //!
 //! Invariant: a hint only names a payment. None of these messages is signed, so kassa believes
 //! nothing in them: the payment they name is asked of the PG before anything is stored.
 
 use crate::domain::{DomainError, OrderId, PgTid};
-use chrono::NaiveDate;
-use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
+
+pub use super::payple::inbound::{PaypleResult, payple_notice, payple_result};
+pub use super::portone::inbound::{portone_checkout_end, portone_webhook};
+pub use super::toss::inbound::{TossEvent, toss_checkout_end, toss_webhook};
 
 /// Most fields of a form or JSON object read from one message.
 pub const FIELDS_MAX: usize = 200;
@@ -41,11 +45,11 @@ pub enum InboundError {
     Domain(#[from] DomainError),
 }
 
-fn malformed(error: impl std::fmt::Display) -> InboundError {
+pub(crate) fn malformed(error: impl std::fmt::Display) -> InboundError {
     InboundError::Malformed(error.to_string())
 }
 
-fn claimed(status: Option<&str>) -> String {
+pub(crate) fn claimed(status: Option<&str>) -> String {
     status
         .unwrap_or_default()
         .chars()
@@ -60,7 +64,7 @@ pub fn form_fields(body: &[u8]) -> Result<BTreeMap<String, String>, InboundError
 }
 
 /// The fields of a JSON object, each value as text (numbers as they are written).
-fn json_fields(body: &[u8]) -> Result<BTreeMap<String, String>, InboundError> {
+pub(crate) fn json_fields(body: &[u8]) -> Result<BTreeMap<String, String>, InboundError> {
     let value: Value = serde_json::from_slice(body).map_err(malformed)?;
     let object = value
         .as_object()
@@ -75,127 +79,6 @@ fn json_fields(body: &[u8]) -> Result<BTreeMap<String, String>, InboundError> {
             (key.clone(), text)
         })
         .collect())
-}
-
-#[derive(Debug, Deserialize)]
-struct PortOneWebhook {
-    imp_uid: String,
-    #[serde(default)]
-    merchant_uid: Option<String>,
-    #[serde(default)]
-    status: Option<String>,
-}
-
-/// PortOne V1's webhook: `{"imp_uid", "merchant_uid", "status"}`, as JSON or as a form.
-pub fn portone_webhook(body: &[u8], is_json: bool) -> Result<Hint, InboundError> {
-    let wire: PortOneWebhook = if is_json {
-        serde_json::from_slice(body).map_err(malformed)?
-    } else {
-        serde_urlencoded::from_bytes(body).map_err(malformed)?
-    };
-    Ok(Hint {
-        pg_tid: PgTid::parse(&wire.imp_uid)?,
-        order_id: wire
-            .merchant_uid
-            .as_deref()
-            .and_then(|raw| OrderId::parse(raw).ok()),
-        claimed_status: claimed(wire.status.as_deref()),
-    })
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TossWebhook {
-    /// A virtual-account `DEPOSIT_CALLBACK` is flat, with no `eventType`.
-    #[serde(default)]
-    event_type: String,
-    #[serde(default)]
-    data: Option<TossWebhookData>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TossWebhookData {
-    #[serde(default)]
-    payment_key: Option<String>,
-    #[serde(default)]
-    order_id: Option<String>,
-    #[serde(default)]
-    status: Option<String>,
-}
-
-/// What a Toss webhook is: a payment to re-check (`PAYMENT_STATUS_CHANGED`), or an event
-/// kassa does not act on (named, for the log).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TossEvent {
-    PaymentChanged(Hint),
-    Ignored(String),
-}
-
-/// Toss's webhook body: `{"eventType", "data": {"paymentKey", "orderId", "status"}}`.
-pub fn toss_webhook(body: &[u8]) -> Result<TossEvent, InboundError> {
-    let wire: TossWebhook = serde_json::from_slice(body).map_err(malformed)?;
-    let data = wire.data.as_ref();
-    let key = data.and_then(|data| data.payment_key.as_deref());
-    let (true, Some(key)) = (wire.event_type == "PAYMENT_STATUS_CHANGED", key) else {
-        return Ok(TossEvent::Ignored(claimed(Some(&wire.event_type))));
-    };
-    Ok(TossEvent::PaymentChanged(Hint {
-        pg_tid: PgTid::parse(key)?,
-        order_id: data
-            .and_then(|data| data.order_id.as_deref())
-            .and_then(|raw| OrderId::parse(raw).ok()),
-        claimed_status: claimed(data.and_then(|data| data.status.as_deref())),
-    }))
-}
-
-/// kassa's reference of a Payple payment, from the type and time a result post or notice
-/// names: what the result inquiry is asked with (its answer decides).
-fn payple_reference(
-    pay_type: &str,
-    pay_time: &str,
-    order_id: &OrderId,
-) -> Result<PgTid, InboundError> {
-    let date = pay_time
-        .get(..8)
-        .and_then(|day| NaiveDate::parse_from_str(day, "%Y%m%d").ok())
-        .ok_or_else(|| InboundError::Invalid("PCD_PAY_TIME must be yyyyMMddHHmmss".into()))?;
-    if !matches!(pay_type, "card" | "transfer") {
-        return Err(InboundError::Invalid(
-            "PCD_PAY_TYPE must be card or transfer".into(),
-        ));
-    }
-    super::payple::payment_ref(pay_type, date, order_id.as_str())
-        .map_err(|_| InboundError::Invalid("the message names no payment".into()))
-}
-
-fn payple_hint(fields: &BTreeMap<String, String>) -> Result<Hint, InboundError> {
-    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
-    let order_id = OrderId::parse(field("PCD_PAY_OID")).map_err(|_| InboundError::NoOrder)?;
-    Ok(Hint {
-        pg_tid: payple_reference(field("PCD_PAY_TYPE"), field("PCD_PAY_TIME"), &order_id)?,
-        order_id: Some(order_id),
-        claimed_status: claimed(Some(field("PCD_PAY_RST"))),
-    })
-}
-
-/// Payple's payment and cancel notices: `PCD_*` fields, form-encoded or JSON.
-pub fn payple_notice(body: &[u8], is_json: bool) -> Result<Hint, InboundError> {
-    let fields = if is_json {
-        json_fields(body)?
-    } else {
-        form_fields(body)?
-    };
-    payple_hint(&fields)
-}
-
-/// What Payple's result post from the buyer's browser says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PaypleResult {
-    /// Payple says it was paid: the payment to verify with the result inquiry.
-    Paid(Hint),
-    /// Payple says the payment was not completed, and why.
-    Failed(OrderId, CheckoutEnd),
 }
 
 /// Why a PG's checkout window ended without a payment, as far as the window says. Only these
@@ -228,7 +111,7 @@ impl CheckoutEnd {
     }
 }
 
-fn by_message(message: &str) -> Option<CheckoutEnd> {
+pub(crate) fn by_message(message: &str) -> Option<CheckoutEnd> {
     if message.contains("취소") || message.to_ascii_lowercase().contains("cancel") {
         Some(CheckoutEnd::Cancelled)
     } else if [
@@ -248,50 +131,6 @@ fn by_message(message: &str) -> Option<CheckoutEnd> {
     } else {
         None
     }
-}
-
-/// PortOne V1's return (`imp_success=false`, `error_code`, `error_msg`): the message is the
-/// PG's own, so it is read for its words.
-pub fn portone_checkout_end(error_msg: &str) -> CheckoutEnd {
-    by_message(error_msg).unwrap_or(CheckoutEnd::Failed)
-}
-
-/// Toss's `failUrl` (`code`, `message`): `PAY_PROCESS_CANCELED` is the buyer, `REJECT_*` and
-/// the card codes are a refusal, `PAY_PROCESS_ABORTED` and the rest a failure.
-pub fn toss_checkout_end(code: &str) -> CheckoutEnd {
-    match code {
-        "PAY_PROCESS_CANCELED" | "USER_CANCEL" => CheckoutEnd::Cancelled,
-        code if code.starts_with("REJECT_")
-            || code.starts_with("EXCEED_")
-            || code.starts_with("INVALID_CARD")
-            || code == "NOT_AVAILABLE_PAYMENT"
-            || code == "INSUFFICIENT_BALANCE" =>
-        {
-            CheckoutEnd::Declined
-        }
-        _ => CheckoutEnd::Failed,
-    }
-}
-
-/// Payple's result post without success: `PCD_PAY_RST=close` is the buyer closing the window;
-/// otherwise its message says whether the card was refused.
-fn payple_checkout_end(rst: &str, message: &str) -> CheckoutEnd {
-    if rst == "close" {
-        return CheckoutEnd::Cancelled;
-    }
-    by_message(message).unwrap_or(CheckoutEnd::Failed)
-}
-
-/// Payple's result post (form-encoded `PCD_*` fields).
-pub fn payple_result(body: &[u8]) -> Result<PaypleResult, InboundError> {
-    let fields = form_fields(body)?;
-    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
-    if field("PCD_PAY_RST") != "success" {
-        let order_id = OrderId::parse(field("PCD_PAY_OID")).map_err(|_| InboundError::NoOrder)?;
-        let end = payple_checkout_end(field("PCD_PAY_RST"), field("PCD_PAY_MSG"));
-        return Ok(PaypleResult::Failed(order_id, end));
-    }
-    payple_hint(&fields).map(PaypleResult::Paid)
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 //! replays it under the same key; two cancels of one `paymentKey` are at least
 //! `CANCEL_GAP` apart.
 
+pub mod inbound;
+
 use super::client::{CallKind, classify_send_error, read_capped};
 use super::{
     CancelReceipt, CancelRequest, ConfirmRequest, GatewayError, GatewayFuture, Pacer,

@@ -5,6 +5,8 @@
 //! (corrected by the server's `now`), refreshed once on a 401; `imp_key`, `imp_secret` and the
 //! token never reach a log line or an error message.
 
+pub mod inbound;
+
 use super::client::{CallKind, classify_send_error, read_capped};
 use super::{
     CancelReceipt, CancelRequest, GatewayError, GatewayFuture, PaymentGateway, PgCancellation,

@@ -10,6 +10,8 @@
 //! cancelled" among them, are not documented); no `PCD_*` secret, payer name, account or card
 //! number reaches a log line or an error message.
 
+pub mod inbound;
+
 use super::client::{CallKind, classify_send_error};
 use super::{
     CancelReceipt, CancelRequest, GatewayError, GatewayFuture, Pacer, PaymentGateway, PgPayment,
