@@ -463,6 +463,7 @@ async fn the_admin_signs_in_finds_a_payment_and_cancels_part_of_it_on_a_phone() 
         .await;
     assert_eq!(paid_today, json!("30,000원"));
     let wide = "document.documentElement.scrollWidth > window.innerWidth";
+    browser.wait_for("document.readyState === 'complete'").await;
     assert_eq!(
         browser.eval(wide).await,
         json!(false),
@@ -478,9 +479,11 @@ async fn the_admin_signs_in_finds_a_payment_and_cancels_part_of_it_on_a_phone() 
         .eval("document.querySelector('#q').value = 'order-admin-browser'")
         .await;
     browser.click("#search").await;
+    // The unfiltered list shows the payment too: wait for the search's own page.
     browser
-        .wait_for("document.querySelector('.payment[data-order=\"order-admin-browser\"] a')")
+        .wait_for("location.search.includes('q=order-admin-browser') && document.readyState === 'complete' && document.querySelector('.payment[data-order=\"order-admin-browser\"] a')")
         .await;
+    browser.wait_for("document.readyState === 'complete'").await;
     assert_eq!(
         browser.eval(wide).await,
         json!(false),
@@ -503,6 +506,7 @@ async fn the_admin_signs_in_finds_a_payment_and_cancels_part_of_it_on_a_phone() 
         .eval("document.querySelector('#balance').textContent")
         .await;
     assert_eq!(balance, json!("18,000원"));
+    browser.wait_for("document.readyState === 'complete'").await;
     assert_eq!(
         browser.eval(wide).await,
         json!(false),
