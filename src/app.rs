@@ -286,7 +286,7 @@ impl App {
                 first_sweep,
             )
             .await?;
-        let state = AppState {
+        let state = AppState::new(crate::http::state::Shared {
             sandbox: sandbox.is_some(),
             kassa,
             admin_token,
@@ -298,7 +298,7 @@ impl App {
             limiter: config_rate_limit.map(crate::http::client::limiter),
             inbox: crate::http::client::inbox_limiter(inbox_rate),
             admin_sessions: Arc::default(),
-        };
+        });
         Ok(App {
             listener,
             local_addr,

@@ -4,6 +4,7 @@
 //! them, the `http` adapter, the `sandbox` PG, and `app`, which wires it all.
 
 pub mod app;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -7,6 +7,12 @@ use kassa::config::{Config, Overrides};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: kassa's request path allocates from many threads at
+/// once, and glibc's arenas contend under that load (`kassa bench orders` showed a tenth of its
+/// time in their locks).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "kassa",
@@ -67,6 +73,27 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Run a benchmark scenario in this process against the sandbox PG, verify it, and print
+    /// its figures as one JSON line (`all` runs every scenario).
+    Bench {
+        /// orders, ingest, cancel, queue, reconcile, partner, pages, startup or all.
+        scenario: String,
+        /// Items in the scenario (each has its own default).
+        #[arg(long)]
+        n: Option<usize>,
+        /// Clients at once (each scenario has its own default).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Small sizes: proves every scenario runs and verifies.
+        #[arg(long)]
+        quick: bool,
+        /// Only the JSON lines on stdout; no summary on stderr.
+        #[arg(long)]
+        json: bool,
+        /// Also append the figures to this results file (benches/RESULTS.md).
+        #[arg(long)]
+        append: Option<PathBuf>,
+    },
     /// Validate the config and print it with secrets redacted.
     CheckConfig {
         #[arg(long, env = "KASSA_CONFIG")]
@@ -113,7 +140,12 @@ fn main() -> ExitCode {
         None => cli.serve.log_format.as_deref() == Some("json"),
         _ => std::env::var("KASSA_LOG_FORMAT").is_ok_and(|format| format == "json"),
     };
-    kassa::telemetry::init(json_logs);
+    let level = if matches!(cli.command, Some(Command::Bench { .. })) {
+        "warn"
+    } else {
+        "info"
+    };
+    kassa::telemetry::init_at(json_logs, level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -208,6 +240,24 @@ fn main() -> ExitCode {
                 Err(error) => Err(error),
             }
         }
+        Command::Bench {
+            scenario,
+            n,
+            concurrency,
+            quick,
+            json,
+            append,
+        } => {
+            return bench(
+                &runtime,
+                &scenario,
+                n,
+                concurrency,
+                quick,
+                json,
+                append.as_deref(),
+            );
+        }
         Command::CheckConfig { config } => {
             let config = match load(&Overrides {
                 config_file: config,
@@ -230,5 +280,51 @@ fn main() -> ExitCode {
             eprintln!("kassa: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `kassa bench`: runs, prints one JSON line per scenario (and a summary on stderr), appends to
+/// the results file when asked, and exits non-zero unless every scenario verified.
+fn bench(
+    runtime: &tokio::runtime::Runtime,
+    scenario: &str,
+    n: Option<usize>,
+    concurrency: Option<usize>,
+    quick: bool,
+    json: bool,
+    append: Option<&std::path::Path>,
+) -> ExitCode {
+    let options = kassa::bench::Options {
+        n,
+        concurrency,
+        quick,
+        exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kassa")),
+    };
+    let figures = match runtime.block_on(kassa::bench::run(scenario, &options)) {
+        Ok(figures) => figures,
+        Err(error) => {
+            eprintln!("kassa: bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut all_verified = true;
+    for figure in &figures {
+        all_verified &= figure["verified"] == serde_json::Value::Bool(true);
+        if !json {
+            eprintln!("{}", kassa::bench::summary(figure));
+        }
+        println!("{figure}");
+    }
+    if let Some(path) = append
+        && let Err(error) = kassa::bench::append_results(path, &figures, quick)
+    {
+        eprintln!("kassa: cannot append to {}: {error}", path.display());
+        return ExitCode::FAILURE;
+    }
+    if all_verified {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("kassa: a scenario did not verify");
+        ExitCode::FAILURE
     }
 }

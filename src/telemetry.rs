@@ -7,7 +7,13 @@ use tracing_subscriber::EnvFilter;
 /// Starts logging: `json` writes one JSON object a line (with the request's span and its id),
 /// else text for people.
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_at(json, "info");
+}
+
+/// `init` with the level used when `RUST_LOG` says nothing (`kassa bench` keeps to warnings).
+pub fn init_at(json: bool, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     if json {
         let _ = tracing_subscriber::fmt()
             .json()

@@ -4,8 +4,27 @@ use crate::flows::Kassa;
 use crate::secret::Secret;
 use tokio_util::sync::CancellationToken;
 
+/// The handlers' state: one `Arc`, so that each extractor and middleware that takes it costs
+/// one reference count, not a copy of every field.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(std::sync::Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
     pub kassa: Kassa,
     pub admin_token: Secret,
     /// Where buyers reach kassa, without a trailing slash.
@@ -26,7 +45,7 @@ pub struct AppState {
 /// Most result long-polls that wait at the same time.
 pub const LONG_POLL_WAITERS_MAX: usize = 1_024;
 
-impl AppState {
+impl Shared {
     pub fn cookie_key(&self) -> &[u8; 32] {
         self.kassa.store.cookie_key()
     }

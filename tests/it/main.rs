@@ -7,6 +7,7 @@
 mod admin;
 mod backup;
 mod bad_input;
+mod bench;
 mod browser;
 mod cancels;
 mod exactly_once;

@@ -883,3 +883,51 @@ async fn kassa_backup_copies_a_running_server_through_its_admin_api() {
     assert!(!out.path().join("other.redb").exists());
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn kassa_sync_runs_a_range_of_days_through_the_running_server_one_report_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = start(dir.path()).await;
+    let today = kassa::domain::calendar::kst_date(kassa::clock::Env::system().now());
+    let (from, to) = (today - chrono::Days::new(3), today - chrono::Days::new(1));
+    let output = Command::new(KASSA)
+        .args(["sync", "--provider", "toss", "--from"])
+        .arg(from.to_string())
+        .arg("--to")
+        .arg(to.to_string())
+        .args(["--url", &base, "--token", ADMIN_TOKEN])
+        .env_remove("KASSA_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reports: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let days: Vec<String> = reports
+        .iter()
+        .map(|report| report["date"].as_str().unwrap().to_owned())
+        .collect();
+    let wanted: Vec<String> = from.iter_days().take(3).map(|d| d.to_string()).collect();
+    assert_eq!(days, wanted);
+    assert!(reports.iter().all(|report| report["complete"] == true));
+    // A wrong token is a clear failure, not a hang.
+    let refused = Command::new(KASSA)
+        .args(["sync", "--provider", "toss", "--from"])
+        .arg(from.to_string())
+        .arg("--to")
+        .arg(from.to_string())
+        .args(["--url", &base, "--token", "not-the-token-at-all"])
+        .env_remove("KASSA_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+    terminate(&mut child).await;
+}
