@@ -15,7 +15,7 @@ use redb::{Database, ReadableTable, WriteTransaction};
 /// The schema this build writes. Raise it with a step in `upgrade` when a table or record
 /// changes shape. 2: one job queue for all background work, attempt marks and key generations
 /// on cancel intents, refunds whose outcome is unknown.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const VERSION_KEY: &str = "schema_version";
 /// Written into a backup copy (the time it was taken, Unix ms, little-endian): the file that
@@ -100,6 +100,7 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
     txn.open_table(tables::IDEMPOTENCY)?;
     txn.open_table(tables::ALERTS)?;
     txn.open_table(tables::PARTNER_LEDGER)?;
+    txn.open_table(tables::PARTNER_DAY_TOTALS)?;
     txn.open_table(tables::PARTNER_SETTLEMENTS)?;
     txn.open_table(tables::SYNC_LOCKS)?;
     txn.open_table(tables::SYNC_CURSORS)?;
@@ -114,7 +115,11 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
 fn upgrade(txn: &WriteTransaction, found: u32) -> Result<(), StoreError> {
     match found {
         SCHEMA_VERSION => Ok(()),
-        1 => upgrade_1_to_2(txn),
+        1 => {
+            upgrade_1_to_2(txn)?;
+            upgrade_2_to_3(txn)
+        }
+        2 => upgrade_2_to_3(txn),
         _ => Err(StoreError::Corrupt(format!(
             "schema version {found} is not one this kassa can upgrade"
         ))),
@@ -127,6 +132,17 @@ fn upgrade(txn: &WriteTransaction, found: u32) -> Result<(), StoreError> {
 /// Payple intent that was ever claimed becomes a refund whose outcome is unknown (Payple cannot
 /// be asked, so it is never sent again blind). Jobs and undelivered alerts move to the queue;
 /// dead letters keep their shape.
+/// Schema 3 keeps each day's partner totals beside the ledger; a file of schema 2 gets them
+/// built from its ledger.
+fn upgrade_2_to_3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let read = super::partners::rebuild_totals(txn)?;
+    tracing::info!(
+        entries = read,
+        "the partner ledger's daily totals were built (schema 3)"
+    );
+    Ok(())
+}
+
 fn upgrade_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
     let old: Vec<(u128, IntentRecordV1)> = {
         let table = txn.open_table(tables::CANCEL_INTENTS)?;

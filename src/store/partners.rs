@@ -2,7 +2,8 @@
 //! and partner, and the daily partner settlement rows computed from it.
 //!
 //! Invariants: a ledger entry is written in the same transaction as the payment or refund it
-//! records; an entry never lands on a day whose settlement for that partner has moved past
+//! records, and so is its day's running total (`PARTNER_DAY_TOTALS`), which the run reads; a
+//! test checks the totals against a scan of the ledger. An entry never lands on a day whose settlement for that partner has moved past
 //! REQUESTED (it lands on the next open day instead); a run recomputes only REQUESTED rows and
 //! asserts that the rows add up to the day's ledger before it commits.
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 const LEDGER_RECORD: u8 = 1;
+const TOTALS_RECORD: u8 = 1;
 const ROW_RECORD: u8 = 1;
 /// How many days forward a late entry looks for a day still open for its partner.
 const OPEN_DAY_SEARCH_MAX: u64 = 31;
@@ -41,6 +43,91 @@ struct RowRecord {
     status: String,
     computed_at_ms: i64,
     updated_at_ms: i64,
+}
+
+/// The running sums of one partner's ledger entries of one day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct TotalsRecord {
+    gross: i64,
+    cancelled: i64,
+    count: u64,
+}
+
+impl TotalsRecord {
+    fn take(&mut self, record: &LedgerRecord) {
+        if record.kind == 'R' {
+            self.cancelled -= record.amount;
+        } else {
+            self.gross -= record.amount;
+            self.count = self.count.saturating_sub(1);
+        }
+    }
+
+    fn add(&mut self, record: &LedgerRecord) {
+        if record.kind == 'R' {
+            self.cancelled += record.amount;
+        } else {
+            self.gross += record.amount;
+            self.count += 1;
+        }
+    }
+}
+
+fn read_totals(
+    table: &impl ReadableTable<(u32, &'static str), &'static [u8]>,
+    day: u32,
+    partner: &str,
+) -> Result<TotalsRecord, StoreError> {
+    table
+        .get((day, partner))?
+        .map(|value| decode("partner day totals", TOTALS_RECORD, value.value()))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// Adds a ledger entry to its day's running totals (same transaction as the entry), taking out
+/// the entry it replaced, if any.
+fn add_to_totals(
+    txn: &WriteTransaction,
+    day: u32,
+    partner: &str,
+    record: &LedgerRecord,
+    replaced: Option<&LedgerRecord>,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(tables::PARTNER_DAY_TOTALS)?;
+    let mut totals = read_totals(&table, day, partner)?;
+    if let Some(old) = replaced {
+        totals.take(old);
+    }
+    totals.add(record);
+    let bytes = encode(TOTALS_RECORD, &totals)?;
+    table.insert((day, partner), bytes.as_slice())?;
+    Ok(())
+}
+
+/// Builds every day's totals from the ledger: the upgrade of a file written before the totals
+/// were kept. Answers how many entries it read.
+pub(super) fn rebuild_totals(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut sums: BTreeMap<(u32, String), TotalsRecord> = BTreeMap::new();
+    let mut read = 0;
+    {
+        let ledger = txn.open_table(tables::PARTNER_LEDGER)?;
+        for entry in ledger.iter()? {
+            let (key, value) = entry?;
+            let (day, partner, _) = key.value();
+            let record: LedgerRecord = decode("ledger entry", LEDGER_RECORD, value.value())?;
+            sums.entry((day, partner.to_owned()))
+                .or_default()
+                .add(&record);
+            read += 1;
+        }
+    }
+    let mut table = txn.open_table(tables::PARTNER_DAY_TOTALS)?;
+    for ((day, partner), totals) in sums {
+        let bytes = encode(TOTALS_RECORD, &totals)?;
+        table.insert((day, partner.as_str()), bytes.as_slice())?;
+    }
+    Ok(read)
 }
 
 /// One partner's settlement for one day.
@@ -172,30 +259,24 @@ pub(super) fn record_entry(txn: &WriteTransaction, entry: &Entry<'_>) -> Result<
         payment_id: payment_id.as_u128(),
     };
     let bytes = encode(LEDGER_RECORD, &record)?;
-    txn.open_table(tables::PARTNER_LEDGER)?
-        .insert((date_key(day), partner, entry_id), bytes.as_slice())?;
-    Ok(())
+    let replaced: Option<LedgerRecord> = txn
+        .open_table(tables::PARTNER_LEDGER)?
+        .insert((date_key(day), partner, entry_id), bytes.as_slice())?
+        .map(|old| decode("ledger entry", LEDGER_RECORD, old.value()))
+        .transpose()?;
+    // An entry written again under its own key replaces itself in the totals too.
+    add_to_totals(txn, date_key(day), partner, &record, replaced.as_ref())
 }
 
-/// One partner's sales, refunds and payment count in the ledger of a day.
+/// One partner's sales, refunds and payment count in the ledger of a day, from the running
+/// totals kept with each entry.
 fn ledger_sums(
     txn: &WriteTransaction,
     day: u32,
     partner: &str,
 ) -> Result<(i64, i64, u64), StoreError> {
-    let ledger = txn.open_table(tables::PARTNER_LEDGER)?;
-    let (mut gross, mut cancelled, mut count) = (0_i64, 0_i64, 0_u64);
-    for entry in ledger.range((day, partner, 0)..=(day, partner, u128::MAX))? {
-        let (_, value) = entry?;
-        let record: LedgerRecord = decode("ledger entry", LEDGER_RECORD, value.value())?;
-        if record.kind == 'R' {
-            cancelled += record.amount;
-        } else {
-            gross += record.amount;
-            count += 1;
-        }
-    }
-    Ok((gross, cancelled, count))
+    let totals = read_totals(&txn.open_table(tables::PARTNER_DAY_TOTALS)?, day, partner)?;
+    Ok((totals.gross, totals.cancelled, totals.count))
 }
 
 /// The day's totals per partner key ("" for payments without a partner).
@@ -213,32 +294,25 @@ fn run(
     now: DateTime<Utc>,
 ) -> Result<Vec<PartnerSettlement>, StoreError> {
     let day = date_key(date);
+    // The day's running totals per partner: a few rows, whatever the day holds.
     let mut per_partner: BTreeMap<String, Sums> = BTreeMap::new();
-    let mut total = Sums::default();
     {
-        let ledger = txn.open_table(tables::PARTNER_LEDGER)?;
-        for entry in ledger.range((day, "", 0)..(day.saturating_add(1), "", 0))? {
+        let totals = txn.open_table(tables::PARTNER_DAY_TOTALS)?;
+        for entry in totals
+            .range((day, "")..(day.saturating_add(1), ""))?
+            .take(crate::config::PARTNERS_MAX + 2)
+        {
             let (key, value) = entry?;
-            let record: LedgerRecord = decode("ledger entry", LEDGER_RECORD, value.value())?;
-            let sums = per_partner.entry(key.value().1.to_owned()).or_default();
-            for target in [&mut *sums, &mut total] {
-                if record.kind == 'R' {
-                    target.cancelled += record.amount;
-                } else {
-                    target.gross += record.amount;
-                    target.count += 1;
-                }
-            }
+            let record: TotalsRecord = decode("partner day totals", TOTALS_RECORD, value.value())?;
+            per_partner.insert(
+                key.value().1.to_owned(),
+                Sums {
+                    gross: record.gross,
+                    cancelled: record.cancelled,
+                    count: record.count,
+                },
+            );
         }
-    }
-    // Paired check: the partners' sums (with the unassigned bucket) are the day's totals.
-    let gross: i64 = per_partner.values().map(|sums| sums.gross).sum();
-    let cancelled: i64 = per_partner.values().map(|sums| sums.cancelled).sum();
-    if (gross, cancelled) != (total.gross, total.cancelled) {
-        return Err(StoreError::Bug(format!(
-            "partner sums {gross}/{cancelled} differ from the day's {}/{}",
-            total.gross, total.cancelled
-        )));
     }
     let mut rate: BTreeMap<String, u32> = partners
         .iter()
@@ -290,6 +364,53 @@ fn run(
 }
 
 impl Store {
+    /// Compares every day's partner totals with a scan of the ledger; answers the first
+    /// difference. It reads the whole ledger: for tests and checks, not for requests.
+    pub async fn check_partner_totals(&self) -> Result<Result<(), String>, StoreError> {
+        self.read(|txn| {
+            let mut scanned: BTreeMap<(u32, String), TotalsRecord> = BTreeMap::new();
+            for entry in txn.open_table(tables::PARTNER_LEDGER)?.iter()? {
+                let (key, value) = entry?;
+                let (day, partner, _) = key.value();
+                let record: LedgerRecord = decode("ledger entry", LEDGER_RECORD, value.value())?;
+                scanned
+                    .entry((day, partner.to_owned()))
+                    .or_default()
+                    .add(&record);
+            }
+            let mut kept: BTreeMap<(u32, String), TotalsRecord> = BTreeMap::new();
+            for entry in txn.open_table(tables::PARTNER_DAY_TOTALS)?.iter()? {
+                let (key, value) = entry?;
+                let (day, partner) = key.value();
+                let record: TotalsRecord =
+                    decode("partner day totals", TOTALS_RECORD, value.value())?;
+                if record != TotalsRecord::default() {
+                    kept.insert((day, partner.to_owned()), record);
+                }
+            }
+            scanned.retain(|_, totals| *totals != TotalsRecord::default());
+            if scanned == kept {
+                return Ok(Ok(()));
+            }
+            let first = scanned
+                .iter()
+                .find(|(key, totals)| kept.get(*key) != Some(*totals))
+                .map(|(key, totals)| {
+                    format!("{key:?}: ledger {totals:?}, totals {:?}", kept.get(key))
+                })
+                .or_else(|| {
+                    kept.iter()
+                        .find(|(key, _)| !scanned.contains_key(*key))
+                        .map(|(key, totals)| {
+                            format!("{key:?}: no ledger entries, totals {totals:?}")
+                        })
+                })
+                .unwrap_or_default();
+            Ok(Err(first))
+        })
+        .await
+    }
+
     /// Computes (or recomputes, while REQUESTED) every partner's settlement for `date`.
     pub async fn run_partner_settlement(
         &self,

@@ -90,6 +90,12 @@ pub const ALERTS_UNSENT_V1: TableDefinition<u128, ()> = TableDefinition::new("al
 pub const PARTNER_LEDGER: TableDefinition<(u32, &str, u128), &[u8]> =
     TableDefinition::new("partner_ledger");
 
+/// (KST day, partner id or "") → the running sums of that day's ledger entries for the partner
+/// (sales, refunds, payment count), kept in the transaction of each entry: the daily partner
+/// run reads these few rows instead of scanning the day's whole ledger.
+pub const PARTNER_DAY_TOTALS: TableDefinition<(u32, &str), &[u8]> =
+    TableDefinition::new("partner_day_totals");
+
 /// (KST day, partner id) → that partner's settlement for the day.
 pub const PARTNER_SETTLEMENTS: TableDefinition<(u32, &str), &[u8]> =
     TableDefinition::new("partner_settlements");

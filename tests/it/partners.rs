@@ -302,3 +302,41 @@ async fn the_schedule_settles_yesterday_once_and_catches_up_after_downtime() {
         ["2026-11-24", "2026-11-25", "2026-11-26"]
     );
 }
+
+#[tokio::test]
+async fn the_daily_totals_the_run_reads_are_the_ledgers_and_a_schema_2_file_gets_them() {
+    let app = TestApp::spawn().await;
+    sale(&app, "order-totals-1", 10_000, "p-coffee").await;
+    let payment = sale(&app, "order-totals-2", 5_000, "p-coffee").await;
+    let (status, _) = app
+        .cancel(
+            &payment,
+            "totals-cancel",
+            &json!({ "amount": 2_000, "reason": "part" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        app.kassa.store.check_partner_totals().await.unwrap(),
+        Ok(())
+    );
+    let row = run(&app, "2026-11-23")
+        .await
+        .into_iter()
+        .find(|row| row["partner_id"] == "p-coffee")
+        .unwrap();
+    assert_eq!(
+        (row["gross"].as_i64(), row["cancelled"].as_i64()),
+        (Some(15_000), Some(2_000))
+    );
+    assert_eq!(row["payment_count"], 2);
+
+    // A data file of schema 2 had no totals: opening it builds them from its ledger.
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/part5.redb");
+    let old = TestApp::spawn_on_copy_of(&fixture).await;
+    assert_eq!(
+        old.kassa.store.check_partner_totals().await.unwrap(),
+        Ok(())
+    );
+}

@@ -1443,6 +1443,15 @@ impl Sim {
     /// The partners' settlements of every day add up to the PG ledgers: payments minus refunds
     /// per partner, and every row has the fee rule.
     async fn check_partners(&mut self) {
+        // The daily totals the partner run reads are the ledger's, entry for entry.
+        let totals = self
+            .node()
+            .kassa
+            .store
+            .check_partner_totals()
+            .await
+            .unwrap();
+        assert_eq!(totals, Ok(()), "seed {}: partner day totals", self.seed);
         let mut settled: BTreeMap<&str, i64> = BTreeMap::new();
         for day in self.days() {
             let (status, run) = self
