@@ -554,6 +554,10 @@ const QUEUE_WAIT: Duration = Duration::from_secs(300);
 /// The durable queue without a PG: `concurrency` producers enqueue (a commit each, grouped by
 /// the writer) while consumers claim in batches and complete each batch's jobs at once, as the
 /// worker runs its jobs as tasks; timed from the first enqueue to the last completion.
+#[expect(
+    clippy::too_many_lines,
+    reason = "producers, consumers and the checks of one scenario"
+)]
 pub async fn queue(options: &Options) -> Result<Value, String> {
     let (n, concurrency) = (options.n(20_000, 500), options.concurrency(16));
     let dir = private_tempdir()?;
