@@ -2,10 +2,11 @@
 //! and partner, and the daily partner settlement rows computed from it.
 //!
 //! Invariants: a ledger entry is written in the same transaction as the payment or refund it
-//! records, and so is its day's running total (`PARTNER_DAY_TOTALS`), which the run reads; a
-//! test checks the totals against a scan of the ledger. An entry never lands on a day whose settlement for that partner has moved past
-//! REQUESTED (it lands on the next open day instead); a run recomputes only REQUESTED rows and
-//! asserts that the rows add up to the day's ledger before it commits.
+//! records, and so is its day's running total (`PARTNER_DAY_TOTALS`), which the run reads (the
+//! simulation checks the totals against a scan of the ledger after every seed). An entry never
+//! lands on a day whose settlement for that partner has moved past REQUESTED (it lands on the
+//! next open day instead); a run recomputes only REQUESTED rows, and checks that each row's fee
+//! and net add up to its gross less refunds before it commits.
 
 use super::codec::{decode, encode};
 use super::orders::millis_to_time;
@@ -20,6 +21,9 @@ use std::collections::BTreeMap;
 
 const LEDGER_RECORD: u8 = 1;
 const TOTALS_RECORD: u8 = 1;
+/// Most partner keys one day's totals may hold (the config allows 1,000 partners; refunds can
+/// carry partners removed since). Past it the run fails loudly rather than leave one out.
+const PARTNER_KEYS_PER_DAY_MAX: usize = 100_000;
 const ROW_RECORD: u8 = 1;
 /// How many days forward a late entry looks for a day still open for its partner.
 const OPEN_DAY_SEARCH_MAX: u64 = 31;
@@ -298,10 +302,12 @@ fn run(
     let mut per_partner: BTreeMap<String, Sums> = BTreeMap::new();
     {
         let totals = txn.open_table(tables::PARTNER_DAY_TOTALS)?;
-        for entry in totals
-            .range((day, "")..(day.saturating_add(1), ""))?
-            .take(crate::config::PARTNERS_MAX + 2)
-        {
+        for entry in totals.range((day, "")..(day.saturating_add(1), ""))? {
+            if per_partner.len() == PARTNER_KEYS_PER_DAY_MAX {
+                return Err(StoreError::Bug(format!(
+                    "day {day} holds more than {PARTNER_KEYS_PER_DAY_MAX} partners"
+                )));
+            }
             let (key, value) = entry?;
             let record: TotalsRecord = decode("partner day totals", TOTALS_RECORD, value.value())?;
             per_partner.insert(
@@ -509,4 +515,58 @@ impl Store {
 /// The KST day an instant falls on, for ledger entries.
 pub(super) fn today(now: DateTime<Utc>) -> NaiveDate {
     kst_date(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_days_totals_are_rebuilt_from_its_ledger() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), || [1; 32]).expect("store");
+        let day = NaiveDate::from_ymd_opt(2026, 11, 23).expect("day");
+        let partner = PartnerId::parse("p-coffee").expect("partner");
+        let read = store
+            .write(move |txn| {
+                let entry = |id: u128, refund: bool, won: i64| Entry {
+                    natural: day,
+                    today: day,
+                    partner: Some(&partner),
+                    id,
+                    refund,
+                    amount: Amount::positive(won).expect("amount"),
+                    payment_id: PaymentId::from_u128(id),
+                };
+                record_entry(txn, &entry(1, false, 10_000))?;
+                record_entry(txn, &entry(2, false, 5_000))?;
+                record_entry(txn, &entry(3, true, 2_000))?;
+                // The same sale written again is counted once.
+                record_entry(txn, &entry(2, false, 5_000))?;
+                txn.delete_table(tables::PARTNER_DAY_TOTALS)?;
+                rebuild_totals(txn)
+            })
+            .await
+            .expect("write");
+        assert_eq!(read, 3);
+        assert_eq!(store.check_partner_totals().await.expect("read"), Ok(()));
+        let totals = store
+            .read(move |txn| {
+                read_totals(
+                    &txn.open_table(tables::PARTNER_DAY_TOTALS)?,
+                    date_key(day),
+                    "p-coffee",
+                )
+            })
+            .await
+            .expect("totals");
+        assert_eq!(
+            totals,
+            TotalsRecord {
+                gross: 15_000,
+                cancelled: 2_000,
+                count: 2
+            }
+        );
+    }
 }
