@@ -121,6 +121,25 @@ pub struct Signed {
 }
 
 impl Signed {
+    /// A posted form of this session: a 400 page when it cannot be read, a 403 page unless
+    /// `csrf` finds the session's token in it.
+    fn form<T>(
+        &self,
+        state: &AppState,
+        form: Result<Form<T>, FormRejection>,
+        csrf: impl Fn(&T) -> &str,
+    ) -> Result<T, PageError> {
+        let Ok(Form(form)) = form else {
+            return Err(PageError::new(
+                StatusCode::BAD_REQUEST,
+                self.lang,
+                self.lang.texts().bad_request,
+            ));
+        };
+        self.check(state, csrf(&form))?;
+        Ok(form)
+    }
+
     /// Whether a form's token is this session's (checked in constant time).
     fn check(&self, state: &AppState, token: &str) -> Result<(), PageError> {
         let valid = crate::hex::decode_32(token).is_some_and(|tag| {

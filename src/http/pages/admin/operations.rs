@@ -151,10 +151,7 @@ pub async fn redrive(
     form: Result<Form<RedriveForm>, FormRejection>,
 ) -> Result<Response, PageError> {
     let lang = signed.lang;
-    let Ok(Form(form)) = form else {
-        return Err(bad(lang));
-    };
-    signed.check(&state, &form.csrf)?;
+    let form = signed.form(&state, form, |form| &form.csrf)?;
     let id = letter_id(lang, &id)?;
     let note = match form.note.trim() {
         "" => None,
@@ -192,10 +189,7 @@ pub async fn resolve(
     form: Result<Form<ResolveForm>, FormRejection>,
 ) -> Result<Response, PageError> {
     let lang = signed.lang;
-    let Ok(Form(form)) = form else {
-        return Err(bad(lang));
-    };
-    signed.check(&state, &form.csrf)?;
+    let form = signed.form(&state, form, |form| &form.csrf)?;
     let id = letter_id(lang, &id)?;
     let note = crate::domain::parse_text("note", form.note.trim(), 500).map_err(|_| {
         PageError::new(
@@ -382,10 +376,7 @@ pub async fn settlement_sync_run(
     form: Result<Form<SyncForm>, FormRejection>,
 ) -> Result<Response, PageError> {
     let lang = signed.lang;
-    let Ok(Form(form)) = form else {
-        return Err(bad(lang));
-    };
-    signed.check(&state, &form.csrf)?;
+    let form = signed.form(&state, form, |form| &form.csrf)?;
     let provider = Provider::parse(&form.provider).map_err(|_| bad(lang))?;
     let yesterday = crate::flows::settlement::yesterday(&state.kassa);
     let from = day_of(lang, Some(&form.from), yesterday)?;
@@ -498,10 +489,7 @@ pub async fn partner_settlements_run(
     form: Result<Form<DateForm>, FormRejection>,
 ) -> Result<Response, PageError> {
     let lang = signed.lang;
-    let Ok(Form(form)) = form else {
-        return Err(bad(lang));
-    };
-    signed.check(&state, &form.csrf)?;
+    let form = signed.form(&state, form, |form| &form.csrf)?;
     let date = day_of(
         lang,
         Some(&form.date),
@@ -531,10 +519,7 @@ pub async fn partner_settlements_move(
     form: Result<Form<StatusForm>, FormRejection>,
 ) -> Result<Response, PageError> {
     let lang = signed.lang;
-    let Ok(Form(form)) = form else {
-        return Err(bad(lang));
-    };
-    signed.check(&state, &form.csrf)?;
+    let form = signed.form(&state, form, |form| &form.csrf)?;
     let row = crate::flows::partners::move_forward(&state.kassa, &id, &form.status)
         .await
         .map_err(|error| refused(lang, &error))?;

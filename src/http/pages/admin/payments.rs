@@ -334,10 +334,7 @@ pub async fn cancel(
 ) -> Result<Response, PageError> {
     let lang = signed.lang;
     let texts = lang.texts();
-    let Ok(Form(form)) = form else {
-        return Err(bad(lang, texts.bad_request));
-    };
-    signed.check(&state, &form.csrf)?;
+    let form = signed.form(&state, form, |form| &form.csrf)?;
     let id = PaymentId::parse(&id).map_err(|_| PageError::not_found(lang))?;
     let key = IdempotencyKey::parse(&form.key).map_err(|_| bad(lang, texts.bad_request))?;
     let amount = match form.amount.trim().replace(',', "").as_str() {
