@@ -192,41 +192,95 @@ fn found_alert_id(now_ms: i64, what: &str) -> u128 {
 /// A settlement row's key: (KST day, payment id).
 type RowKey = (u32, u128);
 
-/// The settlement row of the payment that paid `order_id` through `provider`, with its key.
-fn row_of_order(
-    txn: &WriteTransaction,
-    provider: &str,
-    order_id: &str,
-) -> Result<Option<(RowKey, SettlementRecord)>, StoreError> {
-    let Ok(order_id) = OrderId::parse(order_id) else {
-        return Ok(None);
-    };
-    let Some(order) = get_order(&txn.open_table(tables::ORDERS)?, &order_id)? else {
-        return Ok(None);
-    };
-    let Some(payment_id) = order.paid_payment_id() else {
-        return Ok(None);
-    };
-    let bytes = txn
-        .open_table(tables::PAYMENTS)?
-        .get(payment_id.as_u128())?
-        .map(|value| value.value().to_vec());
-    let Some(bytes) = bytes else {
-        return Ok(None);
-    };
-    let payment = decode_payment(&bytes)?.payment;
-    if payment.provider.as_str() != provider {
-        return Ok(None);
+/// The tables a line of a payment reads and writes, opened once for a run of such lines
+/// (opening a redb table is itself a lookup in the table tree, and closing it a write).
+struct RowTables<'txn> {
+    orders: redb::Table<'txn, &'static str, &'static [u8]>,
+    payments: redb::Table<'txn, u128, &'static [u8]>,
+    settlements: redb::Table<'txn, RowKey, &'static [u8]>,
+}
+
+impl<'txn> RowTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            orders: txn.open_table(tables::ORDERS)?,
+            payments: txn.open_table(tables::PAYMENTS)?,
+            settlements: txn.open_table(tables::SETTLEMENTS)?,
+        })
     }
-    let key = (date_key(kst_date(payment.paid_at)), payment_id.as_u128());
-    let row = txn
-        .open_table(tables::SETTLEMENTS)?
-        .get(key)?
-        .map(|value| value.value().to_vec());
-    row.map(|bytes| {
-        decode::<SettlementRecord>("settlement", SETTLEMENT_RECORD, &bytes).map(|row| (key, row))
-    })
-    .transpose()
+
+    /// The settlement row of the payment that paid `order_id` through `provider`, with its key.
+    fn row_of_order(
+        &self,
+        provider: &str,
+        order_id: &str,
+    ) -> Result<Option<(RowKey, SettlementRecord)>, StoreError> {
+        let Ok(order_id) = OrderId::parse(order_id) else {
+            return Ok(None);
+        };
+        let Some(order) = get_order(&self.orders, &order_id)? else {
+            return Ok(None);
+        };
+        let Some(payment_id) = order.paid_payment_id() else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.payments.get(payment_id.as_u128())? else {
+            return Ok(None);
+        };
+        let payment = decode_payment(bytes.value())?.payment;
+        drop(bytes);
+        if payment.provider.as_str() != provider {
+            return Ok(None);
+        }
+        let key = (date_key(kst_date(payment.paid_at)), payment_id.as_u128());
+        let Some(row) = self.settlements.get(key)? else {
+            return Ok(None);
+        };
+        let row = decode::<SettlementRecord>("settlement", SETTLEMENT_RECORD, row.value())?;
+        Ok(Some((key, row)))
+    }
+
+    /// The common case of a line of a payment: it matches its `Pending` row, which is settled
+    /// (`updated`), or a row already settled (`skipped`). Anything else (no such row, a
+    /// mismatch) is left untouched for `apply_line`, which reads it again: `None`.
+    fn settle_matching(
+        &mut self,
+        provider: &str,
+        line: &SettlementLine,
+    ) -> Result<Option<SyncCounts>, StoreError> {
+        if line.kind == SettlementKind::Cancel || !line.is_consistent() {
+            return Ok(None);
+        }
+        let Some((key, mut row)) = self.row_of_order(provider, &line.order_id)? else {
+            return Ok(None);
+        };
+        if row.amount != line.amount {
+            return Ok(None);
+        }
+        let mut counts = SyncCounts::default();
+        if row.status != "Pending" {
+            counts.skipped = 1;
+            return Ok(Some(counts));
+        }
+        settle(&mut self.settlements, key, &mut row, line)?;
+        counts.updated = 1;
+        Ok(Some(counts))
+    }
+}
+
+/// Moves a `Pending` row to `Succeed` with the PG's fee and settled amount.
+fn settle(
+    settlements: &mut redb::Table<'_, RowKey, &'static [u8]>,
+    key: RowKey,
+    row: &mut SettlementRecord,
+    line: &SettlementLine,
+) -> Result<(), StoreError> {
+    row.status = "Succeed".into();
+    row.fee = Some(line.fee);
+    row.settle_amount = Some(line.settle_amount);
+    let bytes = encode(SETTLEMENT_RECORD, row)?;
+    settlements.insert(key, bytes.as_slice())?;
+    Ok(())
 }
 
 /// A CANCEL line that is no refund kassa knows: a refund made outside kassa (the PG's
@@ -484,7 +538,8 @@ fn apply_line(
         }
         return Ok(counts);
     }
-    let Some((key, mut row)) = row_of_order(txn, provider, &line.order_id)? else {
+    let found = RowTables::open(txn)?.row_of_order(provider, &line.order_id)?;
+    let Some((key, mut row)) = found else {
         counts.missing = 1;
         tracing::warn!(provider, order_id = %line.order_id, amount = line.amount, "settlement line for a payment kassa does not hold");
         record_finding(txn, &finding("MISSING", None))?;
@@ -504,12 +559,12 @@ fn apply_line(
         counts.skipped = 1;
         return Ok(counts);
     }
-    row.status = "Succeed".into();
-    row.fee = Some(line.fee);
-    row.settle_amount = Some(line.settle_amount);
-    let bytes = encode(SETTLEMENT_RECORD, &row)?;
-    txn.open_table(tables::SETTLEMENTS)?
-        .insert(key, bytes.as_slice())?;
+    settle(
+        &mut txn.open_table(tables::SETTLEMENTS)?,
+        key,
+        &mut row,
+        line,
+    )?;
     counts.updated = 1;
     Ok(counts)
 }
@@ -604,11 +659,27 @@ impl Store {
                     }
                 }
             }
+            // The rest in order. Lines that match their payment's row (nearly all of them) go
+            // through tables opened once; any other line closes them for `apply_line`, which
+            // opens what it needs, and they are opened again for the next.
+            let mut row_tables = None;
             for (index, line) in lines.iter().enumerate() {
-                if !done[index] {
+                if done[index] {
+                    continue;
+                }
+                let mut open = match row_tables.take() {
+                    Some(open) => open,
+                    None => RowTables::open(txn)?,
+                };
+                if let Some(matched) = open.settle_matching(&provider, line)? {
+                    counts.add(matched);
+                    row_tables = Some(open);
+                } else {
+                    drop(open);
                     counts.add(apply_line(txn, &provider, date, line, now_ms)?);
                 }
             }
+            drop(row_tables);
             let mut cursors = txn.open_table(tables::SYNC_CURSORS)?;
             let key = (provider.as_str(), date_key(date));
             match &next_cursor {
