@@ -120,6 +120,36 @@ async fn answer(kassa: &Kassa, intent: &CancelIntent) -> Result<CancelAnswer, Fl
     })
 }
 
+/// The answer to a request that stopped waiting for its task: the cancel's state when it was
+/// recorded, or "still running" (the key's request is in progress) when it is not yet.
+async fn answer_created(
+    kassa: &Kassa,
+    mut created: tokio::sync::oneshot::Receiver<CancelIntent>,
+) -> Result<CancelAnswer, FlowError> {
+    match created.try_recv() {
+        Ok(intent) => answer(kassa, &intent).await,
+        Err(_) => Err(in_progress()),
+    }
+}
+
+fn in_progress() -> FlowError {
+    FlowError::Conflict {
+        code: "IDEMPOTENCY_REQUEST_IN_PROGRESS",
+        message: "the first request with this Idempotency-Key is still running; ask again shortly"
+            .into(),
+    }
+}
+
+/// True when an inline attempt at `provider` may start now: kassa is not shutting down (an
+/// attempt started now could be cut off) and the circuit breaker does not pause the PG's jobs.
+fn inline_may_start(kassa: &Kassa, provider: crate::domain::Provider) -> bool {
+    !kassa.shutdown.is_cancelled()
+        && !matches!(
+            kassa.breakers.gate(provider, kassa.env.now()),
+            Some(Gate::Paused(_))
+        )
+}
+
 /// Records a cancel of `amount` (the whole available balance when `None`) and tries it inline.
 /// The same `key` again answers the same cancel; it never cancels twice.
 pub async fn request(
@@ -132,6 +162,17 @@ pub async fn request(
     let amount = amount.map(Amount::positive).transpose()?;
     let reason = parse_text("reason", reason, REASON_CHARS_MAX)?;
     let cancel_uuid = kassa.env.new_uuid();
+    // The first attempt is claimed in the request's own commit unless something holds it back
+    // (no inline attempts configured, shutting down, the PG's jobs paused): one commit fewer,
+    // and its mark is still durable before the PG hears of it.
+    let provider = kassa
+        .store
+        .payment(payment_id)
+        .await?
+        .map(|view| view.payment.provider);
+    let claim_lease = (kassa.config.retry.inline_attempts > 0
+        && provider.is_some_and(|provider| inline_may_start(kassa, provider)))
+    .then(|| lease(kassa));
     let request = crate::store::CancelRequest {
         payment_id,
         key: key.clone(),
@@ -140,23 +181,49 @@ pub async fn request(
         cancel_id: CancelId::from_uuid(cancel_uuid),
         pg_key: cancel_uuid.simple().to_string(),
         now: kassa.env.now(),
+        claim_lease,
     };
-    match kassa.store.request_cancel(request).await? {
-        CancelRequestOutcome::Created(intent) => {
-            tracing::info!(payment_id = %payment_id, cancel_id = %intent.id, amount = intent.amount.won(), "cancel accepted");
-            // The request's key counts as answered once the inline attempts end, in their own
-            // task: a client that went away and asks again with the key gets the cancel's state,
-            // not "still running".
-            drive_inline_then(kassa, &intent, Some((payment_id, key))).await?;
+    // From the request's commit on, its claimed attempt must run whatever becomes of the
+    // caller (a client that goes away drops this future): the request and its inline attempts
+    // run in a task of their own, which the caller waits for at most `INLINE_WAIT_MAX`. The
+    // request's key counts as answered once the inline attempts end, so a client that went
+    // away and asks again with the key gets the cancel's state, not "still running".
+    let (created_tx, created_rx) = tokio::sync::oneshot::channel();
+    let task = {
+        let kassa = kassa.clone();
+        kassa.tasks.clone().spawn(async move {
+            let outcome = kassa.store.request_cancel(request).await?;
+            if let CancelRequestOutcome::Created(intent, claim) = &outcome {
+                tracing::info!(payment_id = %payment_id, cancel_id = %intent.id, amount = intent.amount.won(), "cancel accepted");
+                let _ = created_tx.send(intent.clone());
+                inline_attempts_then(
+                    &kassa,
+                    intent,
+                    provider,
+                    claim.clone(),
+                    Some((payment_id, key)),
+                )
+                .await?;
+            }
+            Ok::<_, FlowError>(outcome)
+        })
+    };
+    let outcome = match tokio::time::timeout(INLINE_WAIT_MAX, task).await {
+        Ok(Ok(outcome)) => outcome?,
+        Ok(Err(join)) => {
+            tracing::error!(payment_id = %payment_id, error = %join, "a cancel request's task stopped unexpectedly; the queue carries on");
+            return answer_created(kassa, created_rx).await;
+        }
+        Err(_) => {
+            tracing::info!(payment_id = %payment_id, "the inline attempts go on after the request stopped waiting");
+            return answer_created(kassa, created_rx).await;
+        }
+    };
+    match outcome {
+        CancelRequestOutcome::Created(intent, _) | CancelRequestOutcome::Replay(intent) => {
             answer(kassa, &intent).await
         }
-        CancelRequestOutcome::Replay(intent) => answer(kassa, &intent).await,
-        CancelRequestOutcome::InProgress => Err(FlowError::Conflict {
-            code: "IDEMPOTENCY_REQUEST_IN_PROGRESS",
-            message:
-                "the first request with this Idempotency-Key is still running; ask again shortly"
-                    .into(),
-        }),
+        CancelRequestOutcome::InProgress => Err(in_progress()),
         CancelRequestOutcome::KeyReused => Err(FlowError::Unprocessable {
             code: "IDEMPOTENCY_KEY_REUSED",
             message: "this Idempotency-Key was used with a different request".into(),
@@ -296,38 +363,16 @@ pub enum Mode {
 /// them at most `INLINE_WAIT_MAX`: if the caller goes away (a client disconnects, a request is
 /// dropped), the attempts go on. Whatever is left is done by the queue.
 pub async fn drive_inline(kassa: &Kassa, intent: &CancelIntent) -> Result<(), FlowError> {
-    drive_inline_then(kassa, intent, None).await
-}
-
-/// `drive_inline`, then (in the same task) marks the cancel request's key answered.
-async fn drive_inline_then(
-    kassa: &Kassa,
-    intent: &CancelIntent,
-    answered: Option<(PaymentId, IdempotencyKey)>,
-) -> Result<(), FlowError> {
-    if kassa.shutdown.is_cancelled() {
-        // Shutting down: an attempt started now could be cut off. The job is queued; the next
-        // start runs it.
-        if let Some((payment_id, key)) = answered {
-            kassa
-                .store
-                .cancel_request_answered(payment_id, &key)
-                .await?;
-        }
-        return Ok(());
-    }
     let task = {
         let kassa_for_task = kassa.clone();
         let intent = intent.clone();
         kassa.tasks.spawn(async move {
-            let attempts = inline_attempts(&kassa_for_task, &intent).await;
-            if let Some((payment_id, key)) = answered {
-                kassa_for_task
-                    .store
-                    .cancel_request_answered(payment_id, &key)
-                    .await?;
-            }
-            attempts
+            let provider = kassa_for_task
+                .store
+                .payment(intent.payment_id)
+                .await?
+                .map(|view| view.payment.provider);
+            inline_attempts_then(&kassa_for_task, &intent, provider, None, None).await
         })
     };
     match tokio::time::timeout(INLINE_WAIT_MAX, task).await {
@@ -343,46 +388,85 @@ async fn drive_inline_then(
     }
 }
 
-async fn inline_attempts(kassa: &Kassa, intent: &CancelIntent) -> Result<(), FlowError> {
-    let attempts = kassa.config.retry.inline_attempts;
-    let turn_deadline = tokio::time::Instant::now() + INLINE_TURN_WAIT_MAX;
-    let provider = kassa
-        .store
-        .payment(intent.payment_id)
-        .await?
-        .map(|view| view.payment.provider);
-    for attempt in 0..attempts {
-        if kassa.shutdown.is_cancelled() {
-            return Ok(());
-        }
-        if let Some(provider) = provider
-            && matches!(
-                kassa.breakers.gate(provider, kassa.env.now()),
-                Some(Gate::Paused(_))
-            )
-        {
-            tracing::info!(cancel_id = %intent.id, provider = provider.as_str(), "the PG's jobs are paused by the circuit breaker; the queue carries the cancel");
-            return Ok(());
-        }
-        let Some(claim) = wait_for_turn(kassa, intent.id, turn_deadline).await? else {
-            return Ok(());
-        };
-        let result = run_claim(
-            kassa,
-            &claim,
-            Mode::Inline {
-                last: attempt + 1 == attempts,
-            },
-        )
-        .await?;
-        if !matches!(result, AttemptResult::Retry { .. }) {
-            return Ok(());
-        }
-        if attempt + 1 < attempts {
-            tokio::time::sleep(INLINE_BACKOFF * (attempt + 1)).await;
-        }
+/// `inline_attempts`, then marks the cancel request's key `answered` unless the attempt that
+/// ended them did so in its own transaction.
+async fn inline_attempts_then(
+    kassa: &Kassa,
+    intent: &CancelIntent,
+    provider: Option<crate::domain::Provider>,
+    claimed: Option<Claim>,
+    answered: Option<(PaymentId, IdempotencyKey)>,
+) -> Result<(), FlowError> {
+    let attempts = inline_attempts(kassa, intent, provider, claimed, answered.as_ref()).await;
+    if let Some((payment_id, key)) = &answered
+        && !matches!(attempts, Ok(Answered::Yes))
+    {
+        kassa
+            .store
+            .cancel_request_answered(*payment_id, key)
+            .await?;
     }
-    Ok(())
+    attempts.map(|_| ())
+}
+
+/// Whether the attempt that ended the inline attempts marked the request's key answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answered {
+    Yes,
+    No,
+}
+
+/// Up to `retry.inline_attempts` attempts, the first on `claimed` when the request's commit
+/// claimed it. A claimed attempt always runs (its mark is durable: skipping it would leave an
+/// outcome in doubt); any other waits for its turn and starts only if `inline_may_start`.
+async fn inline_attempts(
+    kassa: &Kassa,
+    intent: &CancelIntent,
+    provider: Option<crate::domain::Provider>,
+    claimed: Option<Claim>,
+    answered: Option<&(PaymentId, IdempotencyKey)>,
+) -> Result<Answered, FlowError> {
+    // A claimed attempt runs even were no inline attempts configured.
+    let attempts = kassa
+        .config
+        .retry
+        .inline_attempts
+        .max(u32::from(claimed.is_some()));
+    let turn_deadline = tokio::time::Instant::now() + INLINE_TURN_WAIT_MAX;
+    let mut claimed = claimed;
+    for attempt in 0..attempts {
+        let claim = match claimed.take() {
+            Some(claim) => claim,
+            None => {
+                if let Some(provider) = provider
+                    && !inline_may_start(kassa, provider)
+                {
+                    tracing::info!(cancel_id = %intent.id, provider = provider.as_str(), "no inline attempt now (shutting down, or the PG's jobs are paused by the circuit breaker); the queue carries the cancel");
+                    return Ok(Answered::No);
+                }
+                if kassa.shutdown.is_cancelled() {
+                    return Ok(Answered::No);
+                }
+                let Some(claim) = wait_for_turn(kassa, intent.id, turn_deadline).await? else {
+                    return Ok(Answered::No);
+                };
+                claim
+            }
+        };
+        let last = attempt + 1 == attempts;
+        let result = run_claim_answering(kassa, &claim, Mode::Inline { last }, answered).await?;
+        let retried = matches!(result, AttemptResult::Retry { .. });
+        if !retried || last {
+            // `run_claim_answering` marked the key with this attempt's outcome.
+            return Ok(if answered.is_some() {
+                Answered::Yes
+            } else {
+                Answered::No
+            });
+        }
+        tokio::time::sleep(INLINE_BACKOFF * (attempt + 1)).await;
+    }
+    Ok(Answered::No)
 }
 
 /// Claims `id` as soon as it is its turn, waking on every commit; `None` once it is no longer
@@ -434,6 +518,17 @@ pub async fn run_claim(
     claim: &Claim,
     mode: Mode,
 ) -> Result<AttemptResult, FlowError> {
+    run_claim_answering(kassa, claim, mode, None).await
+}
+
+/// `run_claim`; when the attempt ends the inline attempts (its outcome is not a retry, or it
+/// is the last), the request's key `answered` is marked in the outcome's own transaction.
+async fn run_claim_answering(
+    kassa: &Kassa,
+    claim: &Claim,
+    mode: Mode,
+    answered: Option<&(PaymentId, IdempotencyKey)>,
+) -> Result<AttemptResult, FlowError> {
     let _running = kassa.store.in_flight().enter(claim.payment.id);
     let provider = claim.payment.provider;
     let task = {
@@ -470,9 +565,14 @@ pub async fn run_claim(
         }
     }
     let record_id = kassa.env.new_uuid().as_u128();
+    let ends_inline = match mode {
+        Mode::Inline { last } => last || !matches!(result, AttemptResult::Retry { .. }),
+        Mode::Queue => false,
+    };
+    let answered = answered.filter(|_| ends_inline).cloned();
     kassa
         .store
-        .finish_attempt(claim, result.clone(), now, record_id)
+        .finish_attempt(claim, result.clone(), now, record_id, answered)
         .await?;
     Ok(result)
 }

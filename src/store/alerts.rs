@@ -151,7 +151,7 @@ impl Store {
 
     /// The alert a delivery job names.
     pub async fn alert(&self, id: u128) -> Result<Option<Alert>, StoreError> {
-        self.read(move |txn| {
+        self.read_point(move |txn| {
             let alerts = txn.open_table(tables::ALERTS)?;
             alerts
                 .get(id)?

@@ -67,12 +67,21 @@ pub struct CancelRequest {
     pub cancel_id: CancelId,
     pub pg_key: String,
     pub now: DateTime<Utc>,
+    /// Claim the new intent's first attempt for this long in the same transaction, when it is
+    /// its turn (see `Store::claim_cancel`): the attempt's mark is then durable with the
+    /// request, one commit instead of two. `None`: the intent waits for its job.
+    pub claim_lease: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per cancel request, answered once"
+)]
 pub enum CancelRequestOutcome {
-    /// A new intent, stored with its job.
-    Created(CancelIntent),
+    /// A new intent, stored with its job, and its first attempt's claim when one was asked for
+    /// and it was the intent's turn.
+    Created(CancelIntent, Option<Claim>),
     /// The same key and body as an earlier request: that request's intent.
     Replay(CancelIntent),
     /// The same key while the first request is still running.
@@ -92,9 +101,10 @@ pub enum CancelRequestOutcome {
 
 fn request_cancel(
     txn: &WriteTransaction,
+    in_flight: &InFlight,
     request: &CancelRequest,
 ) -> Result<CancelRequestOutcome, StoreError> {
-    let key = format!("{}:{}", request.payment_id, request.key.as_str());
+    let key = answered_key(request.payment_id, &request.key);
     let now_ms = request.now.timestamp_millis();
     let existing = txn
         .open_table(tables::IDEMPOTENCY)?
@@ -179,7 +189,40 @@ fn request_cancel(
     let bytes = encode(IDEMPOTENCY_RECORD, &record)?;
     txn.open_table(tables::IDEMPOTENCY)?
         .insert(key.as_str(), bytes.as_slice())?;
-    Ok(CancelRequestOutcome::Created(intent))
+    let claim = match request.claim_lease {
+        Some(lease) => claim_cancel(
+            txn,
+            in_flight,
+            intent.id,
+            request.now,
+            lease,
+            ClaimMode::Inline,
+        )?,
+        None => None,
+    };
+    // The claim read the intent back and marked its attempt: answer the intent as claimed.
+    let intent = claim.as_ref().map_or(intent, |claim| claim.intent.clone());
+    Ok(CancelRequestOutcome::Created(intent, claim))
+}
+
+/// Marks the first request of the idempotency key `key` (`payment:key`) as answered.
+fn mark_answered(txn: &WriteTransaction, key: &str) -> Result<(), StoreError> {
+    let existing = txn
+        .open_table(tables::IDEMPOTENCY)?
+        .get(key)?
+        .map(|value| value.value().to_vec());
+    if let Some(bytes) = existing {
+        let mut record: IdempotencyRecord = decode("idempotency key", IDEMPOTENCY_RECORD, &bytes)?;
+        record.answered = true;
+        let bytes = encode(IDEMPOTENCY_RECORD, &record)?;
+        txn.open_table(tables::IDEMPOTENCY)?
+            .insert(key, bytes.as_slice())?;
+    }
+    Ok(())
+}
+
+fn answered_key(payment_id: PaymentId, key: &IdempotencyKey) -> String {
+    format!("{payment_id}:{}", key.as_str())
 }
 
 /// An intent claimed for one attempt, with its payment as it is now.
@@ -878,12 +921,15 @@ fn new_key_generation(
 
 impl Store {
     /// Records a cancel request: balance check, reservation, intent, job and status in one
-    /// transaction, answered only after it is durable.
+    /// transaction (with the first attempt's claim when `claim_lease` asks for it), answered
+    /// only after it is durable.
     pub async fn request_cancel(
         &self,
         request: CancelRequest,
     ) -> Result<CancelRequestOutcome, StoreError> {
-        self.write(move |txn| request_cancel(txn, &request)).await
+        let in_flight = self.in_flight.clone();
+        self.write(move |txn| request_cancel(txn, &in_flight, &request))
+            .await
     }
 
     /// Marks the first request of an idempotency key as answered.
@@ -892,23 +938,8 @@ impl Store {
         payment_id: PaymentId,
         key: &IdempotencyKey,
     ) -> Result<(), StoreError> {
-        let key = format!("{payment_id}:{}", key.as_str());
-        self.write(move |txn| {
-            let existing = txn
-                .open_table(tables::IDEMPOTENCY)?
-                .get(key.as_str())?
-                .map(|value| value.value().to_vec());
-            if let Some(bytes) = existing {
-                let mut record: IdempotencyRecord =
-                    decode("idempotency key", IDEMPOTENCY_RECORD, &bytes)?;
-                record.answered = true;
-                let bytes = encode(IDEMPOTENCY_RECORD, &record)?;
-                txn.open_table(tables::IDEMPOTENCY)?
-                    .insert(key.as_str(), bytes.as_slice())?;
-            }
-            Ok(())
-        })
-        .await
+        let key = answered_key(payment_id, key);
+        self.write(move |txn| mark_answered(txn, &key)).await
     }
 
     /// Claims one intent for an inline attempt now; `None` when it is not its turn.
@@ -927,7 +958,7 @@ impl Store {
     /// itself commit. The same rule as the claim.
     pub async fn cancel_turn(&self, id: CancelId, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let in_flight = self.in_flight.clone();
-        self.read(move |txn| {
+        self.read_point(move |txn| {
             let turn = cancel_turn(
                 &txn.open_table(tables::CANCEL_INTENTS)?,
                 &txn.open_table(tables::PAYMENTS)?,
@@ -974,17 +1005,26 @@ impl Store {
     }
 
     /// Records what a cancel attempt came to. `record_id` names the dead letter or alert it
-    /// may make.
+    /// may make. `answered`: the cancel request whose key this attempt answers, marked in the
+    /// same transaction.
     pub async fn finish_attempt(
         &self,
         claim: &Claim,
         result: AttemptResult,
         now: DateTime<Utc>,
         record_id: u128,
+        answered: Option<(PaymentId, IdempotencyKey)>,
     ) -> Result<Option<(CancelIntent, PaymentView)>, StoreError> {
         let (id, attempt) = (claim.intent.id, claim.attempt);
-        self.write(move |txn| finish(txn, id, attempt, &result, now, record_id))
-            .await
+        let answered = answered.map(|(payment_id, key)| answered_key(payment_id, &key));
+        self.write(move |txn| {
+            let finished = finish(txn, id, attempt, &result, now, record_id)?;
+            if let Some(key) = &answered {
+                mark_answered(txn, key)?;
+            }
+            Ok(finished)
+        })
+        .await
     }
 
     /// Commits a new key generation for `claim`'s attempt; answers the intent with its new key,
@@ -1106,7 +1146,7 @@ impl Store {
     }
 
     pub async fn cancel_intent(&self, id: CancelId) -> Result<Option<CancelIntent>, StoreError> {
-        self.read(move |txn| {
+        self.read_point(move |txn| {
             let table = txn.open_table(tables::CANCEL_INTENTS)?;
             table
                 .get(id.as_u128())?
@@ -1149,7 +1189,7 @@ impl Store {
 
     /// When the next job is due, if any: the worker sleeps until then at most.
     pub async fn next_job_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.read(move |txn| super::queue::first_due(&txn.open_table(tables::QUEUE_DUE)?))
+        self.read_point(move |txn| super::queue::first_due(&txn.open_table(tables::QUEUE_DUE)?))
             .await
     }
 

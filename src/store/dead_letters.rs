@@ -160,7 +160,7 @@ fn decode_dead_letter(id: u128, bytes: &[u8]) -> Result<DeadLetter, StoreError> 
 impl Store {
     /// One dead letter.
     pub async fn dead_letter(&self, id: u128) -> Result<Option<DeadLetter>, StoreError> {
-        self.read(move |txn| {
+        self.read_point(move |txn| {
             let table = txn.open_table(tables::DEAD_LETTERS)?;
             table
                 .get(id)?

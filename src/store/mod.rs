@@ -328,7 +328,23 @@ impl Store {
             .map_err(|_| StoreError::Bug("a write answered with the wrong type".into()))
     }
 
-    /// Runs `read` against a snapshot of what is committed, on the blocking pool.
+    /// Runs `read` against a snapshot of what is committed. A read of a few keys (one record and what hangs off it, each list bounded): run on the
+    /// calling task, since it takes microseconds, less than a hand-off to the blocking pool
+    /// and back (a thread wake-up each way). Scans go through `read`.
+    #[expect(
+        clippy::unused_async,
+        reason = "reads stay awaited by their callers, whichever side of the pool they run on"
+    )]
+    async fn read_point<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+    {
+        let txn = self.db.begin_read()?;
+        read(&txn)
+    }
+
+    /// Runs `read` against a snapshot of what is committed, on the blocking pool: for reads
+    /// that scan (lists, reports, checks), so a long scan never holds up a runtime thread.
     async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
     where
         T: Send + 'static,

@@ -307,7 +307,7 @@ impl Store {
     /// A small text kept in `META` under `key` (the sweep's cursors).
     pub async fn meta_text(&self, key: &str) -> Result<Option<String>, StoreError> {
         let key = format!("{META_TEXT_PREFIX}{key}");
-        self.read(move |txn| {
+        self.read_point(move |txn| {
             let meta = txn.open_table(tables::META)?;
             let value = meta
                 .get(key.as_str())?
@@ -338,7 +338,7 @@ impl Store {
 
     pub async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
         let id = id.clone();
-        self.read(move |txn| get_order(&txn.open_table(tables::ORDERS)?, &id))
+        self.read_point(move |txn| get_order(&txn.open_table(tables::ORDERS)?, &id))
             .await
     }
 }

@@ -487,7 +487,7 @@ impl Store {
     /// When the schedule `name` last ran (the fire time it ran for).
     pub async fn schedule_mark(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let key = format!("{}{name}", tables::SCHEDULE_MARK_PREFIX);
-        self.read(move |txn| {
+        self.read_point(move |txn| {
             let meta = txn.open_table(tables::META)?;
             let Some(value) = meta.get(key.as_str())? else {
                 return Ok(None);

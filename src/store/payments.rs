@@ -303,7 +303,7 @@ fn key_bounds(filter: &PaymentFilter) -> (u128, u128) {
 
 impl Store {
     pub async fn payment(&self, id: PaymentId) -> Result<Option<PaymentView>, StoreError> {
-        self.read(move |txn| {
+        self.read_point(move |txn| {
             load_view(
                 &txn.open_table(tables::PAYMENTS)?,
                 &txn.open_table(tables::PAYMENT_EVENTS)?,

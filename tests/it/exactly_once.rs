@@ -55,7 +55,7 @@ async fn a_late_refund_answer_of_an_attempt_that_was_taken_over_is_recorded_once
         warning: None,
     };
     store
-        .finish_attempt(&first, refunded.clone(), later, 1)
+        .finish_attempt(&first, refunded.clone(), later, 1, None)
         .await
         .unwrap();
     let payment = app.payment(&payment_id).await;
@@ -72,11 +72,11 @@ async fn a_late_refund_answer_of_an_attempt_that_was_taken_over_is_recorded_once
         alert: false,
     };
     store
-        .finish_attempt(&second, retry, later, 2)
+        .finish_attempt(&second, retry, later, 2, None)
         .await
         .unwrap();
     store
-        .finish_attempt(&first, refunded, later, 3)
+        .finish_attempt(&first, refunded, later, 3, None)
         .await
         .unwrap();
     let payment = app.payment(&payment_id).await;
@@ -257,4 +257,94 @@ async fn a_part_5_data_file_opens_with_every_payment_and_refund() {
         )
         .await;
     assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+}
+
+/// A cancel request claims its first attempt in its own transaction: the attempt's mark is
+/// durable with the request, the worker cannot take the job while the lease holds, a second
+/// cancel of the same payment is recorded but not claimed (it is not its turn), and the outcome
+/// of the attempt marks the request's key answered in its own transaction.
+#[tokio::test]
+async fn a_cancel_request_claims_its_first_attempt_in_its_own_commit() {
+    use kassa::domain::{IdempotencyKey, IntentState, PaymentId};
+    use kassa::store::{CancelRequest, CancelRequestOutcome};
+
+    let app = TestApp::spawn().await;
+    let (payment_id, _) = app.paid("order-claimed-1", 15_000).await;
+    let store = &app.kassa.store;
+    let now = app.kassa.env.now();
+    let lease = chrono::Duration::seconds(30);
+    let id = PaymentId::parse(&payment_id).unwrap();
+    let request = |key: &str| CancelRequest {
+        payment_id: id,
+        key: IdempotencyKey::parse(key).unwrap(),
+        amount: Some(kassa::domain::Amount::positive(5_000).unwrap()),
+        reason: "part".into(),
+        cancel_id: kassa::domain::CancelId::from_uuid(app.kassa.env.new_uuid()),
+        pg_key: format!("{key}-pg"),
+        now,
+        claim_lease: Some(lease),
+    };
+
+    let CancelRequestOutcome::Created(intent, Some(claim)) =
+        store.request_cancel(request("claimed-a")).await.unwrap()
+    else {
+        panic!("the first cancel of a payment is claimed with its request");
+    };
+    assert_eq!(claim.attempt, 1);
+    assert_eq!(claim.lease_until, now + lease);
+    let stored = store.cancel_intent(intent.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.in_flight.map(|mark| mark.number),
+        Some(1),
+        "the attempt's mark is committed with the request, before the PG hears of it"
+    );
+    let claims = store
+        .claim_due(now, 8, leases(lease), HashMap::new())
+        .await
+        .unwrap();
+    assert!(claims.is_empty(), "the worker cannot take a leased job");
+
+    let CancelRequestOutcome::Created(second, None) =
+        store.request_cancel(request("claimed-b")).await.unwrap()
+    else {
+        panic!("a second cancel of the payment is recorded and waits for its turn");
+    };
+    assert_eq!(
+        store
+            .cancel_intent(second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .in_flight,
+        None
+    );
+    assert!(matches!(
+        store.request_cancel(request("claimed-a")).await.unwrap(),
+        CancelRequestOutcome::InProgress
+    ));
+
+    let refunded = AttemptResult::Refunded {
+        pg_cancel_id: "cancel-claimed".into(),
+        at: now,
+        warning: None,
+    };
+    store
+        .finish_attempt(
+            &claim,
+            refunded,
+            now,
+            1,
+            Some((id, IdempotencyKey::parse("claimed-a").unwrap())),
+        )
+        .await
+        .unwrap();
+    match store.request_cancel(request("claimed-a")).await.unwrap() {
+        CancelRequestOutcome::Replay(replayed) => {
+            assert_eq!(replayed.id, intent.id);
+            assert_eq!(replayed.state, IntentState::Done);
+        }
+        other => panic!("the answered key replays its cancel: {other:?}"),
+    }
+    let view = app.payment(&payment_id).await;
+    assert_eq!(view["cancelled_amount"], 5_000, "{view}");
 }

@@ -430,9 +430,10 @@ impl TestApp {
             cancel_id: kassa::domain::CancelId::from_uuid(self.kassa.env.new_uuid()),
             pg_key: format!("{key}-pg"),
             now: self.kassa.env.now(),
+            claim_lease: None,
         };
         match self.kassa.store.request_cancel(request).await.unwrap() {
-            kassa::store::CancelRequestOutcome::Created(intent) => intent,
+            kassa::store::CancelRequestOutcome::Created(intent, _) => intent,
             other => panic!("the cancel is not recorded: {other:?}"),
         }
     }
