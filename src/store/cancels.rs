@@ -1019,8 +1019,16 @@ impl Store {
         let answered = answered.map(|(payment_id, key)| answered_key(payment_id, &key));
         self.write(move |txn| {
             let finished = finish(txn, id, attempt, &result, now, record_id)?;
+            // The outcome must be recorded whatever becomes of the key's mark: an unreadable
+            // key record is logged and left (its repeats answer "in progress" until it ages).
             if let Some(key) = &answered {
-                mark_answered(txn, key)?;
+                match mark_answered(txn, key) {
+                    Ok(()) => {}
+                    Err(StoreError::Corrupt(error)) => {
+                        tracing::error!(cancel_id = %id, error = %error, "the cancel request's key cannot be marked answered");
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             Ok(finished)
         })

@@ -724,3 +724,45 @@ fn leases(
 ) -> std::collections::HashMap<kassa::domain::job::JobKind, chrono::Duration> {
     std::collections::HashMap::from([(kassa::domain::job::JobKind::Cancel, lease)])
 }
+
+/// A cancel whose caller goes away while its attempt is at the PG (a client that disconnects
+/// drops the handler's future) is still carried out and recorded by its own task, before any
+/// worker runs, and refunded once; a repeat of its key answers the cancel.
+#[tokio::test]
+async fn a_cancel_whose_caller_went_away_is_carried_out_by_its_own_task() {
+    let app = TestApp::spawn().await;
+    let (payment_id, imp_uid) = app.paid("order-gone-1", 15_000).await;
+    app.fault_held("portone.cancel", "delay", 1, 300).await;
+    let caller = {
+        let kassa = app.kassa.clone();
+        let id = kassa::domain::PaymentId::parse(&payment_id).unwrap();
+        let key = kassa::domain::IdempotencyKey::parse("gone-key").unwrap();
+        tokio::spawn(
+            async move { kassa::flows::cancel::request(&kassa, id, key, None, "gone").await },
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.pg_calls("portone.cancel").await == 0 {
+        assert!(Instant::now() < deadline, "the cancel never reached the PG");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    loop {
+        if app.payment(&payment_id).await["status"] == "CANCELLED" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the attempt of a request whose caller went away did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.pg_state(&imp_uid).await["refunds_executed"], 1);
+    let (status, body) = app
+        .cancel(&payment_id, "gone-key", &json!({ "reason": "gone" }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "CANCELLED", "{body}");
+    assert_eq!(app.run_jobs().await, 0, "nothing was left for the worker");
+}
