@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 results=benches/RESULTS.md
+# On a virtual machine the host may take CPU time from it ("steal"); how much it took during the
+# run is recorded with the figures, since it moves them.
+cpu_times() { awk '/^cpu /{ print $2+$3+$4+$5+$6+$7+$8+$9, $9 }' /proc/stat 2>/dev/null || echo "0 0"; }
+read -r total_before steal_before < <(cpu_times)
 ./target/release/kassa bench all "$@" --append "$results"
 # The partner goal is set at a million payments.
 if [ "${1:-}" != "--quick" ]; then
@@ -19,4 +23,9 @@ if command -v pgbench >/dev/null && command -v redis-server >/dev/null && comman
   } >> "$results"
 else
   echo "anchors skipped: install postgresql, redis-server and sqlite3 to measure them" >&2
+fi
+read -r total_after steal_after < <(cpu_times)
+if [ "$total_after" -gt "$total_before" ]; then
+  steal=$(( 100 * (steal_after - steal_before) / (total_after - total_before) ))
+  printf '\nCPU time taken by the host during the run (steal): %s%%\n' "$steal" >> "$results"
 fi

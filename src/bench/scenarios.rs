@@ -471,7 +471,7 @@ const CANCEL_FINAL_WAIT: Duration = Duration::from_secs(60);
 /// Cancels through the queue to the sandbox PG, each timed from the request until the payment
 /// is `CANCELLED` in kassa's store.
 pub async fn cancel(options: &Options) -> Result<Value, String> {
-    let (n, concurrency) = (options.n(1_000, 40), options.concurrency(32));
+    let (n, concurrency) = (options.n(4_000, 40), options.concurrency(32));
     let server = Arc::new(Server::start(concurrency).await?);
     let payments = Arc::new(paid_payments(&server, "bench-c", n, concurrency).await?);
     let driven = drive("cancel", n, concurrency, {
