@@ -321,7 +321,7 @@ impl Store {
         pg_tid: &PgTid,
     ) -> Result<Option<PaymentView>, StoreError> {
         let key = pg_key(provider, pg_tid);
-        self.read(move |txn| {
+        self.read_point(move |txn| {
             let Some(id) = txn
                 .open_table(tables::PAYMENTS_BY_PG)?
                 .get(key.as_str())?
@@ -346,7 +346,7 @@ impl Store {
         order_id: &OrderId,
     ) -> Result<Vec<PaymentView>, StoreError> {
         let order_id = order_id.clone();
-        self.read(move |txn| {
+        self.read_point(move |txn| {
             let index = txn.open_table(tables::PAYMENTS_BY_ORDER)?;
             let payments = txn.open_table(tables::PAYMENTS)?;
             let events = txn.open_table(tables::PAYMENT_EVENTS)?;
