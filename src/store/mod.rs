@@ -3,8 +3,8 @@
 //! Every write goes through one writer thread. It takes every write that is waiting (up to
 //! `WRITE_BATCH_MAX`), applies them in order in one redb transaction, commits it durably, and
 //! only then answers each caller. A durable commit costs milliseconds, so grouping commits is
-//! what lets many payments a second be acknowledged durably. Reads run on the blocking pool
-//! against committed snapshots.
+//! what lets many payments a second be acknowledged durably. Reads run against committed
+//! snapshots: a read of a few keys on the calling task, a read that scans on the blocking pool.
 //!
 //! Invariants: an answered write is on disk; a write closure returns `Err` only for storage
 //! faults (business outcomes are values), and a write that fails is taken out of its batch and
