@@ -11,7 +11,7 @@ use std::sync::Arc;
 /// Orders created and paid through the real HTTP paths, a third with each PG: the order API,
 /// then the completion call, in which kassa fetches (or confirms) the payment at the PG.
 pub async fn ingest(options: &Options) -> Result<Value, String> {
-    let (n, concurrency) = (options.n(3_000, 60), options.concurrency(32));
+    let (n, concurrency) = (options.n(6_000, 60), options.concurrency(32));
     let server = Arc::new(Server::start(concurrency).await?);
     // The buyers pay in the PG's window first (not timed: it is the PG's part); what the
     // sandbox answers is what each completion call names.
