@@ -348,3 +348,42 @@ async fn a_cancel_request_claims_its_first_attempt_in_its_own_commit() {
     let view = app.payment(&payment_id).await;
     assert_eq!(view["cancelled_amount"], 5_000, "{view}");
 }
+
+/// A cancel requested while the PG's circuit breaker pauses its jobs is recorded with no claim:
+/// no inline attempt reaches the PG, and no attempt mark is left that would make a later
+/// attempt start as an unknown outcome.
+#[tokio::test]
+async fn a_cancel_requested_while_the_breaker_pauses_its_pg_is_not_claimed() {
+    let app = TestApp::spawn().await;
+    let mut payments = Vec::new();
+    for n in 0..4 {
+        payments.push(app.paid(&format!("order-paused-{n}"), 10_000).await);
+    }
+    app.fault("portone.cancel", "status500", 1_000).await;
+    // Three cancels of two inline attempts each: six outages in a row open the breaker.
+    for (n, (payment_id, _)) in payments.iter().take(3).enumerate() {
+        let (_, body) = app
+            .cancel(
+                payment_id,
+                &format!("paused-{n}"),
+                &json!({ "reason": "refund" }),
+            )
+            .await;
+        assert_eq!(body["status"], "CANCEL_PENDING", "{body}");
+    }
+    let before = app.pg_calls("portone.cancel").await;
+    let (payment_id, _) = &payments[3];
+    let (_, body) = app
+        .cancel(payment_id, "paused-3", &json!({ "reason": "refund" }))
+        .await;
+    assert_eq!(body["status"], "CANCEL_PENDING", "{body}");
+    assert_eq!(
+        app.pg_calls("portone.cancel").await,
+        before,
+        "no inline attempt reaches a PG whose jobs are paused"
+    );
+    let id = kassa::domain::CancelId::parse(body["cancel_id"].as_str().unwrap()).unwrap();
+    let intent = app.kassa.store.cancel_intent(id).await.unwrap().unwrap();
+    assert_eq!(intent.in_flight, None, "the request claimed nothing");
+    assert_eq!(intent.attempts, 0);
+}
