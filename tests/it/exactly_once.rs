@@ -354,6 +354,7 @@ async fn a_cancel_request_claims_its_first_attempt_in_its_own_commit() {
 /// attempt start as an unknown outcome.
 #[tokio::test]
 async fn a_cancel_requested_while_the_breaker_pauses_its_pg_is_not_claimed() {
+    let logs = Logs::capture();
     let app = TestApp::spawn().await;
     let mut payments = Vec::new();
     for n in 0..4 {
@@ -377,6 +378,7 @@ async fn a_cancel_requested_while_the_breaker_pauses_its_pg_is_not_claimed() {
         .cancel(payment_id, "paused-3", &json!({ "reason": "refund" }))
         .await;
     assert_eq!(body["status"], "CANCEL_PENDING", "{body}");
+    assert!(logs.text().contains("circuit breaker open"));
     assert_eq!(
         app.pg_calls("portone.cancel").await,
         before,
