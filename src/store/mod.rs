@@ -328,9 +328,10 @@ impl Store {
             .map_err(|_| StoreError::Bug("a write answered with the wrong type".into()))
     }
 
-    /// Runs `read` against a snapshot of what is committed. A read of a few keys (one record and what hangs off it, each list bounded): run on the
-    /// calling task, since it takes microseconds, less than a hand-off to the blocking pool
-    /// and back (a thread wake-up each way). Scans go through `read`.
+    /// Runs `read` against a snapshot of what is committed, for a read of a few keys (one
+    /// record and what hangs off it, each list bounded): on the calling task, since it takes
+    /// microseconds, less than a hand-off to the blocking pool and back (a thread wake-up each
+    /// way). Scans go through `read`.
     #[expect(
         clippy::unused_async,
         reason = "reads stay awaited by their callers, whichever side of the pool they run on"
