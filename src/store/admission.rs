@@ -159,10 +159,11 @@ fn record_pg_payment(
                 order_id: new.order_id.as_str().to_owned(),
             },
         )?;
-        txn.open_table(tables::SETTLEMENTS)?.insert(
-            (date_key(kst_date(new.paid_at)), new.payment_id.as_u128()),
-            row.as_slice(),
-        )?;
+        let row_key = (date_key(kst_date(new.paid_at)), new.payment_id.as_u128());
+        txn.open_table(tables::SETTLEMENTS)?
+            .insert(row_key, row.as_slice())?;
+        txn.open_table(tables::SETTLEMENT_OF_ORDER)?
+            .insert(new.order_id.as_str(), row_key)?;
         let entry = Entry {
             natural: kst_date(new.paid_at),
             today: today(new.now),

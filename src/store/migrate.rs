@@ -14,8 +14,9 @@ use redb::{Database, ReadableTable, WriteTransaction};
 
 /// The schema this build writes. Raise it with a step in `upgrade` when a table or record
 /// changes shape. 2: one job queue for all background work, attempt marks and key generations
-/// on cancel intents, refunds whose outcome is unknown.
-pub const SCHEMA_VERSION: u32 = 3;
+/// on cancel intents, refunds whose outcome is unknown. 3: each day's partner totals. 4: the
+/// settlement row of each order, by order id.
+pub const SCHEMA_VERSION: u32 = 4;
 
 const VERSION_KEY: &str = "schema_version";
 /// Written into a backup copy (the time it was taken, Unix ms, little-endian): the file that
@@ -90,6 +91,7 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
     txn.open_table(tables::CANCEL_INTENTS)?;
     txn.open_table(tables::CANCELS_BY_PAYMENT)?;
     txn.open_table(tables::SETTLEMENTS)?;
+    txn.open_table(tables::SETTLEMENT_OF_ORDER)?;
     txn.open_table(tables::QUEUE)?;
     txn.open_table(tables::QUEUE_DUE)?;
     txn.open_table(tables::QUEUE_KEYS)?;
@@ -117,9 +119,14 @@ fn upgrade(txn: &WriteTransaction, found: u32) -> Result<(), StoreError> {
         SCHEMA_VERSION => Ok(()),
         1 => {
             upgrade_1_to_2(txn)?;
-            upgrade_2_to_3(txn)
+            upgrade_2_to_3(txn)?;
+            upgrade_3_to_4(txn)
         }
-        2 => upgrade_2_to_3(txn),
+        2 => {
+            upgrade_2_to_3(txn)?;
+            upgrade_3_to_4(txn)
+        }
+        3 => upgrade_3_to_4(txn),
         _ => Err(StoreError::Corrupt(format!(
             "schema version {found} is not one this kassa can upgrade"
         ))),
@@ -139,6 +146,17 @@ fn upgrade_2_to_3(txn: &WriteTransaction) -> Result<(), StoreError> {
     tracing::info!(
         entries = read,
         "the partner ledger's daily totals were built (schema 3)"
+    );
+    Ok(())
+}
+
+/// Schema 4 finds a settlement line's row by its order id; a file of schema 3 gets the index
+/// built from its settlement rows, each of which names its order.
+fn upgrade_3_to_4(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let read = super::sync::rebuild_settlement_index(txn)?;
+    tracing::info!(
+        rows = read,
+        "the settlement rows were indexed by order (schema 4)"
     );
     Ok(())
 }

@@ -10,10 +10,10 @@ use super::alerts::{AlertLevel, insert_alert};
 use super::codec::{decode, encode};
 use super::evidence::Evidence;
 use super::orders::get_order;
-use super::payments::{SETTLEMENT_RECORD, SettlementRecord, decode_payment};
+use super::payments::{SETTLEMENT_RECORD, SettlementRecord};
 use super::queue::enqueue;
 use super::{Store, StoreError, tables};
-use crate::domain::calendar::{date_key, kst_date};
+use crate::domain::calendar::date_key;
 use crate::domain::settlement::{SettlementKind, SettlementLine};
 use crate::domain::{Job, OrderId, PaymentId, PgTid, Provider};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -195,48 +195,44 @@ type RowKey = (u32, u128);
 /// The tables a line of a payment reads and writes, opened once for a run of such lines
 /// (opening a redb table is itself a lookup in the table tree, and closing it a write).
 struct RowTables<'txn> {
-    orders: redb::Table<'txn, &'static str, &'static [u8]>,
-    payments: redb::Table<'txn, u128, &'static [u8]>,
+    rows_of_orders: redb::Table<'txn, &'static str, RowKey>,
     settlements: redb::Table<'txn, RowKey, &'static [u8]>,
 }
 
 impl<'txn> RowTables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         Ok(Self {
-            orders: txn.open_table(tables::ORDERS)?,
-            payments: txn.open_table(tables::PAYMENTS)?,
+            rows_of_orders: txn.open_table(tables::SETTLEMENT_OF_ORDER)?,
             settlements: txn.open_table(tables::SETTLEMENTS)?,
         })
     }
 
-    /// The settlement row of the payment that paid `order_id` through `provider`, with its key.
+    /// The settlement row of the payment that paid `order_id` through `provider`, with its key:
+    /// an order has a row once a payment of it was accepted, and only that one.
     fn row_of_order(
         &self,
         provider: &str,
         order_id: &str,
     ) -> Result<Option<(RowKey, SettlementRecord)>, StoreError> {
-        let Ok(order_id) = OrderId::parse(order_id) else {
+        let Some(key) = self.rows_of_orders.get(order_id)? else {
             return Ok(None);
         };
-        let Some(order) = get_order(&self.orders, &order_id)? else {
-            return Ok(None);
-        };
-        let Some(payment_id) = order.paid_payment_id() else {
-            return Ok(None);
-        };
-        let Some(bytes) = self.payments.get(payment_id.as_u128())? else {
-            return Ok(None);
-        };
-        let payment = decode_payment(bytes.value())?.payment;
-        drop(bytes);
-        if payment.provider.as_str() != provider {
-            return Ok(None);
-        }
-        let key = (date_key(kst_date(payment.paid_at)), payment_id.as_u128());
+        let key = key.value();
         let Some(row) = self.settlements.get(key)? else {
-            return Ok(None);
+            return Err(StoreError::Corrupt(format!(
+                "the settlement row of order {order_id} is missing"
+            )));
         };
         let row = decode::<SettlementRecord>("settlement", SETTLEMENT_RECORD, row.value())?;
+        if row.order_id != order_id {
+            return Err(StoreError::Corrupt(format!(
+                "the settlement row indexed for order {order_id} is of order {}",
+                row.order_id
+            )));
+        }
+        if row.provider != provider {
+            return Ok(None);
+        }
         Ok(Some((key, row)))
     }
 
@@ -569,7 +565,69 @@ fn apply_line(
     Ok(counts)
 }
 
+/// Builds the index of settlement rows by order from the rows (the upgrade to schema 4);
+/// answers how many rows it read.
+pub(super) fn rebuild_settlement_index(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let rows = txn.open_table(tables::SETTLEMENTS)?;
+    let mut index = txn.open_table(tables::SETTLEMENT_OF_ORDER)?;
+    let mut read = 0u64;
+    for entry in rows.iter()? {
+        let (key, value) = entry?;
+        let record: SettlementRecord = decode("settlement", SETTLEMENT_RECORD, value.value())?;
+        index.insert(record.order_id.as_str(), key.value())?;
+        read += 1;
+    }
+    Ok(read)
+}
+
 impl Store {
+    /// Whether the index of settlement rows by order names exactly the rows there are, each
+    /// under its own order (how many, if so); the first difference otherwise. It reads both
+    /// tables whole: for tests and checks, not for requests.
+    pub async fn check_settlement_index(&self) -> Result<Result<usize, String>, StoreError> {
+        self.read(|txn| {
+            let mut rows = std::collections::BTreeMap::new();
+            for entry in txn.open_table(tables::SETTLEMENTS)?.iter()? {
+                let (key, value) = entry?;
+                let record: SettlementRecord =
+                    decode("settlement", SETTLEMENT_RECORD, value.value())?;
+                if let Some(other) = rows.insert(record.order_id.clone(), key.value()) {
+                    return Ok(Err(format!(
+                        "order {} has two settlement rows: {other:?} and {:?}",
+                        record.order_id,
+                        key.value()
+                    )));
+                }
+            }
+            let mut indexed = std::collections::BTreeMap::new();
+            for entry in txn.open_table(tables::SETTLEMENT_OF_ORDER)?.iter()? {
+                let (order, key) = entry?;
+                indexed.insert(order.value().to_owned(), key.value());
+            }
+            if rows == indexed {
+                return Ok(Ok(rows.len()));
+            }
+            let first = rows
+                .iter()
+                .find(|(order, key)| indexed.get(*order) != Some(*key))
+                .map(|(order, key)| {
+                    format!(
+                        "order {order}: row {key:?}, indexed {:?}",
+                        indexed.get(order)
+                    )
+                })
+                .or_else(|| {
+                    indexed
+                        .iter()
+                        .find(|(order, _)| !rows.contains_key(*order))
+                        .map(|(order, key)| format!("order {order}: indexed {key:?}, no row"))
+                })
+                .unwrap_or_default();
+            Ok(Err(first))
+        })
+        .await
+    }
+
     /// Takes the sync lock of `provider` for `run_id` for `ttl_ms`, unless another live run
     /// holds it. A lock whose lease ran out (a crashed run) is taken over.
     pub async fn take_sync_lock(

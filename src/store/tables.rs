@@ -44,6 +44,12 @@ pub const CANCELS_BY_PAYMENT: TableDefinition<(u128, u128), ()> =
 /// (KST date as `yyyymmdd`, payment id) → settlement row: one per paid payment, scanned by day.
 pub const SETTLEMENTS: TableDefinition<(u32, u128), &[u8]> = TableDefinition::new("settlements");
 
+/// Order id → the key of its paid payment's settlement row (schema 4). A PG's settlement line
+/// names the order, so the sync finds the row in one lookup instead of reading the order and
+/// then the payment. Written with the row, in the same transaction; rows are never removed.
+pub const SETTLEMENT_OF_ORDER: TableDefinition<&str, (u32, u128)> =
+    TableDefinition::new("settlement_of_order");
+
 /// Schema 1 only (read by the migration): (due time in Unix ms, cancel id) → (), the cancel
 /// retry queue of parts 1–3.
 pub const JOBS_V1: TableDefinition<(u64, u128), ()> = TableDefinition::new("jobs");

@@ -8,6 +8,9 @@ use kassa::store::{AttemptResult, Claimed};
 use serde_json::json;
 use std::collections::HashMap;
 
+/// The settlement rows of `tests/fixtures/part5.redb`: one for each payment it accepted.
+const PART_5_SETTLEMENT_ROWS: usize = 4;
+
 /// How many cancels and lookups PortOne has been asked for.
 async fn calls(app: &TestApp) -> u64 {
     app.pg_calls("portone.cancel").await + app.pg_calls("portone.payment").await
@@ -229,6 +232,11 @@ async fn a_part_5_data_file_opens_with_every_payment_and_refund() {
     let fixture =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/part5.redb");
     let app = TestApp::spawn_on_copy_of(&fixture).await;
+    // Schema 4 indexes each order's settlement row: the upgrade built it from the rows.
+    assert_eq!(
+        app.kassa.store.check_settlement_index().await.unwrap(),
+        Ok(PART_5_SETTLEMENT_ROWS)
+    );
     for (order_id, status, cancelled) in [
         ("order-fix-0001", "CANCELLED", 15_000),
         ("order-fix-0002", "PARTIALLY_CANCELLED", 2_000),
@@ -257,6 +265,10 @@ async fn a_part_5_data_file_opens_with_every_payment_and_refund() {
         )
         .await;
     assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+    assert_eq!(
+        app.kassa.store.check_settlement_index().await.unwrap(),
+        Ok(PART_5_SETTLEMENT_ROWS + 1)
+    );
 }
 
 /// A cancel request claims its first attempt in its own transaction: the attempt's mark is

@@ -1452,6 +1452,19 @@ impl Sim {
             .await
             .unwrap();
         assert_eq!(totals, Ok(()), "seed {}: partner day totals", self.seed);
+        // The settlement sync finds each line's row through the index by order.
+        let index = self
+            .node()
+            .kassa
+            .store
+            .check_settlement_index()
+            .await
+            .unwrap();
+        assert!(
+            index.is_ok(),
+            "seed {}: settlement index {index:?}",
+            self.seed
+        );
         let mut settled: BTreeMap<&str, i64> = BTreeMap::new();
         for day in self.days() {
             let (status, run) = self
