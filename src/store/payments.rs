@@ -54,7 +54,7 @@ struct EventRecord {
     detail: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct SettlementRecord {
     pub payment_id: u128,
     pub provider: String,

@@ -219,17 +219,10 @@ impl<'txn> RowTables<'txn> {
         };
         let key = key.value();
         let Some(row) = self.settlements.get(key)? else {
-            return Err(StoreError::Corrupt(format!(
-                "the settlement row of order {order_id} is missing"
-            )));
+            return Err(missing_row(order_id));
         };
         let row = decode::<SettlementRecord>("settlement", SETTLEMENT_RECORD, row.value())?;
-        if row.order_id != order_id {
-            return Err(StoreError::Corrupt(format!(
-                "the settlement row indexed for order {order_id} is of order {}",
-                row.order_id
-            )));
-        }
+        check_row_of(&row, order_id)?;
         if row.provider != provider {
             return Ok(None);
         }
@@ -239,6 +232,11 @@ impl<'txn> RowTables<'txn> {
     /// The common case of a line of a payment: it matches its `Pending` row, which is settled
     /// (`updated`), or a row already settled (`skipped`). Anything else (no such row, a
     /// mismatch) is left untouched for `apply_line`, which reads it again: `None`.
+    ///
+    /// The row is written as this line settles it first, and the row it replaced is then
+    /// compared with the `Pending` row the line settles, field by field; any other row is put
+    /// back byte for byte before anything else reads it. So the common case reads and writes
+    /// the row once, and every other case leaves it as it was.
     fn settle_matching(
         &mut self,
         provider: &str,
@@ -247,21 +245,71 @@ impl<'txn> RowTables<'txn> {
         if line.kind == SettlementKind::Cancel || !line.is_consistent() {
             return Ok(None);
         }
-        let Some((key, mut row)) = self.row_of_order(provider, &line.order_id)? else {
+        let Some(key) = self.rows_of_orders.get(line.order_id.as_str())? else {
             return Ok(None);
         };
-        if row.amount != line.amount {
+        let key = key.value();
+        let mut row = SettlementRecord {
+            payment_id: key.1,
+            provider: provider.to_owned(),
+            amount: line.amount,
+            status: "Pending".into(),
+            fee: None,
+            settle_amount: None,
+            order_id: line.order_id.clone(),
+        };
+        let pending = row.clone();
+        mark_settled(&mut row, line);
+        let settled = encode(SETTLEMENT_RECORD, &row)?;
+        let (found, restore) = {
+            let Some(replaced) = self.settlements.insert(key, settled.as_slice())? else {
+                // An error drops the whole transaction, this insert with it.
+                return Err(missing_row(&line.order_id));
+            };
+            let found =
+                decode::<SettlementRecord>("settlement", SETTLEMENT_RECORD, replaced.value())?;
+            let restore = (found != pending).then(|| replaced.value().to_vec());
+            (found, restore)
+        };
+        let mut counts = SyncCounts::default();
+        let Some(restore) = restore else {
+            counts.updated = 1;
+            return Ok(Some(counts));
+        };
+        self.settlements.insert(key, restore.as_slice())?;
+        check_row_of(&found, &line.order_id)?;
+        if found.provider != provider || found.amount != line.amount {
             return Ok(None);
         }
-        let mut counts = SyncCounts::default();
-        if row.status != "Pending" {
-            counts.skipped = 1;
-            return Ok(Some(counts));
+        if found.status == "Pending" {
+            // A `Pending` row unlike the one kassa writes: `apply_line` reads it again.
+            return Ok(None);
         }
-        settle(&mut self.settlements, key, &mut row, line)?;
-        counts.updated = 1;
+        counts.skipped = 1;
         Ok(Some(counts))
     }
+}
+
+fn missing_row(order_id: &str) -> StoreError {
+    StoreError::Corrupt(format!("the settlement row of order {order_id} is missing"))
+}
+
+/// A row found through the index must be of the order it was indexed under.
+fn check_row_of(row: &SettlementRecord, order_id: &str) -> Result<(), StoreError> {
+    if row.order_id == order_id {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt(format!(
+        "the settlement row indexed for order {order_id} is of order {}",
+        row.order_id
+    )))
+}
+
+/// A row as a matching line leaves it: `Succeed`, with the PG's fee and settled amount.
+fn mark_settled(row: &mut SettlementRecord, line: &SettlementLine) {
+    row.status = "Succeed".into();
+    row.fee = Some(line.fee);
+    row.settle_amount = Some(line.settle_amount);
 }
 
 /// Moves a `Pending` row to `Succeed` with the PG's fee and settled amount.
@@ -271,9 +319,7 @@ fn settle(
     row: &mut SettlementRecord,
     line: &SettlementLine,
 ) -> Result<(), StoreError> {
-    row.status = "Succeed".into();
-    row.fee = Some(line.fee);
-    row.settle_amount = Some(line.settle_amount);
+    mark_settled(row, line);
     let bytes = encode(SETTLEMENT_RECORD, row)?;
     settlements.insert(key, bytes.as_slice())?;
     Ok(())
