@@ -219,10 +219,16 @@ impl<'txn> RowTables<'txn> {
         };
         let key = key.value();
         let Some(row) = self.settlements.get(key)? else {
-            return Err(missing_row(order_id));
+            tracing::error!(
+                order_id,
+                "the settlement index names a row that is not there; the line counts as missing"
+            );
+            return Ok(None);
         };
         let row = decode::<SettlementRecord>("settlement", SETTLEMENT_RECORD, row.value())?;
-        check_row_of(&row, order_id)?;
+        if !is_row_of(&row, order_id) {
+            return Ok(None);
+        }
         if row.provider != provider {
             return Ok(None);
         }
@@ -231,12 +237,13 @@ impl<'txn> RowTables<'txn> {
 
     /// The common case of a line of a payment: it matches its `Pending` row, which is settled
     /// (`updated`), or a row already settled (`skipped`). Anything else (no such row, a
-    /// mismatch) is left untouched for `apply_line`, which reads it again: `None`.
+    /// mismatch) is left as it was for `apply_line`, which reads it again: `None`.
     ///
     /// The row is written as this line settles it first, and the row it replaced is then
     /// compared with the `Pending` row the line settles, field by field; any other row is put
-    /// back byte for byte before anything else reads it. So the common case reads and writes
-    /// the row once, and every other case leaves it as it was.
+    /// back byte for byte before anything else reads it. So a line that settles its row reads
+    /// and writes it once; any other line writes the row back as it was (a re-run of a settled
+    /// day writes each row twice, with the same bytes).
     fn settle_matching(
         &mut self,
         provider: &str,
@@ -261,15 +268,25 @@ impl<'txn> RowTables<'txn> {
         let pending = row.clone();
         mark_settled(&mut row, line);
         let settled = encode(SETTLEMENT_RECORD, &row)?;
-        let (found, restore) = {
-            let Some(replaced) = self.settlements.insert(key, settled.as_slice())? else {
-                // An error drops the whole transaction, this insert with it.
-                return Err(missing_row(&line.order_id));
-            };
-            let found =
-                decode::<SettlementRecord>("settlement", SETTLEMENT_RECORD, replaced.value())?;
-            let restore = (found != pending).then(|| replaced.value().to_vec());
-            (found, restore)
+        let replaced = {
+            let replaced = self.settlements.insert(key, settled.as_slice())?;
+            replaced
+                .map(|replaced| {
+                    let found = decode::<SettlementRecord>(
+                        "settlement",
+                        SETTLEMENT_RECORD,
+                        replaced.value(),
+                    )?;
+                    let restore = (found != pending).then(|| replaced.value().to_vec());
+                    Ok::<_, StoreError>((found, restore))
+                })
+                .transpose()?
+        };
+        let Some((found, restore)) = replaced else {
+            // No row under the index's key: the row just written goes again, and `apply_line`
+            // finds none either.
+            self.settlements.remove(key)?;
+            return Ok(None);
         };
         let mut counts = SyncCounts::default();
         let Some(restore) = restore else {
@@ -277,8 +294,10 @@ impl<'txn> RowTables<'txn> {
             return Ok(Some(counts));
         };
         self.settlements.insert(key, restore.as_slice())?;
-        check_row_of(&found, &line.order_id)?;
-        if found.provider != provider || found.amount != line.amount {
+        if !is_row_of(&found, &line.order_id)
+            || found.provider != provider
+            || found.amount != line.amount
+        {
             return Ok(None);
         }
         if found.status == "Pending" {
@@ -290,19 +309,18 @@ impl<'txn> RowTables<'txn> {
     }
 }
 
-fn missing_row(order_id: &str) -> StoreError {
-    StoreError::Corrupt(format!("the settlement row of order {order_id} is missing"))
-}
-
-/// A row found through the index must be of the order it was indexed under.
-fn check_row_of(row: &SettlementRecord, order_id: &str) -> Result<(), StoreError> {
+/// Whether a row found through the index is of the order it was indexed under; a damaged index
+/// is logged, and the line then counts as missing (as a line of an unknown order does).
+fn is_row_of(row: &SettlementRecord, order_id: &str) -> bool {
     if row.order_id == order_id {
-        return Ok(());
+        return true;
     }
-    Err(StoreError::Corrupt(format!(
-        "the settlement row indexed for order {order_id} is of order {}",
-        row.order_id
-    )))
+    tracing::error!(
+        order_id,
+        row_order_id = %row.order_id,
+        "the settlement index names a row of another order; the line counts as missing"
+    );
+    false
 }
 
 /// A row as a matching line leaves it: `Succeed`, with the PG's fee and settled amount.
@@ -924,5 +942,84 @@ impl Store {
             Ok(found)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::settlement::{SettlementKind, SettlementLine};
+
+    fn line(order_id: &str) -> SettlementLine {
+        SettlementLine {
+            kind: SettlementKind::Approval,
+            order_id: order_id.into(),
+            amount: 1_000,
+            fee: 33,
+            settle_amount: 967,
+            cancel_at: None,
+            pg_ref: None,
+            pg_cancel_id: None,
+            occurrence: 0,
+        }
+    }
+
+    /// A damaged index (a key with no row under it, or a row of another order) makes its line
+    /// count as missing, as a line of an unknown order does: no row is written under the
+    /// dangling key, and the other order's row is left as it was.
+    #[tokio::test]
+    async fn a_line_whose_index_entry_is_damaged_counts_as_missing_and_changes_no_row() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), || [1; 32]).expect("store");
+        let day = NaiveDate::from_ymd_opt(2026, 11, 23).expect("day");
+        let now = DateTime::parse_from_rfc3339("2026-11-24T09:00:00+09:00")
+            .expect("time")
+            .with_timezone(&Utc);
+        let row = SettlementRecord {
+            payment_id: 2,
+            provider: "toss".into(),
+            amount: 1_000,
+            status: "Pending".into(),
+            fee: None,
+            settle_amount: None,
+            order_id: "order-b".into(),
+        };
+        let bytes = encode(SETTLEMENT_RECORD, &row).expect("encode");
+        store
+            .write(move |txn| {
+                txn.open_table(tables::SETTLEMENTS)?
+                    .insert((date_key(day), 2), bytes.as_slice())?;
+                let mut index = txn.open_table(tables::SETTLEMENT_OF_ORDER)?;
+                index.insert("order-a", (date_key(day), 1))?;
+                index.insert("order-c", (date_key(day), 2))?;
+                Ok(())
+            })
+            .await
+            .expect("write");
+        let counts = store
+            .apply_settlement_page(
+                "toss",
+                day,
+                vec![line("order-a"), line("order-c")],
+                None,
+                now,
+                60_000,
+                1,
+                60_000,
+            )
+            .await
+            .expect("apply")
+            .expect("the lock was free");
+        assert_eq!((counts.missing, counts.updated), (2, 0), "{counts:?}");
+        let rows = store.settlement_rows(day, None).await.expect("rows");
+        assert_eq!(rows.len(), 1, "no row under the dangling key");
+        assert_eq!(
+            (
+                rows[0].order_id.as_str(),
+                rows[0].status.as_str(),
+                rows[0].fee
+            ),
+            ("order-b", "Pending", None)
+        );
     }
 }
