@@ -283,8 +283,8 @@ impl<'txn> RowTables<'txn> {
                 .transpose()?
         };
         let Some((found, restore)) = replaced else {
-            // No row under the index's key: the row just written goes again, and `apply_line`
-            // finds none either.
+            // No row under the index's key: the row just written is removed again, and
+            // `apply_line` finds none either.
             self.settlements.remove(key)?;
             return Ok(None);
         };
