@@ -438,13 +438,11 @@ async fn inline_attempts(
         let claim = match claimed.take() {
             Some(claim) => claim,
             None => {
-                if let Some(provider) = provider
-                    && !inline_may_start(kassa, provider)
-                {
-                    tracing::info!(cancel_id = %intent.id, provider = provider.as_str(), "no inline attempt now (shutting down, or the PG's jobs are paused by the circuit breaker); the queue carries the cancel");
-                    return Ok(Answered::No);
-                }
-                if kassa.shutdown.is_cancelled() {
+                let may_start = provider.map_or(!kassa.shutdown.is_cancelled(), |provider| {
+                    inline_may_start(kassa, provider)
+                });
+                if !may_start {
+                    tracing::info!(cancel_id = %intent.id, provider = ?provider, "no inline attempt now (shutting down, or the PG's jobs are paused by the circuit breaker); the queue carries the cancel");
                     return Ok(Answered::No);
                 }
                 let Some(claim) = wait_for_turn(kassa, intent.id, turn_deadline).await? else {
