@@ -19,12 +19,12 @@ use super::intents::{
     put_intent,
 };
 use super::partners::{Entry, record_entry, today};
-use super::payments::{StoredPayment, append_event, clip, get_payment, put_payment, view_in_write};
+use super::payments::{StoredPayment, append_event, clip, get_payment, put_payment};
 use super::queue::{
     Gate, InFlight, JobClaim, JobOutcome, Turn, cancel_turn, claim_job, due_ids, enqueue,
     enqueue_cancel, finish_job, get_job, lease_job, millis, move_job, remove_job,
 };
-use super::{PaymentView, Store, StoreError, tables};
+use super::{Store, StoreError, tables};
 use crate::domain::job::JobKind;
 use crate::domain::{
     Amount, AttemptMark, CancelId, CancelIntent, CancelKind, EventKind, IdempotencyKey,
@@ -519,7 +519,7 @@ fn finish(
     result: &AttemptResult,
     now: DateTime<Utc>,
     record_id: u128,
-) -> Result<Option<(CancelIntent, PaymentView)>, StoreError> {
+) -> Result<Option<CancelIntent>, StoreError> {
     let Some(mut stored) = get_intent(txn, id)? else {
         return Ok(None);
     };
@@ -542,8 +542,7 @@ fn finish(
     );
     let is_refund = matches!(result, AttemptResult::Refunded { .. });
     if !(current || (is_refund && refund_open)) {
-        let view = view_in_write(txn, payment_id)?;
-        return Ok(Some((stored.intent, view)));
+        return Ok(Some(stored.intent));
     }
     if current {
         stored.intent.in_flight = None;
@@ -680,7 +679,7 @@ fn finish(
     put_intent(txn, &stored)?;
     settle(txn, &mut payment)?;
     put_payment(txn, &payment)?;
-    Ok(Some((stored.intent, view_in_write(txn, payment_id)?)))
+    Ok(Some(stored.intent))
 }
 
 /// A refund the PG made that kassa did not ask for (in the PG's console, say), as the PG's
@@ -1004,9 +1003,9 @@ impl Store {
         .await
     }
 
-    /// Records what a cancel attempt came to. `record_id` names the dead letter or alert it
-    /// may make. `answered`: the cancel request whose key this attempt answers, marked in the
-    /// same transaction.
+    /// Records what a cancel attempt came to, and answers the intent as it now stands (`None`
+    /// when it is gone). `record_id` names the dead letter or alert it may make. `answered`:
+    /// the cancel request whose key this attempt answers, marked in the same transaction.
     pub async fn finish_attempt(
         &self,
         claim: &Claim,
@@ -1014,7 +1013,7 @@ impl Store {
         now: DateTime<Utc>,
         record_id: u128,
         answered: Option<(PaymentId, IdempotencyKey)>,
-    ) -> Result<Option<(CancelIntent, PaymentView)>, StoreError> {
+    ) -> Result<Option<CancelIntent>, StoreError> {
         let (id, attempt) = (claim.intent.id, claim.attempt);
         let answered = answered.map(|(payment_id, key)| answered_key(payment_id, &key));
         self.write(move |txn| {
