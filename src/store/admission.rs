@@ -14,14 +14,15 @@ use super::payments::{
     append_event, pg_key, put_payment, view_in_write,
 };
 use super::queue::enqueue_cancel;
-use super::{Store, StoreError, tables};
+use super::tx::Tx;
+use super::{Store, StoreError};
 use crate::domain::calendar::{date_key, kst_date};
 use crate::domain::{
     Admission, Amount, CancelId, CancelIntent, CancelKind, EventKind, OrderId, Payment, PaymentId,
     PaymentStatus, PgTid, Provider, admit,
 };
 use chrono::{DateTime, Utc};
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
 /// A PG payment as verified with the PG, about to be stored. Ids are made by the caller so the
 /// write has no randomness of its own.
@@ -68,13 +69,10 @@ pub enum RecordOutcome {
     clippy::too_many_lines,
     reason = "the whole decision and every row it writes, in one transaction"
 )]
-fn record_pg_payment(
-    txn: &WriteTransaction,
-    new: &NewPgPayment,
-) -> Result<RecordOutcome, StoreError> {
+fn record_pg_payment(txn: &Tx<'_>, new: &NewPgPayment) -> Result<RecordOutcome, StoreError> {
     let index_key = pg_key(new.provider, &new.pg_tid);
     let known = txn
-        .open_table(tables::PAYMENTS_BY_PG)?
+        .payments_by_pg()?
         .get(index_key.as_str())?
         .map(|id| id.value());
     if let Some(known) = known {
@@ -83,15 +81,11 @@ fn record_pg_payment(
             PaymentId::from_u128(known),
         )?));
     }
-    let Some(mut order) = get_order(&txn.open_table(tables::ORDERS)?, &new.order_id)? else {
+    let Some(mut order) = get_order(&*txn.orders()?, &new.order_id)? else {
         return Ok(RecordOutcome::OrderNotFound);
     };
     // Ids are made by the caller; one that is taken would overwrite another payment.
-    if txn
-        .open_table(tables::PAYMENTS)?
-        .get(new.payment_id.as_u128())?
-        .is_some()
-    {
+    if txn.payments()?.get(new.payment_id.as_u128())?.is_some() {
         return Err(StoreError::Bug(format!(
             "payment id {} is taken already",
             new.payment_id
@@ -122,12 +116,12 @@ fn record_pg_payment(
     .map_err(|error| StoreError::Bug(error.to_string()))?;
     payment.partner_id.clone_from(&order.draft.partner_id);
     payment.buyer_id = order.buyer_id;
-    txn.open_table(tables::PAYMENTS_BY_PG)?
+    txn.payments_by_pg()?
         .insert(index_key.as_str(), new.payment_id.as_u128())?;
-    txn.open_table(tables::PAYMENTS_BY_ORDER)?
+    txn.payments_by_order()?
         .insert((new.order_id.as_str(), new.payment_id.as_u128()), ())?;
     if let Some(buyer) = order.buyer_id {
-        txn.open_table(tables::PAYMENTS_BY_BUYER)?
+        txn.payments_by_buyer()?
             .insert((buyer.as_u128(), new.payment_id.as_u128()), ())?;
     }
     let paid_detail = format!(
@@ -160,9 +154,8 @@ fn record_pg_payment(
             },
         )?;
         let row_key = (date_key(kst_date(new.paid_at)), new.payment_id.as_u128());
-        txn.open_table(tables::SETTLEMENTS)?
-            .insert(row_key, row.as_slice())?;
-        txn.open_table(tables::SETTLEMENT_OF_ORDER)?
+        txn.settlements()?.insert(row_key, row.as_slice())?;
+        txn.settlement_of_order()?
             .insert(new.order_id.as_str(), row_key)?;
         let entry = Entry {
             natural: kst_date(new.paid_at),

@@ -5,10 +5,11 @@
 use super::codec::{decode, encode};
 use super::orders::millis_to_time;
 use super::queue::{JobClaim, JobOutcome, enqueue, finish_job};
+use super::tx::Tx;
 use super::{Store, StoreError, tables};
 use crate::domain::{Job, PaymentId};
 use chrono::{DateTime, Utc};
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 const ALERT_RECORD: u8 = 1;
@@ -76,7 +77,7 @@ pub enum Delivery {
 }
 
 pub(super) fn insert_alert(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: u128,
     level: AlertLevel,
     kind: &str,
@@ -96,18 +97,14 @@ pub(super) fn insert_alert(
         last_error: None,
     };
     let bytes = encode(ALERT_RECORD, &record)?;
-    txn.open_table(tables::ALERTS)?
-        .insert(id, bytes.as_slice())?;
+    txn.alerts()?.insert(id, bytes.as_slice())?;
     enqueue(txn, id, &Job::Alert { alert_id: id }, None, now)?;
     Ok(())
 }
 
 /// When an undelivered alert of schema 1 was to be tried next.
-pub(super) fn next_try_of(txn: &WriteTransaction, id: u128) -> Result<DateTime<Utc>, StoreError> {
-    let bytes = txn
-        .open_table(tables::ALERTS)?
-        .get(id)?
-        .map(|value| value.value().to_vec());
+pub(super) fn next_try_of(txn: &Tx<'_>, id: u128) -> Result<DateTime<Utc>, StoreError> {
+    let bytes = txn.alerts()?.get(id)?.map(|value| value.value().to_vec());
     match bytes {
         Some(bytes) => decode_alert(id, &bytes).map(|alert| alert.next_try_at),
         None => millis_to_time(0),
@@ -187,10 +184,7 @@ impl Store {
                 // Another run took the job over; its delivery is the one recorded.
                 return Ok(());
             }
-            let bytes = txn
-                .open_table(tables::ALERTS)?
-                .get(id)?
-                .map(|value| value.value().to_vec());
+            let bytes = txn.alerts()?.get(id)?.map(|value| value.value().to_vec());
             let Some(bytes) = bytes else {
                 return Ok(());
             };
@@ -209,8 +203,7 @@ impl Store {
                 }
             }
             let bytes = encode(ALERT_RECORD, &record)?;
-            txn.open_table(tables::ALERTS)?
-                .insert(id, bytes.as_slice())?;
+            txn.alerts()?.insert(id, bytes.as_slice())?;
             Ok(())
         })
         .await

@@ -24,6 +24,7 @@ use super::queue::{
     Gate, InFlight, JobClaim, JobOutcome, Turn, cancel_turn, claim_job, due_ids, enqueue,
     enqueue_cancel, finish_job, get_job, lease_job, millis, move_job, remove_job,
 };
+use super::tx::Tx;
 use super::{Store, StoreError, tables};
 use crate::domain::job::JobKind;
 use crate::domain::{
@@ -31,7 +32,7 @@ use crate::domain::{
     IntentState, Job, Payment, PaymentId, PaymentStatus, Provider,
 };
 use chrono::{DateTime, Duration, Utc};
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -100,14 +101,14 @@ pub enum CancelRequestOutcome {
 }
 
 fn request_cancel(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     in_flight: &InFlight,
     request: &CancelRequest,
 ) -> Result<CancelRequestOutcome, StoreError> {
     let key = answered_key(request.payment_id, &request.key);
     let now_ms = request.now.timestamp_millis();
     let existing = txn
-        .open_table(tables::IDEMPOTENCY)?
+        .idempotency()?
         .get(key.as_str())?
         .map(|value| value.value().to_vec());
     if let Some(bytes) = existing {
@@ -187,8 +188,7 @@ fn request_cancel(
         exceeded_available: None,
     };
     let bytes = encode(IDEMPOTENCY_RECORD, &record)?;
-    txn.open_table(tables::IDEMPOTENCY)?
-        .insert(key.as_str(), bytes.as_slice())?;
+    txn.idempotency()?.insert(key.as_str(), bytes.as_slice())?;
     let claim = match request.claim_lease {
         Some(lease) => claim_cancel(
             txn,
@@ -206,17 +206,16 @@ fn request_cancel(
 }
 
 /// Marks the first request of the idempotency key `key` (`payment:key`) as answered.
-fn mark_answered(txn: &WriteTransaction, key: &str) -> Result<(), StoreError> {
+fn mark_answered(txn: &Tx<'_>, key: &str) -> Result<(), StoreError> {
     let existing = txn
-        .open_table(tables::IDEMPOTENCY)?
+        .idempotency()?
         .get(key)?
         .map(|value| value.value().to_vec());
     if let Some(bytes) = existing {
         let mut record: IdempotencyRecord = decode("idempotency key", IDEMPOTENCY_RECORD, &bytes)?;
         record.answered = true;
         let bytes = encode(IDEMPOTENCY_RECORD, &record)?;
-        txn.open_table(tables::IDEMPOTENCY)?
-            .insert(key, bytes.as_slice())?;
+        txn.idempotency()?.insert(key, bytes.as_slice())?;
     }
     Ok(())
 }
@@ -304,16 +303,16 @@ enum ClaimMode {
 }
 
 fn turn_of(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     in_flight: &InFlight,
     id: CancelId,
     now: DateTime<Utc>,
 ) -> Result<Turn, StoreError> {
     cancel_turn(
-        &txn.open_table(tables::CANCEL_INTENTS)?,
-        &txn.open_table(tables::PAYMENTS)?,
-        &txn.open_table(tables::CANCELS_BY_PAYMENT)?,
-        &txn.open_table(tables::QUEUE)?,
+        &*txn.cancel_intents()?,
+        &*txn.payments()?,
+        &*txn.cancels_by_payment()?,
+        &*txn.queue()?,
         in_flight,
         id,
         now,
@@ -323,7 +322,7 @@ fn turn_of(
 /// Claims cancel `id` for one attempt if it is its turn (see `queue::cancel_turn`), marking the
 /// attempt as started in this transaction.
 fn claim_cancel(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     in_flight: &InFlight,
     id: CancelId,
     now: DateTime<Utc>,
@@ -402,7 +401,7 @@ fn claim_cancel(
 }
 
 /// Sets the payment's status from its intents (see `Payment::settle_status`).
-pub(super) fn settle(txn: &WriteTransaction, stored: &mut StoredPayment) -> Result<(), StoreError> {
+pub(super) fn settle(txn: &Tx<'_>, stored: &mut StoredPayment) -> Result<(), StoreError> {
     let intents = intents_of(txn, stored.payment.id)?;
     let rollback = intents
         .iter()
@@ -423,7 +422,7 @@ fn label(kind: CancelKind) -> &'static str {
 
 /// Records a confirmed refund of `stored`: the payment's books, the partner ledger, the event.
 pub(super) fn record_refund(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     stored: &mut StoredIntent,
     payment: &mut StoredPayment,
     pg_cancel_id: &str,
@@ -467,14 +466,13 @@ pub(super) fn record_refund(
         record_entry(txn, &entry)?;
     }
     remove_job(txn, intent.id.as_u128())?;
-    txn.open_table(tables::UNKNOWN_INTENTS)?
-        .remove(intent.id.as_u128())?;
+    txn.unknown_intents()?.remove(intent.id.as_u128())?;
     Ok(())
 }
 
 /// Moves an intent to UNKNOWN: no job, listed with the dead letters, an urgent alert.
 pub(super) fn mark_unknown(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     stored: &mut StoredIntent,
     payment_id: PaymentId,
     error: &str,
@@ -513,7 +511,7 @@ pub(super) fn mark_unknown(
     reason = "one arm per outcome, each writing its rows in the same transaction"
 )]
 fn finish(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: CancelId,
     attempt: u32,
     result: &AttemptResult,
@@ -765,7 +763,7 @@ fn once_id(payment_id: PaymentId, refund: &OutsideRefund) -> u128 {
 }
 
 pub(super) fn record_outside_refund(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     payment_id: PaymentId,
     refund: &OutsideRefund,
     cancel_id: CancelId,
@@ -814,7 +812,7 @@ pub(super) fn record_outside_refund(
         );
         // Once per refund, however often the sweep finds it: the id is made from the refund.
         let id = once_id(payment_id, refund);
-        if txn.open_table(tables::ALERTS)?.get(id)?.is_none() {
+        if txn.alerts()?.get(id)?.is_none() {
             insert_alert(
                 txn,
                 id,
@@ -881,7 +879,7 @@ pub(super) fn record_outside_refund(
 /// Commits a new key generation for the attempt that holds the intent, after the PG's record
 /// showed nothing refunded under the old key. `None` when the attempt no longer holds it.
 fn new_key_generation(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: CancelId,
     attempt: u32,
     why: &str,
@@ -1101,7 +1099,7 @@ impl Store {
             for (id, job) in &jobs {
                 enqueue(txn, *id, job, None, now)?;
             }
-            txn.open_table(tables::META)?.insert(
+            txn.meta()?.insert(
                 key.as_str(),
                 fire.timestamp_millis().to_le_bytes().as_slice(),
             )?;
@@ -1117,7 +1115,7 @@ impl Store {
     pub async fn release_leases(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         self.write(move |txn| {
             let leased: Vec<u128> = {
-                let queue = txn.open_table(tables::QUEUE)?;
+                let queue = txn.queue()?;
                 let mut leased = Vec::new();
                 for entry in queue.iter()?.take(super::payments::LIST_SCAN_ROWS_MAX) {
                     let (key, value) = entry?;
@@ -1227,7 +1225,7 @@ impl Store {
 /// Claims one due job: a cancel under the turn rule, anything else as it is; a paused PG's job
 /// moves to the end of its pause.
 fn claim_one(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     in_flight: &InFlight,
     id: u128,
     now: DateTime<Utc>,

@@ -8,10 +8,11 @@
 use super::codec::{decode, encode};
 use super::orders::millis_to_time;
 use super::payments::clip;
+use super::tx::Tx;
 use super::{Store, StoreError, tables};
 use crate::domain::{CancelId, CancelIntent, PaymentId};
 use chrono::{DateTime, Utc};
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 pub(super) const DEAD_LETTER_RECORD: u8 = 1;
@@ -60,7 +61,7 @@ pub struct DeadLetter {
 
 /// Writes a dead letter for `intent` under `id`.
 pub(super) fn insert_dead_letter(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: u128,
     intent: &CancelIntent,
     job: &str,
@@ -84,26 +85,25 @@ pub(super) fn insert_dead_letter(
 }
 
 pub(super) fn put_letter(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: u128,
     letter: &DeadLetterRecord,
 ) -> Result<(), StoreError> {
     let bytes = encode(DEAD_LETTER_RECORD, letter)?;
-    txn.open_table(tables::DEAD_LETTERS)?
-        .insert(id, bytes.as_slice())?;
+    txn.dead_letters()?.insert(id, bytes.as_slice())?;
     Ok(())
 }
 
 /// Marks every open dead letter of intent `cancel` resolved with `resolution` (its intent was
 /// closed by evidence: a late refund answer or a settlement line).
 pub(super) fn close_letters_of(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     cancel: CancelId,
     now: DateTime<Utc>,
     resolution: &str,
 ) -> Result<(), StoreError> {
     let open: Vec<(u128, DeadLetterRecord)> = {
-        let table = txn.open_table(tables::DEAD_LETTERS)?;
+        let table = txn.dead_letters()?;
         let mut found = Vec::new();
         for entry in table.iter()?.rev().take(CLOSE_SCAN_MAX) {
             let (key, value) = entry?;
@@ -127,12 +127,9 @@ pub(super) fn close_letters_of(
 }
 
 /// A dead letter and its record, loaded for a re-drive or a resolve.
-pub(super) fn letter(
-    txn: &WriteTransaction,
-    id: u128,
-) -> Result<Option<DeadLetterRecord>, StoreError> {
+pub(super) fn letter(txn: &Tx<'_>, id: u128) -> Result<Option<DeadLetterRecord>, StoreError> {
     let bytes = txn
-        .open_table(tables::DEAD_LETTERS)?
+        .dead_letters()?
         .get(id)?
         .map(|value| value.value().to_vec());
     bytes

@@ -7,17 +7,18 @@
 //! and no recorded refund of the same amount could own it instead. Anything doubtful is left to
 //! a person.
 
+use super::StoreError;
 use super::alerts::{AlertLevel, insert_alert};
 use super::cancels::{UNKNOWN_SYNCS_ALERT, record_refund, settle};
 use super::dead_letters::close_letters_of;
 use super::intents::{StoredIntent, get_intent, intents_of, put_intent};
 use super::payments::{get_payment, put_payment};
-use super::{StoreError, tables};
+use super::tx::Tx;
 use crate::domain::calendar::kst_date;
 use crate::domain::settlement::SettlementLine;
 use crate::domain::{CancelId, IntentState, PaymentId, Provider};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
 /// How far a PG's refund time may lie from the time kassa recorded for the same refund: Payple
 /// reports whole seconds.
@@ -58,21 +59,17 @@ fn line_key(provider: &str, line: &SettlementLine, at: DateTime<Utc>, amount: i6
 
 /// A CANCEL line of a refund kassa recorded under the PG's id `id`, or `Unexplained`.
 fn known_by_id(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     provider: &str,
     line: &SettlementLine,
     id: &str,
 ) -> Result<Evidence, StoreError> {
     let key = format!("{provider}:{}:id:{id}", line.order_id);
-    if txn
-        .open_table(tables::CANCEL_LINES_USED)?
-        .get(key.as_str())?
-        .is_some()
-    {
+    if txn.cancel_lines_used()?.get(key.as_str())?.is_some() {
         return Ok(Evidence::Used);
     }
     let payments: Vec<u128> = {
-        let index = txn.open_table(tables::PAYMENTS_BY_ORDER)?;
+        let index = txn.payments_by_order()?;
         index
             .range((line.order_id.as_str(), 0)..=(line.order_id.as_str(), u128::MAX))?
             .take(super::payments::PAYMENTS_PER_ORDER_MAX)
@@ -84,7 +81,7 @@ fn known_by_id(
             if stored.intent.state == IntentState::Done
                 && stored.intent.pg_cancel_id.as_deref() == Some(id)
             {
-                txn.open_table(tables::CANCEL_LINES_USED)?
+                txn.cancel_lines_used()?
                     .insert(key.as_str(), stored.intent.id.as_u128())?;
                 stored.intent.cancel_line_seen = true;
                 put_intent(txn, &stored)?;
@@ -97,7 +94,7 @@ fn known_by_id(
 
 /// Marks a CANCEL line as used by `cancel` (a refund recorded from it), and the intent as seen.
 pub(super) fn mark_line_used(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     provider: &str,
     line: &SettlementLine,
     at: DateTime<Utc>,
@@ -105,7 +102,7 @@ pub(super) fn mark_line_used(
     cancel: CancelId,
 ) -> Result<(), StoreError> {
     let key = line_key(provider, line, at, amount);
-    txn.open_table(tables::CANCEL_LINES_USED)?
+    txn.cancel_lines_used()?
         .insert(key.as_str(), cancel.as_u128())?;
     if let Some(mut stored) = get_intent(txn, cancel)? {
         stored.intent.cancel_line_seen = true;
@@ -120,7 +117,7 @@ pub(super) fn mark_line_used(
     reason = "the whole matching rule and what it writes, read top to bottom"
 )]
 pub(super) fn apply_cancel_line(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     provider: &str,
     line: &SettlementLine,
     now: DateTime<Utc>,
@@ -136,18 +133,14 @@ pub(super) fn apply_cancel_line(
         return Ok(Evidence::Unexplained);
     };
     let key = line_key(provider, line, at, amount);
-    if txn
-        .open_table(tables::CANCEL_LINES_USED)?
-        .get(key.as_str())?
-        .is_some()
-    {
+    if txn.cancel_lines_used()?.get(key.as_str())?.is_some() {
         return Ok(Evidence::Used);
     }
     let Ok(provider_kind) = Provider::parse(provider) else {
         return Ok(Evidence::Unexplained);
     };
     let payments: Vec<u128> = {
-        let index = txn.open_table(tables::PAYMENTS_BY_ORDER)?;
+        let index = txn.payments_by_order()?;
         index
             .range((line.order_id.as_str(), 0)..=(line.order_id.as_str(), u128::MAX))?
             .take(super::payments::PAYMENTS_PER_ORDER_MAX)
@@ -227,7 +220,7 @@ pub(super) fn apply_cancel_line(
         (None, true, false) => (recorded.remove(0), Evidence::Known),
         (None, true, true) => return Ok(Evidence::Unexplained),
     };
-    txn.open_table(tables::CANCEL_LINES_USED)?
+    txn.cancel_lines_used()?
         .insert(key.as_str(), chosen.intent.id.as_u128())?;
     chosen.intent.cancel_line_seen = true;
     if evidence == Evidence::ClosedUnknown {
@@ -268,14 +261,14 @@ pub(super) fn apply_cancel_line(
 /// Counts a completed sync of `provider` for `date` against every unknown refund of that PG it
 /// could have shown; one that reaches `UNKNOWN_SYNCS_ALERT` raises an urgent alert once.
 pub(super) fn count_sync(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     provider: &str,
     date: NaiveDate,
     alert_base: u128,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let ids: Vec<u128> = txn
-        .open_table(tables::UNKNOWN_INTENTS)?
+        .unknown_intents()?
         .iter()?
         .take(UNKNOWN_SCAN_MAX)
         .map(|entry| entry.map(|(key, _)| key.value()))
@@ -329,7 +322,7 @@ const MISSING_LINE_SCAN_MAX: usize = 5_000;
 /// `wait` ago that no settlement CANCEL line has shown (a refund the PG never carried out, or a
 /// settlement that lost it). Refunds of the last `MISSING_LINE_LOOKBACK_DAYS` are looked at.
 pub(super) fn alert_missing_lines(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     provider: &str,
     wait: Duration,
     alert_base: u128,
@@ -340,7 +333,7 @@ pub(super) fn alert_missing_lines(
     let key_of =
         |at: DateTime<Utc>| u128::try_from(at.timestamp_millis().max(0)).unwrap_or(0) << 80;
     let ids: Vec<u128> = txn
-        .open_table(tables::CANCEL_INTENTS)?
+        .cancel_intents()?
         .range(key_of(from)..key_of(due))?
         .take(MISSING_LINE_SCAN_MAX)
         .map(|entry| entry.map(|(key, _)| key.value()))

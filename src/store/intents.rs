@@ -5,14 +5,15 @@
 //! key it sends (`key_generation`), whether the last attempt's outcome is known (`in_flight`,
 //! `outcome_unknown`), and whether the PG keeps a refusal under the current key.
 
+use super::StoreError;
 use super::codec::{decode, encode};
 use super::orders::millis_to_time;
-use super::{StoreError, tables};
+use super::tx::Tx;
 use crate::domain::{
     Amount, AttemptMark, CancelId, CancelIntent, CancelKind, IntentCounts, IntentState, PaymentId,
 };
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 /// Version 1 (parts 1–3) kept the job's place and the claim token in the intent; version 2 has
@@ -179,22 +180,19 @@ pub(super) fn decode_intent(bytes: &[u8]) -> Result<StoredIntent, StoreError> {
     })
 }
 
-pub(super) fn get_intent(
-    txn: &WriteTransaction,
-    id: CancelId,
-) -> Result<Option<StoredIntent>, StoreError> {
+pub(super) fn get_intent(txn: &Tx<'_>, id: CancelId) -> Result<Option<StoredIntent>, StoreError> {
     let bytes = txn
-        .open_table(tables::CANCEL_INTENTS)?
+        .cancel_intents()?
         .get(id.as_u128())?
         .map(|value| value.value().to_vec());
     bytes.map(|bytes| decode_intent(&bytes)).transpose()
 }
 
-pub(super) fn put_intent(txn: &WriteTransaction, stored: &StoredIntent) -> Result<(), StoreError> {
+pub(super) fn put_intent(txn: &Tx<'_>, stored: &StoredIntent) -> Result<(), StoreError> {
     let bytes = encode_intent(stored)?;
-    txn.open_table(tables::CANCEL_INTENTS)?
+    txn.cancel_intents()?
         .insert(stored.intent.id.as_u128(), bytes.as_slice())?;
-    let unknown = txn.open_table(tables::UNKNOWN_INTENTS);
+    let unknown = txn.unknown_intents();
     let mut unknown = unknown?;
     if stored.intent.state == IntentState::Unknown {
         unknown.insert(stored.intent.id.as_u128(), ())?;
@@ -205,10 +203,7 @@ pub(super) fn put_intent(txn: &WriteTransaction, stored: &StoredIntent) -> Resul
 }
 
 /// Stores a new intent and indexes it under its payment (its job is the caller's).
-pub(super) fn insert_intent(
-    txn: &WriteTransaction,
-    intent: &CancelIntent,
-) -> Result<(), StoreError> {
+pub(super) fn insert_intent(txn: &Tx<'_>, intent: &CancelIntent) -> Result<(), StoreError> {
     put_intent(
         txn,
         &StoredIntent {
@@ -216,7 +211,7 @@ pub(super) fn insert_intent(
             last_error: None,
         },
     )?;
-    txn.open_table(tables::CANCELS_BY_PAYMENT)?
+    txn.cancels_by_payment()?
         .insert((intent.payment_id.as_u128(), intent.id.as_u128()), ())?;
     Ok(())
 }
@@ -240,10 +235,10 @@ pub(super) fn intent_ids_of(
 
 /// A payment's intents, oldest first.
 pub(super) fn intents_of(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     payment: PaymentId,
 ) -> Result<Vec<StoredIntent>, StoreError> {
-    let ids = intent_ids_of(&txn.open_table(tables::CANCELS_BY_PAYMENT)?, payment)?;
+    let ids = intent_ids_of(&*txn.cancels_by_payment()?, payment)?;
     let mut intents = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(stored) = get_intent(txn, CancelId::from_u128(id))? {

@@ -3,14 +3,15 @@
 //! Invariant: kassa never opens a file written by a newer schema; an older one is upgraded
 //! step by step in one transaction before anything else runs.
 
+use super::StoreError;
 use super::codec::decode;
 use super::intents::{INTENT_RECORD_V1, IntentRecordV1, StoredIntent, kind_of, put_intent};
 use super::orders::millis_to_time;
-use super::{StoreError, tables};
+use super::tx::Tx;
 use crate::domain::{
     Amount, AttemptMark, CancelId, CancelIntent, IntentState, Job, PaymentId, Provider,
 };
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableTable};
 
 /// The schema this build writes. Raise it with a step in `upgrade` when a table or record
 /// changes shape. 2: one job queue for all background work, attempt marks and key generations
@@ -27,9 +28,10 @@ const COOKIE_KEY: &str = "cookie_key";
 /// Records the version of a new file, checks that of an existing one, creates every table, and
 /// returns the cookie signing key.
 pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8; 32], StoreError> {
-    let txn = db.begin_write()?;
+    let write = db.begin_write()?;
+    let txn = Tx::new(&write);
     let key = {
-        let mut meta = txn.open_table(tables::META)?;
+        let mut meta = txn.meta()?;
         let found = meta
             .get(VERSION_KEY)?
             .map(|value| {
@@ -53,7 +55,7 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
             Some(found) => {
                 drop(meta);
                 upgrade(&txn, found)?;
-                meta = txn.open_table(tables::META)?;
+                meta = txn.meta()?;
                 meta.insert(VERSION_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())?;
             }
         }
@@ -70,7 +72,7 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
         }
     };
     let restored = txn
-        .open_table(tables::META)?
+        .meta()?
         .get(RESTORED_KEY)?
         .map(|value| value.value().to_vec());
     if let Some(bytes) = restored {
@@ -79,42 +81,43 @@ pub fn prepare(db: &Database, new_key: impl FnOnce() -> [u8; 32]) -> Result<[u8;
             .map(i64::from_le_bytes)
             .map_err(|_| StoreError::Corrupt("backup mark".into()))?;
         mark_restored(&txn, taken_ms)?;
-        txn.open_table(tables::META)?.remove(RESTORED_KEY)?;
+        txn.meta()?.remove(RESTORED_KEY)?;
     }
-    txn.open_table(tables::ORDERS)?;
-    txn.open_table(tables::READY_ORDERS)?;
-    txn.open_table(tables::PAYMENTS)?;
-    txn.open_table(tables::PAYMENTS_BY_PG)?;
-    txn.open_table(tables::PAYMENTS_BY_ORDER)?;
-    txn.open_table(tables::PAYMENTS_BY_BUYER)?;
-    txn.open_table(tables::PAYMENT_EVENTS)?;
-    txn.open_table(tables::CANCEL_INTENTS)?;
-    txn.open_table(tables::CANCELS_BY_PAYMENT)?;
-    txn.open_table(tables::SETTLEMENTS)?;
-    txn.open_table(tables::SETTLEMENT_OF_ORDER)?;
-    txn.open_table(tables::QUEUE)?;
-    txn.open_table(tables::QUEUE_DUE)?;
-    txn.open_table(tables::QUEUE_KEYS)?;
-    txn.open_table(tables::UNKNOWN_INTENTS)?;
-    txn.open_table(tables::CANCEL_LINES_USED)?;
-    txn.open_table(tables::CANCEL_LINES_ALERTED)?;
-    txn.open_table(tables::DEAD_LETTERS)?;
-    txn.open_table(tables::IDEMPOTENCY)?;
-    txn.open_table(tables::ALERTS)?;
-    txn.open_table(tables::PARTNER_LEDGER)?;
-    txn.open_table(tables::PARTNER_DAY_TOTALS)?;
-    txn.open_table(tables::PARTNER_SETTLEMENTS)?;
-    txn.open_table(tables::SYNC_LOCKS)?;
-    txn.open_table(tables::SYNC_CURSORS)?;
-    txn.open_table(tables::SYNC_RUNS)?;
-    txn.open_table(tables::SETTLEMENT_FINDINGS)?;
-    txn.commit()?;
+    txn.orders()?;
+    txn.ready_orders()?;
+    txn.payments()?;
+    txn.payments_by_pg()?;
+    txn.payments_by_order()?;
+    txn.payments_by_buyer()?;
+    txn.payment_events()?;
+    txn.cancel_intents()?;
+    txn.cancels_by_payment()?;
+    txn.settlements()?;
+    txn.settlement_of_order()?;
+    txn.queue()?;
+    txn.queue_due()?;
+    txn.queue_keys()?;
+    txn.unknown_intents()?;
+    txn.cancel_lines_used()?;
+    txn.cancel_lines_alerted()?;
+    txn.dead_letters()?;
+    txn.idempotency()?;
+    txn.alerts()?;
+    txn.partner_ledger()?;
+    txn.partner_day_totals()?;
+    txn.partner_settlements()?;
+    txn.sync_locks()?;
+    txn.sync_cursors()?;
+    txn.sync_runs()?;
+    txn.settlement_findings()?;
+    drop(txn);
+    write.commit()?;
     Ok(key)
 }
 
 /// Upgrades a file from `found` to `SCHEMA_VERSION`, one step at a time, in the opening
 /// transaction.
-fn upgrade(txn: &WriteTransaction, found: u32) -> Result<(), StoreError> {
+fn upgrade(txn: &Tx<'_>, found: u32) -> Result<(), StoreError> {
     match found {
         SCHEMA_VERSION => Ok(()),
         1 => {
@@ -141,7 +144,7 @@ fn upgrade(txn: &WriteTransaction, found: u32) -> Result<(), StoreError> {
 /// dead letters keep their shape.
 /// Schema 3 keeps each day's partner totals beside the ledger; a file of schema 2 gets them
 /// built from its ledger.
-fn upgrade_2_to_3(txn: &WriteTransaction) -> Result<(), StoreError> {
+fn upgrade_2_to_3(txn: &Tx<'_>) -> Result<(), StoreError> {
     let read = super::partners::rebuild_totals(txn)?;
     tracing::info!(
         entries = read,
@@ -152,7 +155,7 @@ fn upgrade_2_to_3(txn: &WriteTransaction) -> Result<(), StoreError> {
 
 /// Schema 4 finds a settlement line's row by its order id; a file of schema 3 gets the index
 /// built from its settlement rows, each of which names its order.
-fn upgrade_3_to_4(txn: &WriteTransaction) -> Result<(), StoreError> {
+fn upgrade_3_to_4(txn: &Tx<'_>) -> Result<(), StoreError> {
     let read = super::sync::rebuild_settlement_index(txn)?;
     tracing::info!(
         rows = read,
@@ -161,9 +164,9 @@ fn upgrade_3_to_4(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn upgrade_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
+fn upgrade_1_to_2(txn: &Tx<'_>) -> Result<(), StoreError> {
     let old: Vec<(u128, IntentRecordV1)> = {
-        let table = txn.open_table(tables::CANCEL_INTENTS)?;
+        let table = txn.cancel_intents()?;
         let mut rows = Vec::new();
         for entry in table.iter()? {
             let (key, value) = entry?;
@@ -179,7 +182,7 @@ fn upgrade_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
     }
     // The sweep reads READY orders through their own index.
     let orders: Vec<Vec<u8>> = txn
-        .open_table(tables::ORDERS)?
+        .orders()?
         .iter()?
         .map(|entry| entry.map(|(_, value)| value.value().to_vec()))
         .collect::<Result<_, _>>()?;
@@ -188,33 +191,29 @@ fn upgrade_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
         super::orders::put_order(txn, &order)?;
     }
     let jobs: Vec<(u64, u128)> = txn
-        .open_table(tables::JOBS_V1)?
+        .jobs_v1()?
         .iter()?
         .map(|entry| entry.map(|(key, _)| key.value()))
         .collect::<Result<_, _>>()?;
-    let mut old_jobs = txn.open_table(tables::JOBS_V1)?;
+    let mut old_jobs = txn.jobs_v1()?;
     for key in jobs {
         old_jobs.remove(key)?;
     }
     drop(old_jobs);
     let unsent: Vec<u128> = txn
-        .open_table(tables::ALERTS_UNSENT_V1)?
+        .alerts_unsent_v1()?
         .iter()?
         .map(|entry| entry.map(|(key, _)| key.value()))
         .collect::<Result<_, _>>()?;
     for id in unsent {
         let now = super::alerts::next_try_of(txn, id)?;
         super::queue::enqueue(txn, id, &Job::Alert { alert_id: id }, None, now)?;
-        txn.open_table(tables::ALERTS_UNSENT_V1)?.remove(id)?;
+        txn.alerts_unsent_v1()?.remove(id)?;
     }
     Ok(())
 }
 
-fn migrate_intent(
-    txn: &WriteTransaction,
-    id: u128,
-    record: IntentRecordV1,
-) -> Result<(), StoreError> {
+fn migrate_intent(txn: &Tx<'_>, id: u128, record: IntentRecordV1) -> Result<(), StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("part-3 cancel intent: {what}"));
     let state = IntentState::parse(&record.state).ok_or_else(|| corrupt("state"))?;
     let created_at = millis_to_time(record.created_at_ms)?;
@@ -320,14 +319,14 @@ const RESTORED_INTENTS_MAX: usize = 100_000;
 /// taken (a re-drive made on the original, say). Its next
 /// turn asks the PG before anything is sent, and for Payple (which cannot be asked) waits for
 /// evidence. Returns how many cancels were marked.
-fn mark_restored(txn: &redb::WriteTransaction, taken_ms: i64) -> Result<usize, StoreError> {
+fn mark_restored(txn: &Tx<'_>, taken_ms: i64) -> Result<usize, StoreError> {
     use redb::ReadableTable;
     let taken_at = chrono::DateTime::from_timestamp_millis(taken_ms)
         .ok_or_else(|| StoreError::Corrupt("backup mark time".into()))?;
     // Every intent is read (history stays in the table), and every one still open or dead is
     // marked: a cancel left out could be sent again blind, so too many refuses the open.
     let open: Vec<super::intents::StoredIntent> = {
-        let intents = txn.open_table(tables::CANCEL_INTENTS)?;
+        let intents = txn.cancel_intents()?;
         let mut open = Vec::new();
         for entry in intents.iter()? {
             let (_, value) = entry?;
@@ -378,6 +377,7 @@ fn mark_restored(txn: &redb::WriteTransaction, taken_ms: i64) -> Result<usize, S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tables;
 
     #[test]
     fn a_file_from_a_newer_kassa_is_refused() {

@@ -49,6 +49,7 @@ mod reports;
 mod roundtrip;
 mod sync;
 mod tables;
+mod tx;
 
 pub use admission::{NewPgPayment, RecordOutcome};
 pub use alerts::{Alert, AlertLevel, Delivery};
@@ -71,13 +72,14 @@ pub use sync::{Finding, LockOutcome, SettlementRow, SyncCounts, SyncReport};
 
 use crate::clock::{Clock, SystemClock};
 use chrono::{DateTime, TimeDelta, Utc};
-use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase};
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
+use tx::Tx;
 
 /// Most writes one transaction commits together.
 pub const WRITE_BATCH_MAX: usize = 1_024;
@@ -142,7 +144,7 @@ storage_from!(
 );
 
 type Applied = Box<dyn Any + Send>;
-type Apply = Box<dyn FnMut(&WriteTransaction) -> Result<Applied, StoreError> + Send>;
+type Apply = Box<dyn FnMut(&Tx<'_>) -> Result<Applied, StoreError> + Send>;
 
 struct WriteRequest {
     apply: Apply,
@@ -310,7 +312,7 @@ impl Store {
     async fn write<T, F>(&self, mut apply: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let request = WriteRequest {
@@ -539,10 +541,12 @@ impl Writer {
                     return false;
                 }
             };
+            // Every write of the batch uses the tables it opens, until the commit.
+            let tx = Tx::new(&txn);
             let mut values = Vec::with_capacity(batch.len());
             let mut failed = None;
             for (index, request) in batch.iter_mut().enumerate() {
-                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| (request.apply)(&txn)))
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| (request.apply)(&tx)))
                     .unwrap_or_else(|_| Err(StoreError::Bug("a write operation panicked".into())));
                 match outcome {
                     Ok(value) => values.push(value),
@@ -552,6 +556,7 @@ impl Writer {
                     }
                 }
             }
+            drop(tx);
             if let Some((index, error)) = failed {
                 drop(txn);
                 if matches!(error, StoreError::Storage(_)) {
@@ -829,7 +834,7 @@ mod tests {
     async fn put(store: &Store, key: &'static str) -> Result<(), StoreError> {
         store
             .write(move |txn| {
-                txn.open_table(tables::META)?.insert(key, b"1".as_slice())?;
+                txn.meta()?.insert(key, b"1".as_slice())?;
                 Ok(())
             })
             .await

@@ -1,12 +1,13 @@
 //! Orders in redb.
 
 use super::codec::{decode, encode};
+use super::tx::Tx;
 use super::{Store, StoreError, tables};
 use crate::domain::{
     Amount, BuyerId, Order, OrderDraft, OrderId, OrderStatus, PartnerId, PaymentId, Provider,
 };
 use chrono::{DateTime, Utc};
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 /// Version 1 (parts 1–3) had no expiry; version 2 adds it.
@@ -132,15 +133,15 @@ pub(super) fn get_order(
 }
 
 /// Stores an order and keeps the READY index true to its status.
-pub(super) fn put_order(txn: &WriteTransaction, order: &Order) -> Result<(), StoreError> {
+pub(super) fn put_order(txn: &Tx<'_>, order: &Order) -> Result<(), StoreError> {
     let bytes = encode_order(order)?;
-    txn.open_table(tables::ORDERS)?
+    txn.orders()?
         .insert(order.id().as_str(), bytes.as_slice())?;
     let key = (
         u64::try_from(order.created_at.timestamp_millis()).unwrap_or(0),
         order.id().as_str(),
     );
-    let mut ready = txn.open_table(tables::READY_ORDERS)?;
+    let mut ready = txn.ready_orders()?;
     if order.status() == OrderStatus::Ready {
         ready.insert(key, ())?;
     } else {
@@ -166,7 +167,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<CreateOrderOutcome, StoreError> {
         self.write(move |txn| {
-            let existing = get_order(&txn.open_table(tables::ORDERS)?, &draft.order_id)?;
+            let existing = get_order(&*txn.orders()?, &draft.order_id)?;
             if let Some(order) = existing {
                 return Ok(if order.draft == draft {
                     CreateOrderOutcome::Existing(order)
@@ -196,16 +197,16 @@ impl Store {
         let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
         let since_ms = now_ms.saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
         self.write(move |txn| {
-            let orders = txn.open_table(tables::ORDERS)?;
-            if let Some(order) = get_order(&orders, &draft.order_id)? {
+            let orders = txn.orders()?;
+            if let Some(order) = get_order(&*orders, &draft.order_id)? {
                 return Ok(Some(if order.draft == draft {
                     CreateOrderOutcome::Existing(order)
                 } else {
                     CreateOrderOutcome::Conflict(order)
                 }));
             }
-            let mut by_client = txn.open_table(tables::OPEN_ORDERS_BY_CLIENT)?;
-            let mut by_time = txn.open_table(tables::OPEN_ORDERS_BY_TIME)?;
+            let mut by_client = txn.open_orders_by_client()?;
+            let mut by_time = txn.open_orders_by_time()?;
             // Anybody's entries older than the window, oldest first, a few each time.
             let mut old: Vec<(u64, String, String)> = Vec::new();
             for entry in by_time
@@ -224,7 +225,7 @@ impl Store {
                 let (key, _) = entry?;
                 let (_, created_ms, order_id) = key.value();
                 let still_open = match OrderId::parse(order_id) {
-                    Ok(id) => get_order(&orders, &id)?
+                    Ok(id) => get_order(&*orders, &id)?
                         .is_some_and(|order| order.status() == OrderStatus::Ready),
                     Err(_) => false,
                 };
@@ -293,7 +294,7 @@ impl Store {
     pub async fn expire_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
         let id = id.clone();
         self.write(move |txn| {
-            let Some(mut order) = get_order(&txn.open_table(tables::ORDERS)?, &id)? else {
+            let Some(mut order) = get_order(&*txn.orders()?, &id)? else {
                 return Ok(None);
             };
             if order.expire() {
@@ -321,7 +322,7 @@ impl Store {
     pub async fn set_meta_text(&self, key: &str, value: Option<String>) -> Result<(), StoreError> {
         let key = format!("{META_TEXT_PREFIX}{key}");
         self.write(move |txn| {
-            let mut meta = txn.open_table(tables::META)?;
+            let mut meta = txn.meta()?;
             match &value {
                 Some(text) => {
                     let text: String = text.chars().take(META_TEXT_CHARS_MAX).collect();

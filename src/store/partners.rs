@@ -10,12 +10,13 @@
 
 use super::codec::{decode, encode};
 use super::orders::millis_to_time;
+use super::tx::Tx;
 use super::{Store, StoreError, tables};
 use crate::domain::calendar::{date_key, kst_date};
 use crate::domain::settlement::{PartnerFigures, PartnerSettlementStatus, figures};
 use crate::domain::{Amount, PartnerId, PaymentId};
 use chrono::{DateTime, NaiveDate, Utc};
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -92,14 +93,14 @@ fn read_totals(
 /// Adds a ledger entry to its day's running totals (same transaction as the entry), taking out
 /// the entry it replaced, if any.
 fn add_to_totals(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     day: u32,
     partner: &str,
     record: &LedgerRecord,
     replaced: Option<&LedgerRecord>,
 ) -> Result<(), StoreError> {
-    let mut table = txn.open_table(tables::PARTNER_DAY_TOTALS)?;
-    let mut totals = read_totals(&table, day, partner)?;
+    let mut table = txn.partner_day_totals()?;
+    let mut totals = read_totals(&*table, day, partner)?;
     if let Some(old) = replaced {
         totals.take(old);
     }
@@ -111,11 +112,11 @@ fn add_to_totals(
 
 /// Builds every day's totals from the ledger: the upgrade of a file written before the totals
 /// were kept. Answers how many entries it read.
-pub(super) fn rebuild_totals(txn: &WriteTransaction) -> Result<u64, StoreError> {
+pub(super) fn rebuild_totals(txn: &Tx<'_>) -> Result<u64, StoreError> {
     let mut sums: BTreeMap<(u32, String), TotalsRecord> = BTreeMap::new();
     let mut read = 0;
     {
-        let ledger = txn.open_table(tables::PARTNER_LEDGER)?;
+        let ledger = txn.partner_ledger()?;
         for entry in ledger.iter()? {
             let (key, value) = entry?;
             let (day, partner, _) = key.value();
@@ -126,7 +127,7 @@ pub(super) fn rebuild_totals(txn: &WriteTransaction) -> Result<u64, StoreError> 
             read += 1;
         }
     }
-    let mut table = txn.open_table(tables::PARTNER_DAY_TOTALS)?;
+    let mut table = txn.partner_day_totals()?;
     for ((day, partner), totals) in sums {
         let bytes = encode(TOTALS_RECORD, &totals)?;
         table.insert((day, partner.as_str()), bytes.as_slice())?;
@@ -207,8 +208,8 @@ fn encode_row(row: &PartnerSettlement) -> Result<Vec<u8>, StoreError> {
 }
 
 /// True when the partner's settlement for `day` has left REQUESTED.
-fn closed(txn: &WriteTransaction, day: u32, partner: &str) -> Result<bool, StoreError> {
-    let table = txn.open_table(tables::PARTNER_SETTLEMENTS)?;
+fn closed(txn: &Tx<'_>, day: u32, partner: &str) -> Result<bool, StoreError> {
+    let table = txn.partner_settlements()?;
     let Some(value) = table.get((day, partner))? else {
         return Ok(false);
     };
@@ -231,7 +232,7 @@ pub(super) struct Entry<'a> {
 
 /// Writes a ledger entry on its natural day, or on the first day from today still open for the
 /// partner when the natural day is already past REQUESTED.
-pub(super) fn record_entry(txn: &WriteTransaction, entry: &Entry<'_>) -> Result<(), StoreError> {
+pub(super) fn record_entry(txn: &Tx<'_>, entry: &Entry<'_>) -> Result<(), StoreError> {
     let Entry {
         natural,
         today,
@@ -264,7 +265,7 @@ pub(super) fn record_entry(txn: &WriteTransaction, entry: &Entry<'_>) -> Result<
     };
     let bytes = encode(LEDGER_RECORD, &record)?;
     let replaced: Option<LedgerRecord> = txn
-        .open_table(tables::PARTNER_LEDGER)?
+        .partner_ledger()?
         .insert((date_key(day), partner, entry_id), bytes.as_slice())?
         .map(|old| decode("ledger entry", LEDGER_RECORD, old.value()))
         .transpose()?;
@@ -274,12 +275,8 @@ pub(super) fn record_entry(txn: &WriteTransaction, entry: &Entry<'_>) -> Result<
 
 /// One partner's sales, refunds and payment count in the ledger of a day, from the running
 /// totals kept with each entry.
-fn ledger_sums(
-    txn: &WriteTransaction,
-    day: u32,
-    partner: &str,
-) -> Result<(i64, i64, u64), StoreError> {
-    let totals = read_totals(&txn.open_table(tables::PARTNER_DAY_TOTALS)?, day, partner)?;
+fn ledger_sums(txn: &Tx<'_>, day: u32, partner: &str) -> Result<(i64, i64, u64), StoreError> {
+    let totals = read_totals(&*txn.partner_day_totals()?, day, partner)?;
     Ok((totals.gross, totals.cancelled, totals.count))
 }
 
@@ -292,7 +289,7 @@ struct Sums {
 }
 
 fn run(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     date: NaiveDate,
     partners: &[(PartnerId, u32)],
     now: DateTime<Utc>,
@@ -301,7 +298,7 @@ fn run(
     // The day's running totals per partner: a few rows, whatever the day holds.
     let mut per_partner: BTreeMap<String, Sums> = BTreeMap::new();
     {
-        let totals = txn.open_table(tables::PARTNER_DAY_TOTALS)?;
+        let totals = txn.partner_day_totals()?;
         for entry in totals.range((day, "")..(day.saturating_add(1), ""))? {
             if per_partner.len() == PARTNER_KEYS_PER_DAY_MAX {
                 return Err(StoreError::Bug(format!(
@@ -328,7 +325,7 @@ fn run(
         rate.entry(partner.clone()).or_insert(0);
     }
     let mut rows = Vec::with_capacity(rate.len());
-    let mut table = txn.open_table(tables::PARTNER_SETTLEMENTS)?;
+    let mut table = txn.partner_settlements()?;
     for (partner, bps) in rate {
         let existing = table
             .get((day, partner.as_str()))?
@@ -458,7 +455,7 @@ impl Store {
     ) -> Result<StatusChange, StoreError> {
         self.write(move |txn| {
             let day = date_key(date);
-            let mut table = txn.open_table(tables::PARTNER_SETTLEMENTS)?;
+            let mut table = txn.partner_settlements()?;
             let existing = table
                 .get((day, partner.as_str()))?
                 .map(|value| decode_row(day, &partner, value.value()))
@@ -504,7 +501,7 @@ impl Store {
     pub async fn set_schedule_mark(&self, name: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         let key = format!("{}{name}", tables::SCHEDULE_MARK_PREFIX);
         self.write(move |txn| {
-            txn.open_table(tables::META)?
+            txn.meta()?
                 .insert(key.as_str(), at.timestamp_millis().to_le_bytes().as_slice())?;
             Ok(())
         })

@@ -6,6 +6,7 @@
 
 use super::codec::{decode, encode};
 use super::orders::millis_to_time;
+use super::tx::Tx;
 use super::{Store, StoreError, tables};
 use crate::domain::calendar::{date_key, kst_date};
 use crate::domain::{
@@ -13,7 +14,7 @@ use crate::domain::{
     PaymentStatus, PgTid, Provider,
 };
 use chrono::{DateTime, NaiveDate, Utc};
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 const PAYMENT_RECORD: u8 = 1;
@@ -183,34 +184,31 @@ pub(super) fn pg_key(provider: Provider, pg_tid: &PgTid) -> String {
 }
 
 pub(super) fn get_payment(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: PaymentId,
 ) -> Result<Option<StoredPayment>, StoreError> {
     let bytes = txn
-        .open_table(tables::PAYMENTS)?
+        .payments()?
         .get(id.as_u128())?
         .map(|value| value.value().to_vec());
     bytes.map(|bytes| decode_payment(&bytes)).transpose()
 }
 
-pub(super) fn put_payment(
-    txn: &WriteTransaction,
-    stored: &StoredPayment,
-) -> Result<(), StoreError> {
+pub(super) fn put_payment(txn: &Tx<'_>, stored: &StoredPayment) -> Result<(), StoreError> {
     let bytes = encode_payment(stored)?;
-    txn.open_table(tables::PAYMENTS)?
+    txn.payments()?
         .insert(stored.payment.id.as_u128(), bytes.as_slice())?;
     Ok(())
 }
 
 pub(super) fn append_event(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     payment: PaymentId,
     at: DateTime<Utc>,
     kind: EventKind,
     detail: &str,
 ) -> Result<(), StoreError> {
-    let mut events = txn.open_table(tables::PAYMENT_EVENTS)?;
+    let mut events = txn.payment_events()?;
     let key = payment.as_u128();
     let next = events
         .range((key, 0)..=(key, u32::MAX))?
@@ -283,14 +281,11 @@ fn load_view(
     }))
 }
 
-pub(super) fn view_in_write(
-    txn: &WriteTransaction,
-    id: PaymentId,
-) -> Result<PaymentView, StoreError> {
+pub(super) fn view_in_write(txn: &Tx<'_>, id: PaymentId) -> Result<PaymentView, StoreError> {
     load_view(
-        &txn.open_table(tables::PAYMENTS)?,
-        &txn.open_table(tables::PAYMENT_EVENTS)?,
-        &txn.open_table(tables::SETTLEMENTS)?,
+        &*txn.payments()?,
+        &*txn.payment_events()?,
+        &*txn.settlements()?,
         id,
         true,
     )?

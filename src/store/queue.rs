@@ -11,15 +11,16 @@
 //! - the intents of one payment run one at a time, oldest first, and never while an attempt of
 //!   that payment is still running in this process (`InFlight`), whatever its lease says.
 
+use super::StoreError;
 use super::codec::{decode, encode};
 use super::intents::{decode_intent, intent_ids_of};
 use super::orders::millis_to_time;
 use super::payments::decode_payment;
-use super::{StoreError, tables};
+use super::tx::Tx;
 use crate::domain::job::JobKind;
 use crate::domain::{CancelId, IntentState, Job, OrderId, PaymentId, PgTid, Provider};
 use chrono::{DateTime, NaiveDate, Utc};
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -222,31 +223,27 @@ fn queued_of(id: u128, record: &JobRecord) -> Result<QueuedJob, StoreError> {
     })
 }
 
-pub(super) fn get_job(txn: &WriteTransaction, id: u128) -> Result<Option<JobRecord>, StoreError> {
-    let bytes = txn
-        .open_table(tables::QUEUE)?
-        .get(id)?
-        .map(|value| value.value().to_vec());
+pub(super) fn get_job(txn: &Tx<'_>, id: u128) -> Result<Option<JobRecord>, StoreError> {
+    let bytes = txn.queue()?.get(id)?.map(|value| value.value().to_vec());
     bytes
         .map(|bytes| decode("job", JOB_RECORD, &bytes))
         .transpose()
 }
 
-fn put_job(txn: &WriteTransaction, id: u128, record: &JobRecord) -> Result<(), StoreError> {
+fn put_job(txn: &Tx<'_>, id: u128, record: &JobRecord) -> Result<(), StoreError> {
     let bytes = encode(JOB_RECORD, record)?;
-    txn.open_table(tables::QUEUE)?
-        .insert(id, bytes.as_slice())?;
+    txn.queue()?.insert(id, bytes.as_slice())?;
     Ok(())
 }
 
 /// Moves a job to `due_ms` in the due index and stores it.
 pub(super) fn move_job(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: u128,
     record: &mut JobRecord,
     due_ms: u64,
 ) -> Result<(), StoreError> {
-    let mut due = txn.open_table(tables::QUEUE_DUE)?;
+    let mut due = txn.queue_due()?;
     due.remove((record.due_ms, id))?;
     due.insert((due_ms, id), ())?;
     drop(due);
@@ -257,7 +254,7 @@ pub(super) fn move_job(
 /// Queues `job` under `id` at `due`, or moves it there if it is queued already. A job with a
 /// unique key that is queued already under another id stays where it is; its id is answered.
 pub(super) fn enqueue(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: u128,
     job: &Job,
     provider: Option<Provider>,
@@ -266,7 +263,7 @@ pub(super) fn enqueue(
     let unique = job.unique_key();
     if let Some(key) = &unique {
         let existing = txn
-            .open_table(tables::QUEUE_KEYS)?
+            .queue_keys()?
             .get(key.as_str())?
             .map(|value| value.value());
         if let Some(existing) = existing
@@ -274,8 +271,7 @@ pub(super) fn enqueue(
         {
             return Ok(existing);
         }
-        txn.open_table(tables::QUEUE_KEYS)?
-            .insert(key.as_str(), id)?;
+        txn.queue_keys()?.insert(key.as_str(), id)?;
     }
     if let Some(mut record) = get_job(txn, id)? {
         record.lease = None;
@@ -315,8 +311,7 @@ pub(super) fn enqueue(
         pg_ref,
         order_ref,
     };
-    txn.open_table(tables::QUEUE_DUE)?
-        .insert((record.due_ms, id), ())?;
+    txn.queue_due()?.insert((record.due_ms, id), ())?;
     record.due_ms = millis(due);
     put_job(txn, id, &record)?;
     Ok(id)
@@ -324,7 +319,7 @@ pub(super) fn enqueue(
 
 /// Queues (or moves) the job of cancel intent `cancel` to `due`; its id is the intent's.
 pub(super) fn enqueue_cancel(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     cancel: CancelId,
     provider: Provider,
     due: DateTime<Utc>,
@@ -340,17 +335,16 @@ pub(super) fn enqueue_cancel(
 }
 
 /// Takes a job out of the queue (done, given up, or its work closed otherwise).
-pub(super) fn remove_job(txn: &WriteTransaction, id: u128) -> Result<(), StoreError> {
+pub(super) fn remove_job(txn: &Tx<'_>, id: u128) -> Result<(), StoreError> {
     let Some(record) = get_job(txn, id)? else {
         return Ok(());
     };
     // Read everything first: a failure must not leave a job half removed.
     let unique = job_of(&record)?.unique_key();
-    txn.open_table(tables::QUEUE_DUE)?
-        .remove((record.due_ms, id))?;
-    txn.open_table(tables::QUEUE)?.remove(id)?;
+    txn.queue_due()?.remove((record.due_ms, id))?;
+    txn.queue()?.remove(id)?;
     if let Some(key) = unique {
-        let mut keys = txn.open_table(tables::QUEUE_KEYS)?;
+        let mut keys = txn.queue_keys()?;
         let current = keys.get(key.as_str())?.map(|value| value.value());
         if current == Some(id) {
             keys.remove(key.as_str())?;
@@ -363,7 +357,7 @@ pub(super) fn remove_job(txn: &WriteTransaction, id: u128) -> Result<(), StoreEr
 /// the claim's token, made from the time and the tries so far, so a re-applied write makes the
 /// same one.
 pub(super) fn lease_job(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: u128,
     record: &mut JobRecord,
     now: DateTime<Utc>,
@@ -377,8 +371,8 @@ pub(super) fn lease_job(
 }
 
 /// The ids of jobs due at `now`, oldest due first.
-pub(super) fn due_ids(txn: &WriteTransaction, now: DateTime<Utc>) -> Result<Vec<u128>, StoreError> {
-    txn.open_table(tables::QUEUE_DUE)?
+pub(super) fn due_ids(txn: &Tx<'_>, now: DateTime<Utc>) -> Result<Vec<u128>, StoreError> {
+    txn.queue_due()?
         .range(..=(millis(now), u128::MAX))?
         .take(CLAIM_SCAN_MAX)
         .map(|entry| {
@@ -391,7 +385,7 @@ pub(super) fn due_ids(txn: &WriteTransaction, now: DateTime<Utc>) -> Result<Vec<
 
 /// Claims a due non-cancel job for one run.
 pub(super) fn claim_job(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: u128,
     now: DateTime<Utc>,
     lease: chrono::Duration,
@@ -408,7 +402,7 @@ pub(super) fn claim_job(
 /// Records what a non-cancel job's run came to; a run whose lease was taken over changes
 /// nothing. Answers the job's tries so far, or `None` when the run was stale.
 pub(super) fn finish_job(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: u128,
     token: u128,
     outcome: &JobOutcome,

@@ -11,10 +11,10 @@ use super::dead_letters::{DeadLetterRecord, NOTE_CHARS_MAX, letter, put_letter};
 use super::intents::{StoredIntent, get_intent, put_intent};
 use super::payments::{append_event, clip, get_payment, put_payment};
 use super::queue::enqueue_cancel;
+use super::tx::Tx;
 use super::{Store, StoreError};
 use crate::domain::{CancelId, CancelIntent, EventKind, IntentState};
 use chrono::{DateTime, Utc};
-use redb::WriteTransaction;
 
 /// What a person says about a dead letter they re-drive.
 #[derive(Debug, Clone, Default)]
@@ -53,7 +53,7 @@ pub enum RedriveOutcome {
 
 /// A dead letter and the intent it names.
 fn letter_and_intent(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     dead_id: u128,
 ) -> Result<Option<(DeadLetterRecord, StoredIntent)>, StoreError> {
     let Some(letter) = letter(txn, dead_id)? else {
@@ -68,7 +68,7 @@ fn letter_and_intent(
 }
 
 fn redrive(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     dead_id: u128,
     request: &Redrive,
     now: DateTime<Utc>,
@@ -137,7 +137,7 @@ fn redrive(
 }
 
 fn resolve(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     dead_id: u128,
     resolution: &Resolution,
     note: &str,

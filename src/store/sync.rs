@@ -12,13 +12,15 @@ use super::evidence::Evidence;
 use super::orders::get_order;
 use super::payments::{SETTLEMENT_RECORD, SettlementRecord};
 use super::queue::enqueue;
+use super::tx::Tx;
 use super::{Store, StoreError, tables};
 use crate::domain::calendar::date_key;
 use crate::domain::settlement::{SettlementKind, SettlementLine};
 use crate::domain::{Job, OrderId, PaymentId, PgTid, Provider};
 use chrono::{DateTime, NaiveDate, Utc};
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
+use std::cell::RefMut;
 
 const LOCK_RECORD: u8 = 1;
 const CURSOR_RECORD: u8 = 1;
@@ -120,13 +122,13 @@ fn lock_key(provider: &str) -> String {
 }
 
 fn take_lock(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     provider: &str,
     run_id: u128,
     now_ms: i64,
     ttl_ms: i64,
 ) -> Result<LockOutcome, StoreError> {
-    let mut locks = txn.open_table(tables::SYNC_LOCKS)?;
+    let mut locks = txn.sync_locks()?;
     let key = lock_key(provider);
     let held = locks
         .get(key.as_str())?
@@ -149,14 +151,14 @@ fn take_lock(
 /// Keeps a finding under its (day, PG, order, kind): several lines of one order and kind (two
 /// partial cancels, say) are all kept, and the same line found again by a re-run is not.
 /// Answers whether it was new.
-fn record_finding(txn: &WriteTransaction, finding: &Finding) -> Result<bool, StoreError> {
+fn record_finding(txn: &Tx<'_>, finding: &Finding) -> Result<bool, StoreError> {
     let key = (
         date_key(finding.date),
         finding.provider.as_str(),
         finding.order_id.as_str(),
         finding.kind.as_str(),
     );
-    let mut table = txn.open_table(tables::SETTLEMENT_FINDINGS)?;
+    let mut table = txn.settlement_findings()?;
     let mut kept: Vec<Finding> = match table.get(key)? {
         Some(value) => decode("findings", FINDING_RECORD, value.value())?,
         None => Vec::new(),
@@ -192,18 +194,17 @@ fn found_alert_id(now_ms: i64, what: &str) -> u128 {
 /// A settlement row's key: (KST day, payment id).
 type RowKey = (u32, u128);
 
-/// The tables a line of a payment reads and writes, opened once for a run of such lines
-/// (opening a redb table is itself a lookup in the table tree, and closing it a write).
-struct RowTables<'txn> {
-    rows_of_orders: redb::Table<'txn, &'static str, RowKey>,
-    settlements: redb::Table<'txn, RowKey, &'static [u8]>,
+/// The tables a line of a payment reads and writes, held for a run of such lines.
+struct RowTables<'a, 't> {
+    rows_of_orders: RefMut<'a, redb::Table<'t, &'static str, RowKey>>,
+    settlements: RefMut<'a, redb::Table<'t, RowKey, &'static [u8]>>,
 }
 
-impl<'txn> RowTables<'txn> {
-    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+impl<'a, 't> RowTables<'a, 't> {
+    fn open(txn: &'a Tx<'t>) -> Result<Self, StoreError> {
         Ok(Self {
-            rows_of_orders: txn.open_table(tables::SETTLEMENT_OF_ORDER)?,
-            settlements: txn.open_table(tables::SETTLEMENTS)?,
+            rows_of_orders: txn.settlement_of_order()?,
+            settlements: txn.settlements()?,
         })
     }
 
@@ -349,7 +350,7 @@ fn settle(
 /// it (no cancel of the payment running, dead or in doubt; it fits what is left), with a
 /// warning.
 fn import_cancel_line(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     provider: &str,
     date: NaiveDate,
     line: &SettlementLine,
@@ -412,14 +413,14 @@ enum Imported {
 
 /// The payment that paid `order_id` through `provider`, if there is one.
 fn accepted_payment_of(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     provider: &str,
     order_id: &str,
 ) -> Result<Option<PaymentId>, StoreError> {
     let Ok(order_id) = OrderId::parse(order_id) else {
         return Ok(None);
     };
-    let Some(order) = get_order(&txn.open_table(tables::ORDERS)?, &order_id)? else {
+    let Some(order) = get_order(&*txn.orders()?, &order_id)? else {
         return Ok(None);
     };
     Ok(order
@@ -432,7 +433,7 @@ fn accepted_payment_of(
 /// the PG itself (for Payple, the result inquiry, which this case is for) and stores what the PG
 /// confirms. Nothing is stored from the line.
 fn queue_missed_payment(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     provider: &str,
     line: &SettlementLine,
     now_ms: i64,
@@ -447,7 +448,7 @@ fn queue_missed_payment(
     let Ok(pg_tid) = PgTid::parse(pg_ref) else {
         return Ok(());
     };
-    let order = get_order(&txn.open_table(tables::ORDERS)?, &order_id)?;
+    let order = get_order(&*txn.orders()?, &order_id)?;
     if order
         .is_none_or(|order| order.paid_payment_id().is_some() || order.draft.provider != provider)
     {
@@ -456,7 +457,7 @@ fn queue_missed_payment(
     // A payment of the order kassa holds already (a rollback, or one whose reference differs
     // from the line's) is not missed: nothing to ask again.
     let held = txn
-        .open_table(tables::PAYMENTS_BY_ORDER)?
+        .payments_by_order()?
         .range((order_id.as_str(), 0)..=(order_id.as_str(), u128::MAX))?
         .next()
         .is_some();
@@ -482,7 +483,7 @@ fn queue_missed_payment(
 
 /// The counts and finding of a CANCEL line matched in the exact pass.
 fn cancel_line_counted(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     provider: &str,
     date: NaiveDate,
     line: &SettlementLine,
@@ -510,12 +511,8 @@ fn cancel_line_counted(
     })
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one line of each kind, with what it leads to, read top to bottom"
-)]
 fn apply_line(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     provider: &str,
     date: NaiveDate,
     line: &SettlementLine,
@@ -582,7 +579,7 @@ fn apply_line(
             line.pg_cancel_id.as_deref().unwrap_or(""),
             line.occurrence
         );
-        let mut alerted = txn.open_table(tables::CANCEL_LINES_ALERTED)?;
+        let mut alerted = txn.cancel_lines_alerted()?;
         if alerted.get(identity.as_str())?.is_none() {
             alerted.insert(identity.as_str(), ())?;
             drop(alerted);
@@ -620,21 +617,16 @@ fn apply_line(
         counts.skipped = 1;
         return Ok(counts);
     }
-    settle(
-        &mut txn.open_table(tables::SETTLEMENTS)?,
-        key,
-        &mut row,
-        line,
-    )?;
+    settle(&mut *txn.settlements()?, key, &mut row, line)?;
     counts.updated = 1;
     Ok(counts)
 }
 
 /// Builds the index of settlement rows by order from the rows (the upgrade to schema 4);
 /// answers how many rows it read.
-pub(super) fn rebuild_settlement_index(txn: &WriteTransaction) -> Result<u64, StoreError> {
-    let rows = txn.open_table(tables::SETTLEMENTS)?;
-    let mut index = txn.open_table(tables::SETTLEMENT_OF_ORDER)?;
+pub(super) fn rebuild_settlement_index(txn: &Tx<'_>) -> Result<u64, StoreError> {
+    let rows = txn.settlements()?;
+    let mut index = txn.settlement_of_order()?;
     let mut read = 0u64;
     for entry in rows.iter()? {
         let (key, value) = entry?;
@@ -803,7 +795,7 @@ impl Store {
                 }
             }
             drop(row_tables);
-            let mut cursors = txn.open_table(tables::SYNC_CURSORS)?;
+            let mut cursors = txn.sync_cursors()?;
             let key = (provider.as_str(), date_key(date));
             match &next_cursor {
                 Some(cursor) => {
@@ -833,8 +825,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(move |txn| {
             let bytes = encode(RUN_RECORD, &report)?;
-            txn.open_table(tables::SYNC_RUNS)?.insert(report.run_id, bytes.as_slice())?;
-            let mut locks = txn.open_table(tables::SYNC_LOCKS)?;
+            txn.sync_runs()?.insert(report.run_id, bytes.as_slice())?;
+            let mut locks = txn.sync_locks()?;
             let key = lock_key(&report.provider);
             let held = locks.get(key.as_str())?.map(|value| decode::<LockRecord>("sync lock", LOCK_RECORD, value.value())).transpose()?;
             if held.is_some_and(|lock| lock.run_id == report.run_id) {
@@ -861,7 +853,7 @@ impl Store {
                 );
                 // Once per day and findings: a day synced again with nothing new says nothing new.
                 let key = format!("mismatch:{}:{}:{}:{}", report.provider, report.date, counts.discrepancy, counts.missing);
-                let mut alerted = txn.open_table(tables::CANCEL_LINES_ALERTED)?;
+                let mut alerted = txn.cancel_lines_alerted()?;
                 if alerted.get(key.as_str())?.is_none() {
                     alerted.insert(key.as_str(), ())?;
                     drop(alerted);
@@ -988,9 +980,9 @@ mod tests {
         let bytes = encode(SETTLEMENT_RECORD, &row).expect("encode");
         store
             .write(move |txn| {
-                txn.open_table(tables::SETTLEMENTS)?
+                txn.settlements()?
                     .insert((date_key(day), 2), bytes.as_slice())?;
-                let mut index = txn.open_table(tables::SETTLEMENT_OF_ORDER)?;
+                let mut index = txn.settlement_of_order()?;
                 index.insert("order-a", (date_key(day), 1))?;
                 index.insert("order-c", (date_key(day), 2))?;
                 Ok(())
