@@ -861,6 +861,71 @@ mod tests {
         panic!("the file stayed locked");
     }
 
+    /// Writes queued behind one that holds the writer are applied in one batch, with one `Tx`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_panics_holding_a_table_is_taken_out_and_its_batch_commits_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), || [0; 32]).unwrap();
+        let (entered, entered_rx) = std::sync::mpsc::channel::<()>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let (entered, release_rx) = (
+            std::sync::Mutex::new(entered),
+            std::sync::Mutex::new(release_rx),
+        );
+        let gate = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |_| {
+                        let _ = entered.lock().unwrap().send(());
+                        let _ = release_rx
+                            .lock()
+                            .unwrap()
+                            .recv_timeout(std::time::Duration::from_secs(10));
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
+            .await
+            .unwrap();
+        let a = tokio::spawn({
+            let store = store.clone();
+            async move { put(&store, "a").await }
+        });
+        let b = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(|txn| -> Result<(), StoreError> {
+                        txn.meta()?.insert("b", b"1".as_slice())?;
+                        let _held = txn.meta()?;
+                        panic!("a write panics while it holds a table");
+                    })
+                    .await
+            }
+        });
+        let c = tokio::spawn({
+            let store = store.clone();
+            async move { put(&store, "c").await }
+        });
+        // All three wait in the writer's queue before it is let go.
+        while store.writes.max_capacity() - store.writes.capacity() < 3 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        gate.await.unwrap().unwrap();
+        a.await.unwrap().unwrap();
+        c.await.unwrap().unwrap();
+        let error = b.await.unwrap().unwrap_err();
+        assert!(matches!(error, StoreError::Bug(_)), "{error}");
+        assert!(has(&store, "a").await);
+        assert!(has(&store, "c").await);
+        assert!(!has(&store, "b").await);
+        assert_eq!(store.health(), StoreHealth::Ok);
+    }
+
     #[tokio::test]
     async fn a_failed_commit_is_answered_with_an_error_and_the_next_commit_heals_the_store() {
         let dir = tempfile::tempdir().unwrap();

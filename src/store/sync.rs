@@ -194,7 +194,7 @@ fn found_alert_id(now_ms: i64, what: &str) -> u128 {
 /// A settlement row's key: (KST day, payment id).
 type RowKey = (u32, u128);
 
-/// The tables a line of a payment reads and writes, held for a run of such lines.
+/// The two tables a line of a payment reads and writes, held together while it is applied.
 struct RowTables<'a, 't> {
     rows_of_orders: RefMut<'a, redb::Table<'t, &'static str, RowKey>>,
     settlements: RefMut<'a, redb::Table<'t, RowKey, &'static [u8]>>,
@@ -774,27 +774,19 @@ impl Store {
                     }
                 }
             }
-            // The rest in order. Lines that match their payment's row (nearly all of them) go
-            // through tables opened once; any other line closes them for `apply_line`, which
-            // opens what it needs, and they are opened again for the next.
-            let mut row_tables = None;
+            // The rest in order. Lines that match their payment's row (nearly all of them) are
+            // settled through the index and the row; any other goes to `apply_line`, which
+            // reads what it needs again.
             for (index, line) in lines.iter().enumerate() {
                 if done[index] {
                     continue;
                 }
-                let mut open = match row_tables.take() {
-                    Some(open) => open,
-                    None => RowTables::open(txn)?,
-                };
-                if let Some(matched) = open.settle_matching(&provider, line)? {
-                    counts.add(matched);
-                    row_tables = Some(open);
-                } else {
-                    drop(open);
-                    counts.add(apply_line(txn, &provider, date, line, now_ms)?);
+                let matched = RowTables::open(txn)?.settle_matching(&provider, line)?;
+                match matched {
+                    Some(matched) => counts.add(matched),
+                    None => counts.add(apply_line(txn, &provider, date, line, now_ms)?),
                 }
             }
-            drop(row_tables);
             let mut cursors = txn.sync_cursors()?;
             let key = (provider.as_str(), date_key(date));
             match &next_cursor {
