@@ -15,7 +15,7 @@ use super::breaker::Health;
 use super::{FlowError, Kassa};
 use crate::domain::retry::RetrySchedule;
 use crate::domain::{
-    Amount, CancelId, CancelIntent, IdempotencyKey, IntentState, PaymentId, PaymentStatus,
+    Amount, CancelId, CancelIntent, IdempotencyKey, IntentState, Payment, PaymentId, PaymentStatus,
     parse_text,
 };
 use crate::gateway::{CancelRequest, GatewayError, PgCancellation, PgPayment};
@@ -150,26 +150,24 @@ fn inline_may_start(kassa: &Kassa, provider: crate::domain::Provider) -> bool {
         )
 }
 
-/// Records a cancel of `amount` (the whole available balance when `None`) and tries it inline.
-/// The same `key` again answers the same cancel; it never cancels twice.
+/// Records a cancel of `amount` (the whole available balance when `None`) of `payment`, as the
+/// caller read it, and tries it inline. The same `key` again answers the same cancel; it never
+/// cancels twice. Only the payment's id and PG are taken from `payment`: the request's
+/// transaction reads the payment again.
 pub async fn request(
     kassa: &Kassa,
-    payment_id: PaymentId,
+    payment: &Payment,
     key: IdempotencyKey,
     amount: Option<i64>,
     reason: &str,
 ) -> Result<CancelAnswer, FlowError> {
+    let (payment_id, provider) = (payment.id, Some(payment.provider));
     let amount = amount.map(Amount::positive).transpose()?;
     let reason = parse_text("reason", reason, REASON_CHARS_MAX)?;
     let cancel_uuid = kassa.env.new_uuid();
     // The first attempt is claimed in the request's own commit unless something holds it back
     // (no inline attempts configured, shutting down, the PG's jobs paused): one commit fewer,
     // and its mark is still durable before the PG hears of it.
-    let provider = kassa
-        .store
-        .payment(payment_id)
-        .await?
-        .map(|view| view.payment.provider);
     let claim_lease = (kassa.config.retry.inline_attempts > 0
         && provider.is_some_and(|provider| inline_may_start(kassa, provider)))
     .then(|| lease(kassa));

@@ -737,9 +737,10 @@ async fn a_cancel_whose_caller_went_away_is_carried_out_by_its_own_task() {
         let kassa = app.kassa.clone();
         let id = kassa::domain::PaymentId::parse(&payment_id).unwrap();
         let key = kassa::domain::IdempotencyKey::parse("gone-key").unwrap();
-        tokio::spawn(
-            async move { kassa::flows::cancel::request(&kassa, id, key, None, "gone").await },
-        )
+        tokio::spawn(async move {
+            let view = kassa.store.payment(id).await.unwrap().unwrap();
+            kassa::flows::cancel::request(&kassa, &view.payment, key, None, "gone").await
+        })
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.pg_calls("portone.cancel").await == 0 {

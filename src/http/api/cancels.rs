@@ -41,14 +41,9 @@ pub async fn cancel_payment(
     let id = PaymentId::parse(&payment_id).map_err(|_| ApiError::not_found("payment"))?;
     let view = crate::flows::payments::visible(&state.kassa, viewer, id).await?;
     let IdempotencyKeyHeader(key) = key?;
-    let answer = crate::flows::cancel::request(
-        &state.kassa,
-        view.payment.id,
-        key,
-        body.amount,
-        &body.reason,
-    )
-    .await?;
+    let answer =
+        crate::flows::cancel::request(&state.kassa, &view.payment, key, body.amount, &body.reason)
+            .await?;
     Ok((StatusCode::ACCEPTED, Json(cancel_json(&answer))).into_response())
 }
 

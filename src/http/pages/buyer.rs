@@ -628,7 +628,7 @@ pub async fn mypage_cancel(
         .await
         .map_err(|error| PageError::from_flow(lang, &error))?;
     let reason = "buyer cancelled on my payments";
-    crate::flows::cancel::request(&state.kassa, view.payment.id, key, None, reason)
+    crate::flows::cancel::request(&state.kassa, &view.payment, key, None, reason)
         .await
         .map_err(|error| PageError::from_flow(lang, &error))?;
     Ok(Redirect::to("/payment/mypage").into_response())

@@ -356,7 +356,7 @@ pub async fn cancel(
     let view = payments::visible(&state.kassa, Viewer::Admin, id)
         .await
         .map_err(|error| PageError::from_flow(lang, &error))?;
-    crate::flows::cancel::request(&state.kassa, view.payment.id, key, amount, reason)
+    crate::flows::cancel::request(&state.kassa, &view.payment, key, amount, reason)
         .await
         .map_err(|error| refused(lang, &error))?;
     Ok(Redirect::to(&format!("/admin/payments/{id}?done=cancel")).into_response())
