@@ -3,6 +3,9 @@
 //! Keys that are scanned by time begin with a UUIDv7 (whose top 48 bits are the creation time in
 //! milliseconds) or with a KST date, so a day is one range scan, never an index lookup per row.
 //! Values are `codec` records.
+//!
+//! A new table is also named in `tx.rs` (its slot in a write transaction, with the same key and
+//! value types: the compiler checks them) and in `digest.rs` (the digest and the backup).
 
 use redb::TableDefinition;
 
