@@ -425,18 +425,26 @@ impl TossGateway {
         })
     }
 
-    /// Waits until `CANCEL_GAP` has passed since the last cancel of `payment_key`, then counts
-    /// this one as sent. Callers of one payment queue on the lock.
+    /// Waits until `CANCEL_GAP` has passed since the last cancel of `payment_key`. Each caller
+    /// takes its time under the lock (now, or `CANCEL_GAP` after the one before it) and waits
+    /// with the lock let go, so the callers of one payment keep their order and a cancel of
+    /// another payment never waits behind them.
     async fn keep_apart(&self, payment_key: &str) {
-        let mut last = self.last_cancels.lock().await;
-        if let Some(previous) = last.get(payment_key) {
-            tokio::time::sleep_until(*previous + CANCEL_GAP).await;
-        }
         let now = tokio::time::Instant::now();
-        if last.len() >= CANCEL_TIMES_MAX {
-            last.retain(|_, at| now.duration_since(*at) < CANCEL_GAP);
+        let at = {
+            let mut last = self.last_cancels.lock().await;
+            let at = last
+                .get(payment_key)
+                .map_or(now, |previous| (*previous + CANCEL_GAP).max(now));
+            if last.len() >= CANCEL_TIMES_MAX {
+                last.retain(|_, sent| *sent + CANCEL_GAP > now);
+            }
+            last.insert(payment_key.to_owned(), at);
+            at
+        };
+        if at > now {
+            tokio::time::sleep_until(at).await;
         }
-        last.insert(payment_key.to_owned(), now);
     }
 }
 
@@ -478,6 +486,48 @@ impl PaymentGateway for TossGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gateway() -> Result<TossGateway, String> {
+        Ok(TossGateway::new(
+            super::super::client::build(std::time::Duration::from_secs(1))?,
+            "http://127.0.0.1:9",
+            &Secret::new("test_sk".to_owned()),
+            Arc::new(crate::clock::SystemClock),
+            std::time::Duration::ZERO,
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_cancel_of_one_payment_waits_the_gap_and_holds_up_no_other_payment()
+    -> Result<(), String> {
+        let toss = Arc::new(gateway()?);
+        let start = tokio::time::Instant::now();
+        toss.keep_apart("pay_a").await;
+        assert_eq!(start.elapsed(), std::time::Duration::ZERO);
+        let (a_again, a_third) = {
+            let (first, second) = (Arc::clone(&toss), Arc::clone(&toss));
+            (
+                tokio::spawn(async move {
+                    first.keep_apart("pay_a").await;
+                    tokio::time::Instant::now()
+                }),
+                tokio::spawn(async move {
+                    tokio::task::yield_now().await;
+                    second.keep_apart("pay_a").await;
+                    tokio::time::Instant::now()
+                }),
+            )
+        };
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        // Another payment's cancel goes at once, while the two of `pay_a` wait.
+        toss.keep_apart("pay_b").await;
+        assert_eq!(start.elapsed(), std::time::Duration::ZERO);
+        let (second, third) = (a_again.await.ok(), a_third.await.ok());
+        assert_eq!(second.map(|at| at - start), Some(CANCEL_GAP));
+        assert_eq!(third.map(|at| at - start), Some(CANCEL_GAP * 2));
+        Ok(())
+    }
 
     #[test]
     fn toss_error_codes_fall_into_kassas_classes() {
