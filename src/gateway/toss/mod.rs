@@ -31,6 +31,8 @@ use std::sync::Arc;
 const MESSAGE_CHARS_MAX: usize = 200;
 /// Toss processes two cancels of one payment within a second once: kassa keeps them apart.
 pub const CANCEL_GAP: std::time::Duration = std::time::Duration::from_millis(1_100);
+/// When one payment's last cancel was sent; its callers take turns on the lock.
+type CancelTurn = Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>;
 /// Most payments whose last cancel time is remembered for `CANCEL_GAP`.
 const CANCEL_TIMES_MAX: usize = 10_000;
 
@@ -43,8 +45,9 @@ pub struct TossGateway {
     clock: Arc<dyn Clock>,
     /// Keeps settlement pages `settlement_sync.page_interval_ms` apart.
     pacer: Pacer,
-    /// When each payment's last cancel was sent, to keep the next `CANCEL_GAP` later.
-    last_cancels: tokio::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
+    /// When each payment's last cancel was sent, to keep the next `CANCEL_GAP` later, behind a
+    /// lock of its own per payment.
+    last_cancels: tokio::sync::Mutex<std::collections::HashMap<String, CancelTurn>>,
 }
 
 /// Stands for an amount Toss sent that kassa cannot read: no real line adds up with it, so the
@@ -425,26 +428,30 @@ impl TossGateway {
         })
     }
 
-    /// Waits until `CANCEL_GAP` has passed since the last cancel of `payment_key`. Each caller
-    /// takes its time under the lock (now, or `CANCEL_GAP` after the one before it) and waits
-    /// with the lock let go, so the callers of one payment keep their order and a cancel of
-    /// another payment never waits behind them.
+    /// Waits until `CANCEL_GAP` has passed since the last cancel of `payment_key` was sent,
+    /// then counts this one as sent. The callers of one payment queue on that payment's own
+    /// lock, so a cancel of another payment never waits behind them; a caller that is dropped
+    /// while it waits leaves the last time as it was.
     async fn keep_apart(&self, payment_key: &str) {
-        let now = tokio::time::Instant::now();
-        let at = {
-            let mut last = self.last_cancels.lock().await;
-            let at = last
-                .get(payment_key)
-                .map_or(now, |previous| (*previous + CANCEL_GAP).max(now));
-            if last.len() >= CANCEL_TIMES_MAX {
-                last.retain(|_, sent| *sent + CANCEL_GAP > now);
+        let turn = {
+            let mut turns = self.last_cancels.lock().await;
+            if turns.len() >= CANCEL_TIMES_MAX {
+                let now = tokio::time::Instant::now();
+                // A turn is cloned only under this lock: one held elsewhere is in use.
+                turns.retain(|_, turn| {
+                    Arc::strong_count(turn) > 1
+                        || turn
+                            .try_lock()
+                            .is_ok_and(|sent| sent.is_some_and(|sent| sent + CANCEL_GAP > now))
+                });
             }
-            last.insert(payment_key.to_owned(), at);
-            at
+            Arc::clone(turns.entry(payment_key.to_owned()).or_default())
         };
-        if at > now {
-            tokio::time::sleep_until(at).await;
+        let mut sent = turn.lock().await;
+        if let Some(previous) = *sent {
+            tokio::time::sleep_until(previous + CANCEL_GAP).await;
         }
+        *sent = Some(tokio::time::Instant::now());
     }
 }
 
@@ -526,6 +533,24 @@ mod tests {
         let (second, third) = (a_again.await.ok(), a_third.await.ok());
         assert_eq!(second.map(|at| at - start), Some(CANCEL_GAP));
         assert_eq!(third.map(|at| at - start), Some(CANCEL_GAP * 2));
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_dropped_while_it_waits_the_gap_holds_up_no_later_one() -> Result<(), String> {
+        let toss = Arc::new(gateway()?);
+        let start = tokio::time::Instant::now();
+        toss.keep_apart("pay_a").await;
+        let waiting = {
+            let toss = Arc::clone(&toss);
+            tokio::spawn(async move { toss.keep_apart("pay_a").await })
+        };
+        tokio::time::sleep(CANCEL_GAP / 2).await;
+        waiting.abort();
+        let _ = waiting.await;
+        // The next one waits out the gap after the cancel that was sent, no longer.
+        toss.keep_apart("pay_a").await;
+        assert_eq!(start.elapsed(), CANCEL_GAP);
         Ok(())
     }
 
